@@ -1,0 +1,2 @@
+"""Sentinel."""
+__version__ = "0.1.0"

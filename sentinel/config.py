@@ -1,0 +1,319 @@
+"""Sentinel's configuration: one YAML file, validated by pydantic models that reject unknown keys.
+
+Loading is two passes (as alibi-detect does): parse and validate the raw file, then resolve what it
+refers to (relative paths against the file's folder, secrets from env or files) and check those.
+Every value can be overridden by an environment variable ``SENTINEL_<PATH>`` where nested keys are
+joined with ``__``: ``SENTINEL_STORE__URL``, ``SENTINEL_KAFKA__BOOTSTRAP_SERVERS=a:9092,b:9092``,
+``SENTINEL_PAIRS__TRIAGE__BATCH_SIZE=64``. Values are parsed as YAML scalars.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+ENV_PREFIX = "SENTINEL_"
+
+
+class Strict(BaseModel):
+    # extra='forbid' so a misspelt key fails loudly instead of being silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class StoreConfig(Strict):
+    url: str = "sqlite:///sentinel.db"
+    echo: bool = False
+
+
+class KafkaConfig(Strict):
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
+    topic: str = "traffic"
+    labels_topic: str | None = None
+    group_id: str = "sentinel"
+    client_id: str = "sentinel"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # kafka-python's default 45 s session makes a group join wait ~23 s (PITFALLS.md);
+    # 10 s keeps failover reasonable and joins in a few seconds.
+    session_timeout_ms: int = Field(10000, ge=1000)
+    heartbeat_interval_ms: int = Field(3000, ge=100)
+    max_poll_records: int = Field(500, ge=1)
+    poll_timeout_ms: int = Field(500, ge=10)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None   # name of the env var holding the password (never in the file)
+    sasl_password_file: str | None = None
+    ssl_cafile: str | None = None
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [s.strip() for s in v.split(",") if s.strip()]
+        return v
+
+
+class ModelSpec(Strict):
+    path: str
+    runtime: str = "onnxruntime"        # torch | onnxruntime | module:Class
+    output: Literal["probabilities", "logits"] = "probabilities"
+    threads: int | None = Field(None, ge=1)
+    providers: list[str] | None = None
+
+
+class CheckSpec(Strict):
+    """One configured check. ``warn``/``fail`` are levels on the check's value (its meaning is the
+    check's: a rate, a ratio...); ``min_samples`` below which the result is ``insufficient_data``."""
+    type: str
+    name: str | None = None
+    warn: float | None = None
+    fail: float | None = None
+    min_samples: int = Field(100, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def check_name(self) -> str:
+        return self.name or self.type
+
+
+def default_checks() -> list[CheckSpec]:
+    return [
+        CheckSpec(type="decision_flips", warn=0.02, fail=0.05, min_samples=100,
+                  params={"critical_warn": 0.01, "critical_fail": 0.03}),
+        CheckSpec(type="latency_p95", warn=1.0, fail=1.5, min_samples=5),
+    ]
+
+
+class PairConfig(Strict):
+    baseline: ModelSpec
+    candidate: ModelSpec
+    classes: list[str] = Field(min_length=2)
+    critical_classes: list[str] = Field(default_factory=list)
+    features: list[str] | None = None   # order of named features in `inputs` objects
+    batch_size: int = Field(256, ge=1)
+    interval_seconds: float | None = Field(None, gt=0)   # overrides revalidation.interval_seconds
+    checks: list[CheckSpec] | None = None                # overrides the top-level checks
+
+    @model_validator(mode="after")
+    def _critical_in_classes(self) -> "PairConfig":
+        unknown = [c for c in self.critical_classes if c not in self.classes]
+        if unknown:
+            raise ValueError(f"critical_classes {unknown} are not in classes {self.classes}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes has duplicates: {self.classes}")
+        return self
+
+
+class SamplingConfig(Strict):
+    rate: float = Field(1.0, gt=0, le=1)
+    window: int = Field(10000, ge=1)
+    seed: int = 0
+    stratify_by: list[str] = Field(default_factory=list)
+
+
+class RevalidationConfig(Strict):
+    interval_seconds: float = Field(300, gt=0)
+    seed: int = 0
+    misfire_grace_seconds: int = Field(60, ge=1)
+    min_samples: int = Field(1, ge=1)   # a run with fewer pending samples is skipped (not stored)
+
+
+class IncidentsConfig(Strict):
+    runbook_url: str | None = None
+    open_on: list[Literal["warn", "fail"]] = Field(default_factory=lambda: ["fail"])
+
+
+class NotifierConfig(Strict):
+    type: str = "webhook"
+    url: str | None = None
+    url_env: str | None = None
+    secret_env: str | None = None      # HMAC key for the signature header
+    timeout_seconds: float = Field(5.0, gt=0)
+    max_attempts: int = Field(8, ge=1)
+    backoff_seconds: float = Field(1.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ApiConfig(Strict):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8080"
+    token_env: str = "SENTINEL_API_TOKEN"
+    token_file: str | None = None
+    public_reads: bool = True
+
+
+class LoggingConfig(Strict):
+    level: str = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(Strict):
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    pairs: dict[str, PairConfig] = Field(min_length=1)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    revalidation: RevalidationConfig = Field(default_factory=RevalidationConfig)
+    checks: list[CheckSpec] = Field(default_factory=default_checks)
+    suites: list[str] = Field(default_factory=list)
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
+    notifiers: dict[str, NotifierConfig] = Field(default_factory=dict)
+    escalation: str | None = None
+    reports_dir: str = "reports"
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    # not part of the file: where it came from, for messages and relative paths
+    source: str = Field("<config>", exclude=True)
+    base_dir: str = Field(".", exclude=True)
+
+    def checks_for(self, pair: str) -> list[CheckSpec]:
+        own = self.pairs[pair].checks
+        return list(own) if own is not None else list(self.checks)
+
+    def interval_for(self, pair: str) -> float:
+        return self.pairs[pair].interval_seconds or self.revalidation.interval_seconds
+
+    def resolve_path(self, p: str) -> Path:
+        path = Path(os.path.expanduser(p))
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    def config_hash(self) -> str:
+        """sha256 of the validated config (canonical JSON): what a run records for reproducibility."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _field_path_model(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that owns the last element of ``loc`` (dict keys and list indexes skipped)."""
+    import typing
+
+    current: Any = root
+    i = 0
+    parts = list(loc[:-1])
+    while i < len(parts):
+        part = parts[i]
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        skip = 0
+        while typing.get_origin(ann) is not None:
+            origin = typing.get_origin(ann)
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if origin in (dict, list):
+                skip += 1
+            ann = args[-1] if args else ann
+        current = ann
+        i += 1 + skip
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _format_error(root: type[BaseModel], err: Mapping[str, Any]) -> tuple[str, str]:
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) for p in loc)
+    if err.get("type") == "extra_forbidden" and loc:
+        owner = _field_path_model(root, loc)
+        valid = sorted(owner.model_fields) if owner else []
+        valid = [v for v in valid if v not in ("source", "base_dir")]
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else (f" (valid keys: {', '.join(valid)})" if valid else "")
+        return key, f"unknown key{hint}"
+    if err.get("type") == "missing":
+        return key, "required key is missing"
+    msg = str(err.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return key, msg
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Overlay ``SENTINEL_A__B=value`` onto the raw mapping; returns the variables applied."""
+    applied = []
+    skip = {"SENTINEL_API_TOKEN", "SENTINEL_CONFIG"}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in skip:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        if not path:
+            continue
+        # only keys that are config sections; unrelated SENTINEL_* variables (secrets named by
+        # *_env keys) are left alone
+        if path[0] not in Config.model_fields or path[0] in ("source", "base_dir"):
+            continue
+        value = yaml.safe_load(environ[name]) if environ[name] != "" else ""
+        node = raw
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+        applied.append(name)
+    return applied
+
+
+def parse_config(raw: Any, *, source: str = "<config>", base_dir: str | Path = ".",
+                 environ: Mapping[str, str] | None = None) -> Config:
+    """Validate an already-parsed mapping. Raises ConfigError (one line) on the first problem."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", f"expected a mapping at the top level, got {type(raw).__name__}")
+    raw = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
+    applied = _apply_env(raw, os.environ if environ is None else environ)
+    try:
+        cfg = Config.model_validate({**raw, "source": source, "base_dir": str(base_dir)})
+    except ValidationError as exc:
+        errs = exc.errors()
+        key, problem = _format_error(Config, errs[0])
+        more = f" (+{len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+        env_note = f" [env overrides applied: {', '.join(applied)}]" if applied else ""
+        raise ConfigError(source, key, problem + more + env_note) from None
+    return cfg
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    path = Path(path)
+    src = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(src, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(src, "", f"cannot read ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(src, "", f"{where}not valid YAML ({problem})") from None
+    return parse_config(raw, source=src, base_dir=path.resolve().parent, environ=environ)
+
+
+def read_secret(env_name: str | None, file: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:
+    """A secret from an env var or a file (Kubernetes secret mount). Never logged."""
+    env = os.environ if environ is None else environ
+    if env_name and env.get(env_name):
+        return env[env_name]
+    if file:
+        try:
+            return Path(file).read_text().strip()
+        except OSError:
+            return None
+    return None

@@ -1,0 +1,317 @@
+"""The store: every read and write Sentinel makes to its database, behind one class.
+
+SQLite by default (WAL, a busy timeout, foreign keys on), PostgreSQL via ``postgresql+psycopg://``.
+The schema is created and upgraded by Alembic (``Store.migrate``), never by ``create_all``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import make_url
+
+from . import tables as t
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands datetimes back naive; everything Sentinel stores is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class SampleIn:
+    pair: str
+    msg_id: str
+    ts: dt.datetime
+    topic: str
+    partition: int
+    offset: int
+    sample_key: float
+    inputs: Any
+    attributes: dict[str, str]
+    label: str | None = None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LabelIn:
+    msg_id: str
+    label: str
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class QuarantineIn:
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    raw: str
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    not_sampled: int = 0     # outside the sampling rate
+    evicted: int = 0         # pushed out of a full window by a sample with a smaller key
+    quarantined: int = 0
+    labels: int = 0
+    stored_by_pair: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: int
+    pair: str
+    msg_id: str
+    ts: dt.datetime
+    topic: str
+    partition: int
+    offset: int
+    inputs: Any
+    attributes: dict[str, str]
+    label: str | None
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- ingest --------------------------------------------------------------------------------
+    def ingest(self, samples: Sequence[SampleIn], labels: Sequence[LabelIn], quarantined: Sequence[QuarantineIn],
+               *, window: int, rate: float) -> IngestResult:
+        """Store one polled batch in one transaction; the caller commits Kafka offsets after this
+        returns. Duplicates (same pair and id) are dropped; each pair keeps a bottom-k window: the
+        ``window`` pending samples with the smallest ``sample_key`` (a seeded hash of the id), which
+        is a uniform random sample of everything seen, and gives a redelivered message the same
+        decision it got the first time."""
+        res = IngestResult()
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for q in quarantined:
+                exists = conn.execute(select(t.quarantine.c.id).where(and_(
+                    t.quarantine.c.topic == q.topic, t.quarantine.c.partition == q.partition,
+                    t.quarantine.c.offset == q.offset))).first()
+                if exists is None:
+                    conn.execute(insert(t.quarantine).values(
+                        topic=q.topic, partition=q.partition, offset=q.offset, reason=q.reason,
+                        detail=q.detail[:2000], raw=q.raw[:8000], stored_at=now))
+                res.quarantined += 1
+            for lab in labels:
+                row = conn.execute(select(t.labels.c.msg_id).where(t.labels.c.msg_id == lab.msg_id)).first()
+                values = dict(label=lab.label, topic=lab.topic, partition=lab.partition, offset=lab.offset, stored_at=now)
+                if row is None:
+                    conn.execute(insert(t.labels).values(msg_id=lab.msg_id, **values))
+                else:
+                    conn.execute(update(t.labels).where(t.labels.c.msg_id == lab.msg_id).values(**values))
+                res.labels += 1
+
+            by_pair: dict[str, list[SampleIn]] = {}
+            for s in samples:
+                by_pair.setdefault(s.pair, []).append(s)
+            for pair, batch in by_pair.items():
+                ids = list({s.msg_id for s in batch})
+                seen: set[str] = set()
+                for chunk in _chunks(ids, 500):
+                    seen.update(r[0] for r in conn.execute(select(t.samples.c.msg_id).where(
+                        and_(t.samples.c.pair == pair, t.samples.c.msg_id.in_(chunk)))))
+                pending = conn.execute(select(func.count()).select_from(t.samples).where(
+                    and_(t.samples.c.pair == pair, t.samples.c.run_id.is_(None)))).scalar_one()
+                for s in batch:
+                    if s.msg_id in seen:
+                        res.duplicates += 1
+                        continue
+                    seen.add(s.msg_id)
+                    if s.sample_key >= rate:
+                        res.not_sampled += 1
+                        continue
+                    if pending >= window:
+                        top = conn.execute(select(t.samples.c.id, t.samples.c.sample_key).where(and_(
+                            t.samples.c.pair == pair, t.samples.c.run_id.is_(None))).order_by(
+                            t.samples.c.sample_key.desc()).limit(1)).first()
+                        if top is None or s.sample_key >= top.sample_key:
+                            res.evicted += 1
+                            continue
+                        conn.execute(delete(t.samples).where(t.samples.c.id == top.id))
+                        res.evicted += 1
+                        pending -= 1
+                    conn.execute(insert(t.samples).values(
+                        pair=s.pair, msg_id=s.msg_id, ts=s.ts, topic=s.topic, partition=s.partition,
+                        offset=s.offset, sample_key=s.sample_key, inputs=s.inputs, attributes=s.attributes,
+                        label=s.label, extra=s.extra, stored_at=now))
+                    pending += 1
+                    res.stored += 1
+                    res.stored_by_pair[pair] = res.stored_by_pair.get(pair, 0) + 1
+        return res
+
+    def pending_count(self, pair: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(t.samples).where(
+                and_(t.samples.c.pair == pair, t.samples.c.run_id.is_(None)))).scalar_one()
+
+    def count(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(t.metadata.tables[table])).scalar_one()
+
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.quarantine).order_by(t.quarantine.c.id.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    # -- runs ----------------------------------------------------------------------------------
+    def create_run(self, pair: str, trigger: str, record: dict[str, Any]) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(insert(t.runs).values(
+                pair=pair, trigger=trigger, status="running", started_at=utcnow(), n_samples=0,
+                record=record)).inserted_primary_key[0]
+
+    def claim_window(self, pair: str, run_id: int) -> list[Sample]:
+        """Attach the pair's pending samples to ``run_id`` and return them (labels joined by id).
+        Claimed samples stay with that run: they are its snapshot, and ``sentinel replay`` re-reads them."""
+        with self.engine.begin() as conn:
+            conn.execute(update(t.samples).where(and_(t.samples.c.pair == pair, t.samples.c.run_id.is_(None)))
+                         .values(run_id=run_id))
+        return self.run_samples(run_id)
+
+    def release_window(self, run_id: int) -> None:
+        """Give a failed run's samples back to the pending window."""
+        with self.engine.begin() as conn:
+            conn.execute(update(t.samples).where(t.samples.c.run_id == run_id).values(run_id=None))
+
+    def run_samples(self, run_id: int) -> list[Sample]:
+        with self.engine.connect() as conn:
+            q = (select(t.samples, t.labels.c.label.label("joined_label"))
+                 .select_from(t.samples.outerjoin(t.labels, t.labels.c.msg_id == t.samples.c.msg_id))
+                 .where(t.samples.c.run_id == run_id).order_by(t.samples.c.sample_key))
+            out = []
+            for r in conn.execute(q):
+                m = r._mapping
+                out.append(Sample(id=m["id"], pair=m["pair"], msg_id=m["msg_id"], ts=as_utc(m["ts"]),
+                                  topic=m["topic"], partition=m["partition"], offset=m["offset"],
+                                  inputs=m["inputs"], attributes=m["attributes"] or {},
+                                  label=m["label"] if m["label"] is not None else m["joined_label"]))
+            return out
+
+    def finish_run(self, run_id: int, *, status: str, n_samples: int, record: dict[str, Any],
+                   results: Sequence[dict[str, Any]], report_path: str | None = None, error: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(
+                status=status, finished_at=utcnow(), n_samples=n_samples, record=record,
+                report_path=report_path, error=error))
+            if results:
+                conn.execute(insert(t.check_results), [{**r, "run_id": run_id} for r in results])
+
+    def set_report_path(self, run_id: int, path: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(report_path=path))
+
+    def get_run(self, run_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            if row is None:
+                return None
+            run = _row(row)
+            run["results"] = [_row(r) for r in conn.execute(
+                select(t.check_results).where(t.check_results.c.run_id == run_id).order_by(t.check_results.c.id))]
+            return run
+
+    def list_runs(self, pair: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = select(t.runs).order_by(t.runs.c.id.desc()).limit(limit)
+            if pair:
+                q = q.where(t.runs.c.pair == pair)
+            return [_row(r) for r in conn.execute(q)]
+
+
+def _row(row: Any) -> dict[str, Any]:
+    d = dict(row._mapping)
+    for k, v in d.items():
+        if isinstance(v, dt.datetime):
+            d[k] = as_utc(v)
+    return d
+
+
+def _chunks(seq: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the API read while the consumer writes; the busy timeout rides out the short
+    # write locks the scheduler thread and the consumer take in turn.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        db = u.database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def open_store(url: str, *, echo: bool = False, migrate: bool = True) -> Store:
+    store = Store(make_engine(url, echo=echo))
+    if migrate:
+        store.migrate()
+    return store
+
+
+def sample_key(seed: int, pair: str, msg_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, pair, id): the sampling decision for a message."""
+    h = hashlib.blake2b(f"{seed}\x1f{pair}\x1f{msg_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64

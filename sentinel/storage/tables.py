@@ -1,0 +1,140 @@
+"""Sentinel's tables (SQLAlchemy Core). The Alembic migration in ``migrations/versions`` creates
+exactly these; ``tests/test_storage.py`` checks the two never drift apart."""
+from __future__ import annotations
+
+from sqlalchemy import (JSON, BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
+                        String, Table, Text, UniqueConstraint)
+
+metadata = MetaData()
+
+# A sampled traffic message. `sample_key` is the seeded hash in [0, 1) that decides both the rate
+# sample and the bottom-k window (so a redelivered message gets the same decision); `run_id` is
+# NULL while the sample waits in the pair's window and the run that used it afterwards.
+samples = Table(
+    "samples", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("pair", String(128), nullable=False),
+    Column("msg_id", String(256), nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("sample_key", Float, nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("attributes", JSON, nullable=False),
+    Column("label", String(128)),
+    Column("extra", JSON),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    UniqueConstraint("pair", "msg_id", name="uq_samples_pair_msg"),
+    Index("ix_samples_pair_run", "pair", "run_id"),
+)
+
+# Ground truth arriving on the labels topic, joined to samples by msg_id at run time.
+labels = Table(
+    "labels", metadata,
+    Column("msg_id", String(256), primary_key=True),
+    Column("label", String(128), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("topic", "partition", "offset", name="uq_quarantine_position"),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pair", String(128), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("n_samples", Integer, nullable=False, default=0),
+    Column("record", JSON, nullable=False),
+    Column("report_path", Text),
+    Column("error", Text),
+    Index("ix_runs_pair_started", "pair", "started_at"),
+)
+
+check_results = Table(
+    "check_results", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("check", String(128), nullable=False),
+    Column("slice", String(255), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("value", Float),
+    Column("warn", Float),
+    Column("fail", Float),
+    Column("n", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Index("ix_check_results_run", "run_id"),
+)
+
+incidents = Table(
+    "incidents", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("pair", String(128), nullable=False),
+    Column("check", String(128), nullable=False),
+    Column("slice", String(255), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("first_run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    Column("last_run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    Column("occurrences", Integer, nullable=False, default=1),
+    Column("evidence", JSON, nullable=False),
+    Column("runbook_url", Text),
+    Index("ix_incidents_fingerprint_state", "fingerprint", "state"),
+)
+
+incident_events = Table(
+    "incident_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16)),
+    Column("run_id", Integer),
+    Column("detail", JSON, nullable=False),
+    Index("ix_incident_events_incident", "incident_id"),
+)
+
+# Transactional outbox: written in the same transaction as the incident transition it announces.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Integer, ForeignKey("incident_events.id", ondelete="CASCADE"), nullable=False),
+    Column("incident_id", Integer, nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("idempotency_key", String(128), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),   # pending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    UniqueConstraint("idempotency_key", name="uq_outbox_idempotency"),
+    Index("ix_outbox_status_next", "status", "next_attempt_at"),
+)
