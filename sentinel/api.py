@@ -1,0 +1,153 @@
+"""The daemon's HTTP API (DESIGN.md): health, metrics, runs, reports and incidents.
+
+Mutating endpoints need ``Authorization: Bearer <token>`` (the token from the env var named by
+``api.token_env`` or the file ``api.token_file``); with no token configured they are refused.
+Reads are open unless ``api.public_reads`` is false. Errors are ``{"error": {"code", "message"}}``.
+"""
+from __future__ import annotations
+
+import hmac
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .config import read_secret
+from .errors import NotFoundError, StateError
+
+READY_POLL_SECONDS = 30.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        self.status, self.code, self.message = status, code, message
+        super().__init__(message)
+
+
+def create_app(daemon: Any) -> FastAPI:
+    cfg = daemon.cfg
+    app = FastAPI(title="Sentinel", version="1", docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_req: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"error": {"code": "not_found", "message": str(exc)}}, status_code=404)
+
+    @app.exception_handler(StateError)
+    async def _state(_req: Request, exc: StateError) -> JSONResponse:
+        return JSONResponse({"error": {"code": "conflict", "message": str(exc)}}, status_code=409)
+
+    def token() -> str | None:
+        return read_secret(cfg.api.token_env, cfg.api.token_file)
+
+    def authorise(req: Request, *, mutate: bool) -> None:
+        if not mutate and cfg.api.public_reads:
+            return
+        expected = token()
+        if not expected:
+            raise ApiError(403, "forbidden", f"no API token configured (set {cfg.api.token_env} or api.token_file)")
+        got = req.headers.get("authorization", "")
+        if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), expected.encode()):
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+
+    def actor(req: Request) -> str:
+        return req.headers.get("x-sentinel-actor", "api")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "state": daemon.state.value}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        problems = []
+        try:
+            daemon.store.ping()
+        except Exception as exc:
+            problems.append(f"store: {type(exc).__name__}")
+        if not daemon.pairs:
+            problems.append("models: not loaded")
+        if time.monotonic() - daemon.last_poll_ok > READY_POLL_SECONDS:
+            problems.append("broker: no successful poll in the last 30 s")
+        if daemon.state.value != "started":
+            problems.append(f"daemon: {daemon.state.value}")
+        body = {"ready": not problems, "problems": problems}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(daemon.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/pairs")
+    def pairs(req: Request) -> dict[str, Any]:
+        authorise(req, mutate=False)
+        nxt = daemon.next_run_times()
+        return {"pairs": [{"name": name, "classes": p.classes, "critical_classes": p.critical_classes,
+                           "models": p.hashes, "pending_samples": daemon.store.pending_count(name),
+                           "next_run": nxt.get(name).isoformat() if nxt.get(name) else None}
+                          for name, p in daemon.pairs.items()]}
+
+    @app.get("/api/v1/runs")
+    def runs(req: Request, pair: str | None = None, limit: int = 50) -> dict[str, Any]:
+        authorise(req, mutate=False)
+        return {"runs": daemon.store.list_runs(pair=pair, limit=max(1, min(limit, 1000)))}
+
+    @app.get("/api/v1/runs/{run_id}")
+    def run(req: Request, run_id: int) -> dict[str, Any]:
+        authorise(req, mutate=False)
+        r = daemon.store.get_run(run_id)
+        if r is None:
+            raise NotFoundError("run", run_id)
+        return r
+
+    @app.get("/api/v1/runs/{run_id}/report")
+    def report(req: Request, run_id: int) -> FileResponse:
+        authorise(req, mutate=False)
+        r = daemon.store.get_run(run_id)
+        if r is None:
+            raise NotFoundError("run", run_id)
+        if not r.get("report_path") or not Path(r["report_path"]).exists():
+            raise ApiError(404, "not_found", f"run {run_id} has no report file")
+        return FileResponse(r["report_path"], media_type="text/html")
+
+    @app.post("/api/v1/runs")
+    def revalidate(req: Request, pair: str | None = None) -> JSONResponse:
+        authorise(req, mutate=True)
+        names = [pair] if pair else sorted(daemon.pairs)
+        unknown = [n for n in names if n not in daemon.pairs]
+        if unknown:
+            raise ApiError(404, "not_found", f"no pair {unknown[0]!r}; pairs are {sorted(daemon.pairs)}")
+        out = []
+        for name in names:
+            o = daemon.revalidate(name, trigger="api")
+            out.append({"pair": name, "run_id": o.run_id if o else None, "status": o.status if o else "skipped"})
+        return JSONResponse({"runs": out}, status_code=201)
+
+    @app.get("/api/v1/incidents")
+    def incidents(req: Request, state: str | None = None, pair: str | None = None, limit: int = 100) -> dict[str, Any]:
+        authorise(req, mutate=False)
+        return {"incidents": daemon.incidents.list(state=state, pair=pair, limit=max(1, min(limit, 1000)))}
+
+    @app.get("/api/v1/incidents/{incident_id}")
+    def incident(req: Request, incident_id: int) -> dict[str, Any]:
+        authorise(req, mutate=False)
+        return daemon.incidents.get(incident_id)
+
+    @app.post("/api/v1/incidents/{incident_id}/ack")
+    def ack(req: Request, incident_id: int) -> dict[str, Any]:
+        authorise(req, mutate=True)
+        daemon.incidents.ack(incident_id, actor(req))
+        return daemon.incidents.get(incident_id)
+
+    @app.post("/api/v1/incidents/{incident_id}/resolve")
+    def resolve(req: Request, incident_id: int) -> dict[str, Any]:
+        authorise(req, mutate=True)
+        daemon.incidents.resolve(incident_id, actor(req))
+        return daemon.incidents.get(incident_id)
+
+    return app

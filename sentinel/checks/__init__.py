@@ -1,0 +1,1 @@
+"""Checks: each turns a run's paired outputs into per-slice results."""

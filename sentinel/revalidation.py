@@ -1,0 +1,260 @@
+"""One revalidation of one model pair: take the pair's pending window, run baseline and candidate on
+the same rows, evaluate the checks, store the run with its reproducibility record, open or update
+incidents, write the report.
+
+Used by the scheduled job in the daemon, by ``sentinel revalidate`` and by ``sentinel replay``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .checks.base import SEVERITY_ORDER, Check, CheckResult, RunData, build_check, worst
+from .config import Config, ConfigError
+from .messages import PairShape
+from .registry import PluginError
+from .runners.base import ModelLoadError, Runner, load_runner
+from .runners.paired import PairedRunner
+
+log = logging.getLogger("sentinel.revalidation")
+
+PACKAGES = ("sentinel-ml", "torch", "onnxruntime", "numpy", "scipy", "evidently", "sqlalchemy", "kafka-python",
+            "apscheduler")
+LATENCY_CALLS = 50     # batch-1 timed calls per role per run (a served request's latency)
+LATENCY_WARMUP = 3
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class LoadedPair:
+    name: str
+    classes: list[str]
+    critical_classes: list[str]
+    baseline: Runner
+    candidate: Runner
+    checks: list[Check]
+    batch_size: int
+    shape: PairShape
+
+    @property
+    def hashes(self) -> dict[str, dict[str, str]]:
+        return {role: {"path": str(r.path), "sha256": r.sha256, "runtime": r.runtime}
+                for role, r in (("baseline", self.baseline), ("candidate", self.candidate))}
+
+    def close(self) -> None:
+        for r in (self.baseline, self.candidate):
+            try:
+                r.close()
+            except Exception:  # closing is best effort
+                pass
+
+
+def load_pair(cfg: Config, name: str) -> LoadedPair:
+    """Load both models of a pair and check them against the config; every problem is a ConfigError
+    naming the config file and key."""
+    pc = cfg.pairs[name]
+    runners: dict[str, Runner] = {}
+    for role in ("baseline", "candidate"):
+        spec = getattr(pc, role)
+        key = f"pairs.{name}.{role}"
+        path = cfg.resolve_path(spec.path)
+        if not path.exists():
+            raise ConfigError(cfg.source, key + ".path", f"model file not found: {path}")
+        try:
+            runners[role] = load_runner(path, runtime=spec.runtime, role=role, output=spec.output,
+                                        threads=spec.threads, providers=spec.providers)
+        except (ModelLoadError, PluginError) as exc:
+            raise ConfigError(cfg.source, key, str(exc)) from None
+        r = runners[role]
+        if r.n_outputs != len(pc.classes):
+            raise ConfigError(cfg.source, key, f"model {path.name} outputs {r.n_outputs} values per row but "
+                                               f"pairs.{name}.classes lists {len(pc.classes)} classes {pc.classes}")
+    b, c = runners["baseline"], runners["candidate"]
+    if tuple(b.input_shape) != tuple(c.input_shape):
+        raise ConfigError(cfg.source, f"pairs.{name}", f"baseline input shape {list(b.input_shape)} differs from "
+                                                       f"candidate input shape {list(c.input_shape)}")
+    if pc.features is not None and len(pc.features) != int(np.prod(b.input_shape)):
+        raise ConfigError(cfg.source, f"pairs.{name}.features",
+                          f"lists {len(pc.features)} features but the models take {int(np.prod(b.input_shape))} values")
+    checks = []
+    for i, spec in enumerate(cfg.checks_for(name)):
+        try:
+            checks.append(build_check(spec))
+        except PluginError as exc:
+            raise ConfigError(cfg.source, f"checks[{i}].type", str(exc)) from None
+    shape = PairShape(name, tuple(b.input_shape), tuple(pc.classes), tuple(pc.features) if pc.features else None)
+    return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape)
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    pair: str
+    status: str
+    n_samples: int
+    results: list[CheckResult]
+    report_path: str | None
+    record: dict[str, Any]
+    incidents: list[Any] = field(default_factory=list)
+
+
+class Revalidator:
+    """Runs revalidations. ``store``, ``incidents`` (an IncidentEngine) and ``metrics`` are passed
+    in; ``report_writer(run, results, record, loaded) -> path`` writes the run's report."""
+
+    def __init__(self, cfg: Config, store: Any, pairs: dict[str, LoadedPair], *, incidents: Any | None = None,
+                 metrics: Any | None = None, report_writer: Callable[..., str | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.cfg, self.store, self.pairs = cfg, store, pairs
+        self.incidents, self.metrics, self.report_writer, self.clock = incidents, metrics, report_writer, clock
+
+    def run(self, pair: str, *, trigger: str = "schedule", samples: Sequence[Any] | None = None,
+            source: dict[str, Any] | None = None) -> RunOutcome | None:
+        """Revalidate ``pair`` on its pending window (or on ``samples`` given directly, e.g. from a
+        file). Returns None when there was nothing to evaluate (fewer than revalidation.min_samples)."""
+        loaded = self.pairs[pair]
+        t0 = self.clock()
+        if samples is None and self.store.pending_count(pair) < self.cfg.revalidation.min_samples:
+            log.info("revalidation skipped", extra={"pair": pair, "reason": "no pending samples"})
+            return None
+        record = self._record(loaded, trigger)
+        run_id = self.store.create_run(pair, trigger, record)
+        claimed = samples is None
+        try:
+            if samples is None:
+                samples = self.store.claim_window(pair, run_id)
+                record["samples"] = _sample_record(samples, source or {"kind": "kafka"})
+            else:
+                record["samples"] = _sample_record(samples, source or {"kind": "direct"})
+            results = self.evaluate(loaded, samples)
+        except Exception as exc:  # a broken run is recorded, never crashes the daemon
+            log.exception("revalidation failed", extra={"pair": pair, "run_id": run_id})
+            if claimed:
+                self.store.release_window(run_id)
+            self.store.finish_run(run_id, status="error", n_samples=0, record=record, results=[],
+                                  error=f"{type(exc).__name__}: {exc}")
+            if self.metrics:
+                self.metrics.runs.labels(pair, "error").inc()
+            raise
+        status = worst([r.status for r in results]) if results else "insufficient_data"
+        record["duration_seconds"] = round(self.clock() - t0, 3)
+        self.store.finish_run(run_id, status=status, n_samples=len(samples), record=record,
+                              results=[r.to_row() for r in results])
+        outcome = RunOutcome(run_id, pair, status, len(samples), results, None, record)
+        if self.report_writer is not None:
+            try:
+                outcome.report_path = self.report_writer(self.store.get_run(run_id), loaded)
+                if outcome.report_path:
+                    self.store.set_report_path(run_id, outcome.report_path)
+            except Exception:
+                log.exception("report failed", extra={"pair": pair, "run_id": run_id})
+        if self.incidents is not None:
+            outcome.incidents = self.incidents.process_run(pair, run_id, results, report_path=outcome.report_path)
+        self._observe(outcome, self.clock() - t0)
+        log.info("revalidation finished", extra={"pair": pair, "run_id": run_id, "status": status,
+                                                 "n_samples": len(samples)})
+        return outcome
+
+    def evaluate(self, loaded: LoadedPair, samples: Sequence[Any]) -> list[CheckResult]:
+        n = len(samples)
+        x = np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((n, *loaded.shape.input_shape))
+        paired = PairedRunner(loaded.baseline, loaded.candidate)
+        if n:
+            out = paired.run(x, loaded.batch_size)
+            base, cand = out.baseline, out.candidate
+            latency = _time_calls(paired, x)
+        else:
+            k = len(loaded.classes)
+            base = cand = np.zeros((0, k))
+            latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
+        label_ix = {c: i for i, c in enumerate(loaded.classes)}
+        labels = np.asarray([label_ix.get(s.label, -1) if s.label is not None else -1 for s in samples], dtype=int)
+        data = RunData(pair=loaded.name, classes=loaded.classes, critical_classes=loaded.critical_classes,
+                       baseline=base, candidate=cand, labels=labels if (labels >= 0).any() else None,
+                       attributes=[dict(s.attributes) for s in samples], latency=latency,
+                       batch_sizes=np.ones(len(next(iter(latency.values())))), inputs=x,
+                       seed=self.cfg.revalidation.seed)
+        results: list[CheckResult] = []
+        for check in loaded.checks:
+            try:
+                results.extend(check.evaluate(data))
+            except Exception as exc:
+                log.exception("check failed", extra={"pair": loaded.name, "check": check.name})
+                results.append(CheckResult(check.name, "overall", "error", None, n, f"{type(exc).__name__}: {exc}"))
+        return results
+
+    def _record(self, loaded: LoadedPair, trigger: str) -> dict[str, Any]:
+        return {"pair": loaded.name, "trigger": trigger, "models": loaded.hashes,
+                "config_hash": self.cfg.config_hash(), "config_source": self.cfg.source,
+                "seeds": {"sampling": self.cfg.sampling.seed, "revalidation": self.cfg.revalidation.seed},
+                "sampling": {"rate": self.cfg.sampling.rate, "window": self.cfg.sampling.window},
+                "checks": [{"name": c.name, "type": type(c).__name__} for c in loaded.checks],
+                "packages": package_versions(), "host": platform.node(), "machine": platform.machine()}
+
+    def _observe(self, outcome: RunOutcome, seconds: float) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.runs.labels(outcome.pair, outcome.status).inc()
+        m.run_duration.observe(seconds)
+        for r in outcome.results:
+            if r.value is not None:
+                m.check_value.labels(outcome.pair, r.check, r.slice).set(r.value)
+            m.check_status.labels(outcome.pair, r.check, r.slice).set(SEVERITY_ORDER.get(r.status, 3))
+            if r.check.startswith("latency") and r.slice == "overall":
+                for role in ("baseline", "candidate"):
+                    for q in ("p50", "p95", "p99"):
+                        v = r.evidence.get(role, {}).get(q)
+                        if v is not None:
+                            m.inference_latency.labels(outcome.pair, role, q).set(v)
+
+
+def _time_calls(paired: PairedRunner, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Batch-1 latency of each role on the same rows, interleaved by the paired runner, after a
+    warm-up that is not counted."""
+    rows = x[: LATENCY_CALLS + LATENCY_WARMUP]
+    if len(rows) <= LATENCY_WARMUP:
+        rows = np.concatenate([rows] * (LATENCY_WARMUP + 2))[: LATENCY_WARMUP + 2]
+    paired.run(rows[:LATENCY_WARMUP], 1)
+    out = paired.run(rows[LATENCY_WARMUP:], 1)
+    return {k: np.asarray(v, dtype=float) for k, v in out.latency.items()}
+
+
+def _sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, Any]:
+    """What a run used, enough to reproduce it: the ids (hashed), count, and per-partition offsets."""
+    ids = sorted(str(s.msg_id) for s in samples)
+    offsets: dict[str, dict[str, int]] = {}
+    for s in samples:
+        if getattr(s, "topic", None) is None:
+            continue
+        key = f"{s.topic}/{s.partition}"
+        o = offsets.setdefault(key, {"min": s.offset, "max": s.offset, "count": 0})
+        o["min"], o["max"], o["count"] = min(o["min"], s.offset), max(o["max"], s.offset), o["count"] + 1
+    return {**source, "count": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+            "offsets": offsets}
+
+
+def overall_exit_code(results: Sequence[CheckResult]) -> int:
+    """``sentinel revalidate`` exit code: 1 when any check failed or errored, else 0."""
+    return 1 if any(r.status in ("fail", "error") for r in results) else 0
+
+
+def resolve_report_dir(cfg: Config) -> Path:
+    return cfg.resolve_path(cfg.reports_dir)

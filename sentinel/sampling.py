@@ -1,0 +1,27 @@
+"""Sampling: which messages Sentinel keeps, per model pair.
+
+Every message gets a key, a uniform number in [0, 1) fixed by (seed, pair, id). A message is kept
+when its key is below ``rate``; each pair's window then holds the ``window`` kept messages with the
+smallest keys (bottom-k sampling, the order-free form of a reservoir: a uniform random sample of
+everything seen since the last run, bounded in size). Because the decision depends only on the id,
+a message redelivered after a crash gets the same decision, two replicas agree, and a run can be
+reproduced from its seed. The store applies the window when it writes (``Store.ingest``).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sampler:
+    rate: float = 1.0
+    window: int = 10000
+    seed: int = 0
+
+    def key(self, pair: str, msg_id: str) -> float:
+        h = hashlib.blake2b(f"{self.seed}\x1f{pair}\x1f{msg_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(h, "big") / 2**64
+
+    def keeps(self, pair: str, msg_id: str) -> bool:
+        return self.key(pair, msg_id) < self.rate
