@@ -1,0 +1,5 @@
+"""Incidents: opened by failing checks, deduplicated by fingerprint, acknowledged and resolved by
+people; every transition is audited and announced through the notification outbox."""
+from .engine import IncidentChange, IncidentEngine, build_payload, fingerprint
+
+__all__ = ["IncidentChange", "IncidentEngine", "build_payload", "fingerprint"]
