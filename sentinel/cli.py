@@ -278,12 +278,15 @@ def print_incident(inc: dict[str, Any]) -> None:
     print(f"  pair {inc['pair']}  check {inc['check']}  slice {inc['slice']}  fingerprint {inc['fingerprint']}")
     print(f"  opened {inc['opened_at']}  updated {inc['updated_at']}  occurrences {inc['occurrences']}")
     ev = inc.get("evidence") or {}
-    for k in ("message", "value", "warn", "fail", "n", "report", "run_ids"):
-        if k in ev:
-            print(f"  {k}: {ev[k]}")
-    inner = ev.get("evidence") or {}
-    if inner:
-        print(f"  evidence: {json.dumps(inner, default=str)[:600]}")
+    res = ev.get("result") or {}
+    for k in ("message", "value", "warn", "fail", "n"):
+        if res.get(k) is not None:
+            print(f"  {k}: {res[k]}")
+    if res.get("details"):
+        print(f"  evidence: {json.dumps(res['details'], default=str)[:800]}")
+    print(f"  runs: {inc.get('run_ids') or ev.get('run_ids')}")
+    if inc.get("report") or ev.get("report"):
+        print(f"  report: {inc.get('report') or ev.get('report')}")
     if inc.get("runbook_url"):
         print(f"  runbook: {inc['runbook_url']}")
     for e in inc.get("events", []):
@@ -320,7 +323,16 @@ def cmd_replay(cfg: Any, run_id: int) -> int:
     if run["pair"] not in cfg.pairs:
         raise ConfigError(cfg.source, "pairs", f"run {run_id} is for pair {run['pair']!r}, not in this config")
     loaded = load_pair(cfg, run["pair"])
-    samples = store.run_samples(run_id)
+    used = run["record"].get("samples", {})
+    if used.get("kind") == "file":
+        # a run on a file kept the file's path and sha256, not a copy: re-read it and verify
+        by_pair, source, _ = read_input_file(used["path"], cfg, {run["pair"]: loaded.shape})
+        if source["sha256"] != used.get("sha256"):
+            raise ConfigError(used["path"], "", f"input file changed since run {run_id} "
+                                                f"(sha256 {source['sha256'][:12]}, run used {used.get('sha256', '')[:12]})")
+        samples = by_pair.get(run["pair"], [])
+    else:
+        samples = store.run_samples(run_id)
     results = Revalidator(cfg, store, {run["pair"]: loaded}).evaluate(loaded, samples)
     rec = run["record"]
     same_models = rec.get("models", {}) == loaded.hashes

@@ -303,11 +303,7 @@ class Daemon:
 
     def _refresh_incident_gauge(self) -> None:
         try:
-            counts: dict[tuple[str, str], int] = {}
-            for state in ("open", "acknowledged"):
-                for inc in self.incidents.list(state=state, limit=10000):
-                    key = (inc["pair"], inc["severity"])
-                    counts[key] = counts.get(key, 0) + 1
+            counts = self.incidents.open_counts()
             self.metrics.incidents_open.clear()
             for (pair, sev), n in counts.items():
                 self.metrics.incidents_open.labels(pair, sev).set(n)
