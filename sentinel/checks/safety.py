@@ -1,62 +1,135 @@
-"""Safety checks on paired outputs: decisions that flip between baseline and candidate."""
+"""Safety checks on paired outputs: decisions that flip between baseline and candidate, and the
+critical classes' recall when labels are known."""
 from __future__ import annotations
-
-from collections import defaultdict
 
 import numpy as np
 
-from .base import OVERALL, CheckResult, RunData, ThresholdCheck
-from .stats import wilson_interval
+from .base import OVERALL, CheckResult, Finding, RunData, StatisticalCheck, Test, slice_rows, slices
+from .stats import binom_greater, mcnemar_greater, rate_increase, wilson_interval
 
 
-class DecisionFlipCheck(ThresholdCheck):
+def decisions(p: np.ndarray) -> np.ndarray:
+    return p.argmax(axis=1) if p.size else np.zeros(0, dtype=int)
+
+
+def _rate(k: int, n: int) -> float | None:
+    return k / n if n else None
+
+
+class DecisionFlipCheck(StatisticalCheck):
     """Share of rows where the candidate's decision (argmax) differs from the baseline's.
 
-    Results: ``overall`` against ``warn``/``fail``; for each critical class ``class=<name>`` the
-    share of the baseline's decisions for that class that the candidate *missed* (the dangerous
-    direction) against ``params.critical_warn``/``critical_fail`` (minimum ``params.critical_min_samples``
-    baseline decisions, default 30); and for each attribute named in ``params.slice_by`` one result
-    per value (``region=eu``). Evidence: counts, a 95% Wilson interval, the flip matrix
-    (rows = baseline decision, columns = candidate decision).
+    Findings: ``overall`` and one per slice (``params.slice_by``: ``region=eu``) on the flip rate;
+    one per class ``class=<name>`` on the share of the baseline's decisions for that class that
+    the candidate *missed* (for a critical class the dangerous direction; levels
+    ``params.critical_warn``/``critical_fail``, at least ``params.critical_min_samples`` baseline
+    decisions, default 30). Tests per finding, judged as one family (see ``StatisticalCheck``):
+
+    * *above level*: the rate is significantly above the warn / fail level (exact binomial), so a
+      level is reported crossed only when the data show it, not when a small window happens to;
+    * *increase over reference*: the rate is significantly above the same rate on the reference
+      window (exact conditional binomial) by at least ``params.increase_warn`` (default 0.005) /
+      ``increase_fail`` (0.02).
+
+    Evidence: counts, a 95% Wilson interval, the flip matrix (rows = baseline decision, columns =
+    candidate decision), missed/added per class (the direction of each flip), the reference rate.
     """
     type = "decision_flips"
+    LEVELS = (0.02, 0.05)
+    PARAMS = {"critical_warn": None, "critical_fail": None, "critical_min_samples": 30,
+              "increase_warn": 0.005, "increase_fail": 0.02}
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
-        b = data.baseline.argmax(axis=1) if data.n else np.zeros(0, dtype=int)
-        c = data.candidate.argmax(axis=1) if data.n else np.zeros(0, dtype=int)
-        flips = b != c
+        b, c = decisions(data.baseline), decisions(data.candidate)
+        ref = data.reference
+        rb, rc = (decisions(ref.baseline), decisions(ref.candidate)) if ref is not None else (None, None)
         k = len(data.classes)
-        results = [self._rate(OVERALL, flips, b, c, k, data.classes)]
-        cw, cf = self.params.get("critical_warn", self.warn), self.params.get("critical_fail", self.fail)
-        cmin = int(self.params.get("critical_min_samples", 30))
-        for name in data.critical_classes:
-            idx = data.classes.index(name)
-            mask = b == idx
-            n = int(mask.sum())
-            missed = int((c[mask] != idx).sum())
-            added = int(((c == idx) & (b != idx)).sum())
-            rate = missed / n if n else float("nan")
-            lo, hi = wilson_interval(missed, n)
-            results.append(self.judge(
-                f"class={name}", rate if n else None, n, f"missed {name} rate",
-                warn=cw, fail=cf, min_samples=cmin, critical=True,
-                evidence={"missed": missed, "added": added, "baseline_decisions": n, "ci95": [lo, hi]}))
-        for attr in self.params.get("slice_by", []) or []:
-            groups: dict[str, list[int]] = defaultdict(list)
-            for i, a in enumerate(data.attributes):
-                if attr in a:
-                    groups[a[attr]].append(i)
-            for value, rows in sorted(groups.items()):
-                ix = np.asarray(rows)
-                results.append(self._rate(f"{attr}={value}", flips[ix], b[ix], c[ix], k, data.classes))
-        return results
+        findings = []
+        for name, rows in slices(data.attributes, self.params["slice_by"]):
+            ref_rows = slice_rows(ref.attributes, name) if ref is not None else None
+            flips = b[rows] != c[rows]
+            ref_counts = (int((rb[ref_rows] != rc[ref_rows]).sum()), ref_rows.size) if ref is not None else None
+            matrix = np.zeros((k, k), dtype=int)
+            np.add.at(matrix, (b[rows], c[rows]), 1)
+            direction = {cls: {"missed": int(((b[rows] == i) & (c[rows] != i)).sum()),
+                               "added": int(((c[rows] == i) & (b[rows] != i)).sum())}
+                         for i, cls in enumerate(data.classes)}
+            findings.append(self._finding(name, int(flips.sum()), int(rows.size), ref_counts, "flip rate",
+                                          self.warn, self.fail, None, False, {
+                                              "classes": data.classes, "flip_matrix": matrix.tolist(),
+                                              "by_class": direction}))
+        for i, cls in enumerate(data.classes):
+            critical = cls in data.critical_classes
+            mask = b == i
+            missed = int((c[mask] != i).sum())
+            ref_counts = None
+            if ref is not None:
+                rmask = rb == i
+                ref_counts = (int((rc[rmask] != i).sum()), int(rmask.sum()))
+            warn = self.params["critical_warn"] if critical and self.params["critical_warn"] is not None else self.warn
+            fail = self.params["critical_fail"] if critical and self.params["critical_fail"] is not None else self.fail
+            findings.append(self._finding(
+                f"class={cls}", missed, int(mask.sum()), ref_counts, f"missed {cls} rate", warn, fail,
+                int(self.params["critical_min_samples"]), critical,
+                {"missed": missed, "added": int(((c == i) & (b != i)).sum()), "baseline_decisions": int(mask.sum())}))
+        return self.decide(findings)
 
-    def _rate(self, slice_: str, flips: np.ndarray, b: np.ndarray, c: np.ndarray, k: int,
-              classes: list[str]) -> CheckResult:
-        n = int(flips.size)
-        nflip = int(flips.sum())
-        matrix = np.zeros((k, k), dtype=int)
-        np.add.at(matrix, (b, c), 1)
-        lo, hi = wilson_interval(nflip, n)
-        return self.judge(slice_, nflip / n if n else None, n, "flip rate", evidence={
-            "flips": nflip, "ci95": [lo, hi], "classes": classes, "flip_matrix": matrix.tolist()})
+    def _finding(self, name: str, k: int, n: int, ref: tuple[int, int] | None, what: str, warn: float | None,
+                 fail: float | None, min_samples: int | None, critical: bool, evidence: dict) -> Finding:
+        rate = _rate(k, n)
+        lo, hi = wilson_interval(k, n)
+        tests = []
+        for level, kind in ((warn, "warn"), (fail, "fail")):
+            if level is not None and rate is not None:
+                tests.append(Test(f"above {kind} level {level:g}", binom_greater(k, n, level), rate,
+                                  level if kind == "warn" else None, level if kind == "fail" else None))
+        ev = {"flips" if what == "flip rate" else "count": k, "n": n, "ci95": [lo, hi], **evidence}
+        if ref is not None and ref[1] > 0 and rate is not None:
+            ref_rate = ref[0] / ref[1]
+            tests.append(Test("increase over reference", rate_increase(k, n, ref[0], ref[1]), rate - ref_rate,
+                              self.params["increase_warn"], self.params["increase_fail"]))
+            ev["reference"] = {"count": ref[0], "n": ref[1], "rate": ref_rate}
+        return Finding(name, rate, n, what, tests, ev, critical, min_samples, warn, fail)
+
+
+class CriticalRecallCheck(StatisticalCheck):
+    """Recall (and false-negative rate) of each critical class, candidate vs baseline, on the rows
+    whose label is known (labels join by message id). Value: the recall the candidate lost
+    (baseline recall - candidate recall, i.e. the FNR increase); test: exact one-sided McNemar on
+    the labelled positives (rows only the candidate misses vs rows only the baseline misses);
+    ``warn``/``fail`` are minimum recall losses. ``min_samples`` counts labelled positives.
+    Without labels the result is ``insufficient_data`` saying so: no number is made up."""
+    type = "critical_recall"
+    LEVELS = (0.02, 0.05)
+    PARAMS = {"classes": None}
+
+    def evaluate(self, data: RunData) -> list[CheckResult]:
+        targets = self.params["classes"] or data.critical_classes or data.classes[-1:]
+        labels = data.labels if data.labels is not None else np.full(data.n, -1)
+        if not (labels >= 0).any():
+            return [CheckResult(self.name, f"class={cls}", "insufficient_data", None, 0,
+                                f"no labels joined for the {data.n} rows of this window: {cls} recall not computed",
+                                self.warn, self.fail, {"labelled": 0}, cls in data.critical_classes)
+                    for cls in targets]
+        b, c = decisions(data.baseline), decisions(data.candidate)
+        findings = []
+        for cls in targets:
+            i = data.classes.index(cls)
+            for name, rows in slices(data.attributes, self.params["slice_by"]):
+                pos = rows[labels[rows] == i]
+                n = int(pos.size)
+                hit_b, hit_c = b[pos] == i, c[pos] == i
+                rb, rc = _rate(int(hit_b.sum()), n), _rate(int(hit_c.sum()), n)
+                loss = None if n == 0 else rb - rc
+                only_c_misses, only_b_misses = int((hit_b & ~hit_c).sum()), int((~hit_b & hit_c).sum())
+                slice_name = f"class={cls}" if name == OVERALL else f"class={cls},{name}"
+                findings.append(Finding(
+                    slice_name, loss, n, f"{cls} recall lost", [Test(
+                        "recall loss", mcnemar_greater(only_c_misses, only_b_misses), loss if loss is not None else 0.0,
+                        self.warn, self.fail)],
+                    {"positives": n, "recall": {"baseline": rb, "candidate": rc},
+                     "fnr": {"baseline": None if rb is None else 1 - rb, "candidate": None if rc is None else 1 - rc},
+                     "candidate_only_misses": only_c_misses, "baseline_only_misses": only_b_misses,
+                     "labelled_rows": int((labels[rows] >= 0).sum())},
+                    critical=cls in data.critical_classes))
+        return self.decide(findings)

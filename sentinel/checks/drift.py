@@ -1,0 +1,175 @@
+"""Data drift (the model inputs) and prediction drift (the candidate's output probabilities:
+black-box shift detection, the approach that did best in Rabanser et al., "Failing Loudly",
+2019) against the reference window. The only module that imports Evidently (lazily: the import
+costs 5-7 s and ~290 MB, so only runs that use these checks pay it).
+
+Per column the statistical method is chosen and recorded: ``ks`` for numeric columns, ``z``
+(two-sample proportions) for two-valued ones, ``chisquare`` for up to ``CATEGORICAL_MAX``
+values; ``params.methods`` overrides it per column with any Evidently method name. Evidently
+computes each column's score. Where that score is a valid two-sample p-value (``TWO_SAMPLE_P``)
+it is used as is; every other score (distances such as wasserstein, psi, jensenshannon, and
+Evidently's chisquare, which treats the reference counts as exact and so false-alarms far above
+its threshold) is turned into a p-value by permutation: the same score on ``params.permutations``
+random splits of reference + current (a score that no split reaches gets p = 1/(B+1)).
+The effect size judged against ``warn``/``fail`` is the Wasserstein distance in units of the
+reference's standard deviation (numeric) or the total variation distance (categorical).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import CheckResult, Finding, RunData, StatisticalCheck, Test, slice_rows, slices, worst
+
+CATEGORICAL_MAX = 10
+TWO_SAMPLE_P = {"ks", "z", "mannw", "t_test", "cramer_von_mises", "anderson", "es", "fisher_exact"}
+P_VALUE_SCORES = TWO_SAMPLE_P | {"chisquare", "g_test", "empirical_mmd"}   # small score = drift
+
+
+def _evidently() -> Any:
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+    return get_registered_stattest, ColumnType
+
+
+def choose_method(ref: np.ndarray, cur: np.ndarray) -> tuple[str, str]:
+    """(method, column type) for one column, from the number of distinct values it takes."""
+    distinct = np.unique(np.concatenate([ref, cur])).size
+    if distinct <= 2:
+        return "z", "cat"
+    if distinct <= CATEGORICAL_MAX:
+        return "chisquare", "cat"
+    return "ks", "num"
+
+
+def effect_size(ref: np.ndarray, cur: np.ndarray, ctype: str) -> float:
+    if ctype == "cat":
+        keys = np.unique(np.concatenate([ref, cur]))
+        pr = np.array([(ref == k).mean() for k in keys])
+        pc = np.array([(cur == k).mean() for k in keys])
+        return float(0.5 * np.abs(pr - pc).sum())
+    from scipy.stats import wasserstein_distance
+    sd = ref.std() or np.concatenate([ref, cur]).std()
+    w = wasserstein_distance(ref, cur)
+    return float(w / sd) if sd > 0 else (0.0 if w == 0 else float("inf"))
+
+
+def column_test(ref: np.ndarray, cur: np.ndarray, method: str, ctype: str, permutations: int,
+                rng: np.random.Generator) -> tuple[float, float, str]:
+    """(p-value, Evidently's score, how the p-value was obtained) for one column."""
+    import pandas as pd
+
+    get_stattest, column_type = _evidently()
+    st = get_stattest(method, column_type.Numerical if ctype == "num" else column_type.Categorical)
+
+    def score(r: np.ndarray, c: np.ndarray) -> float:
+        return float(st(pd.Series(r), pd.Series(c), column_type.Numerical if ctype == "num"
+                        else column_type.Categorical, None).drift_score)
+    s = score(ref, cur)
+    if method in TWO_SAMPLE_P:
+        return (s if np.isfinite(s) else 1.0), s, method
+    pooled = np.concatenate([ref, cur])
+    more_extreme = 0
+    for _ in range(permutations):
+        perm = rng.permutation(pooled)
+        sp = score(perm[:ref.size], perm[ref.size:])
+        more_extreme += (sp <= s) if method in P_VALUE_SCORES else (sp >= s)
+    return (1 + more_extreme) / (permutations + 1), s, f"permutation of {method} ({permutations})"
+
+
+class _DriftCheck(StatisticalCheck):
+    PARAMS = {"methods": {}, "permutations": 1000, "max_columns": 200, "seed": 0}
+    LEVELS = (0.1, 0.25)
+
+    def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+        """(names, current (n, m), reference (r, m), slice_by for this check)"""
+        raise NotImplementedError
+
+    def evaluate(self, data: RunData) -> list[CheckResult]:
+        if data.reference is None or data.reference.n == 0:
+            return [CheckResult(self.name, "overall", "insufficient_data", None, data.n,
+                                "no reference window yet (no accepted run of this pair and no pinned data set)",
+                                self.warn, self.fail)]
+        names, cur, ref, slice_by = self.columns(data)
+        rng = np.random.default_rng([int(data.seed), int(self.params["seed"]), 0xD71F])
+        overrides = dict(self.params["methods"] or {})
+        findings = []
+        for sname, rows in slices(data.attributes, slice_by):
+            ref_rows = slice_rows(data.reference.attributes, sname)
+            for j, col in enumerate(names):
+                r, c = ref[ref_rows, j].astype(float), cur[rows, j].astype(float)
+                label = f"{self.prefix}={col}" if sname == "overall" else f"{self.prefix}={col},{sname}"
+                if min(r.size, c.size) < 2:
+                    findings.append(Finding(label, None, int(min(r.size, c.size)), f"drift of {col}"))
+                    continue
+                method, ctype = choose_method(r, c)
+                method = overrides.get(col, method)
+                p, score, how = column_test(r, c, method, ctype, int(self.params["permutations"]), rng)
+                eff = effect_size(r, c, ctype)
+                findings.append(Finding(
+                    label, eff, int(min(r.size, c.size)),
+                    f"drift of {col} ({'W/sd' if ctype == 'num' else 'TVD'})",
+                    [Test(f"{method} vs reference", p, eff, self.warn, self.fail)],
+                    {"column": col, "method": method, "column_type": ctype, "evidently_score": score,
+                     "p_value_from": how, "n_current": int(c.size), "n_reference": int(r.size),
+                     "mean": {"reference": float(r.mean()), "current": float(c.mean())}}))
+        results = self.decide(findings)
+        drifted = [r for r in results if r.status in ("warn", "fail")]
+        summary = CheckResult(
+            self.name, "overall", worst([r.status for r in results]), float(len(drifted)), data.n,
+            f"{len(drifted)} of {len(results)} tested columns/slices drifted vs reference "
+            f"({data.reference.source.get('kind')}, n={data.reference.n})" +
+            (f": {', '.join(r.slice for r in drifted[:5])}" if drifted else ""), None, None,
+            {"reference": data.reference.source, "methods": {r.evidence.get("column"): r.evidence.get("method")
+                                                              for r in results if r.evidence.get("column")}})
+        return [summary] + results
+
+
+class DataDriftCheck(_DriftCheck):
+    """Per-feature drift of the model inputs vs the reference window (inputs wider than
+    ``params.max_columns`` are left to prediction drift). Slices: ``feature=<name>``."""
+    type = "data_drift"
+    prefix = "feature"
+
+    def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+        cur = data.inputs.reshape(data.n, -1)
+        ref = data.reference.inputs.reshape(data.reference.n, -1)
+        names = data.features()
+        m = min(len(names), int(self.params["max_columns"]))
+        return names[:m], cur[:, :m], ref[:, :m], list(self.params["slice_by"])
+
+
+class PredictionDriftCheck(_DriftCheck):
+    """Black-box shift detection: the candidate's output probability of each class (one column
+    for two classes) on this window vs on the reference window, overall and per slice.
+    Slices: ``output=p(<class>)`` and ``output=p(<class>),region=eu``."""
+    type = "prediction_drift"
+    prefix = "output"
+
+    def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+        k = len(data.classes)
+        keep = list(range(k)) if k > 2 else [data.classes.index((data.critical_classes or data.classes)[0])]
+        names = [f"p({data.classes[i]})" for i in keep]
+        return names, data.candidate[:, keep], data.reference.candidate[:, keep], list(self.params["slice_by"])
+
+
+def evidently_html(reference: dict[str, np.ndarray], current: dict[str, np.ndarray],
+                   methods: dict[str, str], threshold: float | None = None) -> str:
+    """Evidently's own data-drift report (one ValueDrift per column, with Sentinel's chosen
+    methods) as a self-contained HTML string. ``threshold`` is applied to p-value methods so the
+    report's per-column verdicts sit close to Sentinel's family-wise decision."""
+    import pandas as pd
+    from evidently import Report
+    from evidently.metrics import ValueDrift
+
+    ref_df, cur_df = pd.DataFrame(reference), pd.DataFrame(current)
+    metrics = [ValueDrift(column=c, method=methods.get(c),
+                          threshold=threshold if methods.get(c) in P_VALUE_SCORES else None) for c in ref_df.columns]
+    snapshot = Report(metrics).run(cur_df, ref_df)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "evidently.html"
+        snapshot.save_html(str(path))   # a pathlib.Path silently writes nothing (PITFALLS.md)
+        return path.read_text(encoding="utf-8")
