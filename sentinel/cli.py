@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write (or find) a run's HTML report and print its path")
     _config_arg(p)
     p.add_argument("run_id", type=int)
+    p.add_argument("--rewrite", action="store_true", help="write the report again even if its file exists")
+    p.add_argument("--open", action="store_true", help="also open it in the default browser")
 
     p = sub.add_parser("replay", help="re-run the checks of a stored run on the same samples and compare")
     _config_arg(p)
@@ -98,7 +100,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "incidents":
         return cmd_incidents(cfg, args)
     if cmd == "report":
-        return cmd_report(cfg, args.run_id)
+        return cmd_report(cfg, args.run_id, rewrite=args.rewrite, open_it=args.open)
     if cmd == "replay":
         return cmd_replay(cfg, args.run_id)
     raise AssertionError(cmd)
@@ -145,42 +147,10 @@ def _engine(cfg: Any, store: Any) -> Any:
                           runbook_url=cfg.incidents.runbook_url)
 
 
-def read_input_file(path: str, cfg: Any, shapes: dict[str, Any]) -> tuple[dict[str, list[Any]], dict[str, Any], int]:
-    """Decode a JSON-lines file of traffic messages into per-pair samples. Bad lines are reported
-    (file:line: reason) and skipped; the file's sha256 goes into the run record."""
-    import hashlib
-
-    from .errors import MessageError
-    from .messages import decode_traffic
-    from .storage.repository import Sample
-
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read input file ({exc.strerror})") from None
-    by_pair: dict[str, list[Any]] = {}
-    bad = 0
-    for lineno, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            m = decode_traffic(line, shapes)
-        except MessageError as exc:
-            bad += 1
-            print(f"{path}:{lineno}: skipped: {exc}", file=sys.stderr)
-            continue
-        by_pair.setdefault(m.pair, []).append(
-            Sample(id=lineno, pair=m.pair, msg_id=m.id, ts=m.ts, topic=None, partition=None, offset=None,
-                   inputs=m.inputs, attributes=m.attributes, label=m.label))
-    source = {"kind": "file", "path": str(p.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
-    return by_pair, source, bad
-
-
 def cmd_revalidate(cfg: Any, *, pair: str | None, input_file: str | None, as_json: bool) -> int:
     from .metrics import Metrics
     from .reports import write_run_report
-    from .revalidation import Revalidator, load_pair, overall_exit_code, resolve_report_dir
+    from .revalidation import Revalidator, load_pair, overall_exit_code, read_input_file, resolve_report_dir
 
     if pair is not None and pair not in cfg.pairs:
         raise ConfigError(cfg.source, "pairs", f"no pair {pair!r}; configured pairs are {sorted(cfg.pairs)}")
@@ -189,7 +159,7 @@ def cmd_revalidate(cfg: Any, *, pair: str | None, input_file: str | None, as_jso
     store = _open_store(cfg)
     reports = resolve_report_dir(cfg)
     reval = Revalidator(cfg, store, loaded, incidents=_engine(cfg, store), metrics=Metrics(),
-                        report_writer=lambda run, lp: write_run_report(run, reports))
+                        report_writer=lambda run, lp, data=None: write_run_report(run, reports, data))
     given: dict[str, list[Any]] | None = None
     source = None
     if input_file:
@@ -295,20 +265,41 @@ def print_incident(inc: dict[str, Any]) -> None:
         print(f"  > notify {d['target']}: {d['status']} (attempts {d['attempts']}){' ' + d['last_error'] if d.get('last_error') else ''}")
 
 
-def cmd_report(cfg: Any, run_id: int) -> int:
+def cmd_report(cfg: Any, run_id: int, *, rewrite: bool = False, open_it: bool = False) -> int:
+    """Print the path of the run's report, writing it first when it is missing (or --rewrite).
+    A rewrite re-runs the models on the run's stored samples and reference window (when the pair
+    is still configured) so the Evidently section can be rebuilt; otherwise it holds the stored
+    results only."""
     from .reports import write_run_report
-    from .revalidation import resolve_report_dir
+    from .revalidation import Revalidator, load_pair, resolve_report_dir
 
     store = _open_store(cfg)
     run = store.get_run(run_id)
     if run is None:
         raise NotFoundError("run", run_id)
     path = run.get("report_path")
-    if not path or not Path(path).exists():
-        path = write_run_report(run, resolve_report_dir(cfg))
+    if rewrite or not path or not Path(path).exists():
+        data = None
+        if run["pair"] in cfg.pairs:
+            loaded = load_pair(cfg, run["pair"])
+            samples = _stored_samples(cfg, store, run, loaded)
+            if samples:
+                data = Revalidator(cfg, store, {run["pair"]: loaded}).build_data(
+                    loaded, samples, before_run=run_id,
+                    reference_run=(run["record"].get("reference") or {}).get("run_id"))
+        path = write_run_report(run, resolve_report_dir(cfg), data)
         store.set_report_path(run_id, path)
     print(path)
+    if open_it:
+        import webbrowser
+        webbrowser.open(Path(path).resolve().as_uri())
     return EXIT_OK
+
+
+def _stored_samples(cfg: Any, store: Any, run: dict[str, Any], loaded: Any) -> list[Any]:
+    """The samples a run used: its claimed window, or its input file re-read and verified."""
+    from .revalidation import run_samples
+    return run_samples(store, run, loaded.shape)
 
 
 def cmd_replay(cfg: Any, run_id: int) -> int:
@@ -323,18 +314,10 @@ def cmd_replay(cfg: Any, run_id: int) -> int:
     if run["pair"] not in cfg.pairs:
         raise ConfigError(cfg.source, "pairs", f"run {run_id} is for pair {run['pair']!r}, not in this config")
     loaded = load_pair(cfg, run["pair"])
-    used = run["record"].get("samples", {})
-    if used.get("kind") == "file":
-        # a run on a file kept the file's path and sha256, not a copy: re-read it and verify
-        by_pair, source, _ = read_input_file(used["path"], cfg, {run["pair"]: loaded.shape})
-        if source["sha256"] != used.get("sha256"):
-            raise ConfigError(used["path"], "", f"input file changed since run {run_id} "
-                                                f"(sha256 {source['sha256'][:12]}, run used {used.get('sha256', '')[:12]})")
-        samples = by_pair.get(run["pair"], [])
-    else:
-        samples = store.run_samples(run_id)
-    results = Revalidator(cfg, store, {run["pair"]: loaded}).evaluate(loaded, samples)
+    samples = _stored_samples(cfg, store, run, loaded)
     rec = run["record"]
+    results = Revalidator(cfg, store, {run["pair"]: loaded}).evaluate(
+        loaded, samples, before_run=run_id, reference_run=(rec.get("reference") or {}).get("run_id"))
     same_models = rec.get("models", {}) == loaded.hashes
     same_config = rec.get("config_hash") == cfg.config_hash()
     print(f"replay of run {run_id} ({run['pair']}): {len(samples)} samples; "

@@ -118,7 +118,7 @@ class Daemon:
             on_outcome=lambda target, outcome: self.metrics.notifications.labels(target, outcome).inc())
         reports = resolve_report_dir(cfg)
         self.revalidator = Revalidator(cfg, self.store, self.pairs, incidents=self.incidents, metrics=self.metrics,
-                                       report_writer=lambda run, loaded: write_run_report(run, reports))
+                                       report_writer=lambda run, loaded, data=None: write_run_report(run, reports, data))
         _CURRENT = self
         self._start_scheduler()
         self.source = self.source_factory(cfg) if self.source_factory else self._kafka_source()

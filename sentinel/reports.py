@@ -1,7 +1,11 @@
-"""A run's report: one self-contained HTML file a responder can open offline (no scripts, no CDN).
+"""A run's report: one self-contained HTML file a responder can open offline (no CDN).
 
-It shows what failed and why first, then every check result, the flip matrix, latency per role and
-the reproducibility record.
+Sentinel's safety section comes first: what failed and why, the per-slice table, every check
+result with its test, flip matrices, reliability curves, confidence histograms, latency per role
+and the reproducibility record. Below it, when the run had a reference window, Evidently's own
+data-drift report for the same columns (inputs and the candidate's output probabilities) with
+the methods Sentinel chose, embedded in the same file (an ``iframe srcdoc``, so its scripts stay
+in their own frame and nothing is fetched from the network).
 """
 from __future__ import annotations
 
@@ -18,7 +22,77 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def render_run(run: dict[str, Any]) -> str:
+def _svg_reliability(rel: dict[str, Any]) -> str:
+    """Reliability curve of each model: mean confidence (x) vs accuracy (y), the diagonal is
+    perfect calibration; dot area grows with the rows in the bin."""
+    size, pad = 260, 30
+    span = size - 2 * pad
+    pts = []
+    for role, colour in (("baseline", "#0969da"), ("candidate", "#cf222e")):
+        r = rel.get(role) or {}
+        total = max(sum(r.get("count") or [0]), 1)
+        for conf, acc, cnt in zip(r.get("confidence") or [], r.get("accuracy") or [], r.get("count") or []):
+            if conf is None or acc is None:
+                continue
+            x, y = pad + conf * span, size - pad - acc * span
+            pts.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='{2 + 8 * (cnt / total) ** 0.5:.1f}' fill='{colour}' "
+                       f"fill-opacity='0.5'><title>{role}: confidence {conf:.3f}, accuracy {acc:.3f}, {cnt} rows</title></circle>")
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}'>"
+            f"<rect x='{pad}' y='{pad}' width='{span}' height='{span}' fill='none' stroke='#d0d7de'/>"
+            f"<line x1='{pad}' y1='{size - pad}' x2='{size - pad}' y2='{pad}' stroke='#8c959f' stroke-dasharray='4'/>"
+            f"{''.join(pts)}<text x='{pad}' y='{size - 8}' font-size='11'>confidence →</text>"
+            f"<text x='4' y='{pad - 8}' font-size='11'>accuracy ↑</text>"
+            f"<text x='{size - 120}' y='{pad - 8}' font-size='11' fill='#0969da'>baseline</text>"
+            f"<text x='{size - 60}' y='{pad - 8}' font-size='11' fill='#cf222e'>candidate</text></svg>")
+
+
+def _svg_hist(dist: dict[str, Any], edges: list[float], label: str) -> str:
+    """Two overlaid histograms (baseline blue, candidate red) over [0, 1]."""
+    w, h, pad = 300, 120, 20
+    counts = {role: (dist.get(role) or {}).get("hist") or [] for role in ("baseline", "candidate")}
+    top = max([max(c) for c in counts.values() if c] + [1])
+    bw = (w - 2 * pad) / max(len(edges) - 1, 1)
+    bars = []
+    for role, colour, off in (("baseline", "#0969da", 0.0), ("candidate", "#cf222e", 0.5)):
+        for i, c in enumerate(counts[role]):
+            bh = (h - 2 * pad) * c / top
+            bars.append(f"<rect x='{pad + i * bw + off * bw:.1f}' y='{h - pad - bh:.1f}' width='{bw / 2:.1f}' "
+                        f"height='{bh:.1f}' fill='{colour}' fill-opacity='0.6'><title>{role} {edges[i]:.2f}-"
+                        f"{edges[i + 1]:.2f}: {c}</title></rect>")
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}'>{''.join(bars)}"
+            f"<text x='{pad}' y='12' font-size='11'>{_e(label)}</text></svg>")
+
+
+def _slice_table(results: list[dict[str, Any]]) -> str:
+    """Slices as rows, checks as columns: where in the traffic a problem sits."""
+    checks = sorted({r["check"] for r in results})
+    slices = sorted({r["slice"] for r in results}, key=lambda s: (s != "overall", s))
+    cell = {(r["check"], r["slice"]): r for r in results}
+    head = "".join(f"<th>{_e(c)}</th>" for c in checks)
+    body = []
+    for sl in slices:
+        tds = []
+        for c in checks:
+            r = cell.get((c, sl))
+            if r is None:
+                tds.append("<td></td>")
+                continue
+            v = "" if r["value"] is None else f" {r['value']:.3g}"
+            tds.append(f"<td style='color:{STATUS_COLOURS.get(r['status'], '#000')}' title='{_e(r['message'])}'>"
+                       f"{_e(r['status'])}{v}</td>")
+        body.append(f"<tr><th>{_e(sl)}</th>{''.join(tds)}</tr>")
+    return f"<table><tr><th>slice</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _p_adjusted(r: dict[str, Any]) -> str:
+    tests = (r.get("evidence") or {}).get("tests") or []
+    if not tests:
+        return ""
+    return f"{min(t['p_adjusted'] for t in tests):.3g}"
+
+
+def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
+    """The report as one HTML string; ``evidently`` is Evidently's own HTML report to embed."""
     results = run.get("results", [])
     failing = [r for r in results if r["status"] in ("fail", "warn", "error")]
     rows = []
@@ -28,10 +102,20 @@ def render_run(run: dict[str, Any]) -> str:
         rows.append(f"<tr><td>{_e(r['check'])}</td><td>{_e(r['slice'])}</td>"
                     f"<td style='color:{colour};font-weight:bold'>{_e(r['status'])}</td><td>{value}</td>"
                     f"<td>{'' if r['warn'] is None else _e(r['warn'])}</td><td>{'' if r['fail'] is None else _e(r['fail'])}</td>"
-                    f"<td>{r['n']}</td><td>{_e(r['message'])}</td></tr>")
+                    f"<td>{r['n']}</td><td>{_p_adjusted(r)}</td><td>{_e(r['message'])}</td></tr>")
     sections = []
     for r in results:
         ev = r.get("evidence") or {}
+        if "reliability" in ev:
+            sections.append(f"<h3>Reliability curves: {_e(r['check'])} / {_e(r['slice'])}</h3>"
+                            f"<p>ECE baseline {ev.get('ece', {}).get('baseline', 0):.4f}, candidate "
+                            f"{ev.get('ece', {}).get('candidate', 0):.4f}; Brier baseline "
+                            f"{ev.get('brier', {}).get('baseline', 0):.4f}, candidate {ev.get('brier', {}).get('candidate', 0):.4f}"
+                            f"</p>{_svg_reliability(ev['reliability'])}")
+        if ev.get("hist_edges") and "top_probability" in ev:
+            sections.append(f"<h3>Confidence: {_e(r['check'])} / {_e(r['slice'])}</h3>"
+                            + _svg_hist(ev["top_probability"], ev["hist_edges"], "top probability")
+                            + _svg_hist(ev["margin"], ev["hist_edges"], "margin (top - second)"))
         if "flip_matrix" in ev:
             classes = ev.get("classes") or [str(i) for i in range(len(ev["flip_matrix"]))]
             head = "".join(f"<th>cand: {_e(c)}</th>" for c in classes)
@@ -60,16 +144,53 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}pre{{background
 trigger {_e(run['trigger'])} · started {_e(run['started_at'])} · finished {_e(run.get('finished_at'))} ·
 {run['n_samples']} samples</p>
 <h2>What needs attention</h2>{summary}
+<h2>Per-slice table</h2>{_slice_table(results)}
 <h2>Check results</h2>
-<table><tr><th>check</th><th>slice</th><th>status</th><th>value</th><th>warn</th><th>fail</th><th>n</th><th>message</th></tr>
+<p>Statistical checks alarm only when a change is significant at their false-alarm rate after family-wise
+control (p_adj below) <i>and</i> at least their warn/fail level (the minimum effect size).</p>
+<table><tr><th>check</th><th>slice</th><th>status</th><th>value</th><th>warn</th><th>fail</th><th>n</th><th>p_adj</th><th>message</th></tr>
 {''.join(rows)}</table>
 {''.join(sections)}
 <h2>Reproducibility record</h2><pre>{_e(record)}</pre>
+{_evidently_section(evidently)}
 </body></html>"""
 
 
-def write_run_report(run: dict[str, Any], reports_dir: Path) -> str:
+def _evidently_section(doc: str | None) -> str:
+    if doc is None:
+        return ("<h2>Evidently drift report</h2><p>None for this run: there was no reference window "
+                "(no accepted run before it and no pinned data set) or no drift check.</p>")
+    return ("<h2>Evidently drift report</h2><p>Evidently's per-column verdicts use Bonferroni-level thresholds "
+            "for p-value methods and Evidently's defaults for distances; Sentinel's decision is the table above.</p>"
+            f"<iframe style='width:100%;height:1400px;border:1px solid #d0d7de' srcdoc=\"{html.escape(doc, quote=True)}\">"
+            "</iframe>")
+
+
+def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
+    """Evidently's HTML for a run's inputs and candidate outputs vs its reference window, with the
+    methods the drift checks chose (None when there is no reference or no drift check ran)."""
+    if data is None or data.reference is None or data.reference.n == 0 or data.n == 0:
+        return None
+    drift = [r for r in results if (r.get("evidence") or {}).get("method") and r["slice"].count("=") == 1]
+    if not drift:
+        return None
+    from .checks.drift import evidently_html
+
+    methods = {r["evidence"]["column"]: r["evidence"]["method"] for r in drift}
+    names = data.features()
+    cur = {c: data.inputs.reshape(data.n, -1)[:, j] for j, c in enumerate(names) if c in methods}
+    ref = {c: data.reference.inputs.reshape(data.reference.n, -1)[:, j] for j, c in enumerate(names) if c in methods}
+    for i, cls in enumerate(data.classes):
+        col = f"p({cls})"
+        if col in methods:
+            cur[col], ref[col] = data.candidate[:, i], data.reference.candidate[:, i]
+    alpha = min((r["evidence"].get("false_alarm_rate", 0.01) for r in drift), default=0.01)
+    return evidently_html(ref, cur, methods, threshold=alpha / max(len(methods), 1))
+
+
+def write_run_report(run: dict[str, Any], reports_dir: Path, data: Any = None) -> str:
+    """Write the run's report; ``data`` (the run's RunData) adds Evidently's drift report."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"run-{run['id']}-{run['pair']}.html"
-    path.write_text(render_run(run), encoding="utf-8")
+    path.write_text(render_run(run, evidently_for(data, run.get("results", []))), encoding="utf-8")
     return str(path.resolve())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -17,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks.base import SEVERITY_ORDER, Check, CheckResult, RunData, build_check, worst
+from .checks.base import SEVERITY_ORDER, Check, CheckParamError, CheckResult, ReferenceData, RunData, build_check, worst
 from .config import Config, ConfigError
 from .messages import PairShape
 from .registry import PluginError
@@ -52,6 +53,8 @@ class LoadedPair:
     checks: list[Check]
     batch_size: int
     shape: PairShape
+    suites: list[dict[str, Any]] = field(default_factory=list)   # record of each applying suite file
+    reference: Any = None           # the suites' ReferenceSpec (None: the last accepted run)
 
     @property
     def hashes(self) -> dict[str, dict[str, str]]:
@@ -93,14 +96,21 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
     if pc.features is not None and len(pc.features) != int(np.prod(b.input_shape)):
         raise ConfigError(cfg.source, f"pairs.{name}.features",
                           f"lists {len(pc.features)} features but the models take {int(np.prod(b.input_shape))} values")
+    from .checks.suites import load_suites, specs_for_pair
+
+    specs, suites = specs_for_pair(cfg, name, load_suites(cfg))
     checks = []
-    for i, spec in enumerate(cfg.checks_for(name)):
+    for i, spec in enumerate(specs):
         try:
             checks.append(build_check(spec))
         except PluginError as exc:
             raise ConfigError(cfg.source, f"checks[{i}].type", str(exc)) from None
+        except CheckParamError as exc:
+            raise ConfigError(cfg.source, f"checks[{i}].params.{exc.key}", exc.problem) from None
+    reference = next((s.reference for s in suites if s.reference is not None), None)
     shape = PairShape(name, tuple(b.input_shape), tuple(pc.classes), tuple(pc.features) if pc.features else None)
-    return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape)
+    return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape,
+                      suites=[s.record for s in suites], reference=reference)
 
 
 @dataclass
@@ -143,7 +153,9 @@ class Revalidator:
                 record["samples"] = _sample_record(samples, source or {"kind": "kafka"})
             else:
                 record["samples"] = _sample_record(samples, source or {"kind": "direct"})
-            results = self.evaluate(loaded, samples)
+            results, data = self.evaluate_data(loaded, samples, before_run=run_id)
+            if data.reference is not None:
+                record["reference"] = data.reference.source
         except Exception as exc:  # a broken run is recorded, never crashes the daemon
             log.exception("revalidation failed", extra={"pair": pair, "run_id": run_id})
             if claimed:
@@ -160,7 +172,7 @@ class Revalidator:
         outcome = RunOutcome(run_id, pair, status, len(samples), results, None, record)
         if self.report_writer is not None:
             try:
-                outcome.report_path = self.report_writer(self.store.get_run(run_id), loaded)
+                outcome.report_path = self.report_writer(self.store.get_run(run_id), loaded, data)
                 if outcome.report_path:
                     self.store.set_report_path(run_id, outcome.report_path)
             except Exception:
@@ -172,7 +184,28 @@ class Revalidator:
                                                  "n_samples": len(samples)})
         return outcome
 
-    def evaluate(self, loaded: LoadedPair, samples: Sequence[Any]) -> list[CheckResult]:
+    def evaluate(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
+                 reference_run: int | None = None) -> list[CheckResult]:
+        return self.evaluate_data(loaded, samples, before_run=before_run, reference_run=reference_run)[0]
+
+    def evaluate_data(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
+                      reference_run: int | None = None) -> tuple[list[CheckResult], RunData]:
+        """Run the pair's checks on ``samples``; also returns the RunData they saw (for the report).
+        The reference window is ``reference_run``'s samples when given (a replay), else the pinned
+        data set or the pair's last accepted run before ``before_run``."""
+        data = self.build_data(loaded, samples, before_run=before_run, reference_run=reference_run)
+        n = data.n
+        results: list[CheckResult] = []
+        for check in loaded.checks:
+            try:
+                results.extend(check.evaluate(data))
+            except Exception as exc:
+                log.exception("check failed", extra={"pair": loaded.name, "check": check.name})
+                results.append(CheckResult(check.name, "overall", "error", None, n, f"{type(exc).__name__}: {exc}"))
+        return results, data
+
+    def build_data(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
+                   reference_run: int | None = None) -> RunData:
         n = len(samples)
         x = np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((n, *loaded.shape.input_shape))
         paired = PairedRunner(loaded.baseline, loaded.candidate)
@@ -190,15 +223,38 @@ class Revalidator:
                        baseline=base, candidate=cand, labels=labels if (labels >= 0).any() else None,
                        attributes=[dict(s.attributes) for s in samples], latency=latency,
                        batch_sizes=np.ones(len(next(iter(latency.values())))), inputs=x,
-                       seed=self.cfg.revalidation.seed)
-        results: list[CheckResult] = []
-        for check in loaded.checks:
-            try:
-                results.extend(check.evaluate(data))
-            except Exception as exc:
-                log.exception("check failed", extra={"pair": loaded.name, "check": check.name})
-                results.append(CheckResult(check.name, "overall", "error", None, n, f"{type(exc).__name__}: {exc}"))
-        return results
+                       seed=self.cfg.revalidation.seed, predict=_predictor(paired, loaded.batch_size),
+                       feature_names=list(loaded.shape.features) if loaded.shape.features else None)
+        data.reference = self._reference(loaded, data, before_run=before_run, reference_run=reference_run)
+        return data
+
+    def _reference(self, loaded: LoadedPair, data: RunData, *, before_run: int | None,
+                   reference_run: int | None) -> ReferenceData | None:
+        """Both current models' outputs on the reference rows (so a change of traffic, not of
+        models, is what the drift checks compare)."""
+        spec = loaded.reference
+        if reference_run is None and spec is not None and spec.kind == "pinned":
+            from .checks.scenarios import read_rows
+            rows = read_rows(spec.file, spec.sha256)
+            x, attrs, labels = rows.inputs, rows.attributes, rows.labels
+            source: dict[str, Any] = {"kind": "pinned", "file": rows.path, "sha256": rows.sha256}
+        else:
+            run_id = reference_run if reference_run is not None else self.store.last_accepted_run(loaded.name, before_run)
+            if run_id is None:
+                return None
+            ref_samples = run_samples(self.store, self.store.get_run(run_id), loaded.shape)
+            if not ref_samples:
+                return None
+            x = np.asarray([s.inputs for s in ref_samples], dtype=np.float32)
+            attrs = [dict(s.attributes) for s in ref_samples]
+            labels = [s.label for s in ref_samples]
+            source = {"kind": "run", "run_id": run_id, **{k: v for k, v in _sample_record(ref_samples, {}).items()
+                                                          if k in ("count", "ids_sha256")}}
+        x = x.reshape((len(x), *loaded.shape.input_shape))
+        pb, pc = data.predict(x)
+        ix = {c: i for i, c in enumerate(loaded.classes)}
+        lab = np.asarray([ix.get(v, -1) if v is not None else -1 for v in labels], dtype=int)
+        return ReferenceData(source, x, pb, pc, attrs, lab if (lab >= 0).any() else None)
 
     def _record(self, loaded: LoadedPair, trigger: str) -> dict[str, Any]:
         return {"pair": loaded.name, "trigger": trigger, "models": loaded.hashes,
@@ -206,6 +262,7 @@ class Revalidator:
                 "seeds": {"sampling": self.cfg.sampling.seed, "revalidation": self.cfg.revalidation.seed},
                 "sampling": {"rate": self.cfg.sampling.rate, "window": self.cfg.sampling.window},
                 "checks": [{"name": c.name, "type": type(c).__name__} for c in loaded.checks],
+                "suites": loaded.suites,
                 "packages": package_versions(), "host": platform.node(), "machine": platform.machine()}
 
     def _observe(self, outcome: RunOutcome, seconds: float) -> None:
@@ -224,6 +281,14 @@ class Revalidator:
                         v = r.evidence.get(role, {}).get(q)
                         if v is not None:
                             m.inference_latency.labels(outcome.pair, role, q).set(v)
+
+
+def _predictor(paired: PairedRunner, batch_size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Both models on rows a check makes up (perturbations, scenario data sets, the reference)."""
+    def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = paired.run(x, batch_size)
+        return out.baseline, out.candidate
+    return predict
 
 
 def _time_calls(paired: PairedRunner, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -249,6 +314,49 @@ def _sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, 
         o["min"], o["max"], o["count"] = min(o["min"], s.offset), max(o["max"], s.offset), o["count"] + 1
     return {**source, "count": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
             "offsets": offsets}
+
+
+def read_input_file(path: str, cfg: Any, shapes: dict[str, Any]) -> tuple[dict[str, list[Any]], dict[str, Any], int]:
+    """Decode a JSON-lines file of traffic messages into per-pair samples. Bad lines are reported
+    (file:line: reason) and skipped; the file's sha256 goes into the run record."""
+    from .errors import MessageError
+    from .messages import decode_traffic
+    from .storage.repository import Sample
+
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read input file ({exc.strerror})") from None
+    by_pair: dict[str, list[Any]] = {}
+    bad = 0
+    for lineno, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            m = decode_traffic(line, shapes)
+        except MessageError as exc:
+            bad += 1
+            print(f"{path}:{lineno}: skipped: {exc}", file=sys.stderr)
+            continue
+        by_pair.setdefault(m.pair, []).append(
+            Sample(id=lineno, pair=m.pair, msg_id=m.id, ts=m.ts, topic=None, partition=None, offset=None,
+                   inputs=m.inputs, attributes=m.attributes, label=m.label))
+    source = {"kind": "file", "path": str(p.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
+    return by_pair, source, bad
+
+
+def run_samples(store: Any, run: dict[str, Any], shape: PairShape) -> list[Any]:
+    """The samples a stored run used: its claimed window, or its input file re-read and verified
+    against the sha256 the run recorded (a run on a file keeps the path and hash, not a copy)."""
+    used = (run.get("record") or {}).get("samples", {})
+    if used.get("kind") != "file":
+        return store.run_samples(run["id"])
+    by_pair, source, _ = read_input_file(used["path"], None, {run["pair"]: shape})
+    if source["sha256"] != used.get("sha256"):
+        raise ConfigError(used["path"], "", f"input file changed since run {run['id']} "
+                                            f"(sha256 {source['sha256'][:12]}, run used {used.get('sha256', '')[:12]})")
+    return by_pair.get(run["pair"], [])
 
 
 def overall_exit_code(results: Sequence[CheckResult]) -> int:

@@ -259,7 +259,8 @@ class StatisticalCheck(ThresholdCheck):
                 verdict = {"fail": "significant, reaches fail level", "warn": "significant, reaches warn level",
                            "pass": ("significant but below the minimum effect" if worst_t.p_adjusted <= self.alpha
                                     else "not significant")}[status]
-                res.message = (f"{f.what} = {f.value:.4g}; {worst_t.name} {worst_t.effect:+.4g}: {verdict} "
+                eff = "" if worst_t.effect == f.value else f" {worst_t.effect:+.4g}"
+                res.message = (f"{f.what} = {f.value:.4g}; {worst_t.name}{eff}: {verdict} "
                                f"(p_adj={worst_t.p_adjusted:.3g}, {rule}; n={f.n})")
             res.evidence = {**f.evidence, "tests": [
                 {"name": t.name, "p_value": t.p, "p_adjusted": t.p_adjusted, "effect": t.effect, "warn": t.warn,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 
 from . import tables as t
@@ -235,6 +235,20 @@ class Store:
                                   inputs=m["inputs"], attributes=m["attributes"] or {},
                                   label=m["label"] if m["label"] is not None else m["joined_label"]))
             return out
+
+    def last_accepted_run(self, pair: str, before_run: int | None = None) -> int | None:
+        """The newest accepted run of ``pair`` (older than ``before_run`` when given): its samples
+        are the reference window of the next run. Accepted: status pass or warn, or
+        insufficient_data with at least one passing result (the very first run of a pair has no
+        reference, so its drift checks say insufficient_data; nothing in it failed)."""
+        passed = select(t.check_results.c.id).where(and_(t.check_results.c.run_id == t.runs.c.id,
+                                                          t.check_results.c.status == "pass")).exists()
+        q = select(t.runs.c.id).where(and_(t.runs.c.pair == pair, or_(
+            t.runs.c.status.in_(("pass", "warn")), and_(t.runs.c.status == "insufficient_data", passed))))
+        if before_run is not None:
+            q = q.where(t.runs.c.id < before_run)
+        with self.engine.connect() as conn:
+            return conn.execute(q.order_by(t.runs.c.id.desc()).limit(1)).scalar_one_or_none()
 
     def finish_run(self, run_id: int, *, status: str, n_samples: int, record: dict[str, Any],
                    results: Sequence[dict[str, Any]], report_path: str | None = None, error: str | None = None) -> None:
