@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test example-pair clean
+.PHONY: install demo test example-pair example-scenarios bench-detection clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ test: $(STAMP)
 # re-create the bundled example model pair (deterministic from its seed)
 example-pair: $(STAMP)
 	$(PY) scripts/make_example_pair.py --out sentinel/examples/triage --seed 7
+
+# re-create the example pair's scenario data sets under checks/triage (then re-pin their sha256
+# in checks/triage.yaml and bump its version)
+example-scenarios: $(STAMP)
+	$(PY) scripts/make_example_scenarios.py --out checks/triage --seed 11
+
+# detection power and false-alarm rate of the statistical checks vs sample size (docs/detection.md);
+# a seeded simulation, not a timed test: ~5 minutes on 2 cores
+bench-detection: $(STAMP)
+	$(PY) benchmarks/detection.py
 
 clean:
 	rm -rf demo-output reports .pytest_cache

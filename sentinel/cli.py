@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="a JSON-lines file of traffic messages to use instead of the stored window")
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
-    p = sub.add_parser("validate", help="check config files and exit 0 (valid) or 2")
+    p = sub.add_parser("validate", help="check config and suite files and exit 0 (valid) or 2")
     p.add_argument("files", nargs="+")
     p.add_argument("--no-models", action="store_true", help="do not load the model files")
 
@@ -113,15 +113,36 @@ def cmd_validate(files: Sequence[str], *, load_models: bool = True) -> int:
     worst = EXIT_OK
     for f in files:
         try:
+            if _is_suite_file(f):
+                from .checks.suites import load_suite
+                suite = load_suite(f)
+                print(f"{f}: ok (suite {suite.name} version {suite.version}, {len(suite.specs)} checks and scenarios)")
+                continue
             cfg = load_config(f)
             if load_models:
                 for name in cfg.pairs:
                     load_pair(cfg, name).close()
+            else:       # the suites (and their data sets) are checked either way
+                from .checks.suites import load_suites, specs_for_pair
+                suites = load_suites(cfg)
+                for name in cfg.pairs:
+                    specs_for_pair(cfg, name, suites)
             print(f"{f}: ok ({len(cfg.pairs)} pair{'s' if len(cfg.pairs) != 1 else ''})")
         except ConfigError as exc:
             print(f"sentinel: error: {exc}", file=sys.stderr)
             worst = EXIT_USAGE
     return worst
+
+
+def _is_suite_file(path: str) -> bool:
+    """A suite file (``checks/*.yaml``) starts with a ``suite:`` key; anything else is a config."""
+    import yaml
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False     # load_config reports it
+    # a daemon config's `pairs` is a mapping; a suite's is a list of names
+    return isinstance(raw, dict) and "suite" in raw and not isinstance(raw.get("pairs"), dict)
 
 
 def cmd_run(cfg: Any) -> int:
@@ -286,7 +307,7 @@ def cmd_report(cfg: Any, run_id: int, *, rewrite: bool = False, open_it: bool = 
             if samples:
                 data = Revalidator(cfg, store, {run["pair"]: loaded}).build_data(
                     loaded, samples, before_run=run_id,
-                    reference_run=(run["record"].get("reference") or {}).get("run_id"))
+                    reference_runs=(run["record"].get("reference") or {}).get("run_ids"))
         path = write_run_report(run, resolve_report_dir(cfg), data)
         store.set_report_path(run_id, path)
     print(path)
@@ -317,7 +338,7 @@ def cmd_replay(cfg: Any, run_id: int) -> int:
     samples = _stored_samples(cfg, store, run, loaded)
     rec = run["record"]
     results = Revalidator(cfg, store, {run["pair"]: loaded}).evaluate(
-        loaded, samples, before_run=run_id, reference_run=(rec.get("reference") or {}).get("run_id"))
+        loaded, samples, before_run=run_id, reference_runs=(rec.get("reference") or {}).get("run_ids"))
     same_models = rec.get("models", {}) == loaded.hashes
     same_config = rec.get("config_hash") == cfg.config_hash()
     print(f"replay of run {run_id} ({run['pair']}): {len(samples)} samples; "

@@ -31,6 +31,7 @@ PACKAGES = ("sentinel-ml", "torch", "onnxruntime", "numpy", "scipy", "evidently"
             "apscheduler")
 LATENCY_CALLS = 50     # batch-1 timed calls per role per run (a served request's latency)
 LATENCY_WARMUP = 3
+REFERENCE_MAX_RUNS = 50   # accepted runs a reference window may span (reference.min_rows)
 
 
 def package_versions() -> dict[str, str]:
@@ -185,15 +186,15 @@ class Revalidator:
         return outcome
 
     def evaluate(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
-                 reference_run: int | None = None) -> list[CheckResult]:
-        return self.evaluate_data(loaded, samples, before_run=before_run, reference_run=reference_run)[0]
+                 reference_runs: list[int] | None = None) -> list[CheckResult]:
+        return self.evaluate_data(loaded, samples, before_run=before_run, reference_runs=reference_runs)[0]
 
     def evaluate_data(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
-                      reference_run: int | None = None) -> tuple[list[CheckResult], RunData]:
+                      reference_runs: list[int] | None = None) -> tuple[list[CheckResult], RunData]:
         """Run the pair's checks on ``samples``; also returns the RunData they saw (for the report).
-        The reference window is ``reference_run``'s samples when given (a replay), else the pinned
-        data set or the pair's last accepted run before ``before_run``."""
-        data = self.build_data(loaded, samples, before_run=before_run, reference_run=reference_run)
+        The reference window is ``reference_runs``' samples when given (a replay), else the pinned
+        data set or the pair's last accepted run(s) before ``before_run``."""
+        data = self.build_data(loaded, samples, before_run=before_run, reference_runs=reference_runs)
         n = data.n
         results: list[CheckResult] = []
         for check in loaded.checks:
@@ -205,7 +206,7 @@ class Revalidator:
         return results, data
 
     def build_data(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
-                   reference_run: int | None = None) -> RunData:
+                   reference_runs: list[int] | None = None) -> RunData:
         n = len(samples)
         x = np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((n, *loaded.shape.input_shape))
         paired = PairedRunner(loaded.baseline, loaded.candidate)
@@ -225,31 +226,38 @@ class Revalidator:
                        batch_sizes=np.ones(len(next(iter(latency.values())))), inputs=x,
                        seed=self.cfg.revalidation.seed, predict=_predictor(paired, loaded.batch_size),
                        feature_names=list(loaded.shape.features) if loaded.shape.features else None)
-        data.reference = self._reference(loaded, data, before_run=before_run, reference_run=reference_run)
+        data.reference = self._reference(loaded, data, before_run=before_run, reference_runs=reference_runs)
         return data
 
     def _reference(self, loaded: LoadedPair, data: RunData, *, before_run: int | None,
-                   reference_run: int | None) -> ReferenceData | None:
+                   reference_runs: list[int] | None) -> ReferenceData | None:
         """Both current models' outputs on the reference rows (so a change of traffic, not of
-        models, is what the drift checks compare)."""
+        models, is what the drift checks compare). The reference is the pinned data set, or the
+        traffic of the last accepted run, with earlier accepted runs added (newest first) while it
+        has fewer than the suite's ``reference.min_rows`` rows."""
         spec = loaded.reference
-        if reference_run is None and spec is not None and spec.kind == "pinned":
+        if reference_runs is None and spec is not None and spec.kind == "pinned":
             from .checks.scenarios import read_rows
             rows = read_rows(spec.file, spec.sha256)
             x, attrs, labels = rows.inputs, rows.attributes, rows.labels
             source: dict[str, Any] = {"kind": "pinned", "file": rows.path, "sha256": rows.sha256}
         else:
-            run_id = reference_run if reference_run is not None else self.store.last_accepted_run(loaded.name, before_run)
-            if run_id is None:
-                return None
-            ref_samples = run_samples(self.store, self.store.get_run(run_id), loaded.shape)
+            min_rows = getattr(spec, "min_rows", 0) or 0
+            ref_samples: list[Any] = []
+            used: list[int] = []
+            for run_id in (reference_runs if reference_runs is not None
+                           else self.store.accepted_runs(loaded.name, before_run, limit=REFERENCE_MAX_RUNS)):
+                ref_samples += run_samples(self.store, self.store.get_run(run_id), loaded.shape)
+                used.append(run_id)
+                if reference_runs is None and len(ref_samples) >= min_rows:
+                    break
             if not ref_samples:
                 return None
             x = np.asarray([s.inputs for s in ref_samples], dtype=np.float32)
             attrs = [dict(s.attributes) for s in ref_samples]
             labels = [s.label for s in ref_samples]
-            source = {"kind": "run", "run_id": run_id, **{k: v for k, v in _sample_record(ref_samples, {}).items()
-                                                          if k in ("count", "ids_sha256")}}
+            source = {"kind": "runs", "run_ids": used, **{k: v for k, v in _sample_record(ref_samples, {}).items()
+                                                         if k in ("count", "ids_sha256")}}
         x = x.reshape((len(x), *loaded.shape.input_shape))
         pb, pc = data.predict(x)
         ix = {c: i for i, c in enumerate(loaded.classes)}

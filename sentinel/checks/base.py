@@ -190,6 +190,7 @@ class Finding:
     min_samples: int | None = None
     warn: float | None = None
     fail: float | None = None
+    primary: bool = False       # an overall-level finding: primary findings share half the budget
 
 
 class StatisticalCheck(ThresholdCheck):
@@ -202,6 +203,11 @@ class StatisticalCheck(ThresholdCheck):
     alarms is at most that). A test alarms when its adjusted p-value is at most the rate AND its
     effect reaches the warn (or fail) level: the levels are minimum effect sizes, so a
     statistically real but tiny change stays a pass. The status of a finding is its worst test.
+
+    Weights: when a check has both *primary* findings (overall, per class) and slice findings,
+    the primary ones share half the false-alarm budget and the slices the other half (weighted
+    Holm/BH), so adding slices does not blunt the overall test; a finding's tests share its
+    weight equally.
     """
     # params every statistical check accepts; subclasses add their own in ``PARAMS``
     COMMON_PARAMS: ClassVar[dict[str, Any]] = {"false_alarm_rate": 0.01, "family": "holm", "slice_by": []}
@@ -237,8 +243,15 @@ class StatisticalCheck(ThresholdCheck):
         def enough(f: Finding) -> bool:
             return f.n >= (self.min_samples if f.min_samples is None else f.min_samples) and f.value is not None \
                 and math.isfinite(f.value)
-        family = [t for f in findings if enough(f) for t in f.tests]
-        for t, pa in zip(family, adjust([t.p for t in family], self.family)):
+        judged = [f for f in findings if enough(f) and f.tests]
+        n_primary = sum(f.primary for f in judged)
+        split = 0 < n_primary < len(judged)
+        family, weights = [], []
+        for f in judged:
+            w = (0.5 / n_primary if f.primary else 0.5 / (len(judged) - n_primary)) if split else 1.0 / len(judged)
+            family += f.tests
+            weights += [w / len(f.tests)] * len(f.tests)
+        for t, pa in zip(family, adjust([t.p for t in family], self.family, weights)):
             t.p_adjusted = float(pa)
         out = []
         for f in findings:
@@ -265,7 +278,8 @@ class StatisticalCheck(ThresholdCheck):
             res.evidence = {**f.evidence, "tests": [
                 {"name": t.name, "p_value": t.p, "p_adjusted": t.p_adjusted, "effect": t.effect, "warn": t.warn,
                  "fail": t.fail, "status": _test_status(t, self.alpha)} for t in f.tests],
-                "false_alarm_rate": self.alpha, "family": self.family, "family_size": len(family)}
+                "false_alarm_rate": self.alpha, "family": self.family, "family_size": len(family),
+                "weighting": "primary findings share half the budget" if split else "equal"}
             out.append(res)
         return out
 

@@ -67,7 +67,7 @@ class CalibrationCheck(StatisticalCheck):
                     ev["reliability"] = {"baseline": rel_b, "candidate": rel_c}
             findings.append(Finding(name, inc, n, "Brier score increase",
                                     [Test("Brier increase", paired_mean_greater(dc - db), inc or 0.0,
-                                          self.warn, self.fail)], ev))
+                                          self.warn, self.fail)], ev, primary=name == OVERALL))
         return self.decide(findings)
 
 
@@ -111,5 +111,5 @@ class ConfidenceCheck(StatisticalCheck):
             inc = None if sb is None else sc - sb
             findings.append(Finding(name, inc, n, "low-confidence share increase",
                                     [Test("low-confidence increase", mcnemar_greater(only_c, only_b), inc or 0.0,
-                                          self.warn, self.fail)], ev))
+                                          self.warn, self.fail)], ev, primary=name == OVERALL))
         return self.decide(findings)

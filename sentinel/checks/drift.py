@@ -9,13 +9,16 @@ values; ``params.methods`` overrides it per column with any Evidently method nam
 computes each column's score. Where that score is a valid two-sample p-value (``TWO_SAMPLE_P``)
 it is used as is; every other score (distances such as wasserstein, psi, jensenshannon, and
 Evidently's chisquare, which treats the reference counts as exact and so false-alarms far above
-its threshold) is turned into a p-value by permutation: the same score on ``params.permutations``
-random splits of reference + current (a score that no split reaches gets p = 1/(B+1)).
+its threshold) is turned into a p-value by permutation: the same score on B random splits of
+reference + current (a score that no split reaches gets p = 1/(B+1)). B is at least
+2 x tests / false-alarm rate, so the smallest p-value can survive the family correction
+(``params.permutations`` raises it).
 The effect size judged against ``warn``/``fail`` is the Wasserstein distance in units of the
 reference's standard deviation (numeric) or the total variation distance (categorical).
 """
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,10 +54,19 @@ def effect_size(ref: np.ndarray, cur: np.ndarray, ctype: str) -> float:
         pr = np.array([(ref == k).mean() for k in keys])
         pc = np.array([(cur == k).mean() for k in keys])
         return float(0.5 * np.abs(pr - pc).sum())
-    from scipy.stats import wasserstein_distance
     sd = ref.std() or np.concatenate([ref, cur]).std()
-    w = wasserstein_distance(ref, cur)
+    w = wasserstein_1d(ref, cur)
     return float(w / sd) if sd > 0 else (0.0 if w == 0 else float("inf"))
+
+
+def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 distance between two samples: the area between their empirical CDFs (what
+    scipy.stats.wasserstein_distance computes, several times faster for plain 1-d samples)."""
+    a, b = np.sort(a), np.sort(b)
+    grid = np.sort(np.concatenate([a, b]))
+    cdf_a = np.searchsorted(a, grid[:-1], side="right") / a.size
+    cdf_b = np.searchsorted(b, grid[:-1], side="right") / b.size
+    return float(np.sum(np.abs(cdf_a - cdf_b) * np.diff(grid)))
 
 
 def column_test(ref: np.ndarray, cur: np.ndarray, method: str, ctype: str, permutations: int,
@@ -81,7 +93,7 @@ def column_test(ref: np.ndarray, cur: np.ndarray, method: str, ctype: str, permu
 
 
 class _DriftCheck(StatisticalCheck):
-    PARAMS = {"methods": {}, "permutations": 1000, "max_columns": 200, "seed": 0}
+    PARAMS = {"methods": {}, "permutations": 0, "columns": None, "max_columns": 200, "seed": 0}
     LEVELS = (0.1, 0.25)
 
     def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
@@ -94,6 +106,11 @@ class _DriftCheck(StatisticalCheck):
                                 "no reference window yet (no accepted run of this pair and no pinned data set)",
                                 self.warn, self.fail)]
         names, cur, ref, slice_by = self.columns(data)
+        if self.params["columns"]:
+            keep = [j for j, c in enumerate(names) if c in set(self.params["columns"])]
+            names, cur, ref = [names[j] for j in keep], cur[:, keep], ref[:, keep]
+        n_tests = len(names) * sum(1 for _ in slices(data.attributes, slice_by))
+        permutations = max(int(self.params["permutations"]), math.ceil(2 * n_tests / self.alpha))
         rng = np.random.default_rng([int(data.seed), int(self.params["seed"]), 0xD71F])
         overrides = dict(self.params["methods"] or {})
         findings = []
@@ -107,7 +124,7 @@ class _DriftCheck(StatisticalCheck):
                     continue
                 method, ctype = choose_method(r, c)
                 method = overrides.get(col, method)
-                p, score, how = column_test(r, c, method, ctype, int(self.params["permutations"]), rng)
+                p, score, how = column_test(r, c, method, ctype, permutations, rng)
                 eff = effect_size(r, c, ctype)
                 findings.append(Finding(
                     label, eff, int(min(r.size, c.size)),
@@ -115,7 +132,7 @@ class _DriftCheck(StatisticalCheck):
                     [Test(f"{method} vs reference", p, eff, self.warn, self.fail)],
                     {"column": col, "method": method, "column_type": ctype, "evidently_score": score,
                      "p_value_from": how, "n_current": int(c.size), "n_reference": int(r.size),
-                     "mean": {"reference": float(r.mean()), "current": float(c.mean())}}))
+                     "mean": {"reference": float(r.mean()), "current": float(c.mean())}}, primary=sname == "overall"))
         results = self.decide(findings)
         drifted = [r for r in results if r.status in ("warn", "fail")]
         summary = CheckResult(

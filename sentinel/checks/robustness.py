@@ -54,5 +54,5 @@ class RobustnessCheck(StatisticalCheck):
                     label if name == "overall" else f"{label},{name}", inc, m, "flip-rate increase under perturbation",
                     [Test("flip-rate increase", mcnemar_greater(only_c, only_b), inc or 0.0, self.warn, self.fail)],
                     {"flip_rate": {"baseline": rb, "candidate": rc}, "candidate_only_flips": only_c,
-                     "baseline_only_flips": only_b, "rows": m}))
+                     "baseline_only_flips": only_b, "rows": m}, primary=name == "overall"))
         return self.decide(findings)

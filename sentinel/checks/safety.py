@@ -25,8 +25,9 @@ class DecisionFlipCheck(StatisticalCheck):
     ``params.critical_warn``/``critical_fail``, at least ``params.critical_min_samples`` baseline
     decisions, default 30). Tests per finding, judged as one family (see ``StatisticalCheck``):
 
-    * *above level*: the rate is significantly above the warn / fail level (exact binomial), so a
-      level is reported crossed only when the data show it, not when a small window happens to;
+    * *above level*: the rate is significantly above the warn level (exact binomial), so a level
+      is reported crossed only when the data show it, not when a small window happens to; the
+      status is then fail when the rate also reaches the fail level;
     * *increase over reference*: the rate is significantly above the same rate on the reference
       window (exact conditional binomial) by at least ``params.increase_warn`` (default 0.005) /
       ``increase_fail`` (0.02).
@@ -79,17 +80,17 @@ class DecisionFlipCheck(StatisticalCheck):
         rate = _rate(k, n)
         lo, hi = wilson_interval(k, n)
         tests = []
-        for level, kind in ((warn, "warn"), (fail, "fail")):
-            if level is not None and rate is not None:
-                tests.append(Test(f"above {kind} level {level:g}", binom_greater(k, n, level), rate,
-                                  level if kind == "warn" else None, level if kind == "fail" else None))
+        level = warn if warn is not None else fail
+        if level is not None and rate is not None:
+            tests.append(Test(f"above level {level:g}", binom_greater(k, n, level), rate, warn, fail))
         ev = {"flips" if what == "flip rate" else "count": k, "n": n, "ci95": [lo, hi], **evidence}
         if ref is not None and ref[1] > 0 and rate is not None:
             ref_rate = ref[0] / ref[1]
             tests.append(Test("increase over reference", rate_increase(k, n, ref[0], ref[1]), rate - ref_rate,
                               self.params["increase_warn"], self.params["increase_fail"]))
             ev["reference"] = {"count": ref[0], "n": ref[1], "rate": ref_rate}
-        return Finding(name, rate, n, what, tests, ev, critical, min_samples, warn, fail)
+        return Finding(name, rate, n, what, tests, ev, critical, min_samples, warn, fail,
+                       primary=name == OVERALL or name.startswith("class="))
 
 
 class CriticalRecallCheck(StatisticalCheck):
@@ -131,5 +132,5 @@ class CriticalRecallCheck(StatisticalCheck):
                      "fnr": {"baseline": None if rb is None else 1 - rb, "candidate": None if rc is None else 1 - rc},
                      "candidate_only_misses": only_c_misses, "baseline_only_misses": only_b_misses,
                      "labelled_rows": int((labels[rows] >= 0).sum())},
-                    critical=cls in data.critical_classes))
+                    critical=cls in data.critical_classes, primary=name == OVERALL))
         return self.decide(findings)

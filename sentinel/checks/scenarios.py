@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..registry import PluginError
 from .base import CheckParamError, CheckResult, RunData, build_check
 
 KINDS = ("edge_cases", "adversarial", "routine")
@@ -95,6 +96,8 @@ class ScenarioCheck:
                 self.checks.append(build_check(c if isinstance(c, CheckSpec) else CheckSpec(**c)))
             except CheckParamError as exc:
                 raise CheckParamError(f"checks.{i}.params.{exc.key}", exc.problem) from None
+            except PluginError as exc:
+                raise CheckParamError(f"checks.{i}.type", str(exc)) from None
         self.record = {"file": self.rows.path, "sha256": self.rows.sha256, "kind": self.kind, "rows": len(self.rows.ids),
                        "description": p.get("description")}
 

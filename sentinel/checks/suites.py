@@ -9,9 +9,8 @@ config's ``suites`` globs). Format (unknown keys are rejected, like the daemon c
       family: holm                # holm | bh
       slice_by: [region]          # message attributes to slice by
     reference:                    # optional; default: the last accepted run's traffic
-      kind: pinned                # last_accepted | pinned
-      file: triage/reference.jsonl
-      sha256: 3f1c...
+      kind: last_accepted         # last_accepted | pinned (then file: and sha256:)
+      min_rows: 5000              # add earlier accepted runs (newest first) until this many rows
     checks:                       # as the daemon config's checks: type, name, warn, fail, min_samples, params
       - {type: decision_flips, warn: 0.02, fail: 0.05, min_samples: 100}
     scenarios:
@@ -37,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..config import CheckSpec, Config, _format_error
 from ..errors import ConfigError
 from ..registry import PluginError, resolve
-from .base import CHECKS, CheckParamError, StatisticalCheck
+from .base import CHECKS, CheckParamError, StatisticalCheck, build_check
 
 SHA256 = r"^[0-9a-fA-F]{64}$"
 
@@ -54,6 +53,7 @@ class Defaults(_Strict):
 
 class ReferenceSpec(_Strict):
     kind: Literal["last_accepted", "pinned"] = "last_accepted"
+    min_rows: int = Field(0, ge=0)      # last_accepted: add earlier accepted runs until this many rows
     file: str | None = None
     sha256: str | None = Field(None, pattern=SHA256)
 
@@ -116,7 +116,6 @@ def _with_defaults(spec: CheckSpec, defaults: Defaults) -> CheckSpec:
 
 def _validate(path: str, key: str, spec: CheckSpec) -> None:
     """Build the check once so a bad type or param fails at load, with the file and key."""
-    from .base import build_check
     try:
         build_check(spec)
     except PluginError as exc:
@@ -171,7 +170,12 @@ def load_suite(path: str | Path, *, pairs: list[str] | None = None) -> Suite:
         spec = CheckSpec(type="scenario", name=f"scenario:{sc.name}", min_samples=1, params={
             "file": str(_resolve(base, sc.file)), "sha256": sc.sha256, "kind": sc.kind, "checks": inner,
             "description": sc.description})
-        _validate(src, f"scenarios.{i}", spec)
+        try:
+            build_check(spec)
+        except CheckParamError as exc:    # the scenario's own keys, or checks.<j>.params.<k> inside it
+            raise ConfigError(src, f"scenarios.{i}.{exc.key}", exc.problem) from None
+        except PluginError as exc:
+            raise ConfigError(src, f"scenarios.{i}.checks", str(exc)) from None
         suite.specs.append(spec)
         suite.keys.append(f"scenarios.{i}")
     return suite

@@ -236,11 +236,11 @@ class Store:
                                   label=m["label"] if m["label"] is not None else m["joined_label"]))
             return out
 
-    def last_accepted_run(self, pair: str, before_run: int | None = None) -> int | None:
-        """The newest accepted run of ``pair`` (older than ``before_run`` when given): its samples
-        are the reference window of the next run. Accepted: status pass or warn, or
-        insufficient_data with at least one passing result (the very first run of a pair has no
-        reference, so its drift checks say insufficient_data; nothing in it failed)."""
+    def accepted_runs(self, pair: str, before_run: int | None = None, *, limit: int = 1) -> list[int]:
+        """Ids of the newest accepted runs of ``pair`` (older than ``before_run`` when given), newest
+        first: their samples are the reference window of the next run. Accepted: status pass or
+        warn, or insufficient_data with at least one passing result (the very first run of a pair
+        has no reference, so its drift checks say insufficient_data; nothing in it failed)."""
         passed = select(t.check_results.c.id).where(and_(t.check_results.c.run_id == t.runs.c.id,
                                                           t.check_results.c.status == "pass")).exists()
         q = select(t.runs.c.id).where(and_(t.runs.c.pair == pair, or_(
@@ -248,7 +248,7 @@ class Store:
         if before_run is not None:
             q = q.where(t.runs.c.id < before_run)
         with self.engine.connect() as conn:
-            return conn.execute(q.order_by(t.runs.c.id.desc()).limit(1)).scalar_one_or_none()
+            return list(conn.execute(q.order_by(t.runs.c.id.desc()).limit(limit)).scalars())
 
     def finish_run(self, run_id: int, *, status: str, n_samples: int, record: dict[str, Any],
                    results: Sequence[dict[str, Any]], report_path: str | None = None, error: str | None = None) -> None:
