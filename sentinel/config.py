@@ -296,14 +296,19 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         raise ConfigError(src, "", "file not found") from None
     except OSError as exc:
         raise ConfigError(src, "", f"cannot read ({exc.strerror})") from None
+    raw = load_yaml(text, src)
+    return parse_config(raw, source=src, base_dir=path.resolve().parent, environ=environ)
+
+
+def load_yaml(text: str | bytes, source: str) -> Any:
+    """Parse YAML; a syntax error is a one-line ConfigError with its line and column."""
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(src, "", f"{where}not valid YAML ({problem})") from None
-    return parse_config(raw, source=src, base_dir=path.resolve().parent, environ=environ)
+        raise ConfigError(source, "", f"{where}not valid YAML ({problem})") from None
 
 
 def read_secret(env_name: str | None, file: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:

@@ -247,7 +247,12 @@ class Revalidator:
             used: list[int] = []
             for run_id in (reference_runs if reference_runs is not None
                            else self.store.accepted_runs(loaded.name, before_run, limit=REFERENCE_MAX_RUNS)):
-                ref_samples += run_samples(self.store, self.store.get_run(run_id), loaded.shape)
+                try:
+                    ref_samples += run_samples(self.store, self.store.get_run(run_id), loaded.shape)
+                except ConfigError as exc:   # a file-based run whose file is gone or changed
+                    log.warning("reference run skipped", extra={"pair": loaded.name, "run_id": run_id,
+                                                                "reason": str(exc)})
+                    continue
                 used.append(run_id)
                 if reference_runs is None and len(ref_samples) >= min_rows:
                     break

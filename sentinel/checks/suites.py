@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import CheckSpec, Config, _format_error
+from ..config import CheckSpec, Config, _format_error, load_yaml
 from ..errors import ConfigError
 from ..registry import PluginError, resolve
 from .base import CHECKS, CheckParamError, StatisticalCheck, build_check
@@ -132,12 +131,7 @@ def load_suite(path: str | Path, *, pairs: list[str] | None = None) -> Suite:
         blob = p.read_bytes()
     except OSError as exc:
         raise ConfigError(src, "", f"cannot read suite file ({exc.strerror or exc})") from None
-    try:
-        raw = yaml.safe_load(blob)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        raise ConfigError(src, "", f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    raw = load_yaml(blob, src)
     if not isinstance(raw, dict):
         raise ConfigError(src, "", "a suite file is a mapping with suite, version, checks and/or scenarios")
     try:
