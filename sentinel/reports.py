@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def _svg_hist(dist: dict[str, Any], edges: list[float], label: str) -> str:
 def _slice_table(results: list[dict[str, Any]]) -> str:
     """Slices as rows, checks as columns: where in the traffic a problem sits."""
     checks = sorted({r["check"] for r in results})
-    slices = sorted({r["slice"] for r in results}, key=lambda s: (s != "overall", s))
+    slices = sorted({r["slice"] for r in results}, key=lambda s: (s != "overall", _natural(s)))
     cell = {(r["check"], r["slice"]): r for r in results}
     head = "".join(f"<th>{_e(c)}</th>" for c in checks)
     body = []
@@ -82,6 +83,11 @@ def _slice_table(results: list[dict[str, Any]]) -> str:
                        f"{_e(r['status'])}{v}</td>")
         body.append(f"<tr><th>{_e(sl)}</th>{''.join(tds)}</tr>")
     return f"<table><tr><th>slice</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _natural(s: str) -> list:
+    """Sort key that puts feature=x9 before feature=x10."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", s)]
 
 
 def _p_adjusted(r: dict[str, Any]) -> str:
