@@ -184,8 +184,9 @@ def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
 
     methods = {r["evidence"]["column"]: r["evidence"]["method"] for r in drift}
     names = data.features()
-    cur = {c: data.inputs.reshape(data.n, -1)[:, j] for j, c in enumerate(names) if c in methods}
-    ref = {c: data.reference.inputs.reshape(data.reference.n, -1)[:, j] for j, c in enumerate(names) if c in methods}
+    x, xr = data.flat_inputs(), data.reference.inputs.reshape(data.reference.n, -1)
+    cur = {c: x[:, j] for j, c in enumerate(names) if c in methods}
+    ref = {c: xr[:, j] for j, c in enumerate(names) if c in methods}
     for i, cls in enumerate(data.classes):
         col = f"p({cls})"
         if col in methods:

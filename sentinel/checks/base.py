@@ -84,6 +84,11 @@ class RunData:
     def n(self) -> int:
         return int(self.baseline.shape[0])
 
+    def flat_inputs(self) -> np.ndarray:
+        """Inputs as (n, features), also when n is 0."""
+        assert self.inputs is not None
+        return self.inputs.reshape(self.n, int(np.prod(self.inputs.shape[1:])))
+
     def features(self) -> list[str]:
         width = int(np.prod(self.inputs.shape[1:])) if self.inputs is not None else 0
         if self.feature_names and len(self.feature_names) == width:

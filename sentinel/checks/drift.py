@@ -152,8 +152,8 @@ class DataDriftCheck(_DriftCheck):
     prefix = "feature"
 
     def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-        cur = data.inputs.reshape(data.n, -1)
-        ref = data.reference.inputs.reshape(data.reference.n, -1)
+        cur = data.flat_inputs()
+        ref = data.reference.inputs.reshape(data.reference.n, cur.shape[1])
         names = data.features()
         m = min(len(names), int(self.params["max_columns"]))
         return names[:m], cur[:, :m], ref[:, :m], list(self.params["slice_by"])

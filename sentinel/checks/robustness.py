@@ -26,13 +26,16 @@ class RobustnessCheck(StatisticalCheck):
     PARAMS = {"noise_scales": [0.05, 0.1, 0.2], "dropout": [0.1], "max_rows": 2000, "seed": 0}
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
+        if data.n == 0:
+            return [CheckResult(self.name, "overall", "insufficient_data", None, 0, "no rows to perturb",
+                                self.warn, self.fail)]
         if data.predict is None or data.inputs is None:
             return [CheckResult(self.name, "overall", "error", None, data.n,
                                 "robustness needs the models (no predict function was given to the check)")]
         rng = np.random.default_rng([int(data.seed), int(self.params["seed"]), 0x5EB])
         n = min(data.n, int(self.params["max_rows"]))
         rows = np.sort(rng.choice(data.n, size=n, replace=False)) if n < data.n else np.arange(data.n)
-        x = data.inputs[rows].reshape(n, -1).astype(np.float64)
+        x = data.flat_inputs()[rows].astype(np.float64)
         clean_b, clean_c = decisions(data.baseline[rows]), decisions(data.candidate[rows])
         attrs = [data.attributes[i] for i in rows]
         std, mean = x.std(axis=0), x.mean(axis=0)
