@@ -264,3 +264,17 @@ def test_unknown_params_are_rejected_with_a_suggestion():
         check("robustness", params={"noise_scale": [0.1]})
     with pytest.raises(CheckParamError, match="false_alarm_rate: must be between 0 and 1"):
         check("calibration", params={"false_alarm_rate": 5})
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_a_tiny_window_is_insufficient_data_for_every_check_never_an_exception(n):
+    x, b, c, y, a = window(1, n)
+    xr, br, cr, yr, ar = window(2, 50)
+    data = RunData("p", CLASSES, ["malignant"], b.reshape(n, 2), c.reshape(n, 2), y if n else None, a, {},
+                   np.zeros(0), inputs=x.reshape(n, FEATURES), reference=ReferenceData({}, xr, br, cr, ar, yr),
+                   predict=_predict(False))
+    for type_ in ("decision_flips", "critical_recall", "calibration", "confidence", "fairness", "robustness",
+                  "data_drift", "prediction_drift"):
+        res = check(type_, params={"groups": ["region"]} if type_ == "fairness" else {"slice_by": ["region"]}
+                    ).evaluate(data)
+        assert res and {r.status for r in res} == {"insufficient_data"}, (type_, res)
