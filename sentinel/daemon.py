@@ -215,7 +215,13 @@ class Daemon:
                 self.stop_event.wait(1.0)
                 return 0
             # offsets are committed only now that everything up to them is durably stored
-            self.source.commit(records)
+            try:
+                self.source.commit(records)
+            except Exception:
+                # e.g. a rebalance took the partition away: the records are stored, a redelivery
+                # is dropped as a duplicate, so carry on
+                log.warning("offset commit failed; records stored, will be deduplicated if redelivered",
+                            exc_info=True)
             m = self.metrics
             m.messages_consumed.inc(len(records))
             m.samples_stored.inc(res.stored)
