@@ -239,7 +239,9 @@ def print_results(o: Any) -> None:
     if o.report_path:
         print(f"  report: {o.report_path}")
     for inc in o.incidents or []:
-        print(f"  incident: {inc}")
+        notified = f", notified {', '.join(inc.notified)}" if inc.notified else ""
+        print(f"  incident #{inc.incident_id} {inc.action} [{inc.severity}] {inc.check}/{inc.slice}"
+              f" (occurrences {inc.occurrences}{notified})")
 
 
 def cmd_incidents(cfg: Any, args: argparse.Namespace) -> int:

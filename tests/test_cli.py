@@ -123,3 +123,10 @@ def test_config_errors_are_one_line_and_exit_2(tmp_path, case):
 def test_validate_accepts_a_good_config(tmp_path):
     code, out, err = run_cli("validate", example_config(tmp_path))
     assert code == 0 and "ok" in out, err
+
+
+def test_the_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    code, out, err = run_cli("validate", Path(__file__).parent.parent / "deploy" / "sentinel.example.yaml")
+    assert code == 0, err
