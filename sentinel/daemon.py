@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from .config import Config, read_secret
-from .errors import MessageError
+from .errors import MessageError, SentinelError
 from .messages import PairShape, decode_label, decode_traffic
 from .metrics import Metrics
 from .reports import write_run_report
@@ -141,6 +141,10 @@ class Daemon:
             self.start()
             while not self.stop_event.is_set():
                 self.ingest_once()
+        except SentinelError:
+            # a config or connection problem found at start: the CLI prints it on one line
+            self.shutdown()
+            raise
         except Exception:
             log.exception("crashed")
             self.shutdown()

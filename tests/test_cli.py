@@ -113,10 +113,14 @@ def test_config_errors_are_one_line_and_exit_2(tmp_path, case):
         pair["baseline"]["runtime"] = "tensorflow"
         expect = "pairs.triage.baseline"
     cfg.write_text(yaml.safe_dump(raw))
-    for cmd in (["validate", cfg], ["revalidate", "--config", cfg]):
+    commands = [["validate", cfg], ["revalidate", "--config", cfg]]
+    if case == "missing_model":
+        commands.append(["run", "--config", cfg])
+    for cmd in commands:
         code, out, err = run_cli(*cmd)
         assert code == 2, (cmd, out, err)
-        lines = [line for line in err.splitlines() if line.strip()]
+        # the daemon's own JSON log lines may precede the error; the error itself is one line
+        lines = [line for line in err.splitlines() if line.strip() and not line.startswith("{")]
         assert len(lines) == 1 and expect in lines[0] and str(cfg) in lines[0], err
 
 
