@@ -127,8 +127,23 @@ class RevalidationConfig(Strict):
 
 
 class IncidentsConfig(Strict):
+    """How check results become incidents (see ``sentinel.incidents.engine``)."""
     runbook_url: str | None = None
+    runbooks: dict[str, str] = Field(default_factory=dict)      # check name -> runbook URL (wins)
     open_on: list[Literal["warn", "fail"]] = Field(default_factory=lambda: ["fail"])
+    open_after: int = Field(1, ge=1)          # consecutive failing runs before an incident opens
+    resolve_after: int = Field(0, ge=0)       # consecutive passing runs that auto-resolve; 0 = people only
+    reopen_window: str | float = 0            # a failure within this long of resolution reopens (e.g. 1h)
+    group_slices: bool = True                 # one incident per check, listing its failing slices
+
+    @field_validator("reopen_window")
+    @classmethod
+    def _window(cls, v: Any) -> Any:
+        from .incidents.matchers import parse_duration
+
+        if parse_duration(v) < 0:
+            raise ValueError(f"must not be negative, got {v!r}")
+        return v
 
 
 class NotifierConfig(Strict):
@@ -140,6 +155,7 @@ class NotifierConfig(Strict):
     max_attempts: int = Field(8, ge=1)
     backoff_seconds: float = Field(1.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)   # type-specific settings of plug-in notifiers
 
 
 class ApiConfig(Strict):
@@ -165,7 +181,7 @@ class Config(Strict):
     suites: list[str] = Field(default_factory=list)
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     notifiers: dict[str, NotifierConfig] = Field(default_factory=dict)
-    escalation: str | None = None
+    escalation: str | None = None     # policy file(s), a path or glob: alerts/*.yaml
     reports_dir: str = "reports"
     api: ApiConfig = Field(default_factory=ApiConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

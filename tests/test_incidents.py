@@ -71,7 +71,7 @@ def test_repeated_failure_updates_one_incident_without_notifying_again(store, en
     assert opened.action == "opened" and updated.action == "updated"
     assert opened.incident_id == updated.incident_id
     assert opened.notified == TARGETS and updated.notified == ()
-    assert opened.fingerprint == fingerprint("triage", "decision_flips", "overall")
+    assert opened.fingerprint == fingerprint("triage", "decision_flips")        # slices grouped per check
 
     [inc] = engine.list()
     assert inc["state"] == "open" and inc["occurrences"] == 2 and inc["severity"] == "high"
@@ -112,14 +112,28 @@ def test_duplicate_fingerprint_within_a_run_is_handled_once(store, engine):
     assert len(outbox_rows(store)) == len(TARGETS)
 
 
-def test_another_slice_or_pair_is_another_incident(store, engine):
+def test_slices_of_one_check_are_grouped_into_one_incident(store, engine):
     r1 = run(store)
-    engine.process_run("triage", r1, [flips(slice_="overall"), flips(slice_="region=eu")])
+    [ch] = engine.process_run("triage", r1, [flips(slice_="region=eu", value=0.1), flips(slice_="overall"),
+                                             flips(status="pass", value=0.0, slice_="region=us")])
     engine.process_run("other", run(store, "other"), [flips(slice_="overall")])
-    incidents = engine.list()
-    assert len(incidents) == 3
-    assert len({i["fingerprint"] for i in incidents}) == 3
-    assert [i["slice"] for i in engine.list(pair="triage")] and len(engine.list(pair="other")) == 1
+    assert len(engine.list()) == 2 and len(engine.list(pair="other")) == 1
+    inc = engine.get(ch.incident_id)
+    assert inc["slice"] == "overall" and inc["slices"] == ["region=eu", "overall"]     # failing ones only
+    assert inc["title"].startswith("triage: decision_flips failed on overall and 1 more slice (")
+    assert [s["value"] for s in inc["evidence"]["slices"]] == [pytest.approx(0.1), pytest.approx(0.23)]
+    # a slice failing later updates the same incident and is listed
+    [upd] = engine.process_run("triage", run(store), [flips(slice_="region=us")])
+    assert upd.action == "updated" and engine.get(ch.incident_id)["slices"] == ["region=us"]
+
+
+def test_another_slice_is_another_incident_without_grouping(store):
+    eng = IncidentEngine(store, targets=TARGETS, group_slices=False)
+    eng.process_run("triage", run(store), [flips(slice_="overall"), flips(slice_="region=eu")])
+    incidents = eng.list()
+    assert len(incidents) == 2 and len({i["fingerprint"] for i in incidents}) == 2
+    assert {i["fingerprint"] for i in incidents} == {fingerprint("triage", "decision_flips", s)
+                                                      for s in ("overall", "region=eu")}
 
 
 def test_severity_from_status_and_criticality_and_only_raised(store):

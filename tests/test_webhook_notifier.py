@@ -109,7 +109,7 @@ def clock():
 
 
 def open_incidents(store, clock, n=1, targets=("hook",)):
-    eng = IncidentEngine(store, targets=targets, clock=clock)
+    eng = IncidentEngine(store, targets=targets, clock=clock, group_slices=False)   # n incidents, one per slice
     run_id = store.create_run("triage", "schedule", {})
     results = [CheckResult("decision_flips", f"slice-{i}", "fail", 0.2, 500, "flip rate = 0.2 (>= fail level 0.05)",
                            0.02, 0.05) for i in range(n)]
