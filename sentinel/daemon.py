@@ -101,7 +101,7 @@ class Daemon:
     def start(self) -> None:
         global _CURRENT
         from .incidents.engine import IncidentEngine
-        from .notifiers.base import build_notifier
+        from .notifiers.base import build_notifiers
         from .notifiers.outbox import OutboxDispatcher
 
         cfg = self.cfg
@@ -109,9 +109,8 @@ class Daemon:
         self.pairs = {name: load_pair(cfg, name) for name in cfg.pairs}
         self.store = open_store(cfg.store.url, echo=cfg.store.echo)
         self._recover_abandoned_runs()
-        notifiers = {name: build_notifier(name, ncfg) for name, ncfg in cfg.notifiers.items()}
-        self.incidents = IncidentEngine(self.store, targets=sorted(notifiers), open_on=cfg.incidents.open_on,
-                                        runbook_url=cfg.incidents.runbook_url)
+        notifiers = build_notifiers(cfg)
+        self.incidents = IncidentEngine.from_config(cfg, self.store)
         self.dispatcher = OutboxDispatcher(
             self.store, notifiers, max_attempts={n: c.max_attempts for n, c in cfg.notifiers.items()},
             backoff_seconds=min((c.backoff_seconds for c in cfg.notifiers.values()), default=1.0),
@@ -289,7 +288,16 @@ class Daemon:
         self._threads.append(t)
 
     def _outbox_loop(self) -> None:
+        # Escalation timers are rows in the store, so this loop only asks what is due now; a
+        # restarted daemon picks up exactly where the stored timers say.
         while not self.stop_event.is_set():
+            try:
+                ticked = self.incidents.tick()
+                if any(ticked.values()):
+                    log.info("incident timers", extra=ticked)
+                    self._refresh_incident_gauge()
+            except Exception:
+                log.exception("incident tick failed")
             try:
                 self.dispatcher.dispatch_due()
             except Exception:

@@ -622,6 +622,7 @@ def build_payload(event: str, incident: dict[str, Any], at: dt.datetime, *, acto
             "report": incident["report"],
             "runbook_url": incident["runbook_url"],
             "evidence": incident["evidence"].get("result", {}),
+            "slice_results": incident["evidence"].get("slices", []),
         },
         "actor": actor,
     }
