@@ -180,7 +180,7 @@ RESTART_SCRIPT = textwrap.dedent("""
 
 def test_daemon_killed_mid_escalation_escalates_on_time_after_restart(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
-    delay = 2.5
+    delay = 1.5
     policy = {"policies": [{"name": "p", "tiers": [{"targets": ["slack"], "delay": delay},
                                                    {"targets": ["pager"], "delay": delay}, {"targets": ["lead"]}]}]}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(policy))
