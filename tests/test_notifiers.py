@@ -231,11 +231,15 @@ def test_kafka_guard_publishes_control_messages(store):
         from kafka import KafkaConsumer
 
         consumer = KafkaConsumer("model-control", bootstrap_servers=[f"127.0.0.1:{port}"], group_id=None,
-                                 auto_offset_reset="earliest", consumer_timeout_ms=3000)
-        msgs = [json.loads(m.value) for m in consumer]
+                                 auto_offset_reset="earliest", consumer_timeout_ms=5000)
+        msgs = []
+        for m in consumer:
+            msgs.append(json.loads(m.value))
+            if len(msgs) == 2:
+                break
         consumer.close()
     finally:
-        broker.terminate()
+        broker.kill()            # memory-only test broker: nothing to flush
         broker.wait(10)
     assert [(m["action"], m["active"], m["event"]) for m in msgs] == [
         ("route_to_baseline", True, "opened"), ("route_to_baseline", False, "resolved")]
