@@ -152,7 +152,9 @@ class NotifierConfig(Strict):
     url_env: str | None = None
     secret_env: str | None = None      # HMAC key for the signature header
     timeout_seconds: float = Field(5.0, gt=0)
-    max_attempts: int = Field(8, ge=1)
+    # 20 attempts with 1 s doubling backoff capped at 300 s keep retrying for about an hour: a
+    # receiver outage of a few minutes must not turn owed pages into failed rows.
+    max_attempts: int = Field(20, ge=1)
     backoff_seconds: float = Field(1.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)   # type-specific settings of plug-in notifiers
