@@ -133,7 +133,7 @@ class IncidentsConfig(Strict):
     open_on: list[Literal["warn", "fail"]] = Field(default_factory=lambda: ["fail"])
     open_after: int = Field(1, ge=1)          # consecutive failing runs before an incident opens
     resolve_after: int = Field(0, ge=0)       # consecutive passing runs that auto-resolve; 0 = people only
-    reopen_window: str | float = 0            # a failure within this long of resolution reopens (e.g. 1h)
+    reopen_window: str | float = 0.0          # a failure within this long of resolution reopens (e.g. 1h)
     group_slices: bool = True                 # one incident per check, listing its failing slices
 
     @field_validator("reopen_window")

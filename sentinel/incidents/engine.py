@@ -41,12 +41,13 @@ STATES = ("open", "acknowledged", "resolved", "silenced")
 # States in which an incident absorbs new failures of its fingerprint instead of a new one being
 # opened (a silenced problem must not open again either).
 ACTIVE_STATES = ("open", "acknowledged", "silenced")
-# action -> (states it may start from, state it leads to, event name). "silence" notifies nobody;
-# "unsilence" restarts the escalation as if the incident had just opened.
+# action -> (states it may start from, state it leads to, event name). "silence" notifies nobody
+# (an acknowledged incident pages nobody already, so it is left alone); "unsilence" restarts the
+# escalation as if the incident had just opened.
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "ack": (("open",), "acknowledged", "acknowledged"),
     "resolve": (("open", "acknowledged", "silenced"), "resolved", "resolved"),
-    "silence": (("open", "acknowledged"), "silenced", "silenced"),
+    "silence": (("open",), "silenced", "silenced"),
     "unsilence": (("silenced",), "open", "unsilenced"),
 }
 SEVERITY_RANK = {"warning": 1, "high": 2, "critical": 3}
@@ -463,7 +464,7 @@ class IncidentEngine:
     def add_silence(self, matchers: Sequence[Matcher], *, author: str, reason: str, duration: float | None = None,
                     ends_at: dt.datetime | None = None, starts_at: dt.datetime | None = None) -> dict[str, Any]:
         """Silence incidents matching every matcher until ``ends_at`` (or for ``duration`` seconds).
-        Open and acknowledged incidents it matches move to ``silenced`` at once (audited with the
+        Open incidents it matches move to ``silenced`` at once (audited with the
         author and reason, escalation stopped, nobody notified); new matching incidents open
         silenced. Returns the silence with ``silenced``: the ids it moved."""
         if not matchers:
@@ -487,7 +488,7 @@ class IncidentEngine:
                 reason=reason, created_at=now)).inserted_primary_key[0]
             moved = []
             if start <= now:
-                for row in conn.execute(select(t.incidents).where(t.incidents.c.state.in_(("open", "acknowledged")))).all():
+                for row in conn.execute(select(t.incidents).where(t.incidents.c.state == "open")).all():
                     if matches_all(matchers, _labels(_incident(row))):
                         self._transition_in(conn, row, "silence", author, reason, now,
                                             detail={"silence_id": silence_id})
