@@ -307,9 +307,15 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: str | Path = "
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
+    return parse_config(read_yaml(path), source=str(path), base_dir=path.resolve().parent, environ=environ)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a one-line ConfigError naming the file (and line) when it cannot be
+    read or parsed."""
     src = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(src, "", "file not found") from None
     except OSError as exc:
@@ -321,7 +327,7 @@ def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(src, "", f"{where}not valid YAML ({problem})") from None
-    return parse_config(raw, source=src, base_dir=path.resolve().parent, environ=environ)
+    return raw
 
 
 def read_secret(env_name: str | None, file: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:

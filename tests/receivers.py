@@ -13,6 +13,8 @@ import time
 import urllib.request
 from typing import Any, Callable
 
+import pytest
+
 Handler = Callable[[dict[str, Any]], tuple[int, bytes]]
 
 
@@ -173,3 +175,21 @@ class Alertmanager:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """urllib honours http_proxy; loopback requests in tests must never go through one."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh SQLite store."""
+    from sentinel.storage.repository import open_store
+
+    s = open_store(f"sqlite:///{tmp_path}/s.db")
+    yield s
+    s.dispose()

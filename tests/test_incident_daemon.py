@@ -20,6 +20,7 @@ from sentinel.storage.repository import SampleIn, utcnow
 
 from pairs import example_config, traffic_lines
 from receivers import Receiver
+from receivers import no_proxy  # noqa: F401  (fixture)
 
 
 class IdleSource:
@@ -31,13 +32,6 @@ class IdleSource:
     def rewind(self, records) -> None: ...
     def lag(self): return None
     def close(self) -> None: ...
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 def wait_for(predicate, seconds=15.0):

@@ -16,24 +16,11 @@ from sentinel.incidents import IncidentEngine
 from sentinel.incidents.escalation import parse_policies
 from sentinel.notifiers import OutboxDispatcher, WebhookNotifier
 from sentinel.storage import tables as t
-from sentinel.storage.repository import as_utc, open_store
+from sentinel.storage.repository import as_utc
 
 from receivers import Receiver
+from receivers import no_proxy, store  # noqa: F401  (fixtures)
 from test_incidents import Clock
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/s.db")
-    yield s
-    s.dispose()
 
 
 def fail(slice_="overall", critical=False):

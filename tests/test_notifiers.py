@@ -16,26 +16,26 @@ from sentinel.errors import ConfigError
 from sentinel.incidents import IncidentEngine
 from sentinel.notifiers import OutboxDispatcher, build_notifier
 from sentinel.notifiers.pagerduty import PagerDutyNotifier, dedup_key
-from sentinel.storage.repository import open_store
 
 from receivers import Alertmanager, Receiver, alertmanager_binary, free_port, pagerduty_handler, slack_handler
+from receivers import no_proxy, store  # noqa: F401  (fixtures)
 from test_incidents import Clock
 
 ROUTING_KEY = "R0UTINGKEY0123456789abcdef012345"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/s.db")
-    yield s
-    s.dispose()
+def serve():
+    """Start loopback receivers with a handler; all are stopped at teardown."""
+    started = []
+
+    def start(handler):
+        started.append(Receiver(handler))
+        return started[-1]
+
+    yield start
+    for rx in started:
+        rx.stop()
 
 
 def results():
@@ -60,14 +60,11 @@ def lifecycle(store, notifier, steps=("open", "ack", "resolve"), pair="triage"):
     return ch, outcomes, d
 
 
-def test_slack_block_kit_message(store):
-    rx = Receiver(slack_handler)
-    try:
-        slack = build_notifier("oncall-slack", NotifierConfig(type="slack", url=rx.url + "/T000/B000/XXXX",
-                                                              params={"sentinel_url": "https://sentinel.example"}))
-        ch, outcomes, _ = lifecycle(store, slack)
-    finally:
-        rx.stop()
+def test_slack_block_kit_message(store, serve):
+    rx = serve(slack_handler)
+    slack = build_notifier("oncall-slack", NotifierConfig(type="slack", url=rx.url + "/T000/B000/XXXX",
+                                                          params={"sentinel_url": "https://sentinel.example"}))
+    ch, outcomes, _ = lifecycle(store, slack)
     assert [o["sent"] for o in outcomes] == [1, 1, 1]
     opened, acked, resolved = rx.json()
     header = opened["blocks"][0]["text"]["text"]
@@ -85,15 +82,12 @@ def test_slack_block_kit_message(store):
     assert "sentinel incidents ack" not in json.dumps(resolved)
 
 
-def test_pagerduty_trigger_acknowledge_resolve_share_a_dedup_key(store, monkeypatch):
-    rx = Receiver(pagerduty_handler)
+def test_pagerduty_trigger_acknowledge_resolve_share_a_dedup_key(store, monkeypatch, serve):
+    rx = serve(pagerduty_handler)
     monkeypatch.setenv("PD_KEY", ROUTING_KEY)
-    try:
-        pd = build_notifier("pagerduty", NotifierConfig(type="pagerduty", url=rx.url + "/v2/enqueue",
-                                                        params={"routing_key_env": "PD_KEY"}))
-        ch, outcomes, _ = lifecycle(store, pd)
-    finally:
-        rx.stop()
+    pd = build_notifier("pagerduty", NotifierConfig(type="pagerduty", url=rx.url + "/v2/enqueue",
+                                                    params={"routing_key_env": "PD_KEY"}))
+    ch, outcomes, _ = lifecycle(store, pd)
     assert [o["sent"] for o in outcomes] == [1, 1, 1]
     trig, ack, res = rx.json()
     assert [e["event_action"] for e in (trig, ack, res)] == ["trigger", "acknowledge", "resolve"]
@@ -105,19 +99,16 @@ def test_pagerduty_trigger_acknowledge_resolve_share_a_dedup_key(store, monkeypa
     assert {"href": "https://rb.example/flips", "text": "Runbook"} in trig["links"]
 
 
-def test_pagerduty_rejection_is_permanent_and_throttling_is_retried(store):
-    rx = Receiver(pagerduty_handler)
-    try:
-        bad = PagerDutyNotifier("pagerduty", "", url=rx.url)          # blank routing key: PD answers 400
-        _, outcomes, d = lifecycle(store, bad, steps=("open",))
-        assert outcomes == [{"sent": 0, "retry": 0, "failed": 1, "skipped": 0}]
-        assert "HTTP 400" in d.failed()[0]["last_error"] and "routing_key" in d.failed()[0]["last_error"]
-        rx.script = [429]
-        good = PagerDutyNotifier("pd2", ROUTING_KEY, url=rx.url)
-        _, outcomes, _ = lifecycle(store, good, steps=("open",), pair="other")
-        assert outcomes == [{"sent": 0, "retry": 1, "failed": 0, "skipped": 0}]
-    finally:
-        rx.stop()
+def test_pagerduty_rejection_is_permanent_and_throttling_is_retried(store, serve):
+    rx = serve(pagerduty_handler)
+    bad = PagerDutyNotifier("pagerduty", "", url=rx.url)          # blank routing key: PD answers 400
+    _, outcomes, d = lifecycle(store, bad, steps=("open",))
+    assert outcomes == [{"sent": 0, "retry": 0, "failed": 1, "skipped": 0}]
+    assert "HTTP 400" in d.failed()[0]["last_error"] and "routing_key" in d.failed()[0]["last_error"]
+    rx.script = [429]
+    good = PagerDutyNotifier("pd2", ROUTING_KEY, url=rx.url)
+    _, outcomes, _ = lifecycle(store, good, steps=("open",), pair="other")
+    assert outcomes == [{"sent": 0, "retry": 1, "failed": 0, "skipped": 0}]
 
 
 def test_pagerduty_needs_a_routing_key(monkeypatch):

@@ -24,6 +24,8 @@ from sentinel.notifiers import DeliveryError, Notifier, OutboxDispatcher, Webhoo
 from sentinel.storage import tables as t
 from sentinel.storage.repository import as_utc, open_store
 
+from receivers import no_proxy, store  # noqa: F401  (fixtures)
+
 SECRET = "s3cret-key"
 
 
@@ -79,14 +81,6 @@ class Clock:
         self.now += dt.timedelta(seconds=seconds)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    # urllib honours http_proxy; loopback requests in tests must never go through one.
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
 @pytest.fixture
 def receiver():
     r = Receiver()
@@ -94,13 +88,6 @@ def receiver():
     yield r
     r.server.shutdown()
     r.server.server_close()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/s.db")
-    yield s
-    s.dispose()
 
 
 @pytest.fixture

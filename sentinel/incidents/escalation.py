@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import yaml
 from pydantic import Field, ValidationError
 
-from ..config import Strict, _format_error
+from ..config import Strict, _format_error, read_yaml
 from ..errors import ConfigError
 from .matchers import Matcher, matches_all, parse_duration, parse_matcher
 
@@ -145,20 +144,7 @@ def parse_policies(raw: Any, *, source: str, targets: Iterable[str] | None) -> l
 
 
 def load_policy_file(path: str | Path, *, targets: Iterable[str] | None) -> list[EscalationPolicy]:
-    src = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(src, "", "file not found") from None
-    except OSError as exc:
-        raise ConfigError(src, "", f"cannot read ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        raise ConfigError(src, "", f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    return parse_policies(raw, source=src, targets=targets)
+    return parse_policies(read_yaml(path), source=str(path), targets=targets)
 
 
 def load_policies(pattern: str | None, *, base_dir: str | Path, targets: Iterable[str],
