@@ -23,6 +23,7 @@ from sentinel.incidents.escalation import load_policies, parse_policies
 from sentinel.storage import tables as t
 from sentinel.storage.repository import as_utc, open_store
 
+from stores import store_url  # noqa: F401  (fixture)
 from test_incidents import Clock
 
 TARGETS = ["slack", "pager", "lead", "audit"]
@@ -40,8 +41,8 @@ def fail(critical=False):
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/s.db")
+def store(store_url):  # noqa: F811 - every timer test on SQLite and on PostgreSQL
+    s = open_store(store_url)
     yield s
     s.dispose()
 
@@ -228,3 +229,24 @@ def test_daemon_killed_mid_escalation_escalates_on_time_after_restart(tmp_path):
           f"{late[0]:.3f}s late, tier 3 due at +{2 * delay:.1f}s escalated {late[1]:.3f}s late")
     assert all(0 <= x < 0.5 for x in late), late           # on time: within the loop's tick, not a restart later
     store.dispose()
+
+
+def test_streaks_silences_and_reopen_on_each_backend(store):
+    from sentinel.incidents.matchers import parse_matcher
+
+    clock = Clock()
+    eng = IncidentEngine(store, targets=["slack"], open_after=2, resolve_after=1, reopen_window=600, clock=clock)
+    run = lambda: store.create_run("triage", "t", {})  # noqa: E731
+    ok = CheckResult("decision_flips", "overall", "pass", 0.0, 500, "flip rate = 0")
+    assert eng.process_run("triage", run(), [fail()]) == []
+    [opened] = eng.process_run("triage", run(), [fail()])
+    [resolved] = eng.process_run("triage", run(), [ok])
+    assert (opened.action, resolved.action) == ("opened", "resolved")
+    eng.add_silence([parse_matcher("check=decision_flips")], author="alice", reason="known", duration=60)
+    eng.process_run("triage", run(), [fail()])
+    [reopened] = eng.process_run("triage", run(), [fail()])
+    assert reopened.action == "reopened" and reopened.state == "silenced" and reopened.notified == ()
+    clock.advance(61)
+    assert eng.tick()["unsilenced"] == 1 and eng.get(opened.incident_id)["state"] == "open"
+    assert [e["action"] for e in eng.get(opened.incident_id)["events"]] == [
+        "opened", "resolved", "reopened", "unsilenced"]
