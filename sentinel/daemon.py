@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from .config import Config, read_secret
-from .errors import MessageError
+from .errors import ConfigError, MessageError
 from .messages import PairShape, decode_label, decode_traffic
 from .metrics import Metrics
 from .reports import write_run_report
@@ -101,16 +101,19 @@ class Daemon:
     def start(self) -> None:
         global _CURRENT
         from .incidents.engine import IncidentEngine
+        from .incidents.escalation import load_policies
         from .notifiers.base import build_notifiers
         from .notifiers.outbox import OutboxDispatcher
 
         cfg = self.cfg
         log.info("starting", extra={"config": cfg.source, "pairs": sorted(cfg.pairs)})
+        # config problems first (notifiers, escalation policies): fail fast, before loading models
+        notifiers = build_notifiers(cfg)
+        policies = load_policies(cfg.escalation, base_dir=cfg.base_dir, targets=notifiers, source=cfg.source)
         self.pairs = {name: load_pair(cfg, name) for name in cfg.pairs}
         self.store = open_store(cfg.store.url, echo=cfg.store.echo)
         self._recover_abandoned_runs()
-        notifiers = build_notifiers(cfg)
-        self.incidents = IncidentEngine.from_config(cfg, self.store)
+        self.incidents = IncidentEngine.from_config(cfg, self.store, policies=policies)
         self.dispatcher = OutboxDispatcher(
             self.store, notifiers, max_attempts={n: c.max_attempts for n, c in cfg.notifiers.items()},
             backoff_seconds=min((c.backoff_seconds for c in cfg.notifiers.values()), default=1.0),
@@ -140,6 +143,11 @@ class Daemon:
             self.start()
             while not self.stop_event.is_set():
                 self.ingest_once()
+        except ConfigError:
+            # a bad config found while starting (a policy file, a notifier): the CLI prints it as
+            # one line and exits 2, like every other config error
+            self.shutdown()
+            raise
         except Exception:
             log.exception("crashed")
             self.shutdown()

@@ -250,3 +250,18 @@ def test_streaks_silences_and_reopen_on_each_backend(store):
     assert eng.tick()["unsilenced"] == 1 and eng.get(opened.incident_id)["state"] == "open"
     assert [e["action"] for e in eng.get(opened.incident_id)["events"]] == [
         "opened", "resolved", "reopened", "unsilenced"]
+
+
+def test_daemon_start_with_a_bad_policy_is_a_one_line_config_error(tmp_path):
+    from pairs import example_config
+
+    (tmp_path / "alerts").mkdir()
+    (tmp_path / "alerts" / "escalation.yaml").write_text(yaml.safe_dump(
+        {"policies": [{"name": "p", "tiers": [{"targets": ["nobody"]}]}]}))
+    cfg = example_config(tmp_path, escalation="alerts/escalation.yaml",
+                         notifiers={"hook": {"url": "http://127.0.0.1:9/"}})
+    p = subprocess.run([sys.executable, "-m", "sentinel", "run", "--config", str(cfg)], capture_output=True,
+                       text=True, timeout=120)
+    err = [line for line in p.stderr.splitlines() if line.startswith("sentinel: error:")]
+    assert p.returncode == 2 and len(err) == 1, p.stderr[-2000:]
+    assert "alerts/escalation.yaml: policies[0].tiers[0].targets[0]: unknown target 'nobody'" in err[0]

@@ -119,14 +119,16 @@ class IncidentEngine:
         self._clock = clock
 
     @classmethod
-    def from_config(cls, cfg: Any, store: Store, *, clock: Callable[[], dt.datetime] = utcnow) -> "IncidentEngine":
+    def from_config(cls, cfg: Any, store: Store, *, policies: Sequence[EscalationPolicy] | None = None,
+                    clock: Callable[[], dt.datetime] = utcnow) -> "IncidentEngine":
         """The engine a ``Config`` describes: its notifiers, ``incidents:`` section and escalation
-        policy files (loaded and checked against the notifier names; raises ConfigError)."""
+        policy files (loaded unless given, checked against the notifier names; raises ConfigError)."""
         from .escalation import load_policies
         from .matchers import parse_duration
 
         ic = cfg.incidents
-        policies = load_policies(cfg.escalation, base_dir=cfg.base_dir, targets=cfg.notifiers, source=cfg.source)
+        if policies is None:
+            policies = load_policies(cfg.escalation, base_dir=cfg.base_dir, targets=cfg.notifiers, source=cfg.source)
         return cls(store, targets=sorted(cfg.notifiers), open_on=ic.open_on, runbook_url=ic.runbook_url,
                    runbooks=ic.runbooks, policies=policies, open_after=ic.open_after,
                    resolve_after=ic.resolve_after, reopen_window=parse_duration(ic.reopen_window),
