@@ -509,7 +509,7 @@ class IncidentEngine:
             if as_utc(row.ends_at) <= now:
                 raise StateError(f"silence {silence_id} has already expired")
             conn.execute(update(t.silences).where(t.silences.c.id == silence_id).values(ends_at=now))
-        self._unsilence_expired(now)
+        self._unsilence_expired(now, actor=actor, note=f"silence {silence_id} expired by {actor}")
         return self.silences(active_only=False, silence_id=silence_id)[0]
 
     def silences(self, *, active_only: bool = True, silence_id: int | None = None) -> list[dict[str, Any]]:
@@ -529,7 +529,7 @@ class IncidentEngine:
                 return row.id
         return None
 
-    def _unsilence_expired(self, now: dt.datetime) -> int:
+    def _unsilence_expired(self, now: dt.datetime, *, actor: str = SYSTEM_ACTOR, note: str = "silence expired") -> int:
         with self.store.engine.connect() as conn:
             ids = conn.execute(select(t.incidents.c.id).where(t.incidents.c.state == "silenced")).scalars().all()
         n = 0
@@ -538,7 +538,7 @@ class IncidentEngine:
                 row = conn.execute(select(t.incidents).where(t.incidents.c.id == incident_id)).first()
                 if row is None or row.state != "silenced" or self._silence_for(conn, _labels(_incident(row)), now):
                     continue
-                self._transition_in(conn, row, "unsilence", SYSTEM_ACTOR, "silence expired", now)
+                self._transition_in(conn, row, "unsilence", actor, note, now)
                 n += 1
         return n
 
