@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,6 +19,12 @@ from .config import read_secret
 from .errors import NotFoundError, StateError
 
 READY_POLL_SECONDS = 30.0
+
+
+def jsonable(obj: Any) -> Any:
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(obj)
 
 
 class ApiError(Exception):
@@ -138,16 +144,57 @@ def create_app(daemon: Any) -> FastAPI:
         authorise(req, mutate=False)
         return daemon.incidents.get(incident_id)
 
+    def note_of(body: Any) -> str | None:
+        if body is None:
+            return None
+        if not isinstance(body, dict) or not isinstance(body.get("note", ""), str):
+            raise ApiError(400, "bad_request", 'body must be a JSON object like {"note": "..."}')
+        return body.get("note") or None
+
     @app.post("/api/v1/incidents/{incident_id}/ack")
-    def ack(req: Request, incident_id: int) -> dict[str, Any]:
+    def ack(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
         authorise(req, mutate=True)
-        daemon.incidents.ack(incident_id, actor(req))
+        daemon.incidents.ack(incident_id, actor(req), note=note_of(body))
         return daemon.incidents.get(incident_id)
 
     @app.post("/api/v1/incidents/{incident_id}/resolve")
-    def resolve(req: Request, incident_id: int) -> dict[str, Any]:
+    def resolve(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
         authorise(req, mutate=True)
-        daemon.incidents.resolve(incident_id, actor(req))
+        daemon.incidents.resolve(incident_id, actor(req), note=note_of(body))
         return daemon.incidents.get(incident_id)
+
+    # Silences: {"matchers": ["pair=triage", "check=~decision_.*"], "duration": "2h", "author": "alice",
+    # "reason": "retraining"}; the author defaults to the X-Sentinel-Actor header.
+    @app.get("/api/v1/silences")
+    def silences(req: Request, all: bool = False) -> dict[str, Any]:  # noqa: A002 - the query parameter's name
+        authorise(req, mutate=False)
+        return {"silences": daemon.incidents.silences(active_only=not all)}
+
+    @app.post("/api/v1/silences")
+    def silence(req: Request, body: Any = Body(None)) -> JSONResponse:
+        from .incidents.matchers import parse_duration, parse_matcher
+
+        authorise(req, mutate=True)
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", "body must be a JSON object with matchers, duration, reason")
+        unknown = sorted(set(body) - {"matchers", "duration", "author", "reason"})
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}; fields are matchers, duration, author, reason")
+        try:
+            raw = body.get("matchers") or []
+            if not isinstance(raw, list):
+                raise ValueError("matchers must be a list of strings like \"pair=triage\"")
+            matchers = [parse_matcher(str(m)) for m in raw]
+            duration = parse_duration(body.get("duration")) if body.get("duration") is not None else None
+            created = daemon.incidents.add_silence(matchers, author=str(body.get("author") or actor(req)),
+                                                   reason=str(body.get("reason") or ""), duration=duration)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        return JSONResponse(jsonable(created), status_code=201)
+
+    @app.delete("/api/v1/silences/{silence_id}")
+    def expire(req: Request, silence_id: int) -> dict[str, Any]:
+        authorise(req, mutate=True)
+        return daemon.incidents.expire_silence(silence_id, actor(req))
 
     return app

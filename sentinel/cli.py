@@ -32,15 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="a JSON-lines file of traffic messages to use instead of the stored window")
     p.add_argument("--json", action="store_true", help="print results as JSON")
 
-    p = sub.add_parser("validate", help="check config and suite files and exit 0 (valid) or 2")
-    p.add_argument("files", nargs="+")
+    p = sub.add_parser("validate", help="check config, escalation policy and check suite files; exit 0 (valid) or 2")
+    p.add_argument("files", nargs="+", help="daemon configs, policy files (alerts/*.yaml: a top-level "
+                                            "'policies' key) and/or suite files (checks/*.yaml: a top-level "
+                                            "'suite' key); policy targets are checked against the configs given, "
+                                            "else --config")
     p.add_argument("--no-models", action="store_true", help="do not load the model files")
+    p.add_argument("--config", "-c", default=os.environ.get("SENTINEL_CONFIG", "sentinel.yaml"),
+                   help="the daemon config whose notifiers policy targets must name, when no config is among FILES")
 
-    p = sub.add_parser("incidents", help="list, show, acknowledge or resolve incidents")
+    p = sub.add_parser("incidents", help="list, show, acknowledge, resolve or silence incidents")
     isub = p.add_subparsers(dest="action", required=True)
     q = isub.add_parser("list")
     _config_arg(q)
-    q.add_argument("--state", choices=["open", "acknowledged", "resolved"])
+    q.add_argument("--state", choices=["open", "acknowledged", "resolved", "silenced"])
     q.add_argument("--pair")
     q.add_argument("--json", action="store_true")
     for action in ("show", "ack", "resolve"):
@@ -52,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--note")
         else:
             q.add_argument("--json", action="store_true")
+    q = isub.add_parser("silence", help="silence matching incidents for a while (or --list, --expire ID)",
+                        description="Silence incidents matching every --match (NAME=VALUE, NAME!=VALUE, NAME=~REGEX; "
+                                    "names: pair, check, slice, severity, state) for --for (90m, 2h, 1d).")
+    _config_arg(q)
+    q.add_argument("--match", "-m", action="append", default=[], metavar="MATCHER")
+    q.add_argument("--for", dest="duration", metavar="DURATION")
+    q.add_argument("--author", default=os.environ.get("USER", "cli"))
+    q.add_argument("--reason")
+    q.add_argument("--list", action="store_true", help="list active silences (with --all: expired ones too)")
+    q.add_argument("--all", action="store_true")
+    q.add_argument("--expire", type=int, metavar="SILENCE_ID", help="end a silence now")
+    q.add_argument("--json", action="store_true")
 
     p = sub.add_parser("report", help="write (or find) a run's HTML report and print its path")
     _config_arg(p)
@@ -87,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "validate":
-        return cmd_validate(args.files, load_models=not args.no_models)
+        return cmd_validate(args.files, load_models=not args.no_models, config=args.config)
     if cmd == "demo":
         from .demo import run_demo
         return run_demo(out=Path(args.out), max_seconds=args.max_seconds, seed=args.seed)
@@ -106,19 +123,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(cmd)
 
 
-def cmd_validate(files: Sequence[str], *, load_models: bool = True) -> int:
+def cmd_validate(files: Sequence[str], *, load_models: bool = True, config: str | None = None) -> int:
+    """Validate daemon configs (models, notifiers, the policies they name) and escalation policy
+    files (structure, delays, reachability, and targets against the configs' notifiers)."""
     from .config import load_config
+    from .incidents.escalation import is_policy_file, load_policies, load_policy_file
+    from .notifiers.base import check_notifier_types
     from .revalidation import load_pair
 
     worst = EXIT_OK
-    for f in files:
+    kinds = {f: "policy" if is_policy_file(f, _peek_yaml(f)) else "config" for f in files}
+    targets: set[str] | None = None
+    for f in (f for f in files if kinds[f] == "config"):
         try:
-            if _is_suite_file(f):
+            if _is_suite_file(_peek_yaml(f)):
                 from .checks.suites import load_suite
                 suite = load_suite(f)
                 print(f"{f}: ok (suite {suite.name} version {suite.version}, {len(suite.specs)} checks and scenarios)")
                 continue
             cfg = load_config(f)
+            targets = (targets or set()) | set(cfg.notifiers)
+            check_notifier_types(cfg)   # not built: their secrets may live only where the daemon runs
+            policies = load_policies(cfg.escalation, base_dir=cfg.base_dir, targets=cfg.notifiers, source=cfg.source)
             if load_models:
                 for name in cfg.pairs:
                     load_pair(cfg, name).close()
@@ -127,22 +153,73 @@ def cmd_validate(files: Sequence[str], *, load_models: bool = True) -> int:
                 suites = load_suites(cfg)
                 for name in cfg.pairs:
                     specs_for_pair(cfg, name, suites)
-            print(f"{f}: ok ({len(cfg.pairs)} pair{'s' if len(cfg.pairs) != 1 else ''})")
+            extra = f", {len(policies)} escalation polic{'ies' if len(policies) != 1 else 'y'}" if policies else ""
+            print(f"{f}: ok ({len(cfg.pairs)} pair{'s' if len(cfg.pairs) != 1 else ''}{extra})")
+        except ConfigError as exc:
+            print(f"sentinel: error: {exc}", file=sys.stderr)
+            worst = EXIT_USAGE
+    policy_files = [f for f in files if kinds[f] == "policy"]
+    if policy_files and targets is None and config and Path(config).exists():
+        try:
+            targets = set(load_config(config).notifiers)
+        except ConfigError as exc:
+            print(f"sentinel: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    for f in policy_files:
+        try:
+            own = targets
+            if own is None:
+                # no config given: use the config(s) whose `escalation:` names this file
+                found = _configs_naming(f)
+                own = set().union(*(set(c.notifiers) for c in found)) if found else None
+            policies = load_policy_file(f, targets=own)
+            note = "" if own is not None else "; targets not checked: give the daemon config too or --config"
+            print(f"{f}: ok ({len(policies)} escalation polic{'ies' if len(policies) != 1 else 'y'}{note})")
         except ConfigError as exc:
             print(f"sentinel: error: {exc}", file=sys.stderr)
             worst = EXIT_USAGE
     return worst
 
 
-def _is_suite_file(path: str) -> bool:
-    """A suite file (``checks/*.yaml``) starts with a ``suite:`` key; anything else is a config."""
-    import yaml
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False     # load_config reports it
-    # a daemon config's `pairs` is a mapping; a suite's is a list of names
+def _is_suite_file(raw: Any) -> bool:
+    """A suite file (``checks/*.yaml``) has a top-level ``suite`` key; a daemon config's ``pairs``
+    is a mapping where a suite's is a list of names."""
     return isinstance(raw, dict) and "suite" in raw and not isinstance(raw.get("pairs"), dict)
+
+
+def _configs_naming(policy_file: str) -> list[Any]:
+    """Daemon configs near ``policy_file`` (the current folder, the policy folder's parent, and a
+    ``deploy/`` folder in either) whose ``escalation`` pattern matches it."""
+    import glob as globlib
+
+    from .config import load_config
+
+    target = Path(policy_file).resolve()
+    folders = {Path.cwd(), target.parent.parent, Path.cwd() / "deploy", target.parent.parent / "deploy"}
+    found = []
+    for folder in sorted(folders):
+        for candidate in sorted(folder.glob("*.y*ml")):
+            raw = _peek_yaml(str(candidate))
+            if not isinstance(raw, dict) or not isinstance(raw.get("escalation"), str) or "pairs" not in raw:
+                continue
+            pattern = Path(raw["escalation"]).expanduser()
+            pattern = pattern if pattern.is_absolute() else candidate.resolve().parent / pattern
+            if target in {Path(m).resolve() for m in globlib.glob(str(pattern))}:
+                try:
+                    found.append(load_config(candidate))
+                except ConfigError:
+                    continue   # that config's own problems are reported when it is validated
+    return found
+
+
+def _peek_yaml(path: str) -> Any:
+    """The parsed file, or None if it cannot be read or parsed (the loader reports why later)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
 
 
 def cmd_run(cfg: Any) -> int:
@@ -164,8 +241,7 @@ def _open_store(cfg: Any) -> Any:
 
 def _engine(cfg: Any, store: Any) -> Any:
     from .incidents.engine import IncidentEngine
-    return IncidentEngine(store, targets=sorted(cfg.notifiers), open_on=cfg.incidents.open_on,
-                          runbook_url=cfg.incidents.runbook_url)
+    return IncidentEngine.from_config(cfg, store)
 
 
 def cmd_revalidate(cfg: Any, *, pair: str | None, input_file: str | None, as_json: bool) -> int:
@@ -209,12 +285,12 @@ def cmd_revalidate(cfg: Any, *, pair: str | None, input_file: str | None, as_jso
 
 def _deliver_outbox(cfg: Any, store: Any) -> None:
     """One-shot commands deliver what they queued (the daemon retries anything left pending)."""
-    from .notifiers.base import build_notifier
+    from .notifiers.base import build_notifiers
     from .notifiers.outbox import OutboxDispatcher
 
     if not cfg.notifiers:
         return
-    notifiers = {n: build_notifier(n, c) for n, c in cfg.notifiers.items()}
+    notifiers = build_notifiers(cfg)
     OutboxDispatcher(store, notifiers, max_attempts={n: c.max_attempts for n, c in cfg.notifiers.items()}
                      ).dispatch_due()
 
@@ -230,7 +306,9 @@ def print_results(o: Any) -> None:
     if o.report_path:
         print(f"  report: {o.report_path}")
     for inc in o.incidents or []:
-        print(f"  incident: {inc}")
+        notified = f", notified {', '.join(inc.notified)}" if inc.notified else ""
+        print(f"  incident #{inc.incident_id} {inc.action} [{inc.severity}] {inc.check}/{inc.slice}"
+              f" (occurrences {inc.occurrences}{notified})")
 
 
 def cmd_incidents(cfg: Any, args: argparse.Namespace) -> int:
@@ -254,6 +332,11 @@ def cmd_incidents(cfg: Any, args: argparse.Namespace) -> int:
         else:
             print_incident(inc)
         return EXIT_OK
+    if args.action == "silence":
+        try:
+            return cmd_silence(engine, args)
+        except ValueError as exc:   # a bad matcher, duration or missing reason
+            raise SentinelError(f"incidents silence: {exc}") from None
     if args.action == "ack":
         engine.ack(args.id, args.actor, note=args.note)
     else:
@@ -263,10 +346,38 @@ def cmd_incidents(cfg: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_silence(engine: Any, args: argparse.Namespace) -> int:
+    from .incidents.matchers import parse_duration, parse_matcher
+
+    if args.list:
+        rows = engine.silences(active_only=not args.all)
+        if args.json:
+            print(json.dumps(rows, indent=2, default=str))
+        for r in [] if args.json else rows:
+            print(f"silence {r['id']:<4} {'active ' if r['active'] else 'expired'} until {r['ends_at']:%Y-%m-%d %H:%M:%S} "
+                  f"by {r['author']}: {' '.join(r['matchers'])}  ({r['reason']})")
+        if not rows and not args.json:
+            print("no silences")
+        return EXIT_OK
+    if args.expire is not None:
+        s = engine.expire_silence(args.expire, args.author)
+        print(f"silence {s['id']} expired")
+        return EXIT_OK
+    if not args.duration:
+        raise ValueError("--for DURATION is required (e.g. --for 2h)")
+    matchers = [parse_matcher(m) for m in args.match]
+    duration = parse_duration(args.duration)
+    s = engine.add_silence(matchers, author=args.author, reason=args.reason or "", duration=duration)
+    moved = f"; silenced incidents {', '.join(f'#{i}' for i in s['silenced'])}" if s["silenced"] else ""
+    print(f"silence {s['id']} active until {s['ends_at']:%Y-%m-%d %H:%M:%S} UTC: {' '.join(s['matchers'])}{moved}")
+    return EXIT_OK
+
+
 def print_incident(inc: dict[str, Any]) -> None:
     print(f"incident #{inc['id']}  [{inc['severity']}]  {inc['state']}")
     print(f"  {inc['title']}")
-    print(f"  pair {inc['pair']}  check {inc['check']}  slice {inc['slice']}  fingerprint {inc['fingerprint']}")
+    print(f"  pair {inc['pair']}  check {inc['check']}  slices {', '.join(inc.get('slices') or [inc['slice']])}  "
+          f"fingerprint {inc['fingerprint']}")
     print(f"  opened {inc['opened_at']}  updated {inc['updated_at']}  occurrences {inc['occurrences']}")
     ev = inc.get("evidence") or {}
     res = ev.get("result") or {}
@@ -280,6 +391,11 @@ def print_incident(inc: dict[str, Any]) -> None:
         print(f"  report: {inc.get('report') or ev.get('report')}")
     if inc.get("runbook_url"):
         print(f"  runbook: {inc['runbook_url']}")
+    esc = inc.get("escalation")
+    if esc and esc.get("policy"):
+        nxt = f", next step at {esc['next_at']}" if esc.get("next_at") else ""
+        print(f"  escalation: policy {esc['policy']} tier {esc['tier']} ({esc['status']}{nxt}); "
+              f"notified {', '.join(esc['notified']) or 'nobody'}")
     for e in inc.get("events", []):
         print(f"  - {e['at']} {e['action']} by {e['actor']} ({e.get('from_state')} -> {e.get('to_state')})")
     for d in inc.get("deliveries", []):

@@ -127,8 +127,23 @@ class RevalidationConfig(Strict):
 
 
 class IncidentsConfig(Strict):
+    """How check results become incidents (see ``sentinel.incidents.engine``)."""
     runbook_url: str | None = None
+    runbooks: dict[str, str] = Field(default_factory=dict)      # check name -> runbook URL (wins)
     open_on: list[Literal["warn", "fail"]] = Field(default_factory=lambda: ["fail"])
+    open_after: int = Field(1, ge=1)          # consecutive failing runs before an incident opens
+    resolve_after: int = Field(0, ge=0)       # consecutive passing runs that auto-resolve; 0 = people only
+    reopen_window: str | float = 0.0          # a failure within this long of resolution reopens (e.g. 1h)
+    group_slices: bool = True                 # one incident per check, listing its failing slices
+
+    @field_validator("reopen_window")
+    @classmethod
+    def _window(cls, v: Any) -> Any:
+        from .incidents.matchers import parse_duration
+
+        if parse_duration(v) < 0:
+            raise ValueError(f"must not be negative, got {v!r}")
+        return v
 
 
 class NotifierConfig(Strict):
@@ -137,9 +152,12 @@ class NotifierConfig(Strict):
     url_env: str | None = None
     secret_env: str | None = None      # HMAC key for the signature header
     timeout_seconds: float = Field(5.0, gt=0)
-    max_attempts: int = Field(8, ge=1)
+    # 20 attempts with 1 s doubling backoff capped at 300 s keep retrying for about an hour: a
+    # receiver outage of a few minutes must not turn owed pages into failed rows.
+    max_attempts: int = Field(20, ge=1)
     backoff_seconds: float = Field(1.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)   # type-specific settings of plug-in notifiers
 
 
 class ApiConfig(Strict):
@@ -165,7 +183,7 @@ class Config(Strict):
     suites: list[str] = Field(default_factory=list)
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     notifiers: dict[str, NotifierConfig] = Field(default_factory=dict)
-    escalation: str | None = None
+    escalation: str | None = None     # policy file(s), a path or glob: alerts/*.yaml
     reports_dir: str = "reports"
     api: ApiConfig = Field(default_factory=ApiConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -289,26 +307,27 @@ def parse_config(raw: Any, *, source: str = "<config>", base_dir: str | Path = "
 
 def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
     path = Path(path)
+    return parse_config(read_yaml(path), source=str(path), base_dir=path.resolve().parent, environ=environ)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a one-line ConfigError naming the file (and line) when it cannot be
+    read or parsed."""
     src = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(src, "", "file not found") from None
     except OSError as exc:
         raise ConfigError(src, "", f"cannot read ({exc.strerror})") from None
-    raw = load_yaml(text, src)
-    return parse_config(raw, source=src, base_dir=path.resolve().parent, environ=environ)
-
-
-def load_yaml(text: str | bytes, source: str) -> Any:
-    """Parse YAML; a syntax error is a one-line ConfigError with its line and column."""
     try:
-        return yaml.safe_load(text)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(source, "", f"{where}not valid YAML ({problem})") from None
+        raise ConfigError(src, "", f"{where}not valid YAML ({problem})") from None
+    return raw
 
 
 def read_secret(env_name: str | None, file: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:

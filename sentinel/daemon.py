@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from .config import Config, read_secret
-from .errors import MessageError
+from .errors import MessageError, SentinelError
 from .messages import PairShape, decode_label, decode_traffic
 from .metrics import Metrics
 from .reports import write_run_report
@@ -101,17 +101,19 @@ class Daemon:
     def start(self) -> None:
         global _CURRENT
         from .incidents.engine import IncidentEngine
-        from .notifiers.base import build_notifier
+        from .incidents.escalation import load_policies
+        from .notifiers.base import build_notifiers
         from .notifiers.outbox import OutboxDispatcher
 
         cfg = self.cfg
         log.info("starting", extra={"config": cfg.source, "pairs": sorted(cfg.pairs)})
+        # config problems first (notifiers, escalation policies): fail fast, before loading models
+        notifiers = build_notifiers(cfg)
+        policies = load_policies(cfg.escalation, base_dir=cfg.base_dir, targets=notifiers, source=cfg.source)
         self.pairs = {name: load_pair(cfg, name) for name in cfg.pairs}
         self.store = open_store(cfg.store.url, echo=cfg.store.echo)
         self._recover_abandoned_runs()
-        notifiers = {name: build_notifier(name, ncfg) for name, ncfg in cfg.notifiers.items()}
-        self.incidents = IncidentEngine(self.store, targets=sorted(notifiers), open_on=cfg.incidents.open_on,
-                                        runbook_url=cfg.incidents.runbook_url)
+        self.incidents = IncidentEngine.from_config(cfg, self.store, policies=policies)
         self.dispatcher = OutboxDispatcher(
             self.store, notifiers, max_attempts={n: c.max_attempts for n, c in cfg.notifiers.items()},
             backoff_seconds=min((c.backoff_seconds for c in cfg.notifiers.values()), default=1.0),
@@ -141,6 +143,11 @@ class Daemon:
             self.start()
             while not self.stop_event.is_set():
                 self.ingest_once()
+        except SentinelError:
+            # a config or connection problem found at start (a model, a policy file, a notifier,
+            # an unreachable broker): the CLI prints it on one line and exits 2
+            self.shutdown()
+            raise
         except Exception:
             log.exception("crashed")
             self.shutdown()
@@ -215,7 +222,13 @@ class Daemon:
                 self.stop_event.wait(1.0)
                 return 0
             # offsets are committed only now that everything up to them is durably stored
-            self.source.commit(records)
+            try:
+                self.source.commit(records)
+            except Exception:
+                # e.g. a rebalance took the partition away: the records are stored, a redelivery
+                # is dropped as a duplicate, so carry on
+                log.warning("offset commit failed; records stored, will be deduplicated if redelivered",
+                            exc_info=True)
             m = self.metrics
             m.messages_consumed.inc(len(records))
             m.samples_stored.inc(res.stored)
@@ -289,7 +302,16 @@ class Daemon:
         self._threads.append(t)
 
     def _outbox_loop(self) -> None:
+        # Escalation timers are rows in the store, so this loop only asks what is due now; a
+        # restarted daemon picks up exactly where the stored timers say.
         while not self.stop_event.is_set():
+            try:
+                ticked = self.incidents.tick()
+                if any(ticked.values()):
+                    log.info("incident timers", extra=ticked)
+                    self._refresh_incident_gauge()
+            except Exception:
+                log.exception("incident tick failed")
             try:
                 self.dispatcher.dispatch_due()
             except Exception:

@@ -128,7 +128,8 @@ class RunOutcome:
 
 class Revalidator:
     """Runs revalidations. ``store``, ``incidents`` (an IncidentEngine) and ``metrics`` are passed
-    in; ``report_writer(run, results, record, loaded) -> path`` writes the run's report."""
+    in; ``report_writer(run, loaded, data) -> path`` writes the run's report (``data``: the RunData the
+    checks saw, for the Evidently section)."""
 
     def __init__(self, cfg: Config, store: Any, pairs: dict[str, LoadedPair], *, incidents: Any | None = None,
                  metrics: Any | None = None, report_writer: Callable[..., str | None] | None = None,

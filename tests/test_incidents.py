@@ -71,7 +71,7 @@ def test_repeated_failure_updates_one_incident_without_notifying_again(store, en
     assert opened.action == "opened" and updated.action == "updated"
     assert opened.incident_id == updated.incident_id
     assert opened.notified == TARGETS and updated.notified == ()
-    assert opened.fingerprint == fingerprint("triage", "decision_flips", "overall")
+    assert opened.fingerprint == fingerprint("triage", "decision_flips")        # slices grouped per check
 
     [inc] = engine.list()
     assert inc["state"] == "open" and inc["occurrences"] == 2 and inc["severity"] == "high"
@@ -112,14 +112,28 @@ def test_duplicate_fingerprint_within_a_run_is_handled_once(store, engine):
     assert len(outbox_rows(store)) == len(TARGETS)
 
 
-def test_another_slice_or_pair_is_another_incident(store, engine):
+def test_slices_of_one_check_are_grouped_into_one_incident(store, engine):
     r1 = run(store)
-    engine.process_run("triage", r1, [flips(slice_="overall"), flips(slice_="region=eu")])
+    [ch] = engine.process_run("triage", r1, [flips(slice_="region=eu", value=0.1), flips(slice_="overall"),
+                                             flips(status="pass", value=0.0, slice_="region=us")])
     engine.process_run("other", run(store, "other"), [flips(slice_="overall")])
-    incidents = engine.list()
-    assert len(incidents) == 3
-    assert len({i["fingerprint"] for i in incidents}) == 3
-    assert [i["slice"] for i in engine.list(pair="triage")] and len(engine.list(pair="other")) == 1
+    assert len(engine.list()) == 2 and len(engine.list(pair="other")) == 1
+    inc = engine.get(ch.incident_id)
+    assert inc["slice"] == "overall" and inc["slices"] == ["region=eu", "overall"]     # failing ones only
+    assert inc["title"].startswith("triage: decision_flips failed on overall and 1 more slice (")
+    assert [s["value"] for s in inc["evidence"]["slices"]] == [pytest.approx(0.1), pytest.approx(0.23)]
+    # a slice failing later updates the same incident and is listed
+    [upd] = engine.process_run("triage", run(store), [flips(slice_="region=us")])
+    assert upd.action == "updated" and engine.get(ch.incident_id)["slices"] == ["region=us"]
+
+
+def test_another_slice_is_another_incident_without_grouping(store):
+    eng = IncidentEngine(store, targets=TARGETS, group_slices=False)
+    eng.process_run("triage", run(store), [flips(slice_="overall"), flips(slice_="region=eu")])
+    incidents = eng.list()
+    assert len(incidents) == 2 and len({i["fingerprint"] for i in incidents}) == 2
+    assert {i["fingerprint"] for i in incidents} == {fingerprint("triage", "decision_flips", s)
+                                                      for s in ("overall", "region=eu")}
 
 
 def test_severity_from_status_and_criticality_and_only_raised(store):
@@ -255,3 +269,115 @@ def test_racing_engines_open_one_incident(store):
     [inc] = IncidentEngine(store, targets=TARGETS).list()
     assert inc["occurrences"] == 20
     assert len(outbox_rows(store)) == len(TARGETS)
+
+
+# -- flapping control, reopen window, silences, runbooks ---------------------------------------
+
+def passing(slice_="overall"):
+    return flips(status="pass", value=0.0, slice_=slice_)
+
+
+def test_opens_only_after_n_consecutive_failing_runs(store, clock):
+    eng = IncidentEngine(store, targets=TARGETS, open_after=3, clock=clock)
+    seq = ["fail", "fail", "pass", "fail", "fail", "insufficient", "fail"]
+    actions = []
+    for s in seq:
+        result = {"fail": flips(), "pass": passing(),
+                  "insufficient": CheckResult("decision_flips", "overall", "insufficient_data", None, 3, "too few")}[s]
+        actions.append([c.action for c in eng.process_run("triage", run(store), [result])])
+    # a pass resets the streak; insufficient data neither breaks nor extends it
+    assert actions == [[], [], [], [], [], [], ["opened"]]
+    assert len(eng.list()) == 1 and len(outbox_rows(store)) == len(TARGETS)
+
+
+def test_auto_resolves_after_m_passing_runs_and_tells_who_was_notified(store, clock):
+    eng = IncidentEngine(store, targets=TARGETS, resolve_after=2, clock=clock)
+    [ch] = eng.process_run("triage", run(store), [flips()])
+    assert eng.process_run("triage", run(store), [passing()]) == []
+    assert eng.process_run("triage", run(store), [flips()])[0].action == "updated"   # streak broken
+    assert eng.process_run("triage", run(store), [passing()]) == []
+    clock.advance(60)
+    [res] = eng.process_run("triage", run(store), [passing()])
+    assert res.action == "resolved" and res.notified == TARGETS
+    inc = eng.get(ch.incident_id)
+    assert inc["state"] == "resolved" and inc["resolved_at"] == clock.now
+    last = inc["events"][-1]
+    assert (last["action"], last["actor"], last["detail"]) == ("resolved", "sentinel",
+                                                               {"note": "passed 2 consecutive run(s)"})
+    assert [d["event"] for d in inc["deliveries"]] == ["opened"] * 2 + ["resolved"] * 2
+
+
+def test_failure_within_reopen_window_reopens_the_same_incident(store, clock):
+    eng = IncidentEngine(store, targets=TARGETS, reopen_window=3600, clock=clock)
+    [first] = eng.process_run("triage", run(store), [flips()])
+    eng.resolve(first.incident_id, "alice")
+    clock.advance(1800)
+    [again] = eng.process_run("triage", run(store), [flips()])
+    assert again.action == "reopened" and again.incident_id == first.incident_id and again.notified == TARGETS
+    inc = eng.get(first.incident_id)
+    assert inc["state"] == "open" and inc["resolved_at"] is None and inc["occurrences"] == 2
+    assert [(e["action"], e["from_state"], e["to_state"]) for e in inc["events"]][-1] == ("reopened", "resolved", "open")
+    # outside the window: a new incident
+    eng.resolve(first.incident_id, "alice")
+    clock.advance(3601)
+    [new] = eng.process_run("triage", run(store), [flips()])
+    assert new.action == "opened" and new.incident_id != first.incident_id
+
+
+def test_runbook_per_check_wins(store):
+    eng = IncidentEngine(store, targets=TARGETS, runbook_url="https://rb/default",
+                         runbooks={"decision_flips": "https://rb/flips"})
+    eng.process_run("triage", run(store), [flips(), CheckResult("latency_p95", "overall", "fail", 2.0, 50,
+                                                                "p95 ratio = 2 (>= fail level 1.5)", 1.0, 1.5)])
+    assert {i["check"]: i["runbook_url"] for i in eng.list()} == {"decision_flips": "https://rb/flips",
+                                                                    "latency_p95": "https://rb/default"}
+
+
+def test_silence_holds_new_and_open_incidents_and_expiry_brings_them_back(store, clock):
+    from sentinel.incidents.matchers import parse_matcher
+
+    eng = IncidentEngine(store, targets=TARGETS, clock=clock)
+    [lat] = eng.process_run("triage", run(store), [CheckResult("latency_p95", "overall", "fail", 2.0, 50, "p95", 1.0, 1.5)])
+    s = eng.add_silence([parse_matcher("pair=triage"), parse_matcher("check=~latency.*|decision_flips")],
+                        author="alice", reason="retraining the candidate", duration=3600)
+    assert s["silenced"] == [lat.incident_id] and s["active"] and s["author"] == "alice"
+    [fl] = eng.process_run("triage", run(store), [flips()])          # opens silenced: nobody paged
+    assert fl.state == "silenced" and fl.notified == ()
+    assert {i["state"] for i in eng.list()} == {"silenced"}
+    rows_before = len(outbox_rows(store))
+    assert rows_before == len(TARGETS)                               # only latency's opening, from before
+    ev = eng.get(lat.incident_id)["events"][-1]
+    assert (ev["action"], ev["actor"], ev["detail"]["note"]) == ("silenced", "alice", "retraining the candidate")
+    # another pair is not covered
+    [other] = eng.process_run("other", run(store, "other"), [flips()])
+    assert other.state == "open"
+    clock.advance(1800)
+    assert eng.tick()["unsilenced"] == 0
+    clock.advance(1801)                                              # the silence has expired
+    assert eng.tick()["unsilenced"] == 2
+    assert {i["state"] for i in eng.list(pair="triage")} == {"open"}
+    new_rows = outbox_rows(store)[rows_before + len(TARGETS):]      # after other's opening
+    assert sorted(r["payload"]["event"] for r in new_rows) == ["unsilenced"] * 4
+    assert eng.silences() == [] and len(eng.silences(active_only=False)) == 1
+
+
+def test_expire_silence_and_silence_input_errors(store, clock):
+    from sentinel.incidents.matchers import parse_matcher
+
+    eng = IncidentEngine(store, targets=TARGETS, clock=clock)
+    [ch] = eng.process_run("triage", run(store), [flips()])
+    s = eng.add_silence([parse_matcher("severity=high")], author="bob", reason="known", duration=600)
+    assert eng.get(ch.incident_id)["state"] == "silenced"
+    eng.expire_silence(s["id"], "bob")
+    assert eng.get(ch.incident_id)["state"] == "open"
+    with pytest.raises(StateError, match="already expired"):
+        eng.expire_silence(s["id"], "bob")
+    with pytest.raises(ValueError, match="reason"):
+        eng.add_silence([parse_matcher("pair=x")], author="bob", reason=" ", duration=60)
+    with pytest.raises(ValueError, match="matcher"):
+        eng.add_silence([], author="bob", reason="r", duration=60)
+    with pytest.raises(ValueError, match="positive duration"):
+        eng.add_silence([parse_matcher("pair=x")], author="bob", reason="r", duration=-5)
+    for bad, why in [("pair", "expected NAME=VALUE"), ("model=x", "unknown label 'model'"), ("check=~(", "invalid regex")]:
+        with pytest.raises(ValueError, match=why):
+            parse_matcher(bad)

@@ -24,6 +24,8 @@ from sentinel.notifiers import DeliveryError, Notifier, OutboxDispatcher, Webhoo
 from sentinel.storage import tables as t
 from sentinel.storage.repository import as_utc, open_store
 
+from receivers import no_proxy, store  # noqa: F401  (fixtures)
+
 SECRET = "s3cret-key"
 
 
@@ -79,14 +81,6 @@ class Clock:
         self.now += dt.timedelta(seconds=seconds)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    # urllib honours http_proxy; loopback requests in tests must never go through one.
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
 @pytest.fixture
 def receiver():
     r = Receiver()
@@ -97,19 +91,12 @@ def receiver():
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/s.db")
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
 def clock():
     return Clock()
 
 
 def open_incidents(store, clock, n=1, targets=("hook",)):
-    eng = IncidentEngine(store, targets=targets, clock=clock)
+    eng = IncidentEngine(store, targets=targets, clock=clock, group_slices=False)   # n incidents, one per slice
     run_id = store.create_run("triage", "schedule", {})
     results = [CheckResult("decision_flips", f"slice-{i}", "fail", 0.2, 500, "flip rate = 0.2 (>= fail level 0.05)",
                            0.02, 0.05) for i in range(n)]

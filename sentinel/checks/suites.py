@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import CheckSpec, Config, _format_error, load_yaml
+from ..config import CheckSpec, Config, _format_error, read_yaml
 from ..errors import ConfigError
 from ..registry import PluginError, resolve
 from .base import CHECKS, CheckParamError, StatisticalCheck, build_check
@@ -127,11 +127,8 @@ def load_suite(path: str | Path, *, pairs: list[str] | None = None) -> Suite:
     """Read, validate and resolve one suite file (scenario data sets are read and hash-checked)."""
     p = Path(path)
     src = str(p)
-    try:
-        blob = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(src, "", f"cannot read suite file ({exc.strerror or exc})") from None
-    raw = load_yaml(blob, src)
+    raw = read_yaml(p)
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
     if not isinstance(raw, dict):
         raise ConfigError(src, "", "a suite file is a mapping with suite, version, checks and/or scenarios")
     try:
@@ -145,7 +142,7 @@ def load_suite(path: str | Path, *, pairs: list[str] | None = None) -> Suite:
         if unknown:
             raise ConfigError(src, "pairs", f"unknown pair(s) {unknown}; configured pairs are {sorted(pairs)}")
     base = p.resolve().parent
-    suite = Suite(src, sf.suite, sf.version, hashlib.sha256(blob).hexdigest(), sf.pairs, sf.reference)
+    suite = Suite(src, sf.suite, sf.version, digest, sf.pairs, sf.reference)
     if sf.reference is not None and sf.reference.kind == "pinned":
         suite.reference = sf.reference.model_copy(update={"file": str(_resolve(base, sf.reference.file))})
         from .scenarios import DataSetError, read_rows

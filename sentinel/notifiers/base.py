@@ -11,14 +11,20 @@ named by import string (``type: "acme.notify:TeamsNotifier"``), see ``build_noti
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import difflib
+from typing import Any, Mapping, Protocol, runtime_checkable
 
-from ..errors import SentinelError
-from ..registry import resolve
+from ..errors import ConfigError, SentinelError
+from ..registry import PluginError, resolve
 
 # Short names of the built-in notifiers; anything else of the form "module:Class" is imported.
 NOTIFIERS: dict[str, str] = {
     "webhook": "sentinel.notifiers.webhook:WebhookNotifier",
+    "slack": "sentinel.notifiers.slack:SlackNotifier",
+    "pagerduty": "sentinel.notifiers.pagerduty:PagerDutyNotifier",
+    "alertmanager": "sentinel.notifiers.alertmanager:AlertmanagerNotifier",
+    "email": "sentinel.notifiers.smtp:SmtpNotifier",
+    "kafka_guard": "sentinel.notifiers.kafka_guard:KafkaGuardNotifier",
 }
 
 
@@ -92,3 +98,43 @@ def build_notifier(name: str, cfg: Any) -> Notifier:
     factory = getattr(cls, "from_config", None)
     notifier = factory(name, cfg) if callable(factory) else cls(name, cfg)
     return notifier
+
+
+def build_notifiers(cfg: Any) -> dict[str, Notifier]:
+    """Every notifier a ``Config`` names, keyed by target name. Errors name the config file and
+    the key (``sentinel.yaml: notifiers.oncall.url: ...``)."""
+    out = {}
+    for name, ncfg in cfg.notifiers.items():
+        try:
+            out[name] = build_notifier(name, ncfg)
+        except ConfigError as exc:
+            key = exc.key if exc.source != "notifiers" else f"notifiers.{exc.key}"
+            raise ConfigError(cfg.source, key, exc.problem) from None
+        except PluginError as exc:
+            raise ConfigError(cfg.source, f"notifiers.{name}.type", str(exc)) from None
+    return out
+
+
+def check_notifier_types(cfg: Any) -> None:
+    """Every configured notifier ``type`` names a notifier class (ConfigError naming the key)."""
+    for name, ncfg in cfg.notifiers.items():
+        try:
+            resolve("notifier", ncfg.type, NOTIFIERS)
+        except PluginError as exc:
+            raise ConfigError(cfg.source, f"notifiers.{name}.type", str(exc)) from None
+
+
+def notifier_params(name: str, params: Mapping[str, Any], defaults: Mapping[str, Any],
+                    required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A plug-in's ``params`` with ``defaults`` filled in; unknown keys and missing ``required``
+    ones are ConfigErrors naming ``<name>.params.<key>`` (a typo must not be silently ignored)."""
+    for key in params:
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(sorted(defaults))})"
+            raise ConfigError("notifiers", f"{name}.params.{key}", f"unknown key{hint}")
+    out = {**defaults, **params}
+    for key in required:
+        if out.get(key) in (None, "", []):
+            raise ConfigError("notifiers", f"{name}.params.{key}", "required key is missing")
+    return out

@@ -63,7 +63,7 @@ class OutboxDispatcher:
         notifiers: notifier by target name; a row whose target has none is marked ``failed``.
         clock: returns the current UTC time (injected by tests to step through backoff).
         max_attempts: attempts per row before it is ``failed``, one number or per target
-            (targets not in the mapping get 8).
+            (targets not in the mapping get 20, about an hour of retries at the default backoff).
         backoff_seconds, max_backoff_seconds: the n-th retry waits
             ``min(max_backoff, backoff * 2**(n-1)) * uniform(0.5, 1.5)``; the jitter keeps many
             rows failing together (a receiver outage) from retrying in lockstep.
@@ -76,7 +76,7 @@ class OutboxDispatcher:
     """
 
     def __init__(self, store: Store, notifiers: Mapping[str, Notifier], *, clock: Callable[[], dt.datetime] = utcnow,
-                 max_attempts: Mapping[str, int] | int = 8, backoff_seconds: float = 1.0,
+                 max_attempts: Mapping[str, int] | int = 20, backoff_seconds: float = 1.0,
                  max_backoff_seconds: float = 300, rng: random.Random | None = None,
                  on_outcome: Callable[[str, str], None] | None = None, lease_seconds: float = 120.0):
         self.store = store
@@ -92,7 +92,7 @@ class OutboxDispatcher:
     def max_attempts_for(self, target: str) -> int:
         if isinstance(self._max_attempts, int):
             return self._max_attempts
-        return int(self._max_attempts.get(target, 8))
+        return int(self._max_attempts.get(target, 20))
 
     def _now(self) -> dt.datetime:
         # SQLite stores datetimes without their offset; always hand it UTC so comparisons hold.

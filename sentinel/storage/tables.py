@@ -138,3 +138,46 @@ outbox = Table(
     UniqueConstraint("idempotency_key", name="uq_outbox_idempotency"),
     Index("ix_outbox_status_next", "status", "next_attempt_at"),
 )
+
+# Flapping control: consecutive failing / passing runs per incident fingerprint, so "open after N
+# failing runs" and "auto-resolve after M passing runs" survive restarts like everything else.
+incident_streaks = Table(
+    "incident_streaks", metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("pair", String(128), nullable=False),
+    Column("check", String(128), nullable=False),
+    Column("fails", Integer, nullable=False, default=0),
+    Column("passes", Integer, nullable=False, default=0),
+    Column("last_run_id", Integer),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# One escalation timer per incident: which tier was notified last, when the next step is due, and
+# everyone notified so far (acknowledgement and resolution are announced to all of them). Stored,
+# not held in memory, so a restarted daemon escalates on time.
+escalations = Table(
+    "escalations", metadata,
+    Column("incident_id", Integer, ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy", String(128)),
+    Column("tier", Integer, nullable=False, default=0),
+    Column("loop", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),     # active | stopped | done
+    Column("next_at", DateTime(timezone=True)),
+    Column("notified", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_escalations_status_next", "status", "next_at"),
+)
+
+# Silences: incidents matching every matcher while the silence is active open (or move) into the
+# `silenced` state and notify nobody. Expiring a silence sets `ends_at`; rows are never deleted.
+silences = Table(
+    "silences", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("matchers", JSON, nullable=False),          # [{"name", "op", "value"}]
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("author", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_silences_ends", "ends_at"),
+)

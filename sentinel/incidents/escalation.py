@@ -1,0 +1,175 @@
+"""Escalation policies (``alerts/*.yaml``): who is notified about an incident, and when.
+
+A policy file::
+
+    policies:
+      - name: triage-oncall
+        match: ["pair=triage"]            # label matchers (see matchers.py); none = every incident
+        tiers:
+          - targets: [oncall-slack]       # names under `notifiers:` in sentinel.yaml
+            delay: 10m                    # how long this tier has to acknowledge before the next
+          - targets: [pagerduty]
+            delay: 20m
+          - targets: [ml-lead-email]      # the last tier may omit delay (escalation stops there)
+        repeat: 1                         # then start again at the first tier, this many times
+
+The first policy whose matchers all match an incident applies; an incident no policy matches is
+announced to every configured notifier at once. Tier 1 is notified when the incident opens; each
+later tier when the previous tier's delay has passed without an acknowledgement. Acknowledging
+stops the escalation; acknowledgement and resolution are announced to everyone notified so far.
+The engine keeps the timer in the ``escalations`` table (see ``engine.py``), so it survives restarts.
+"""
+from __future__ import annotations
+
+import difflib
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from pydantic import Field, ValidationError
+
+from ..config import Strict, _format_error, read_yaml
+from ..errors import ConfigError
+from .matchers import Matcher, matches_all, parse_duration, parse_matcher
+
+
+class _TierSpec(Strict):
+    targets: list[str] = Field(min_length=1)
+    delay: str | float | None = None
+
+
+class _PolicySpec(Strict):
+    name: str = Field(min_length=1)
+    match: list[str] = Field(default_factory=list)
+    tiers: list[_TierSpec] = Field(min_length=1)
+    repeat: int = Field(0, ge=0)
+
+
+class _PolicyFile(Strict):
+    policies: list[_PolicySpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Tier:
+    targets: tuple[str, ...]
+    delay: float | None          # seconds this tier has before the next is notified; None = final
+
+
+@dataclass(frozen=True)
+class EscalationPolicy:
+    name: str
+    matchers: tuple[Matcher, ...]
+    tiers: tuple[Tier, ...]
+    repeat: int = 0
+
+    def applies_to(self, labels: Mapping[str, Any]) -> bool:
+        return matches_all(self.matchers, labels)
+
+    def next_step(self, tier: int, loop: int) -> tuple[int, int] | None:
+        """The (tier, loop) notified after ``tier`` of ``loop`` once its delay passes, or None."""
+        if self.tiers[tier].delay is None:
+            return None
+        if tier + 1 < len(self.tiers):
+            return tier + 1, loop
+        if loop < self.repeat:
+            return 0, loop + 1
+        return None
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for tier in self.tiers for t in tier.targets))
+
+
+def is_policy_file(path: str | Path, raw: Any = None) -> bool:
+    """A YAML file is an escalation policy file (not a daemon config) when it has a top-level
+    ``policies`` key, or, if it cannot be read as a mapping, when it lives in an ``alerts`` folder."""
+    if isinstance(raw, dict):
+        return "policies" in raw and "pairs" not in raw
+    return Path(path).parent.name == "alerts"
+
+
+def parse_policies(raw: Any, *, source: str, targets: Iterable[str] | None) -> list[EscalationPolicy]:
+    """Validate one policy file's content. ``targets`` are the configured notifier names (None:
+    do not check them). Raises ConfigError naming the file and key on the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", f"expected a mapping with a 'policies' list, got {type(raw).__name__}")
+    try:
+        spec = _PolicyFile.model_validate(raw)
+    except ValidationError as exc:
+        errs = exc.errors()
+        key, problem = _format_error(_PolicyFile, errs[0])
+        raise ConfigError(source, key, problem) from None
+    known = sorted(set(targets)) if targets is not None else None
+    out, names = [], set()
+    for i, p in enumerate(spec.policies):
+        where = f"policies[{i}]"
+        if p.name in names:
+            raise ConfigError(source, f"{where}.name", f"duplicate policy name {p.name!r}")
+        names.add(p.name)
+        matchers = []
+        for j, text in enumerate(p.match):
+            try:
+                matchers.append(parse_matcher(text))
+            except ValueError as exc:
+                raise ConfigError(source, f"{where}.match[{j}]", str(exc)) from None
+        tiers = []
+        for j, t in enumerate(p.tiers):
+            tw = f"{where}.tiers[{j}]"
+            for k, target in enumerate(t.targets):
+                if known is not None and target not in known:
+                    close = difflib.get_close_matches(target, known, n=1, cutoff=0.6)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    listed = ", ".join(known) if known else "none"
+                    raise ConfigError(source, f"{tw}.targets[{k}]",
+                                      f"unknown target {target!r}{hint}; configured notifiers: {listed}")
+            delay = None
+            if t.delay is not None:
+                try:
+                    delay = parse_duration(t.delay)
+                except ValueError as exc:
+                    raise ConfigError(source, f"{tw}.delay", str(exc)) from None
+                if delay < 0:
+                    raise ConfigError(source, f"{tw}.delay", f"negative delay {t.delay!r}; a delay is the time "
+                                                             "this tier has to acknowledge, 0 or more")
+            if j > 0 and tiers[j - 1].delay is None:
+                raise ConfigError(source, tw, f"unreachable tier: {where}.tiers[{j - 1}] has no delay, so "
+                                              "escalation stops there (give it a delay)")
+            tiers.append(Tier(tuple(dict.fromkeys(t.targets)), delay))
+        if p.repeat and tiers[-1].delay is None:
+            raise ConfigError(source, f"{where}.repeat", f"repeat {p.repeat} needs a delay on the last tier "
+                                                         f"({where}.tiers[{len(tiers) - 1}])")
+        out.append(EscalationPolicy(p.name, tuple(matchers), tuple(tiers), p.repeat))
+    return out
+
+
+def load_policy_file(path: str | Path, *, targets: Iterable[str] | None) -> list[EscalationPolicy]:
+    return parse_policies(read_yaml(path), source=str(path), targets=targets)
+
+
+def load_policies(pattern: str | None, *, base_dir: str | Path, targets: Iterable[str],
+                  source: str = "<config>") -> list[EscalationPolicy]:
+    """Every policy from the files matching ``pattern`` (a path or glob, relative to ``base_dir``),
+    in file-name order. A pattern that matches nothing is an error: a typo must not silently
+    leave incidents without escalation."""
+    if not pattern:
+        return []
+    p = Path(pattern).expanduser()
+    full = p if p.is_absolute() else Path(base_dir) / p
+    files = sorted(glob.glob(str(full))) if glob.has_magic(str(full)) else ([str(full)] if full.exists() else [])
+    if not files:
+        raise ConfigError(source, "escalation", f"no policy file matches {pattern!r} (looked in {Path(base_dir)})")
+    targets = list(targets)
+    policies: list[EscalationPolicy] = []
+    seen: dict[str, str] = {}
+    for f in files:
+        for pol in load_policy_file(f, targets=targets):
+            if pol.name in seen:
+                raise ConfigError(f, "policies", f"policy {pol.name!r} is also defined in {seen[pol.name]}")
+            seen[pol.name] = f
+            policies.append(pol)
+    return policies
+
+
+def policy_for(policies: Sequence[EscalationPolicy], labels: Mapping[str, Any]) -> EscalationPolicy | None:
+    return next((p for p in policies if p.applies_to(labels)), None)

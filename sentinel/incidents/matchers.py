@@ -1,0 +1,75 @@
+"""Label matchers (for silences and escalation policies) and durations, parsed from the strings
+people type: ``pair=triage``, ``slice!=overall``, ``check=~decision_.*``; ``90s``, ``15m``, ``2h``, ``1d``.
+
+An incident's labels are ``pair``, ``check``, ``severity``, ``state`` and ``slice``; a grouped
+incident has several slices and a ``slice`` matcher matches when any of them does.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+LABELS = ("pair", "check", "slice", "severity", "state")
+_MATCHER = re.compile(r"^\s*([A-Za-z_]+)\s*(=~|!=|=)\s*(.*?)\s*$")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+@dataclass(frozen=True)
+class Matcher:
+    name: str
+    op: str      # "=", "!=" or "=~" (a regex matched against the whole value)
+    value: str
+
+    def matches(self, labels: Mapping[str, Any]) -> bool:
+        got = labels.get(self.name)
+        values = [str(v) for v in got] if isinstance(got, (list, tuple)) else [str(got if got is not None else "")]
+        if self.op == "=":
+            return self.value in values
+        if self.op == "!=":
+            return self.value not in values
+        return any(re.fullmatch(self.value, v) for v in values)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "op": self.op, "value": self.value}
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{self.value}"
+
+
+def parse_matcher(text: str) -> Matcher:
+    """``NAME=VALUE``, ``NAME!=VALUE`` or ``NAME=~REGEX``; raises ValueError with a one-line reason."""
+    m = _MATCHER.match(text or "")
+    if not m:
+        raise ValueError(f"matcher {text!r}: expected NAME=VALUE, NAME!=VALUE or NAME=~REGEX")
+    name, op, value = m.groups()
+    if name not in LABELS:
+        raise ValueError(f"matcher {text!r}: unknown label {name!r}; labels are {', '.join(LABELS)}")
+    if op == "=~":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"matcher {text!r}: invalid regex ({exc})") from None
+    return Matcher(name, op, value)
+
+
+def matcher_from_dict(d: Mapping[str, Any]) -> Matcher:
+    return Matcher(str(d["name"]), str(d["op"]), str(d["value"]))
+
+
+def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, Any]) -> bool:
+    return all(m.matches(labels) for m in matchers)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30``, ``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1w"``. Negative values are
+    returned as such (callers decide whether they are allowed); anything else raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 15m or 2h, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"expected a duration like 90s, 15m, 2h or 1d, got {value!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]

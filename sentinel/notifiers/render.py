@@ -1,0 +1,78 @@
+"""Human-readable pieces of an incident event payload, shared by the notifiers that write for
+people (Slack, PagerDuty, email, Alertmanager annotations)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# events that mean "someone should look at this"; acknowledged and resolved are the others
+TRIGGER_EVENTS = frozenset({"opened", "reopened", "escalated", "unsilenced"})
+
+
+def is_trigger(payload: Mapping[str, Any]) -> bool:
+    return payload.get("event") not in ("acknowledged", "resolved")
+
+
+def what_happened(payload: Mapping[str, Any]) -> str:
+    """``opened``, ``escalated to tier 2 (policy triage-oncall)``, ``acknowledged by alice``..."""
+    event, actor = payload.get("event", "updated"), payload.get("actor")
+    esc = payload.get("escalation") or {}
+    if event == "escalated" and esc:
+        repeat = f", repeat {esc['loop']}" if esc.get("loop") else ""
+        return f"escalated to tier {esc.get('tier')} (policy {esc.get('policy')}{repeat})"
+    if actor and event in ("acknowledged", "resolved"):
+        return f"{event} by {actor}"
+    return str(event)
+
+
+def summary(payload: Mapping[str, Any], limit: int = 1024) -> str:
+    inc = payload["incident"]
+    return f"[{str(inc['severity']).upper()}] {inc['title']}"[:limit]
+
+
+def evidence_lines(payload: Mapping[str, Any], limit: int = 10) -> list[str]:
+    """One line per failing slice: ``overall: flip rate = 0.23 (>= fail level 0.05, n=1000)``."""
+    inc = payload["incident"]
+    rows = inc.get("slice_results") or [{"slice": inc["slice"], **(inc.get("evidence") or {})}]
+    lines = [f"{r.get('slice')}: {r.get('message') or r.get('status')}" for r in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more slices")
+    return lines
+
+
+def links(payload: Mapping[str, Any], base_url: str | None) -> list[tuple[str, str]]:
+    """(text, href) pairs: the incident and latest run report in Sentinel's API (when its public
+    ``base_url`` is known) and the runbook."""
+    inc = payload["incident"]
+    out = []
+    if base_url:
+        base = base_url.rstrip("/")
+        out.append((f"Incident #{inc['id']}", f"{base}/api/v1/incidents/{inc['id']}"))
+        if inc.get("run_ids"):
+            out.append((f"Report (run {inc['run_ids'][-1]})", f"{base}/api/v1/runs/{inc['run_ids'][-1]}/report"))
+    if inc.get("runbook_url"):
+        out.append(("Runbook", inc["runbook_url"]))
+    return out
+
+
+def ack_hint(payload: Mapping[str, Any], base_url: str | None) -> str:
+    iid = payload["incident"]["id"]
+    hint = f"Acknowledge to stop escalation: `sentinel incidents ack {iid}`"
+    if base_url:
+        hint += f" or `POST {base_url.rstrip('/')}/api/v1/incidents/{iid}/ack`"
+    return hint
+
+
+def text_body(payload: Mapping[str, Any], base_url: str | None) -> str:
+    """A plain-text rendering (email body, fallbacks)."""
+    inc = payload["incident"]
+    lines = [summary(payload), "", f"Incident #{inc['id']} {what_happened(payload)} at {payload.get('at')}.",
+             f"State: {inc['state']}   Pair: {inc['pair']}   Check: {inc['check']}   "
+             f"Occurrences: {inc['occurrences']}", "", "Evidence:"]
+    lines += [f"  - {line}" for line in evidence_lines(payload)]
+    if inc.get("report"):
+        lines.append(f"Report file: {inc['report']}")
+    for text, href in links(payload, base_url):
+        lines.append(f"{text}: {href}")
+    if is_trigger(payload):
+        lines += ["", ack_hint(payload, base_url)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,122 @@
+"""The source contract: where traffic records come from and how their progress is acknowledged.
+
+A source hands out raw records (bytes, undecoded: decoding and validation are the next stage's
+job, so a malformed message is quarantined there and never stops the source) and is told, by
+:meth:`Source.commit`, which records are safely stored. Sentinel's ingest is at-least-once:
+
+    records = source.poll()
+    store.write(decode(records))   # durable (transaction committed)
+    source.commit(records)         # only now: progress is acknowledged
+
+A crash between ``write`` and ``commit`` re-delivers those records on restart; the store drops
+the repeats by message ``id``. Committing before the write would lose them instead.
+
+Sources are chosen by name in config through :data:`SOURCES` (a short name to an import string;
+any other ``module:Class`` is imported as is, see :mod:`sentinel.registry`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+from ..errors import SentinelError
+
+#: Built-in sources by name. Values are ``module:Class`` import strings so that choosing a
+#: source does not import every client library.
+SOURCES: dict[str, str] = {
+    "kafka": "sentinel.sources.kafka:KafkaSource",
+}
+
+
+class SourceError(SentinelError):
+    """The source cannot do what was asked (broker unreachable, commit rejected...).
+
+    ``operation`` says what it was doing (``"kafka connect"``, ``"kafka commit"``...) and
+    ``servers`` where it was trying to reach (e.g. the Kafka bootstrap servers); both are in the
+    one-line message, e.g. ``kafka connect (10.0.0.5:9092) failed: no broker answered in 10 s``.
+    """
+
+    def __init__(self, operation: str, servers: Sequence[str] | str, problem: str):
+        self.operation = operation
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.problem = " ".join(str(problem).split())  # keep it on one line
+        super().__init__(f"{operation} ({','.join(self.servers)}) failed: {self.problem}")
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record as the source delivered it, before any decoding.
+
+    ``(topic, partition, offset)`` identifies it; it is what a stored sample keeps so a run can
+    name exactly which traffic it used. ``timestamp_ms`` is the record's own timestamp (epoch
+    milliseconds) or None when the source has none.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A stream of :class:`RawRecord` with acknowledged progress.
+
+    Lifecycle: construct (cheap, no I/O) → :meth:`start` → any number of :meth:`poll` /
+    :meth:`commit` / :meth:`lag` / :meth:`ping` → :meth:`close`. A source is used from one
+    thread (the ingest loop); only :meth:`ping` may also be called from another (health checks).
+
+    Errors: connection and protocol failures are raised as :class:`SourceError` naming where the
+    source tried to connect. A record that cannot be decoded is *not* an error here: the source
+    returns its bytes and the decoder quarantines it.
+    """
+
+    def start(self) -> None:
+        """Connect and subscribe. Raises :class:`SourceError` within a bounded time when the
+        upstream is unreachable (it never blocks forever)."""
+        ...
+
+    def poll(self, timeout_ms: int | None = None) -> list[RawRecord]:
+        """Return the next records, waiting at most ``timeout_ms`` (None: the configured
+        default) when none are ready; an empty list is normal (nothing new, or a rebalance in
+        progress). Records of one partition come in increasing offset order; there is no order
+        across partitions. Each record is returned once per assignment: records that were
+        polled but never committed come back only after a restart or a rebalance."""
+        ...
+
+    def rewind(self, records: Sequence[RawRecord]) -> None:
+        """Make the next :meth:`poll` return ``records`` again (they were read but could not be
+        stored): per partition, move the read position back to their first offset."""
+        ...
+
+    def commit(self, records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
+        """Acknowledge ``records``: **commit only records already durably stored**.
+
+        For each ``(topic, partition)`` among them, the committed position becomes the highest
+        offset given + 1 (the next record to read after a restart). Blocks until the upstream
+        confirmed it. Returns ``{(topic, partition): committed_offset}`` for what was committed;
+        an empty ``records`` commits nothing and returns ``{}``. A commit never moves a
+        partition's position backwards (offsets at or below what this source already committed
+        are skipped). Raises :class:`SourceError` when the upstream rejects it (e.g. the
+        partition was reassigned): those records will then be delivered again, to this or
+        another consumer, which at-least-once ingest tolerates.
+        """
+        ...
+
+    def lag(self) -> int | None:
+        """Records available upstream but not yet returned by :meth:`poll`, summed over this
+        source's partitions; None when unknown (not assigned yet, or not fetched yet). Cheap:
+        no network round trip. Feeds ``sentinel_consumer_lag``."""
+        ...
+
+    def ping(self) -> bool:
+        """True when the upstream is reachable now. Cheap (sub-second, bounded), never raises;
+        used by ``/readyz``."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group and release connections **without** committing anything more (only
+        :meth:`commit` acknowledges progress). Idempotent."""
+        ...
