@@ -140,7 +140,7 @@ class PerfConfig(Strict):
     a model whose own ``threads`` is unset (set, not left to the engine, so runs are comparable).
     """
     enabled: bool = True
-    budget_seconds: float = Field(8.0, gt=0, le=300)
+    budget_seconds: float = Field(4.0, gt=0, le=300)
     warmup_seconds: float = Field(0.3, ge=0, le=60)
     max_calls: int = Field(20000, ge=10)        # per role and batch size
     threads: int = Field(1, ge=1)

@@ -8,7 +8,15 @@ is a *ratio* (1.10 = 10% slower):
   and it is compared with a **tolerance band**: a significant shift smaller than the band is
   ignored, as in Netflix Kayenta's MannWhitneyClassifier;
 * a **bootstrap confidence interval of the p95 (and p99) ratio** catches what a rank test
-  misses: a tail that grew while the median stayed put (increased variance).
+  misses: a tail that grew while the typical latency stayed put (increased variance).
+
+The rank test and the estimate use the **fastest** ``keep`` fraction of each sample (20% by
+default). On a shared machine interference only ever *adds* time (preemption, cache and memory
+contention), so the slow part of a timing sample mostly measures the neighbours: measured here,
+run-to-run variation is ~1% at p5-p10, 10-18% at the median and 30-120% at p95. Extra work in
+the model moves every quantile by the same factor, so the fast part sees it with a fraction of
+the noise. Tail growth that only the slow part shows is what the p95/p99 interval is for; its
+level is separate and wider (see :meth:`Comparison.tail_exceeds`).
 
 Samples are compared through at most ``SKETCH`` evenly spaced quantiles per side. Timings taken
 back to back are autocorrelated, so treating 20,000 calls as 20,000 independent draws would
@@ -53,16 +61,25 @@ class Comparison:
     constant: bool = False
 
     def exceeds(self, level: float | None, alpha: float) -> str | None:
-        """Why the experiment is slower than ``level`` (a ratio), or None when it is not."""
+        """Why the experiment is slower than ``level`` (a ratio), or None: the rank test is
+        significant at ``alpha`` *and* the Hodges–Lehmann ratio is outside the tolerance band."""
         if self.state != "ok" or level is None:
             return None
         if self.constant:   # both sides noise-free: the ratio is exact
             return f"constant latencies, ratio {self.hl_ratio:.3f} >= {level:g}" if self.hl_ratio >= level else None
         if self.p_value is not None and self.p_value < alpha and self.hl_ratio >= level:
-            return f"typical latency x{self.hl_ratio:.3f} (Hodges-Lehmann, Mann-Whitney p={self.p_value:.2g}) >= {level:g}"
-        if self.p95_ci is not None and self.p95_ci[0] >= level:
-            return (f"p95 x{self.p95_ratio:.3f} (CI {self.p95_ci[0]:.3f}..{self.p95_ci[1]:.3f}) >= {level:g}"
-                    f" while typical latency is x{self.hl_ratio:.3f}: the tail grew")
+            return f"latency x{self.hl_ratio:.3f} (Hodges-Lehmann, Mann-Whitney p={self.p_value:.2g}) >= {level:g}"
+        return None
+
+    def tail_exceeds(self, level: float | None) -> str | None:
+        """Why the tail grew past ``level`` (the whole bootstrap CI of the p95 or p99 ratio is at
+        or above it), or None. Catches increased variance that leaves the typical latency alone."""
+        if self.state != "ok" or level is None or self.constant:
+            return None
+        for name, ratio, ci in (("p95", self.p95_ratio, self.p95_ci), ("p99", self.p99_ratio, self.p99_ci)):
+            if ci is not None and ci[0] >= level:
+                return (f"{name} x{ratio:.3f} (CI {ci[0]:.3f}..{ci[1]:.3f}) >= {level:g} while the typical latency is "
+                        f"x{self.hl_ratio:.3f}: the tail grew (spread x{self.spread_ratio:.2f})")
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,9 +112,20 @@ def bootstrap_quantile_ratio(reference: np.ndarray, experiment: np.ndarray, q: f
     return float(lo), float(hi)
 
 
-def compare(reference: Any, experiment: Any, *, min_n: int = 5, n_boot: int = 1000, confidence: float = 0.99,
-            seed: int = 0) -> Comparison:
-    """Compare two samples of positive measurements; never raises on bad data (see ``state``)."""
+def fastest(a: np.ndarray, keep: float, min_n: int) -> np.ndarray:
+    """The fastest ``keep`` fraction of ``a`` (at least ``min_n`` values), sorted."""
+    a = np.sort(a)
+    return a[: max(min_n, int(math.ceil(keep * a.size)))]
+
+
+def compare(reference: Any, experiment: Any, *, keep: float = 0.2, min_n: int = 5, n_boot: int = 1000,
+            confidence: float = 0.99, seed: int = 0) -> Comparison:
+    """Compare two samples of positive measurements; never raises on bad data (see ``state``).
+
+    ``keep``: fraction of the fastest values each side contributes to the rank test and the
+    Hodges–Lehmann ratio (1.0 uses everything). Tail ratios always use all values."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
     ref, dropped_ref = _clean(reference)
     exp, dropped_exp = _clean(experiment)
     base = dict(n_reference=int(ref.size), n_experiment=int(exp.size),
@@ -112,11 +140,12 @@ def compare(reference: Any, experiment: Any, *, min_n: int = 5, n_boot: int = 10
         ratio = float(exp[0] / ref[0])
         return Comparison("ok", **base, p_value=0.0 if ratio != 1 else 1.0, hl_ratio=ratio, p95_ratio=ratio,
                           p95_ci=(ratio, ratio), p99_ratio=ratio, p99_ci=(ratio, ratio), spread_ratio=1.0, constant=True)
-    ls_ref, ls_exp = np.log(_sketch(ref)), np.log(_sketch(exp))
-    # one side constant, the other not: the rank test still works (ties are handled), but say so
+    ls_ref = np.log(_sketch(fastest(ref, keep, min_n)))
+    ls_exp = np.log(_sketch(fastest(exp, keep, min_n)))
+    # one side constant and the other not is fine: the rank test handles ties
     p = float(stats.mannwhitneyu(ls_exp, ls_ref, alternative="greater").pvalue)
     rng = np.random.default_rng(seed)
-    s_ref, s_exp = np.exp(ls_ref), np.exp(ls_exp)
+    s_ref, s_exp = _sketch(ref), _sketch(exp)
     iqr_ref = float(np.subtract(*np.percentile(ref, [75, 25])))
     iqr_exp = float(np.subtract(*np.percentile(exp, [75, 25])))
     return Comparison(

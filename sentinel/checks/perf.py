@@ -51,8 +51,16 @@ class _JudgedCheck(ThresholdCheck):
     def alpha(self) -> float:
         return float(self.params.get("alpha", 0.01))
 
+    @property
+    def tail_levels(self) -> tuple[float | None, float | None]:
+        """(warn, fail) levels for tail growth (p95/p99 CI); wide because tails are where a
+        shared machine's noise lives. Default warn 1.5, never fail unless ``tail_fail`` is set."""
+        warn, fail = self.params.get("tail_warn", 1.5), self.params.get("tail_fail")
+        return (None if warn is None else float(warn)), (None if fail is None else float(fail))
+
     def compare(self, reference: Any, experiment: Any, data: RunData) -> Comparison:
-        return compare(reference, experiment, min_n=5, n_boot=int(self.params.get("bootstrap", 1000)),
+        return compare(reference, experiment, keep=float(self.params.get("keep", 0.2)), min_n=5,
+                       n_boot=int(self.params.get("bootstrap", 1000)),
                        confidence=float(self.params.get("confidence", 0.99)), seed=data.seed)
 
     def verdict(self, slice_: str, cmp: Comparison, n: int, what: str, evidence: dict[str, Any], *,
@@ -76,8 +84,9 @@ class _JudgedCheck(ThresholdCheck):
                                f"{what}: too few finite values ({cmp.n_reference} reference, {cmp.n_experiment} candidate)",
                                warn, fail, evidence)
         status, why = "pass", None
-        for level_status, level in (("fail", fail), ("warn", warn)):
-            why = cmp.exceeds(level, self.alpha)
+        tail_warn, tail_fail = self.tail_levels
+        for level_status, level, tail in (("fail", fail, tail_fail), ("warn", warn, tail_warn)):
+            why = cmp.exceeds(level, self.alpha) or cmp.tail_exceeds(tail)
             if why:
                 status = level_status
                 break
@@ -139,20 +148,32 @@ def _same_context(record: dict[str, Any], fingerprint_id: str, control: str) -> 
     return record.get("fingerprint", {}).get("id") == fingerprint_id and record.get("control") == control
 
 
+#: Quantile of the same-run baseline that latencies are divided by (drift correction). A low
+#: quantile: the baseline's undisturbed speed, stable to ~1% run to run on a shared machine.
+CONTROL_QUANTILE = 0.10
+
+
+def _control(seconds: Any) -> float:
+    v = np.asarray(seconds if seconds is not None else [], dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.quantile(v, CONTROL_QUANTILE)) if v.size else float("nan")
+
+
 def _normalized(timing: dict[str, Any]) -> np.ndarray | None:
-    """A stored timing's candidate sketch divided by the same run's baseline median."""
+    """A stored timing's candidate sketch divided by the same run's baseline control quantile."""
     roles = timing.get("roles", {})
     cand, base = roles.get("candidate", {}), roles.get("baseline", {})
-    if not cand.get("sketch") or not base.get("p50"):
+    ref = _control(base.get("sketch"))
+    if not cand.get("sketch") or not np.isfinite(ref):
         return None
-    return np.asarray(cand["sketch"], dtype=float) / float(base["p50"])
+    return np.asarray(cand["sketch"], dtype=float) / ref
 
 
 class PerfHistoryCheck(_JudgedCheck):
     """Candidate vs its own accepted history, only on the same fingerprint (CPU, cores, execution
     providers, threads, runtime versions) and the same baseline file.
 
-    Latency is drift-corrected: each run's candidate latencies are divided by the median of the
+    Latency is drift-corrected: each run's candidate latencies are divided by the p10 of the
     baseline timed interleaved with it, so a machine that is slower today (noisy neighbours,
     frequency scaling) does not look like a candidate regression. Slices ``latency batch=N``
     (value: Hodges–Lehmann ratio vs history; evidence also p95/p99 ratios with bootstrap CIs and
@@ -174,13 +195,13 @@ class PerfHistoryCheck(_JudgedCheck):
         results = []
         for t in perf.timings:
             base, cand = t.seconds.get("baseline"), t.seconds.get("candidate")
-            ref_med = float(np.median(base)) if np.size(base) else float("nan")
-            current = np.asarray(cand, dtype=float) / ref_med if np.isfinite(ref_med) and ref_med > 0 else np.asarray([])
+            ref = _control(base)
+            current = np.asarray(cand, dtype=float) / ref if np.isfinite(ref) else np.asarray([])
             past = [v for h in history for tm in h.get("timings", []) if tm.get("batch_size") == t.batch_size
                     and (v := _normalized(tm)) is not None]
             slice_ = f"latency batch={t.batch_size}"
             evidence = {**context, "batch_size": t.batch_size, "candidate": _summary(cand, t.batch_size),
-                        "distributions": {"unit": "candidate latency / same-run baseline median",
+                        "distributions": {"unit": "candidate latency / same-run baseline p10",
                                           "history": _ms_sketch(np.concatenate(past), scale=1) if past else [],
                                           "candidate": _ms_sketch(current, scale=1)}}
             if not past:
