@@ -1,8 +1,8 @@
 """Power of the performance checks on this machine: `make bench-perf` (not a test).
 
 A pair like the bundled example (torch baseline, onnxruntime candidate) is revalidated over and
-over with candidates made slower by real extra compute (sentinel.examples.slowed), and with no
-change. Each trial is one revalidation's measurement (sentinel.perf.measure_pair with the
+over with candidates made slower by real extra compute (sentinel.examples.slowed: hidden layers
+widened by padding units whose results are multiplied by zero), and with no change. Each trial is one revalidation's measurement (sentinel.perf.measure_pair with the
 configured budget) judged by the perf_history check against accepted history of the unchanged
 candidate, measured at the start. Variants are run in a shuffled order within every round so
 machine drift during the benchmark hits all of them alike.
@@ -33,18 +33,20 @@ from sentinel.perf.timing import time_interleaved
 from sentinel.runners.base import load_runner
 
 TARGETS = (0.0, 0.05, 0.10, 0.25)
-LAYERS, WIDTH, EXTRA_LAYERS = 60, 64, 1
+LAYERS, WIDTH, EXTRA_UNITS = 60, 64, 64
 
 
-def calibrate(runner0, build, x, target: float, seconds: float, rounds: int = 4):
-    """Width of the extra layer (WIDTH -> width) that makes the candidate ``target`` slower
-    (p10 ratio at batch 1, interleaved with the unchanged one); its compute grows ~ with width."""
-    width = 3800.0 * target
+def calibrate(runner0, build, x, target: float, seconds: float, per_pair: float, rounds: int = 3) -> int:
+    """Number of widened layers (sentinel.examples.slowed) that makes the candidate ``target``
+    slower: p10 latency ratio at batch 1, interleaved with the unchanged candidate."""
+    m = max(1, round(target / per_pair))
     for _ in range(rounds):
-        runner = build(max(2, round(width)))
-        p10 = achieved(runner0, runner, x, seconds)[0]
-        width *= (target / max(p10 - 1, 0.005)) ** 0.8   # damped step
-    return max(2, round(width))
+        got = achieved(runner0, build(m), x, seconds)[0] - 1
+        step = round((target - got) / per_pair)
+        if step == 0:
+            break
+        m = min(LAYERS // 2, max(1, m + step))
+    return m
 
 
 def achieved(runner0, runner, x, seconds: float) -> tuple[float, float, float]:
@@ -74,19 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     baseline = load_runner(example / "baseline.pt2", runtime="torch", role="baseline", threads=1)
 
-    def build(extra_width: int):
-        path = write_mlp(tmp / f"cand-{extra_width}.onnx", width=WIDTH, layers=LAYERS,
-                         extra_layers=EXTRA_LAYERS if extra_width else 0, extra_width=extra_width or None)
+    def build(widened: int):
+        path = write_mlp(tmp / f"cand-{widened}.onnx", width=WIDTH, layers=LAYERS, widened=widened,
+                         extra_units=EXTRA_UNITS)
         return load_runner(path, runtime="onnxruntime", role="candidate", threads=1)
 
     unchanged = build(0)
+    per_pair = (achieved(unchanged, build(12), x, 4.0)[0] - 1) / 12
     variants = {}
     for target in TARGETS:
-        extra = 0 if target == 0 else calibrate(unchanged, build, x, target, 3.0)
+        extra = 0 if target == 0 else calibrate(unchanged, build, x, target, 3.0, per_pair)
         runner = unchanged if extra == 0 else build(extra)
         variants[target] = {"extra": extra, "runner": runner, "achieved": achieved(unchanged, runner, x, 8.0),
                             "status": [], "seconds": []}
-        print(f"calibrated +{target:.0%}: {EXTRA_LAYERS} extra layers of width {extra}; achieved p10/median/p95 "
+        print(f"calibrated +{target:.0%}: {extra} widened layers; achieved p10/median/p95 "
               + " / ".join(f"{r:.3f}" for r in variants[target]["achieved"]), file=sys.stderr, flush=True)
 
     history = []
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nbudget {args.budget:g}s per revalidation (batch 1 and batch {args.batch_size}), history of "
           f"{args.history} accepted runs, levels warn {spec.warn:g} / fail {spec.fail:g}\n")
-    print("| candidate | extra layers (n x width) | achieved ratio p10 / median / p95 | trials | judged ratio median [min, max] | detected (fail) | alarms (warn or fail) | measurement s/decision (median) |")
+    print("| candidate | widened layers | achieved ratio p10 / median / p95 | trials | judged ratio median [min, max] | detected (fail) | alarms (warn or fail) | measurement s/decision (median) |")
     print("|---|---|---|---|---|---|---|---|")
     ok = True
     for target, v in variants.items():
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         p10, med, p95 = v["achieved"]
         vals = v["values"]
         name = "no change" if target == 0 else f"slowed {target:.0%}"
-        print(f"| {name} | {EXTRA_LAYERS if v['extra'] else 0}x{v['extra'] or '-'} | {p10:.3f} / {med:.3f} / {p95:.3f} | {len(st)} | "
+        print(f"| {name} | {v['extra']} | {p10:.3f} / {med:.3f} / {p95:.3f} | {len(st)} | "
               f"{statistics.median(vals):.3f} [{min(vals):.3f}, {max(vals):.3f}] | {fails:.1%} | {alarms:.1%} | "
               f"{statistics.median(v['seconds']):.2f} |")
         if target == 0:

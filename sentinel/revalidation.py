@@ -105,6 +105,8 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
             checks.append(build_check(spec))
         except PluginError as exc:
             raise ConfigError(cfg.source, f"checks[{i}].type", str(exc)) from None
+        except ValueError as exc:   # a check rejecting its params
+            raise ConfigError(cfg.source, f"checks[{i}]", str(exc)) from None
     shape = PairShape(name, tuple(b.input_shape), tuple(pc.classes), tuple(pc.features) if pc.features else None)
     return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape)
 

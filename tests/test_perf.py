@@ -171,6 +171,14 @@ def test_bad_perf_config_is_one_clear_error(tmp_path):
         parse_config({**raw, "perf": {"budget_seconds": -1}})
 
 
+def test_bad_check_params_are_one_line_config_errors(tmp_path):
+    from sentinel.revalidation import load_pair
+    cfg = parse_config(yaml.safe_load(example_config(tmp_path, checks=[
+        {"type": "latency_p95", "params": {"min_speedup": 0}}]).read_text()), source="s.yaml")
+    with pytest.raises(ConfigError, match=r"s.yaml: checks\[0\]: params.min_speedup must be a number > 0, got 0"):
+        load_pair(cfg, "triage")
+
+
 # -- end to end -----------------------------------------------------------------------------------
 
 def write_traffic(tmp_path, name, n=300, seed=1, served_ms=None):
@@ -225,6 +233,8 @@ def test_revalidate_table_shows_the_perf_checks(tmp_path, capsys):
     main(["revalidate", "--config", str(cfg), "--input", str(write_traffic(tmp_path, "t"))])
     out = capsys.readouterr().out
     assert "latency_p95" in out and "perf_history" in out and "latency batch=256" in out
+    report = next(line.split("report: ", 1)[1] for line in out.splitlines() if "report: " in line)
+    assert "Performance comparisons" in open(report).read()
 
 
 def test_candidate_slowed_by_extra_compute_is_caught(tmp_path, capsys):

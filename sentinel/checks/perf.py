@@ -45,7 +45,26 @@ def _summary(v: Any, batch_size: int = 1) -> dict[str, Any]:
 
 
 class _JudgedCheck(ThresholdCheck):
-    """Shared judging: a Comparison becomes pass/warn/fail/insufficient_data/error."""
+    """Shared judging: a Comparison becomes pass/warn/fail/insufficient_data/error.
+
+    Shared ``params``: ``alpha`` (0.01), ``keep`` (0.2, fastest fraction used by the rank test),
+    ``confidence`` (0.99, of the bootstrap CIs), ``bootstrap`` (1000 resamples), ``tail_warn``
+    (1.5) and ``tail_fail`` (unset). A bad value raises ValueError naming the parameter."""
+
+    _RANGES = {"alpha": (0.0, 1.0), "keep": (0.0, 1.0), "confidence": (0.0, 1.0), "min_speedup": (0.0, None),
+               "tail_warn": (0.0, None), "tail_fail": (0.0, None), "bootstrap": (99.0, None),
+               "memory_warn": (0.0, None), "memory_fail": (0.0, None)}
+
+    def __init__(self, spec: Any):
+        super().__init__(spec)
+        for key, (lo, hi) in self._RANGES.items():
+            value = self.params.get(key)
+            if value is None:
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > lo
+            if not ok or (hi is not None and value > hi):
+                bound = f"a number > {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
+                raise ValueError(f"params.{key} must be {bound}, got {value!r}")
 
     @property
     def alpha(self) -> float:

@@ -7,6 +7,12 @@ runtime must compute them (onnxruntime does not fold an input-dependent branch),
 is slower by real work, not by a sleep. Per call, ``k / layers`` is the fraction of extra
 hidden-layer compute (with ``extra_width == width``); per-call overhead makes the measured
 slowdown a little smaller.
+
+Extra nodes cost a fixed dispatch overhead each, which makes small slowdowns (5%) impossible to
+reach with a branch. ``widened=m`` adds compute *inside* existing nodes instead: the outputs of
+``m`` hidden layers get ``extra_units`` more units whose outgoing weights are zero, so each of
+those layers and the next one do ``extra_units / width`` more multiply-adds for nothing. That
+slowdown is fine-grained (about ``2 * m * extra_units / (layers * width)`` of the hidden compute).
 """
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ import numpy as np
 
 
 def write_mlp(path: str | Path, *, n_inputs: int = 30, width: int = 256, layers: int = 40, n_classes: int = 2,
-              extra_layers: int = 0, extra_width: int | None = None, seed: int = 0) -> Path:
+              extra_layers: int = 0, extra_width: int | None = None, widened: int = 0, extra_units: int = 32,
+              seed: int = 0) -> Path:
     """Write the model to ``path`` (weights drawn from ``seed``; the extra branch does not change
     them). ``extra_width`` (default ``width``) sizes the extra layers, to tune the slowdown finely."""
     import onnx
@@ -25,8 +32,13 @@ def write_mlp(path: str | Path, *, n_inputs: int = 30, width: int = 256, layers:
     rng = np.random.default_rng(seed)
     init, nodes = [], []
 
-    def dense(name: str, x: str, n_in: int, n_out: int, relu: bool) -> str:
+    if not 0 <= widened <= layers // 2:
+        raise ValueError(f"widened must be between 0 and layers // 2 = {layers // 2}, got {widened}")
+
+    def dense(name: str, x: str, n_in: int, n_out: int, relu: bool, dead_inputs: int = 0) -> str:
         w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32)
+        if dead_inputs:   # padding units of the previous layer: computed, then multiplied by zero
+            w = np.concatenate([w, np.zeros((dead_inputs, n_out), np.float32)])
         init.append(numpy_helper.from_array(w, f"{name}_w"))
         init.append(numpy_helper.from_array(np.zeros(n_out, np.float32), f"{name}_b"))
         nodes.append(helper.make_node("Gemm", [x, f"{name}_w", f"{name}_b"], [f"{name}_g"]))
@@ -37,8 +49,20 @@ def write_mlp(path: str | Path, *, n_inputs: int = 30, width: int = 256, layers:
 
     h = dense("in", "x", n_inputs, width, True)
     trunk = h
+    pad = 0
     for i in range(layers):
-        h = dense(f"h{i}", h, width, width, True)
+        out_pad = extra_units if (i % 2 == 0 and i // 2 < widened) else 0
+        if out_pad:   # real weights for the padding units so the work is not trivially zero
+            w = (rng.standard_normal((width + pad, width + out_pad)) / np.sqrt(width)).astype(np.float32)
+            w[width:, :] = 0
+            init.append(numpy_helper.from_array(w, f"h{i}_w"))
+            init.append(numpy_helper.from_array(np.zeros(width + out_pad, np.float32), f"h{i}_b"))
+            nodes.append(helper.make_node("Gemm", [h, f"h{i}_w", f"h{i}_b"], [f"h{i}_g"]))
+            nodes.append(helper.make_node("Relu", [f"h{i}_g"], [f"h{i}_r"]))
+            h = f"h{i}_r"
+        else:
+            h = dense(f"h{i}", h, width, width, True, dead_inputs=pad)
+        pad = out_pad
     logits = dense("out", h, width, n_classes, False)
     if extra_layers:
         e, n_in = trunk, width

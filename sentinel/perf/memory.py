@@ -64,8 +64,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def session_peak_memory(*, path: str, runtime: str, role: str, output: str, threads: int | None,
-                        providers: list[str] | None, batch_size: int, sha256: str,
-                        timeout: float = 120.0) -> subprocess.Popen[str] | dict[str, Any]:
+                        providers: list[str] | None, batch_size: int, sha256: str) -> subprocess.Popen[str] | dict[str, Any]:
     """Start measuring one session; returns a cached result or a running ``Popen`` for :func:`collect`."""
     key = (sha256, runtime, output, threads, tuple(providers or ()), batch_size)
     if key in _cache:
