@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..perf.timing import summarize
 from .base import OVERALL, CheckResult, RunData, ThresholdCheck
 from .judge import Comparison, compare
 
@@ -37,8 +38,7 @@ def _ms_sketch(seconds: Any, points: int = EVIDENCE_POINTS, scale: float = 1e3) 
 
 
 def _summary(v: Any, batch_size: int = 1) -> dict[str, Any]:
-    from ..perf.timing import summarize
-
+    """p50/p95/p99/mean/throughput of per-call seconds, without the (large) sketch."""
     s = summarize(np.asarray(v, dtype=float), batch_size)
     s.pop("sketch", None)
     return s
