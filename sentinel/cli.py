@@ -252,7 +252,7 @@ def read_input_file(path: str, cfg: Any, shapes: dict[str, Any]) -> tuple[dict[s
             continue
         by_pair.setdefault(m.pair, []).append(
             Sample(id=lineno, pair=m.pair, msg_id=m.id, ts=m.ts, topic=None, partition=None, offset=None,
-                   inputs=m.inputs, attributes=m.attributes, label=m.label))
+                   inputs=m.inputs, attributes=m.attributes, label=m.label, extra=m.extra))
     source = {"kind": "file", "path": str(p.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
     return by_pair, source, bad
 
@@ -462,7 +462,7 @@ def cmd_replay(cfg: Any, run_id: int) -> int:
     old = {(r["check"], r["slice"]): r for r in run["results"]}
     differ = 0
     for r in results:
-        if r.check.startswith("latency"):
+        if r.check.startswith(("latency", "perf")):
             continue  # timing is not reproducible by nature; everything else must be
         o = old.get((r.check, r.slice))
         same = o is not None and o["status"] == r.status and (

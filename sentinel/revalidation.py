@@ -23,13 +23,16 @@ from .messages import PairShape
 from .registry import PluginError
 from .runners.base import ModelLoadError, Runner, load_runner
 from .runners.paired import PairedRunner
+from .perf.measure import measure_pair
+from .perf.timing import sketch
 
 log = logging.getLogger("sentinel.revalidation")
 
 PACKAGES = ("sentinel-ml", "torch", "onnxruntime", "numpy", "scipy", "evidently", "sqlalchemy", "kafka-python",
             "apscheduler")
-LATENCY_CALLS = 50     # batch-1 timed calls per role per run (a served request's latency)
+LATENCY_CALLS = 50     # batch-1 timed calls per role when perf measurement is disabled
 LATENCY_WARMUP = 3
+PERF_HISTORY_SCAN = 50  # earlier runs scanned for accepted performance history
 
 
 def package_versions() -> dict[str, str]:
@@ -78,8 +81,11 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
         if not path.exists():
             raise ConfigError(cfg.source, key + ".path", f"model file not found: {path}")
         try:
+            # threads are always set (perf.threads when the model does not say): timings taken
+            # with an engine-chosen thread count are not comparable across hosts or runs
             runners[role] = load_runner(path, runtime=spec.runtime, role=role, output=spec.output,
-                                        threads=spec.threads, providers=spec.providers)
+                                        threads=spec.threads if spec.threads is not None else cfg.perf.threads,
+                                        providers=spec.providers)
         except (ModelLoadError, PluginError) as exc:
             raise ConfigError(cfg.source, key, str(exc)) from None
         r = runners[role]
@@ -99,6 +105,8 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
             checks.append(build_check(spec))
         except PluginError as exc:
             raise ConfigError(cfg.source, f"checks[{i}].type", str(exc)) from None
+        except ValueError as exc:   # a check rejecting its params
+            raise ConfigError(cfg.source, f"checks[{i}]", str(exc)) from None
     shape = PairShape(name, tuple(b.input_shape), tuple(pc.classes), tuple(pc.features) if pc.features else None)
     return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape)
 
@@ -143,7 +151,13 @@ class Revalidator:
                 record["samples"] = _sample_record(samples, source or {"kind": "kafka"})
             else:
                 record["samples"] = _sample_record(samples, source or {"kind": "direct"})
-            results = self.evaluate(loaded, samples)
+            results, perf = self._evaluate(loaded, samples)
+            if perf is not None:
+                # accepted runs become the reference of later ones; a run whose perf_history
+                # warned or failed is kept out so a regression never becomes the new normal
+                perf["accepted"] = not any(r.evidence.get("kind") == "perf_history" and r.status in ("warn", "fail")
+                                           for r in results)
+                record["perf"] = perf
         except Exception as exc:  # a broken run is recorded, never crashes the daemon
             log.exception("revalidation failed", extra={"pair": pair, "run_id": run_id})
             if claimed:
@@ -173,24 +187,37 @@ class Revalidator:
         return outcome
 
     def evaluate(self, loaded: LoadedPair, samples: Sequence[Any]) -> list[CheckResult]:
+        return self._evaluate(loaded, samples)[0]
+
+    def _evaluate(self, loaded: LoadedPair, samples: Sequence[Any]) -> tuple[list[CheckResult], dict[str, Any] | None]:
+        """The run's results and its performance record (None when nothing was measured)."""
         n = len(samples)
         x = np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((n, *loaded.shape.input_shape))
         paired = PairedRunner(loaded.baseline, loaded.candidate)
+        perf = None
         if n:
             out = paired.run(x, loaded.batch_size)
             base, cand = out.baseline, out.candidate
-            latency = _time_calls(paired, x)
+            if self.cfg.perf.enabled:
+                pc = self.cfg.pairs[loaded.name]
+                perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
+                                    settings=self.cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate})
+                latency = dict(perf.timing(1).seconds)
+            else:
+                latency = _time_calls(paired, x)
         else:
             k = len(loaded.classes)
             base = cand = np.zeros((0, k))
             latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
+        served = served_latency_seconds(samples, self.cfg.perf.served_latency_field)
         label_ix = {c: i for i, c in enumerate(loaded.classes)}
         labels = np.asarray([label_ix.get(s.label, -1) if s.label is not None else -1 for s in samples], dtype=int)
         data = RunData(pair=loaded.name, classes=loaded.classes, critical_classes=loaded.critical_classes,
                        baseline=base, candidate=cand, labels=labels if (labels >= 0).any() else None,
                        attributes=[dict(s.attributes) for s in samples], latency=latency,
                        batch_sizes=np.ones(len(next(iter(latency.values())))), inputs=x,
-                       seed=self.cfg.revalidation.seed)
+                       seed=self.cfg.revalidation.seed, perf=perf, perf_history=self._perf_history(loaded.name),
+                       served_latency=served)
         results: list[CheckResult] = []
         for check in loaded.checks:
             try:
@@ -198,7 +225,26 @@ class Revalidator:
             except Exception as exc:
                 log.exception("check failed", extra={"pair": loaded.name, "check": check.name})
                 results.append(CheckResult(check.name, "overall", "error", None, n, f"{type(exc).__name__}: {exc}"))
-        return results
+        record = perf.to_record() if perf is not None else None
+        if served.size:
+            record = record or {}
+            record["served"] = {"field": self.cfg.perf.served_latency_field, "n": int(served.size),
+                                "sketch": sketch(served)}
+        return results, record
+
+    def _perf_history(self, pair: str) -> list[dict[str, Any]]:
+        """Perf records of the pair's earlier accepted runs, newest first (checks gate them by
+        fingerprint; see sentinel.checks.perf)."""
+        if not hasattr(self.store, "list_runs"):
+            return []
+        out = []
+        for run in self.store.list_runs(pair, limit=PERF_HISTORY_SCAN):
+            perf = (run.get("record") or {}).get("perf")
+            if run.get("status") not in ("running", "error") and perf and perf.get("accepted"):
+                out.append(perf)
+            if len(out) >= self.cfg.perf.history_runs:
+                break
+        return out
 
     def _record(self, loaded: LoadedPair, trigger: str) -> dict[str, Any]:
         return {"pair": loaded.name, "trigger": trigger, "models": loaded.hashes,
@@ -218,7 +264,8 @@ class Revalidator:
             if r.value is not None:
                 m.check_value.labels(outcome.pair, r.check, r.slice).set(r.value)
             m.check_status.labels(outcome.pair, r.check, r.slice).set(SEVERITY_ORDER.get(r.status, 3))
-            if r.check.startswith("latency") and r.slice == "overall":
+            # the same-run timing at batch 1 (latency_p95, slice overall) feeds the latency gauges
+            if r.check.startswith("latency") and r.slice == "overall" and r.evidence.get("batch_size") == 1:
                 for role in ("baseline", "candidate"):
                     for q in ("p50", "p95", "p99"):
                         v = r.evidence.get(role, {}).get(q)
@@ -235,6 +282,17 @@ def _time_calls(paired: PairedRunner, x: np.ndarray) -> dict[str, np.ndarray]:
     paired.run(rows[:LATENCY_WARMUP], 1)
     out = paired.run(rows[LATENCY_WARMUP:], 1)
     return {k: np.asarray(v, dtype=float) for k, v in out.latency.items()}
+
+
+def served_latency_seconds(samples: Sequence[Any], field_name: str) -> np.ndarray:
+    """The served latency (milliseconds in the message, seconds returned) of every sample that
+    carries a finite, positive ``field_name`` in its extra fields; other values are ignored."""
+    out = []
+    for s in samples:
+        value = (getattr(s, "extra", None) or {}).get(field_name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+            out.append(float(value) / 1e3)
+    return np.asarray(out, dtype=float)
 
 
 def _sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, Any]:

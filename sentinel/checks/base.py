@@ -52,6 +52,12 @@ class RunData:
     batch_sizes: np.ndarray
     inputs: np.ndarray | None = None
     seed: int = 0
+    # performance (sentinel.perf): this run's measurement, earlier runs' perf records of the pair
+    # (newest first, accepted ones only; checks must still gate them by fingerprint), and the
+    # production latency (seconds) the messages reported
+    perf: Any = None
+    perf_history: list[dict[str, Any]] = field(default_factory=list)
+    served_latency: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -105,6 +111,8 @@ class ThresholdCheck:
 CHECKS: dict[str, str] = {
     "decision_flips": "sentinel.checks.safety:DecisionFlipCheck",
     "latency_p95": "sentinel.checks.perf:LatencyP95Check",
+    "perf_history": "sentinel.checks.perf:PerfHistoryCheck",
+    "latency_served": "sentinel.checks.perf:ServedLatencyCheck",
 }
 
 
