@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test example-pair example-scenarios bench-detection clean
+.PHONY: install demo test bench-perf bench-detection example-pair example-scenarios clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# power of the performance checks on this machine (docs/performance.md); takes ~15-20 minutes
+bench-perf: $(STAMP)
+	$(PY) benchmarks/perf.py
 
 # re-create the bundled example model pair (deterministic from its seed)
 example-pair: $(STAMP)

@@ -423,7 +423,7 @@ def cmd_report(cfg: Any, run_id: int, *, rewrite: bool = False, open_it: bool = 
             if samples:
                 data = Revalidator(cfg, store, {run["pair"]: loaded}).build_data(
                     loaded, samples, before_run=run_id,
-                    reference_runs=(run["record"].get("reference") or {}).get("run_ids"))
+                    reference_runs=(run["record"].get("reference") or {}).get("run_ids"), measure=False)
         path = write_run_report(run, resolve_report_dir(cfg), data)
         store.set_report_path(run_id, path)
     print(path)
@@ -462,7 +462,7 @@ def cmd_replay(cfg: Any, run_id: int) -> int:
     old = {(r["check"], r["slice"]): r for r in run["results"]}
     differ = 0
     for r in results:
-        if r.check.startswith("latency"):
+        if r.check.startswith(("latency", "perf")):
             continue  # timing is not reproducible by nature; everything else must be
         o = old.get((r.check, r.slice))
         same = o is not None and o["status"] == r.status and (

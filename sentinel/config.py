@@ -88,7 +88,13 @@ def default_checks() -> list[CheckSpec]:
     return [
         CheckSpec(type="decision_flips", warn=0.02, fail=0.05, min_samples=100,
                   params={"critical_warn": 0.01, "critical_fail": 0.03}),
-        CheckSpec(type="latency_p95", warn=1.0, fail=1.5, min_samples=5),
+        # candidate vs baseline in the same run: warn when the speed-up is gone, fail when the
+        # candidate is clearly slower (levels are candidate/baseline latency ratios)
+        CheckSpec(type="latency_p95", warn=1.0, fail=1.5, min_samples=20),
+        # candidate vs its own accepted history on the same hardware/software fingerprint
+        CheckSpec(type="perf_history", warn=1.05, fail=1.08, min_samples=200),
+        # production latency carried by the messages (``served_latency_ms``) vs earlier windows
+        CheckSpec(type="latency_served", warn=1.10, fail=1.25, min_samples=100),
     ]
 
 
@@ -124,6 +130,23 @@ class RevalidationConfig(Strict):
     seed: int = 0
     misfire_grace_seconds: int = Field(60, ge=1)
     min_samples: int = Field(1, ge=1)   # a run with fewer pending samples is skipped (not stored)
+
+
+class PerfConfig(Strict):
+    """How each revalidation measures speed and memory (docs/performance.md).
+
+    ``budget_seconds`` is the wall time the interleaved timing may use per revalidation, split
+    between batch 1 and the serving batch size; ``threads`` is the intra-op thread count used for
+    a model whose own ``threads`` is unset (set, not left to the engine, so runs are comparable).
+    """
+    enabled: bool = True
+    budget_seconds: float = Field(4.0, gt=0, le=300)
+    warmup_seconds: float = Field(0.3, ge=0, le=60)
+    max_calls: int = Field(20000, ge=10)        # per role and batch size
+    threads: int = Field(1, ge=1)
+    memory: bool = True                         # peak RSS of each session, in a fresh subprocess
+    history_runs: int = Field(5, ge=1, le=100)  # accepted runs pooled as the reference
+    served_latency_field: str = "served_latency_ms"
 
 
 class IncidentsConfig(Strict):
@@ -179,6 +202,7 @@ class Config(Strict):
     pairs: dict[str, PairConfig] = Field(min_length=1)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     revalidation: RevalidationConfig = Field(default_factory=RevalidationConfig)
+    perf: PerfConfig = Field(default_factory=PerfConfig)
     checks: list[CheckSpec] = Field(default_factory=default_checks)
     suites: list[str] = Field(default_factory=list)
     incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)

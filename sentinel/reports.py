@@ -136,6 +136,9 @@ def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
                 for role in ("baseline", "candidate"))
             sections.append("<h3>Latency per call (ms)</h3><table><tr><th>role</th><th>p50</th><th>p95</th>"
                             f"<th>p99</th><th>calls</th></tr>{lrows}</table>")
+    perf = _perf_section(results)
+    if perf:
+        sections.append(perf)
     summary = ("<p>All checks passed.</p>" if not failing else "<ul>" + "".join(
         f"<li><b>{_e(r['check'])}</b> on <b>{_e(r['slice'])}</b>: {_e(r['status'])}: {_e(r['message'])}</li>"
         for r in failing) + "</ul>")
@@ -193,6 +196,30 @@ def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
             cur[col], ref[col] = data.candidate[:, i], data.reference.candidate[:, i]
     alpha = min((r["evidence"].get("false_alarm_rate", 0.01) for r in drift), default=0.01)
     return evidently_html(ref, cur, methods, threshold=alpha / max(len(methods), 1))
+
+
+def _ratio(v: Any) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def _perf_section(results: list[dict[str, Any]]) -> str:
+    """Performance comparisons (from the perf checks' evidence): ratios with their bootstrap CIs."""
+    rows = []
+    for r in results:
+        cmp = (r.get("evidence") or {}).get("comparison")
+        if not cmp:
+            continue
+        ci = cmp.get("p95_ci") or [None, None]
+        p = "" if cmp.get("p_value") is None else f"{cmp['p_value']:.2g}"
+        rows.append(f"<tr><td>{_e(r['check'])}</td><td>{_e(r['slice'])}</td><td>{_ratio(cmp.get('hl_ratio'))}</td>"
+                    f"<td>{_ratio(cmp.get('p95_ratio'))}</td><td>{_ratio(ci[0])}..{_ratio(ci[1])}</td>"
+                    f"<td>{_ratio(cmp.get('p99_ratio'))}</td><td>{_ratio(cmp.get('spread_ratio'))}</td>"
+                    f"<td>{p}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h3>Performance comparisons (candidate / reference)</h3><table><tr><th>check</th><th>slice</th>"
+            "<th>typical (Hodges-Lehmann)</th><th>p95</th><th>p95 CI</th><th>p99</th><th>spread (IQR)</th>"
+            f"<th>Mann-Whitney p</th></tr>{''.join(rows)}</table>")
 
 
 def write_run_report(run: dict[str, Any], reports_dir: Path, data: Any = None) -> str:

@@ -24,14 +24,17 @@ from .messages import PairShape
 from .registry import PluginError
 from .runners.base import ModelLoadError, Runner, load_runner
 from .runners.paired import PairedRunner
+from .perf.measure import measure_pair
+from .perf.timing import sketch
 
 log = logging.getLogger("sentinel.revalidation")
 
 PACKAGES = ("sentinel-ml", "torch", "onnxruntime", "numpy", "scipy", "evidently", "sqlalchemy", "kafka-python",
             "apscheduler")
-LATENCY_CALLS = 50     # batch-1 timed calls per role per run (a served request's latency)
+LATENCY_CALLS = 50     # batch-1 timed calls per role when perf measurement is disabled
 LATENCY_WARMUP = 3
 REFERENCE_MAX_RUNS = 50   # accepted runs a reference window may span (reference.min_rows)
+PERF_HISTORY_SCAN = 50  # earlier runs scanned for accepted performance history
 
 
 def package_versions() -> dict[str, str]:
@@ -82,8 +85,11 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
         if not path.exists():
             raise ConfigError(cfg.source, key + ".path", f"model file not found: {path}")
         try:
+            # threads are always set (perf.threads when the model does not say): timings taken
+            # with an engine-chosen thread count are not comparable across hosts or runs
             runners[role] = load_runner(path, runtime=spec.runtime, role=role, output=spec.output,
-                                        threads=spec.threads, providers=spec.providers)
+                                        threads=spec.threads if spec.threads is not None else cfg.perf.threads,
+                                        providers=spec.providers)
         except (ModelLoadError, PluginError) as exc:
             raise ConfigError(cfg.source, key, str(exc)) from None
         r = runners[role]
@@ -108,6 +114,8 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
             raise ConfigError(cfg.source, f"checks[{i}].type", str(exc)) from None
         except CheckParamError as exc:
             raise ConfigError(cfg.source, f"checks[{i}].params.{exc.key}", exc.problem) from None
+        except ValueError as exc:   # a check rejecting its params
+            raise ConfigError(cfg.source, f"checks[{i}]", str(exc)) from None
     reference = next((s.reference for s in suites if s.reference is not None), None)
     shape = PairShape(name, tuple(b.input_shape), tuple(pc.classes), tuple(pc.features) if pc.features else None)
     return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape,
@@ -155,9 +163,15 @@ class Revalidator:
                 record["samples"] = _sample_record(samples, source or {"kind": "kafka"})
             else:
                 record["samples"] = _sample_record(samples, source or {"kind": "direct"})
-            results, data = self.evaluate_data(loaded, samples, before_run=run_id)
+            results, data, perf = self.evaluate_data(loaded, samples, before_run=run_id)
             if data.reference is not None:
                 record["reference"] = data.reference.source
+            if perf is not None:
+                # accepted runs become the reference of later ones; a run whose perf_history
+                # warned or failed is kept out so a regression never becomes the new normal
+                perf["accepted"] = not any(r.evidence.get("kind") == "perf_history" and r.status in ("warn", "fail")
+                                           for r in results)
+                record["perf"] = perf
         except Exception as exc:  # a broken run is recorded, never crashes the daemon
             log.exception("revalidation failed", extra={"pair": pair, "run_id": run_id})
             if claimed:
@@ -191,10 +205,12 @@ class Revalidator:
         return self.evaluate_data(loaded, samples, before_run=before_run, reference_runs=reference_runs)[0]
 
     def evaluate_data(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
-                      reference_runs: list[int] | None = None) -> tuple[list[CheckResult], RunData]:
-        """Run the pair's checks on ``samples``; also returns the RunData they saw (for the report).
-        The reference window is ``reference_runs``' samples when given (a replay), else the pinned
-        data set or the pair's last accepted run(s) before ``before_run``."""
+                      reference_runs: list[int] | None = None
+                      ) -> tuple[list[CheckResult], RunData, dict[str, Any] | None]:
+        """Run the pair's checks on ``samples``: the results, the RunData they saw (for the report)
+        and the run's performance record (None when nothing was measured). The reference window is
+        ``reference_runs``' samples when given (a replay), else the pinned data set or the pair's
+        last accepted run(s) before ``before_run``."""
         data = self.build_data(loaded, samples, before_run=before_run, reference_runs=reference_runs)
         n = data.n
         results: list[CheckResult] = []
@@ -204,28 +220,47 @@ class Revalidator:
             except Exception as exc:
                 log.exception("check failed", extra={"pair": loaded.name, "check": check.name})
                 results.append(CheckResult(check.name, "overall", "error", None, n, f"{type(exc).__name__}: {exc}"))
-        return results, data
+        record = data.perf.to_record() if data.perf is not None else None
+        served = data.served_latency
+        if served is not None and served.size:
+            record = record or {}
+            record["served"] = {"field": self.cfg.perf.served_latency_field, "n": int(served.size),
+                                "sketch": sketch(served)}
+        return results, data, record
 
     def build_data(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
-                   reference_runs: list[int] | None = None) -> RunData:
+                   reference_runs: list[int] | None = None, measure: bool = True) -> RunData:
+        """Both models on ``samples`` and on the reference window; ``measure=False`` skips the
+        latency/perf measurement (a report being rebuilt does not need it)."""
         n = len(samples)
         x = np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((n, *loaded.shape.input_shape))
         paired = PairedRunner(loaded.baseline, loaded.candidate)
+        perf = None
         if n:
             out = paired.run(x, loaded.batch_size)
             base, cand = out.baseline, out.candidate
-            latency = _time_calls(paired, x)
+            if not measure:
+                latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
+            elif self.cfg.perf.enabled:
+                pc = self.cfg.pairs[loaded.name]
+                perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
+                                    settings=self.cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate})
+                latency = dict(perf.timing(1).seconds)
+            else:
+                latency = _time_calls(paired, x)
         else:
             k = len(loaded.classes)
             base = cand = np.zeros((0, k))
             latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
+        served = served_latency_seconds(samples, self.cfg.perf.served_latency_field)
         label_ix = {c: i for i, c in enumerate(loaded.classes)}
         labels = np.asarray([label_ix.get(s.label, -1) if s.label is not None else -1 for s in samples], dtype=int)
         data = RunData(pair=loaded.name, classes=loaded.classes, critical_classes=loaded.critical_classes,
                        baseline=base, candidate=cand, labels=labels if (labels >= 0).any() else None,
                        attributes=[dict(s.attributes) for s in samples], latency=latency,
                        batch_sizes=np.ones(len(next(iter(latency.values())))), inputs=x,
-                       seed=self.cfg.revalidation.seed, predict=_predictor(paired, loaded.batch_size),
+                       seed=self.cfg.revalidation.seed, perf=perf, perf_history=self._perf_history(loaded.name),
+                       served_latency=served, predict=_predictor(paired, loaded.batch_size),
                        feature_names=list(loaded.shape.features) if loaded.shape.features else None)
         data.reference = self._reference(loaded, data, before_run=before_run, reference_runs=reference_runs)
         return data
@@ -270,6 +305,20 @@ class Revalidator:
         lab = np.asarray([ix.get(v, -1) if v is not None else -1 for v in labels], dtype=int)
         return ReferenceData(source, x, pb, pc, attrs, lab if (lab >= 0).any() else None)
 
+    def _perf_history(self, pair: str) -> list[dict[str, Any]]:
+        """Perf records of the pair's earlier accepted runs, newest first (checks gate them by
+        fingerprint; see sentinel.checks.perf)."""
+        if not hasattr(self.store, "list_runs"):
+            return []
+        out = []
+        for run in self.store.list_runs(pair, limit=PERF_HISTORY_SCAN):
+            perf = (run.get("record") or {}).get("perf")
+            if run.get("status") not in ("running", "error") and perf and perf.get("accepted"):
+                out.append(perf)
+            if len(out) >= self.cfg.perf.history_runs:
+                break
+        return out
+
     def _record(self, loaded: LoadedPair, trigger: str) -> dict[str, Any]:
         return {"pair": loaded.name, "trigger": trigger, "models": loaded.hashes,
                 "config_hash": self.cfg.config_hash(), "config_source": self.cfg.source,
@@ -289,7 +338,8 @@ class Revalidator:
             if r.value is not None:
                 m.check_value.labels(outcome.pair, r.check, r.slice).set(r.value)
             m.check_status.labels(outcome.pair, r.check, r.slice).set(SEVERITY_ORDER.get(r.status, 3))
-            if r.check.startswith("latency") and r.slice == "overall":
+            # the same-run timing at batch 1 (latency_p95, slice overall) feeds the latency gauges
+            if r.check.startswith("latency") and r.slice == "overall" and r.evidence.get("batch_size") == 1:
                 for role in ("baseline", "candidate"):
                     for q in ("p50", "p95", "p99"):
                         v = r.evidence.get(role, {}).get(q)
@@ -314,6 +364,17 @@ def _time_calls(paired: PairedRunner, x: np.ndarray) -> dict[str, np.ndarray]:
     paired.run(rows[:LATENCY_WARMUP], 1)
     out = paired.run(rows[LATENCY_WARMUP:], 1)
     return {k: np.asarray(v, dtype=float) for k, v in out.latency.items()}
+
+
+def served_latency_seconds(samples: Sequence[Any], field_name: str) -> np.ndarray:
+    """The served latency (milliseconds in the message, seconds returned) of every sample that
+    carries a finite, positive ``field_name`` in its extra fields; other values are ignored."""
+    out = []
+    for s in samples:
+        value = (getattr(s, "extra", None) or {}).get(field_name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+            out.append(float(value) / 1e3)
+    return np.asarray(out, dtype=float)
 
 
 def _sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +416,7 @@ def read_input_file(path: str, cfg: Any, shapes: dict[str, Any]) -> tuple[dict[s
             continue
         by_pair.setdefault(m.pair, []).append(
             Sample(id=lineno, pair=m.pair, msg_id=m.id, ts=m.ts, topic=None, partition=None, offset=None,
-                   inputs=m.inputs, attributes=m.attributes, label=m.label))
+                   inputs=m.inputs, attributes=m.attributes, label=m.label, extra=m.extra))
     source = {"kind": "file", "path": str(p.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
     return by_pair, source, bad
 

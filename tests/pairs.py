@@ -26,6 +26,8 @@ def example_config(tmp_path: Path, *, candidate: str = "candidate.int8.onnx", bo
         "sampling": {"rate": 1.0, "window": 100000},
         "revalidation": {"interval_seconds": 3600},
         "reports_dir": str(tmp_path / "reports"),
+        # a short timing budget keeps tests fast; the default (4 s) is sized by `make bench-perf`
+        "perf": {"budget_seconds": 0.5, "warmup_seconds": 0.05},
         "api": {"enabled": False},
         "logging": {"level": "INFO", "format": "json"},
     }

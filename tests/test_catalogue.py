@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from sentinel.cli import main
 from sentinel.config import load_config
@@ -16,7 +17,7 @@ from pairs import example_config, traffic_lines
 
 REPO = Path(__file__).resolve().parents[1]
 CATALOGUE = {"decision_flips", "critical_recall", "calibration", "confidence", "fairness", "robustness",
-             "data_drift", "prediction_drift", "latency_p95", "scenario:routine/decision_flips",
+             "data_drift", "prediction_drift", "scenario:routine/decision_flips",
              "scenario:routine/critical_recall", "scenario:edge_cases/decision_flips",
              "scenario:adversarial/decision_flips", "scenario:adversarial/critical_recall"}
 
@@ -41,9 +42,19 @@ def revalidate(cfg, traffic, capsys):
     return code, run, {(r["check"], r["slice"]): r for r in run["results"]}
 
 
+PERF = ("latency_p95", "perf_history", "latency_served")
+
+
 @pytest.fixture
 def cfg(tmp_path):
+    """The shipped suite without its performance checks: timing on a shared test machine is not a
+    known answer (tests/test_perf.py covers those checks)."""
     shutil.copytree(REPO / "checks", tmp_path / "checks")
+    suite = tmp_path / "checks" / "triage.yaml"
+    raw = yaml.safe_load(suite.read_text())
+    assert {c["type"] for c in raw["checks"]} >= set(PERF)
+    raw["checks"] = [c for c in raw["checks"] if c["type"] not in PERF]
+    suite.write_text(yaml.safe_dump(raw, sort_keys=False))
     return example_config(tmp_path, suites=["checks/*.yaml"])
 
 
@@ -64,7 +75,8 @@ def test_revalidate_runs_the_catalogue_and_catches_traffic_that_moved(tmp_path, 
 
     # a failed run is not a reference: the next window is compared with the first one again
     code, third, res = revalidate(cfg, write(tmp_path, "ordinary", 3), capsys)
-    assert code == 0 and res[("data_drift", "overall")]["evidence"]["reference"]["run_ids"] == [first["run_id"]]
+    assert code == 0, [(k, r["status"], r["message"]) for k, r in res.items() if r["status"] in ("fail", "error")]
+    assert res[("data_drift", "overall")]["evidence"]["reference"]["run_ids"] == [first["run_id"]]
 
     # the report: safety section and Evidently's drift report in one offline file
     report = Path(second["report"]).read_text()
@@ -94,9 +106,10 @@ def test_the_daemons_revalidator_runs_the_catalogue_on_stored_samples_with_a_pin
     ref = tmp_path / "checks" / "triage" / "pinned.jsonl"
     ref.write_text("\n".join(json.dumps(m) for m in messages("ordinary", 9, n=800)) + "\n")
     suite = tmp_path / "checks" / "triage.yaml"
-    suite.write_text(suite.read_text().replace(
-        "  kind: last_accepted ", f"  kind: pinned\n  file: triage/pinned.jsonl\n  sha256: "
-                                  f"{hashlib.sha256(ref.read_bytes()).hexdigest()}\n  #"))
+    raw = yaml.safe_load(suite.read_text())
+    raw["reference"] = {"kind": "pinned", "file": "triage/pinned.jsonl",
+                        "sha256": hashlib.sha256(ref.read_bytes()).hexdigest()}
+    suite.write_text(yaml.safe_dump(raw, sort_keys=False))
     config = load_config(cfg)
     store = open_store(config.store.url)
     sampler = Sampler(1.0, 100000, 0)

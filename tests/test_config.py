@@ -17,7 +17,7 @@ def write(tmp_path, text):
 def test_minimal_config_gets_defaults(tmp_path):
     cfg = parse_config(MINIMAL, environ={})
     assert cfg.store.url == "sqlite:///sentinel.db"
-    assert [c.type for c in cfg.checks] == ["decision_flips", "latency_p95"]
+    assert [c.type for c in cfg.checks] == ["decision_flips", "latency_p95", "perf_history", "latency_served"]
     assert cfg.kafka.session_timeout_ms == 10000
 
 

@@ -44,7 +44,7 @@ CASES = {
     "bad_level": (lambda r: r["checks"][0].update(warn="two percent"), "checks.0.warn: Input should be a valid number"),
     "bad_family": (lambda r: r["defaults"].update(family="bonferroni"), "defaults.family: Input should be 'holm' or 'bh'"),
     "duplicate_name": (lambda r: r["checks"].append({"type": "decision_flips"}),
-                       "checks.9.name: check name 'decision_flips' is already used by"),
+                       "checks.11.name: check name 'decision_flips' is already used by"),
     "unknown_pair": (lambda r: r.update(pairs=["triage", "radiology"]), "pairs: unknown pair(s) ['radiology']"),
     "pinned_without_file": (lambda r: r.update(reference={"kind": "pinned"}),
                             "reference: a pinned reference needs file and sha256"),

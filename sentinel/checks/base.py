@@ -79,6 +79,12 @@ class RunData:
     reference: ReferenceData | None = None
     predict: Predict | None = None
     feature_names: list[str] | None = None
+    # performance (sentinel.perf): this run's measurement, earlier runs' perf records of the pair
+    # (newest first, accepted ones only; checks must still gate them by fingerprint), and the
+    # production latency (seconds) the messages reported
+    perf: Any = None
+    perf_history: list[dict[str, Any]] = field(default_factory=list)
+    served_latency: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -310,6 +316,8 @@ CHECKS: dict[str, str] = {
     "prediction_drift": "sentinel.checks.drift:PredictionDriftCheck",
     "scenario": "sentinel.checks.scenarios:ScenarioCheck",
     "latency_p95": "sentinel.checks.perf:LatencyP95Check",
+    "perf_history": "sentinel.checks.perf:PerfHistoryCheck",
+    "latency_served": "sentinel.checks.perf:ServedLatencyCheck",
 }
 
 

@@ -55,6 +55,9 @@ class OnnxRunner:
         except Exception as exc:  # ORT raises InvalidProtobuf/Fail/NoSuchFile/ValueError...
             raise ModelLoadError(self.path, f"not a loadable ONNX model ({first_line(exc, 160)})") from exc
 
+        # what actually runs, recorded with every performance measurement
+        self.providers: list[str] = list(self._session.get_providers())
+        self.threads: int | None = int(threads) if threads is not None else None
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             # Multi-input models need a feature-to-input mapping Sentinel does not have yet.

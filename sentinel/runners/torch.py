@@ -100,6 +100,8 @@ class TorchRunner:
         if threads is not None:
             torch.set_num_threads(int(threads))
         given_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+        self.providers: list[str] = ["cpu"]   # this runner always executes on CPU
+        self.threads: int | None = int(threads) if threads is not None else None
 
         self._module, shape, n_outputs = self._load(given_shape)
         if given_shape is not None and shape != given_shape:

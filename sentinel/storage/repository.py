@@ -87,6 +87,7 @@ class Sample:
     inputs: Any
     attributes: dict[str, str]
     label: str | None
+    extra: dict[str, Any] | None = None    # the message's other fields (e.g. served_latency_ms)
 
 
 class Store:
@@ -233,7 +234,8 @@ class Store:
                 out.append(Sample(id=m["id"], pair=m["pair"], msg_id=m["msg_id"], ts=as_utc(m["ts"]),
                                   topic=m["topic"], partition=m["partition"], offset=m["offset"],
                                   inputs=m["inputs"], attributes=m["attributes"] or {},
-                                  label=m["label"] if m["label"] is not None else m["joined_label"]))
+                                  label=m["label"] if m["label"] is not None else m["joined_label"],
+                                  extra=m["extra"]))
             return out
 
     def accepted_runs(self, pair: str, before_run: int | None = None, *, limit: int = 1) -> list[int]:

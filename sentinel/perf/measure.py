@@ -1,0 +1,46 @@
+"""One revalidation's performance measurement of a model pair (see docs/performance.md)."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .fingerprint import fingerprint
+from .memory import collect, session_peak_memory
+from .timing import PerfMeasurement, time_interleaved
+
+
+def measure_pair(baseline: Any, candidate: Any, x: np.ndarray, *, serving_batch_size: int, settings: Any,
+                 specs: dict[str, Any] | None = None, clock: Callable[[], float] = time.perf_counter) -> PerfMeasurement:
+    """Time both runners interleaved on the rows ``x`` at batch 1 and at the serving batch size
+    (the budget split evenly between them), then measure each session's peak memory in a fresh
+    subprocess (after the timing, so the probes cannot disturb it).
+
+    ``settings`` is a :class:`sentinel.config.PerfConfig`; ``specs`` maps role to its
+    :class:`sentinel.config.ModelSpec` (output mode and providers for the memory probe).
+    """
+    t0 = clock()
+    runners = {"baseline": baseline, "candidate": candidate}
+    sizes = sorted({1, int(serving_batch_size)})
+    share = settings.budget_seconds / len(sizes)
+    timings = [time_interleaved(runners, x, b, budget_seconds=share, warmup_seconds=settings.warmup_seconds,
+                                max_calls=settings.max_calls, clock=clock) for b in sizes]
+    memory: dict[str, dict[str, Any]] = {}
+    if settings.memory:
+        pending = {role: session_peak_memory(
+            path=str(r.path), runtime=r.runtime, role=role, sha256=r.sha256,
+            output=getattr((specs or {}).get(role), "output", getattr(r, "output", "probabilities")),
+            threads=getattr(r, "threads", None), providers=getattr(r, "providers", None),
+            batch_size=int(serving_batch_size)) for role, r in runners.items()}
+        memory = {role: collect(p) for role, p in pending.items()}
+    return PerfMeasurement(
+        fingerprint=fingerprint(runners), timings=timings, memory=memory,
+        model_bytes={role: os.path.getsize(r.path) for role, r in runners.items()},
+        settings={"budget_seconds": settings.budget_seconds, "warmup_seconds": settings.warmup_seconds,
+                  "max_calls": settings.max_calls, "batch_sizes": sizes,
+                  "threads": {role: getattr(r, "threads", None) for role, r in runners.items()},
+                  "providers": {role: getattr(r, "providers", None) for role, r in runners.items()}},
+        control=baseline.sha256, elapsed=clock() - t0)

@@ -1,0 +1,135 @@
+"""Interleaved latency measurement of two runners on the same inputs.
+
+Why this shape: on a shared machine the noise that matters is slow drift (another tenant, CPU
+frequency, cache pressure) which hits whatever runs *at that moment*. Timing baseline and
+candidate alternately, call by call (A B, B A, A B, ...), on the same rows puts both models
+under the same drift, so their ratio stays honest even when absolute latencies wander. A
+warm-up that is not counted absorbs allocator and cache setup, and the garbage collector is
+paused while timing so its pauses do not land on one model by chance.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ROLES = ("baseline", "candidate")
+#: Latency distributions are stored as this many evenly spaced quantiles (a sketch): enough for
+#: the rank test and tail quantiles, small enough for the run record.
+SKETCH_POINTS = 512
+
+
+@dataclass
+class Timing:
+    """Per-call wall times (seconds) of each role at one batch size, taken interleaved."""
+    batch_size: int
+    seconds: dict[str, np.ndarray]
+    warmup_calls: int
+    elapsed: float                      # wall time spent, warm-up included
+    order: str = "alternating ABBA"
+
+    @property
+    def calls(self) -> int:
+        return int(min((v.size for v in self.seconds.values()), default=0))
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able: per role p50/p95/p99/mean (seconds), rows per second, and a quantile sketch."""
+        return {"batch_size": self.batch_size, "calls": self.calls, "warmup_calls": self.warmup_calls,
+                "elapsed_seconds": round(self.elapsed, 3), "order": self.order,
+                "roles": {role: summarize(v, self.batch_size) for role, v in self.seconds.items()}}
+
+
+def summarize(seconds: np.ndarray, batch_size: int = 1) -> dict[str, Any]:
+    """p50/p95/p99/mean of per-call seconds, throughput in rows/s, and the quantile sketch."""
+    v = np.asarray(seconds, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"n": 0}
+    mean = float(v.mean())
+    return {"n": int(v.size), "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
+            "p99": float(np.percentile(v, 99)), "mean": mean,
+            "throughput_rows_per_second": batch_size / mean if mean > 0 else None,
+            "sketch": sketch(v)}
+
+
+def sketch(v: np.ndarray, points: int = SKETCH_POINTS) -> list[float]:
+    """``points`` evenly spaced quantiles of ``v`` (all of ``v``, sorted, when it is smaller)."""
+    v = np.sort(np.asarray(v, dtype=float))
+    if v.size <= points:
+        return [float(x) for x in v]
+    return [float(x) for x in np.quantile(v, (np.arange(points) + 0.5) / points)]
+
+
+def batches(x: np.ndarray, batch_size: int, count: int) -> list[np.ndarray]:
+    """``count`` batches of ``batch_size`` rows cycling through ``x`` (tiled when it is short)."""
+    if len(x) == 0:
+        raise ValueError("no rows to time")
+    if len(x) < batch_size:
+        x = np.concatenate([x] * (-(-batch_size // len(x))))
+    starts = [(i * batch_size) % (len(x) - batch_size + 1) for i in range(count)]
+    return [np.ascontiguousarray(x[s:s + batch_size]) for s in starts]
+
+
+def time_interleaved(runners: dict[str, Any], x: np.ndarray, batch_size: int, *, budget_seconds: float,
+                     warmup_seconds: float = 0.3, max_calls: int = 20000, min_calls: int = 20,
+                     clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Time ``predict_proba`` of each runner on the same batches, alternating which goes first.
+
+    Runs rounds (one call per role) until ``budget_seconds`` of timed rounds have passed or
+    ``max_calls`` rounds are done (at least ``min_calls``), after ``warmup_seconds`` of
+    uncounted rounds. Round ``i`` uses the same batch for every role; the order is A B on even
+    rounds and B A on odd ones, so neither model always runs on a cache the other warmed.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    roles = list(runners)
+    pool = batches(x, batch_size, 64)
+    start = clock()
+    warm = 0
+    while clock() - start < warmup_seconds or warm < 2:
+        for role in roles:
+            runners[role].predict_proba(pool[warm % len(pool)])
+        warm += 1
+    out = {role: np.empty(max_calls) for role in roles}
+    n = 0
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t_begin = clock()
+        while n < max_calls and (n < min_calls or clock() - t_begin < budget_seconds):
+            batch = pool[n % len(pool)]
+            for role in (roles if n % 2 == 0 else roles[::-1]):
+                t0 = clock()
+                runners[role].predict_proba(batch)
+                out[role][n] = clock() - t0
+            n += 1
+    finally:
+        if enabled:
+            gc.enable()
+    return Timing(batch_size, {role: out[role][:n].copy() for role in roles}, warm, clock() - start)
+
+
+@dataclass
+class PerfMeasurement:
+    """Everything one revalidation measured; ``to_record()`` is what the run record stores."""
+    fingerprint: dict[str, Any]
+    timings: list[Timing]
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_bytes: dict[str, int] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    served: dict[str, Any] = field(default_factory=dict)
+    control: str = ""                   # sha256 of the baseline: the reference clock of the run
+    elapsed: float = 0.0
+
+    def timing(self, batch_size: int) -> Timing | None:
+        return next((t for t in self.timings if t.batch_size == batch_size), None)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "control": self.control, "settings": self.settings,
+                "timings": [t.summary() for t in self.timings], "memory": self.memory,
+                "model_bytes": self.model_bytes, "served": self.served,
+                "elapsed_seconds": round(self.elapsed, 3)}

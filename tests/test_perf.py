@@ -1,0 +1,272 @@
+"""Performance regressions: the judge on known distributions, fingerprint gating of history, the
+perf checks in a real revalidation, and a candidate slowed by real extra compute being caught.
+
+No timing thresholds: unit tests only rely on effects far larger than this machine's noise
+(a 3x heavier model); the fine-grained power numbers are `make bench-perf`'s job."""
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from sentinel.checks.base import RunData
+from sentinel.checks.judge import compare
+from sentinel.checks.perf import LatencyP95Check, PerfHistoryCheck
+from sentinel.cli import main
+from sentinel.config import CheckSpec, ConfigError, parse_config
+from sentinel.examples.slowed import write_mlp
+from sentinel.examples.traffic import ordinary_traffic
+from sentinel.perf.memory import collect, session_peak_memory
+from sentinel.perf.timing import PerfMeasurement, Timing
+from sentinel.revalidation import served_latency_seconds
+from sentinel.runners.base import load_runner
+from sentinel.storage.repository import Sample
+
+from pairs import example_config, traffic_lines
+
+
+def lognormal(seed, n=3000, scale=1.0, sigma=0.15, median=1e-4):
+    return median * scale * np.random.default_rng(seed).lognormal(0.0, sigma, n)
+
+
+# -- the judge on synthetic distributions ---------------------------------------------------------
+
+def test_shifted_distribution_is_caught_and_identical_one_passes():
+    shifted = compare(lognormal(1), lognormal(2, scale=1.20))
+    assert shifted.state == "ok" and shifted.hl_ratio == pytest.approx(1.20, abs=0.03)
+    assert shifted.exceeds(1.10, alpha=0.01)
+    same = compare(lognormal(1), lognormal(2))
+    assert same.hl_ratio == pytest.approx(1.0, abs=0.03)
+    assert same.exceeds(1.05, alpha=0.01) is None and same.tail_exceeds(1.5) is None
+    assert same.p95_ci[0] <= 1.0 <= same.p95_ci[1]
+
+
+def test_tolerance_band_ignores_a_real_but_small_shift():
+    small = compare(lognormal(1, n=20000), lognormal(2, n=20000, scale=1.03))
+    assert small.p_value < 1e-6                      # the rank test sees it...
+    assert small.exceeds(1.05, alpha=0.01) is None    # ...but it is inside the band
+    assert small.exceeds(1.02, alpha=0.01)            # a tighter band flags it
+
+
+def test_faster_candidate_is_never_a_regression():
+    assert compare(lognormal(1), lognormal(2, scale=0.5)).exceeds(1.0, alpha=0.01) is None
+
+
+def test_increased_variance_with_the_same_typical_latency_is_a_tail_warning():
+    ref = lognormal(1, sigma=0.05)
+    exp = lognormal(2, sigma=0.05)
+    exp[np.random.default_rng(3).random(exp.size) < 0.10] *= 3.0   # 10% of calls 3x slower
+    cmp = compare(ref, exp)
+    assert cmp.exceeds(1.05, alpha=0.01) is None      # fastest part unchanged
+    assert cmp.tail_exceeds(1.5) and "tail grew" in cmp.tail_exceeds(1.5)
+    check = LatencyP95Check(CheckSpec(type="latency_p95", warn=1.05, fail=1.5, min_samples=20))
+    [r] = check.evaluate(_run_data({"baseline": ref, "candidate": exp}))
+    assert r.status == "warn" and "tail grew" in r.message
+
+
+def test_nan_values_are_dropped_and_counted():
+    ref = lognormal(1)
+    ref[::10] = np.nan
+    cmp = compare(ref, lognormal(2))
+    assert cmp.state == "ok" and cmp.dropped["reference"] == 300 and math.isfinite(cmp.hl_ratio)
+
+
+@pytest.mark.parametrize("ref,exp,state", [
+    ([], lognormal(1), "no_reference"),
+    ([np.nan] * 50, lognormal(1), "no_reference"),
+    (lognormal(1), [np.nan] * 50, "no_experiment"),
+    (lognormal(1), [1e-4, 2e-4], "too_few"),
+])
+def test_missing_data_states(ref, exp, state):
+    assert compare(ref, exp).state == state
+
+
+def test_all_nan_baseline_is_insufficient_data_never_a_silent_pass():
+    check = LatencyP95Check(CheckSpec(type="latency_p95", warn=1.0, fail=1.5, min_samples=20))
+    [r] = check.evaluate(_run_data({"baseline": np.full(100, np.nan), "candidate": lognormal(1, n=100)}))
+    assert r.status == "insufficient_data" and "reference has no finite latencies" in r.message
+    [r] = check.evaluate(_run_data({"baseline": lognormal(1, n=100), "candidate": np.full(100, np.nan)}))
+    assert r.status == "error"
+    [r] = check.evaluate(_run_data({"baseline": np.zeros(0), "candidate": np.zeros(0)}))
+    assert r.status == "insufficient_data"
+
+
+def test_constant_samples_are_compared_exactly():
+    same = compare(np.full(50, 2e-4), np.full(50, 2e-4))
+    assert same.constant and same.hl_ratio == 1.0 and same.exceeds(1.0001, alpha=0.01) is None
+    slower = compare(np.full(50, 1e-4), np.full(50, 2e-4))
+    assert slower.hl_ratio == pytest.approx(2.0) and slower.exceeds(1.5, alpha=0.01)
+
+
+# -- history is only compared on the same fingerprint --------------------------------------------
+
+def _measurement(scale, fp="aaaa", control="base-sha", seed=0):
+    t = Timing(1, {"baseline": lognormal(seed, n=2000), "candidate": lognormal(seed + 1, n=2000, scale=scale)}, 2, 1.0)
+    return PerfMeasurement(fingerprint={"id": fp, "cpu_model": "x"}, timings=[t],
+                           memory={"candidate": {"peak_rss_delta_bytes": 10 * 2**20}}, control=control)
+
+
+def _history_results(current, history):
+    check = PerfHistoryCheck(CheckSpec(type="perf_history", warn=1.05, fail=1.08, min_samples=200))
+    data = _run_data({}, perf=current, perf_history=[{**h.to_record(), "accepted": True} for h in history])
+    return {r.slice: r for r in check.evaluate(data)}
+
+
+def test_history_on_another_fingerprint_is_never_compared():
+    results = _history_results(_measurement(2.0, fp="new-host"), [_measurement(1.0, fp="old-host", seed=5)])
+    lat = results["latency batch=1"]
+    assert lat.status == "insufficient_data" and "no accepted history on fingerprint new-host" in lat.message
+    assert lat.evidence["history_skipped_other_fingerprint"] == 1
+    assert results["memory"].status == "insufficient_data"
+
+
+def test_history_with_another_baseline_file_is_not_compared():
+    results = _history_results(_measurement(2.0, control="other"), [_measurement(1.0, seed=5)])
+    assert results["latency batch=1"].status == "insufficient_data"
+
+
+def test_same_fingerprint_history_catches_a_slower_candidate_and_passes_an_unchanged_one():
+    history = [_measurement(1.0, seed=s) for s in (10, 20, 30)]
+    slow = _history_results(_measurement(1.3, seed=40), history)["latency batch=1"]
+    assert slow.status == "fail" and slow.value == pytest.approx(1.3, abs=0.05)
+    assert slow.evidence["history_runs"] == 3 and slow.evidence["comparison"]["p95_ci"]
+    assert slow.evidence["distributions"]["history"] and slow.evidence["distributions"]["candidate"]
+    same = _history_results(_measurement(1.0, seed=40), history)
+    assert same["latency batch=1"].status == "pass" and same["memory"].status == "pass"
+
+
+def _run_data(latency, **kw):
+    return RunData(pair="p", classes=["a", "b"], critical_classes=[], baseline=np.zeros((0, 2)),
+                   candidate=np.zeros((0, 2)), labels=None, attributes=[], latency=latency,
+                   batch_sizes=np.zeros(0), **kw)
+
+
+# -- measurement pieces ---------------------------------------------------------------------------
+
+def test_served_latency_reads_the_documented_field_and_ignores_bad_values():
+    def s(extra):
+        return Sample(1, "p", "m", None, None, None, None, [0.0], {}, None, extra)
+    samples = [s({"served_latency_ms": 12}), s({"served_latency_ms": 8.5}), s({"served_latency_ms": "fast"}),
+               s({"served_latency_ms": -1}), s({"served_latency_ms": float("nan")}), s({"served_latency_ms": True}),
+               s(None), s({"other": 3})]
+    assert served_latency_seconds(samples, "served_latency_ms").tolist() == [0.012, 0.0085]
+
+
+def test_session_memory_is_native_memory_and_grows_with_the_model(tmp_path):
+    small = write_mlp(tmp_path / "small.onnx", width=32, layers=2)
+    big = write_mlp(tmp_path / "big.onnx", width=1024, layers=8)   # ~34 MB of fp32 weights
+    pending = [session_peak_memory(path=str(p), runtime="onnxruntime", role="candidate", output="probabilities",
+                                   threads=1, providers=None, batch_size=8, sha256=p.name) for p in (small, big)]
+    small_mem, big_mem = (collect(p) for p in pending)
+    assert big_mem["peak_rss_delta_bytes"] > 30 * 2**20 > small_mem["peak_rss_delta_bytes"]
+    assert big_mem["method"].startswith("fresh subprocess")
+
+
+def test_bad_perf_config_is_one_clear_error(tmp_path):
+    raw = yaml.safe_load(example_config(tmp_path).read_text())
+    with pytest.raises(ConfigError, match=r"perf.budget_secnds: unknown key \(did you mean 'budget_seconds'\?\)"):
+        parse_config({**raw, "perf": {"budget_secnds": 2}})
+    with pytest.raises(ConfigError, match="perf.budget_seconds"):
+        parse_config({**raw, "perf": {"budget_seconds": -1}})
+
+
+def test_bad_check_params_are_one_line_config_errors(tmp_path):
+    from sentinel.revalidation import load_pair
+    cfg = parse_config(yaml.safe_load(example_config(tmp_path, checks=[
+        {"type": "latency_p95", "params": {"min_speedup": 0}}]).read_text()), source="s.yaml")
+    with pytest.raises(ConfigError, match=r"s.yaml: checks\[0\]: params.min_speedup must be a number > 0, got 0"):
+        load_pair(cfg, "triage")
+
+
+# -- end to end -----------------------------------------------------------------------------------
+
+def write_traffic(tmp_path, name, n=300, seed=1, served_ms=None):
+    x, _ = ordinary_traffic(np.random.default_rng(seed), n)
+    lines = traffic_lines(x, prefix=f"{name}-")
+    if served_ms is not None:
+        rng = np.random.default_rng(seed)
+        for m in lines:
+            m["served_latency_ms"] = float(served_ms * rng.lognormal(0, 0.1))
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("\n".join(json.dumps(m) for m in lines) + "\n")
+    return path
+
+
+def revalidate(cfg, traffic, capsys):
+    code = main(["revalidate", "--config", str(cfg), "--input", str(traffic), "--json"])
+    [run] = json.loads(capsys.readouterr().out)
+    return code, {(r["check"], r["slice"]): r for r in run["results"]}, run
+
+
+def test_revalidation_of_the_example_pair_carries_perf_results_with_evidence(tmp_path, capsys):
+    cfg = example_config(tmp_path)
+    code, first, run = revalidate(cfg, write_traffic(tmp_path, "a", served_ms=20), capsys)
+    lat = first[("latency_p95", "overall")]
+    # the int8 candidate is faster (a preempted tail may still warn on a noisy host: never fail)
+    assert lat["status"] in ("pass", "warn") and lat["value"] < 1.0
+    assert lat["evidence"]["candidate"]["p95"] > 0 and lat["evidence"]["baseline"]["p99"] > 0
+    assert lat["evidence"]["distributions"]["candidate"] and lat["evidence"]["speedup"] > 1
+    assert ("latency_p95", "batch=256") in first
+    assert first[("perf_history", "latency batch=1")]["status"] == "insufficient_data"   # no history yet
+    code, second, _ = revalidate(cfg, write_traffic(tmp_path, "b", seed=2, served_ms=20), capsys)
+    hist = second[("perf_history", "latency batch=256")]
+    assert hist["status"] in ("pass", "warn", "fail") and hist["evidence"]["history_runs"] == 1
+    assert "throughput_ratio" in hist["evidence"]
+    assert second[("perf_history", "memory")]["evidence"]["candidate_peak_bytes"] > 0
+    assert second[("latency_served", "overall")]["status"] == "pass"
+    # production got 3x slower: the served-latency check fails and the CLI exits 1
+    code, third, _ = revalidate(cfg, write_traffic(tmp_path, "c", seed=3, served_ms=60), capsys)
+    assert third[("latency_served", "overall")]["status"] == "fail" and code == 1
+
+    from sentinel.config import load_config
+    from sentinel.storage import open_store
+    perf = open_store(load_config(cfg).store.url).get_run(run["run_id"])["record"]["perf"]
+    fp = perf["fingerprint"]
+    assert fp["cpu_model"] and fp["usable_cores"] >= 1 and fp["packages"]["onnxruntime"]
+    assert fp["roles"]["candidate"]["providers"] == ["CPUExecutionProvider"] and fp["roles"]["candidate"]["threads"] == 1
+    assert [t["batch_size"] for t in perf["timings"]] == [1, 256] and perf["accepted"] is True
+    assert perf["model_bytes"]["candidate"] > 0 and perf["served"]["n"] == 300
+
+
+def test_revalidate_table_shows_the_perf_checks(tmp_path, capsys):
+    cfg = example_config(tmp_path)
+    main(["revalidate", "--config", str(cfg), "--input", str(write_traffic(tmp_path, "t"))])
+    out = capsys.readouterr().out
+    assert "latency_p95" in out and "perf_history" in out and "latency batch=256" in out
+    report = next(line.split("report: ", 1)[1] for line in out.splitlines() if "report: " in line)
+    assert "Performance comparisons" in open(report).read()
+
+
+def test_candidate_slowed_by_extra_compute_is_caught(tmp_path, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    base = write_mlp(models / "base.onnx", width=64, layers=10)
+    fast = write_mlp(models / "fast.onnx", width=64, layers=10, seed=1)
+    slow = write_mlp(models / "slow.onnx", width=64, layers=10, seed=1, extra_layers=20)   # ~3x the work
+    x = np.random.default_rng(0).standard_normal((64, 30)).astype(np.float32)
+    assert np.allclose(load_runner(fast, runtime="onnxruntime", role="c").predict_proba(x),
+                       load_runner(slow, runtime="onnxruntime", role="c").predict_proba(x), atol=1e-6)
+
+    def config(candidate):
+        cfg = example_config(tmp_path)
+        raw = yaml.safe_load(cfg.read_text())
+        raw["pairs"]["triage"]["baseline"] = {"path": str(base), "runtime": "onnxruntime"}
+        raw["pairs"]["triage"]["candidate"] = {"path": str(candidate), "runtime": "onnxruntime"}
+        raw["pairs"]["triage"]["batch_size"] = 8
+        raw["checks"] = [{"type": "latency_p95", "warn": 1.1, "fail": 1.5, "min_samples": 20},
+                         {"type": "perf_history", "warn": 1.05, "fail": 1.08, "min_samples": 50}]
+        cfg.write_text(yaml.safe_dump(raw))
+        return cfg
+
+    traffic = write_traffic(tmp_path, "t", n=200)
+    code, before, _ = revalidate(config(fast), traffic, capsys)
+    assert before[("latency_p95", "overall")]["status"] in ("pass", "warn") and code == 0
+    code, after, _ = revalidate(config(slow), traffic, capsys)
+    hist = after[("perf_history", "latency batch=1")]
+    assert hist["status"] == "fail" and hist["value"] > 1.5, hist["message"]
+    assert after[("latency_p95", "overall")]["status"] == "fail" and code == 1
+    from sentinel.config import load_config
+    from sentinel.storage import open_store
+    store = open_store(load_config(config(slow)).store.url)
+    assert [r["record"]["perf"]["accepted"] for r in store.list_runs("triage")] == [False, True]
