@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 ENV_PREFIX = "SENTINEL_"
 
@@ -280,6 +282,18 @@ def _format_error(root: type[BaseModel], err: Mapping[str, Any]) -> tuple[str, s
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     return key, msg
+
+
+def validate_file(model: type[M], raw: Any, source: str, expected: str) -> M:
+    """Validate a parsed YAML file against ``model``; the first problem is a one-line ConfigError
+    naming the file and the key. ``expected`` describes the top level for a non-mapping file."""
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "", f"expected {expected}, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        key, problem = _format_error(model, exc.errors()[0])
+        raise ConfigError(source, key, problem) from None
 
 
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:

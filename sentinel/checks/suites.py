@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import CheckSpec, Config, _format_error, read_yaml
+from ..config import CheckSpec, Config, read_yaml, validate_file
 from ..errors import ConfigError
 from ..registry import PluginError, resolve
 from .base import CHECKS, CheckParamError, StatisticalCheck, build_check
@@ -129,14 +129,7 @@ def load_suite(path: str | Path, *, pairs: list[str] | None = None) -> Suite:
     src = str(p)
     raw = read_yaml(p)
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
-    if not isinstance(raw, dict):
-        raise ConfigError(src, "", "a suite file is a mapping with suite, version, checks and/or scenarios")
-    try:
-        sf = SuiteFile.model_validate(raw)
-    except ValidationError as exc:
-        errs = exc.errors()
-        key, problem = _format_error(SuiteFile, errs[0])
-        raise ConfigError(src, key, problem) from None
+    sf = validate_file(SuiteFile, raw, src, "a mapping with suite, version, checks and/or scenarios")
     if pairs is not None:
         unknown = [x for x in sf.pairs or [] if x not in pairs]
         if unknown:

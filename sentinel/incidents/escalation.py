@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from ..config import Strict, _format_error, read_yaml
+from ..config import Strict, read_yaml, validate_file
 from ..errors import ConfigError
 from .matchers import Matcher, matches_all, parse_duration, parse_matcher
 
@@ -92,14 +92,7 @@ def is_policy_file(path: str | Path, raw: Any = None) -> bool:
 def parse_policies(raw: Any, *, source: str, targets: Iterable[str] | None) -> list[EscalationPolicy]:
     """Validate one policy file's content. ``targets`` are the configured notifier names (None:
     do not check them). Raises ConfigError naming the file and key on the first problem."""
-    if not isinstance(raw, dict):
-        raise ConfigError(source, "", f"expected a mapping with a 'policies' list, got {type(raw).__name__}")
-    try:
-        spec = _PolicyFile.model_validate(raw)
-    except ValidationError as exc:
-        errs = exc.errors()
-        key, problem = _format_error(_PolicyFile, errs[0])
-        raise ConfigError(source, key, problem) from None
+    spec = validate_file(_PolicyFile, raw, source, "a mapping with a 'policies' list")
     known = sorted(set(targets)) if targets is not None else None
     out, names = [], set()
     for i, p in enumerate(spec.policies):
