@@ -97,6 +97,33 @@ def _p_adjusted(r: dict[str, Any]) -> str:
     return f"{min(t['p_adjusted'] for t in tests):.3g}"
 
 
+_RANK = {"fail": 0, "error": 1, "warn": 2}
+
+
+def _attention(failing: list[dict[str, Any]]) -> str:
+    """What failed and why, one entry per check (worst first): its first three slices shown, the
+    rest folded, so thirty drifted features do not bury a flipped critical class."""
+    if not failing:
+        return "<p>All checks passed.</p>"
+    by_check: dict[str, list[dict[str, Any]]] = {}
+    for r in failing:
+        by_check.setdefault(r["check"], []).append(r)
+    items = []
+    for check, rs in sorted(by_check.items(), key=lambda kv: min(_RANK.get(r["status"], 3) for r in kv[1])):
+        # overall first, then safety-critical classes, then the worst
+        rs = sorted(rs, key=lambda r: (r["slice"] != "overall", not (r.get("evidence") or {}).get("critical"),
+                                       _RANK.get(r["status"], 3)))
+        line = lambda r: (f"<li><b>{_e(r['slice'])}</b>: <span style='color:{STATUS_COLOURS.get(r['status'], '#000')}'>"
+                          f"{_e(r['status'])}</span>: {_e(r['message'])}</li>")
+        shown = "".join(line(r) for r in rs[:3])
+        rest = (f"<details><summary>{len(rs) - 3} more slices</summary><ul>{''.join(line(r) for r in rs[3:])}</ul>"
+                "</details>") if len(rs) > 3 else ""
+        worst = min((r["status"] for r in rs), key=lambda st: _RANK.get(st, 3))
+        items.append(f"<li><b>{_e(check)}</b> ({_e(worst)}, {len(rs)} slice{'s' if len(rs) != 1 else ''})"
+                     f"<ul>{shown}</ul>{rest}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
 def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
     """The report as one HTML string; ``evidently`` is Evidently's own HTML report to embed."""
     results = run.get("results", [])
@@ -139,9 +166,7 @@ def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
     perf = _perf_section(results)
     if perf:
         sections.append(perf)
-    summary = ("<p>All checks passed.</p>" if not failing else "<ul>" + "".join(
-        f"<li><b>{_e(r['check'])}</b> on <b>{_e(r['slice'])}</b>: {_e(r['status'])}: {_e(r['message'])}</li>"
-        for r in failing) + "</ul>")
+    summary = _attention(failing)
     record = json.dumps(run.get("record", {}), indent=2, sort_keys=True, default=str)
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Sentinel run {run['id']} ({_e(run['pair'])})</title>
