@@ -43,6 +43,13 @@ def scheduled_revalidation(pair: str) -> None:
     daemon.revalidate(pair, trigger="schedule")
 
 
+def _preload_evidently() -> None:
+    try:
+        import evidently  # noqa: F401
+    except Exception:  # the report says so if it really cannot be imported
+        log.warning("evidently could not be imported; reports will lack its section", exc_info=True)
+
+
 class RunState(enum.Enum):
     STARTING = "starting"
     STARTED = "started"
@@ -126,6 +133,9 @@ class Daemon:
         self.source = self.source_factory(cfg) if self.source_factory else self._kafka_source()
         self.source.start()
         self._spawn(self._outbox_loop, "outbox")
+        # every run's report goes through Evidently, whose import takes 5-7 s: pay it now, beside
+        # the consumer, rather than inside the first revalidation
+        self._spawn(_preload_evidently, "preload")
         if self.serve_api:
             self._start_api()
         if self.install_signals and threading.current_thread() is threading.main_thread():

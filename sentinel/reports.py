@@ -193,34 +193,69 @@ control (p_adj below) <i>and</i> at least their warn/fail level (the minimum eff
 def _evidently_section(doc: str | None) -> str:
     if doc is None:
         return ("<h2>Evidently drift report</h2><p>None for this run: there was no reference window "
-                "(no accepted run before it and no pinned data set) or no drift check.</p>")
-    return ("<h2>Evidently drift report</h2><p>Evidently's per-column verdicts use Bonferroni-level thresholds "
+                "(no accepted run before it and no pinned data set) and no latency was measured.</p>")
+    return ("<h2>Evidently drift report</h2><p>Input features, output probabilities and latency distributions "
+            "(columns named <code>latency ms: ...</code>: candidate vs its reference). "
+            "Evidently's per-column verdicts use Bonferroni-level thresholds "
             "for p-value methods and Evidently's defaults for distances; Sentinel's decision is the table above.</p>"
             f"<iframe style='width:100%;height:1400px;border:1px solid #d0d7de' srcdoc=\"{html.escape(doc, quote=True)}\">"
             "</iframe>")
 
 
 def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
-    """Evidently's HTML for a run's inputs and candidate outputs vs its reference window, with the
-    methods the drift checks chose (None when there is no reference or no drift check ran)."""
-    if data is None or data.reference is None or data.reference.n == 0 or data.n == 0:
-        return None
+    """Evidently's HTML for the run: inputs and candidate outputs vs the reference window, with the
+    methods the drift checks chose, and the latency distributions of the perf checks (candidate as
+    current, its reference as reference). None when there is neither."""
+    ref: dict[str, Any] = {}
+    cur: dict[str, Any] = {}
+    methods: dict[str, str] = {}
+    alpha = 0.01
     drift = [r for r in results if (r.get("evidence") or {}).get("method") and r["slice"].count("=") == 1]
-    if not drift:
+    if drift and data is not None and data.reference is not None and data.reference.n and data.n:
+        methods = {r["evidence"]["column"]: r["evidence"]["method"] for r in drift}
+        names = data.features()
+        x, xr = data.flat_inputs(), data.reference.inputs.reshape(data.reference.n, -1)
+        cur = {c: x[:, j] for j, c in enumerate(names) if c in methods}
+        ref = {c: xr[:, j] for j, c in enumerate(names) if c in methods}
+        for i, cls in enumerate(data.classes):
+            col = f"p({cls})"
+            if col in methods:
+                cur[col], ref[col] = data.candidate[:, i], data.reference.candidate[:, i]
+        alpha = min((r["evidence"].get("false_alarm_rate", 0.01) for r in drift), default=0.01)
+    for col, base, cand in _latency_columns(results):
+        ref[col], cur[col], methods[col] = base, cand, "ks"
+    if not cur:
         return None
     from .checks.drift import evidently_html
 
-    methods = {r["evidence"]["column"]: r["evidence"]["method"] for r in drift}
-    names = data.features()
-    x, xr = data.flat_inputs(), data.reference.inputs.reshape(data.reference.n, -1)
-    cur = {c: x[:, j] for j, c in enumerate(names) if c in methods}
-    ref = {c: xr[:, j] for j, c in enumerate(names) if c in methods}
-    for i, cls in enumerate(data.classes):
-        col = f"p({cls})"
-        if col in methods:
-            cur[col], ref[col] = data.candidate[:, i], data.reference.candidate[:, i]
-    alpha = min((r["evidence"].get("false_alarm_rate", 0.01) for r in drift), default=0.01)
-    return evidently_html(ref, cur, methods, threshold=alpha / max(len(methods), 1))
+    return evidently_html(*_pad(ref, cur), methods, threshold=alpha / max(len(methods), 1))
+
+
+def _latency_columns(results: list[dict[str, Any]]) -> list[tuple[str, Any, Any]]:
+    """(column, reference, current) latency sketches in ms from the perf checks' evidence: the
+    same-run baseline for ``latency_p95``, the accepted history for ``perf_history``."""
+    out = []
+    for r in results:
+        dist = (r.get("evidence") or {}).get("distributions") or {}
+        if dist.get("unit") != "ms":
+            continue
+        reference = dist.get("baseline") if dist.get("baseline") else dist.get("history")
+        if reference and dist.get("candidate"):
+            out.append((f"latency ms: {r['check']} {r['slice']}", reference, dist["candidate"]))
+    return out
+
+
+def _pad(*frames: dict[str, Any]) -> list[dict[str, Any]]:
+    """Evidently takes one table per side: pad shorter columns with NaN (dropped by its tests), so
+    a 128-point latency sketch can sit beside a 2,000-row feature."""
+    import numpy as np
+
+    out = []
+    for frame in frames:
+        n = max((len(v) for v in frame.values()), default=0)
+        out.append({c: np.concatenate([np.asarray(v, dtype=float), np.full(n - len(v), np.nan)])
+                    for c, v in frame.items()})
+    return out
 
 
 def _ratio(v: Any) -> str:

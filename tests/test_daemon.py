@@ -175,8 +175,10 @@ def test_sigterm_stops_within_ten_seconds(tmp_path, broker, topic):
     # the scheduled revalidation ran on the ingested window and was recorded
     from sentinel.storage import open_store
     runs = open_store(url).list_runs()
-    assert runs and runs[-1]["n_samples"] == 200 and runs[-1]["trigger"] == "schedule"
-    assert {r["status"] for r in runs} <= {"pass", "warn", "fail", "insufficient_data", "abandoned"}
+    assert runs and all(r["trigger"] == "schedule" for r in runs)
+    assert sum(r["n_samples"] for r in runs) <= 200 and any(r["n_samples"] for r in runs)
+    # a run cut short by the stop stays 'running' until the next start marks it 'abandoned'
+    assert {r["status"] for r in runs} <= {"pass", "warn", "fail", "insufficient_data", "running"}
 
 
 def test_schedule_survives_a_restart(tmp_path, broker, topic):
