@@ -80,8 +80,8 @@ def main() -> int:
         for key, v in acc.items():
             t = np.array(v)
             rows.append((key, n, t[:, 0].mean(), t[:, 1].mean(), t[:, 2].mean()))
-    print("| check / test | n | mean conditioning total | attainable size at p <= 0.01 | at p <= 0.005 |")
-    print("|---|---|---|---|---|")
+    print("| check | test | n | mean conditioning total | attainable size at p <= 0.01 | at p <= 0.005 |")
+    print("|---|---|---|---|---|---|")
     for key, n, tot, s1, s2 in sorted(rows):
         print(f"| {key} | {n:,} | {tot:.1f} | {s1:.4f} | {s2:.4f} |")
     return 0
