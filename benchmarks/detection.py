@@ -13,7 +13,9 @@ quantization noise (logit noise sd 0.01) and decision flips on 0.5% of rows, dra
 decision boundary as quantization flips are (row weight exp(-z^2/2/0.5^2) on the logit z; the
 reference window is built the same way). Rows carry ``region`` in {eu, us, apac}.
 
-Scenarios: no change (every check; its detection rate is its false-alarm rate); flip rate
+Scenarios: no change (every check; its detection rate is its false-alarm rate); no change with
+baseline and candidate swapping roles on a random half of the rows (a diagnostic null for the
+paired tests, see below); flip rate
 0.5% -> 1/2/5%; a mean shift of 0.1/0.3/0.5 sd in one of the 30 features; candidate logits
 x2 (sharpened) or x0.5 (flattened); in region eu the candidate turns 10% of the baseline's
 positive decisions negative (a fairness gap opening in one group).
@@ -23,7 +25,16 @@ of the drift checks and 100 for drift power (Evidently's KS runs scipy's exact t
 rows per side: 30 columns cost ~0.3 s at n = 10,000), 200 for every other power row. The
 header states each count's sampling error. About 4-5 minutes on 2 cores.
 
-Usage: python benchmarks/detection.py [--null-trials 1000] [--drift-null-trials 300]
+For the no-change rows a second table puts the alarm rate next to the *test rejection rate*: the
+share of trials in which the check's family of tests rejected at its false-alarm rate (some
+adjusted p-value at most the rate, read from each result's stored evidence ``tests``) whatever
+the effect size, with the band 1% +- 2 sampling errors a calibrated family falls in; a third
+gives each kind of test's unadjusted rejection rate at the rate. In plain "no change" the
+simulated candidate really is slightly worse than the baseline on the same rows (its boundary
+flips cost Brier score and recall), so the paired tests' nulls are not exactly true there; with
+roles swapped on half the rows they are.
+
+Usage: python benchmarks/detection.py [--quick] [--null-only] [--null-trials 1000] [--drift-null-trials 300]
        [--trials 200] [--drift-trials 100] [--workers 2] [--sizes 200 500 2000 10000]
 """
 from __future__ import annotations
@@ -59,6 +70,10 @@ LOGIT_SD = 2.5
 SCENARIOS: dict[str, tuple[str | tuple[str, ...], dict]] = {
     "no change": (tuple(c for c in STAT_CHECKS if c not in DRIFT), {}),
     "no change (drift)": (DRIFT, {}),
+    # a diagnostic null for the paired tests: on a random half of the rows (window and reference
+    # alike) baseline and candidate swap roles, so "candidate worse than baseline on the same rows"
+    # is exactly false (in "no change" the simulated quantization flips make it slightly true)
+    "no change, roles swapped on half the rows": (tuple(c for c in STAT_CHECKS if c not in DRIFT), {"swap": True}),
     "flips 0.5% -> 1%": ("decision_flips", {"flips": 0.01}),
     "flips 0.5% -> 2%": ("decision_flips", {"flips": 0.02}),
     "flips 0.5% -> 5%": ("decision_flips", {"flips": 0.05}),
@@ -92,7 +107,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _window(rng: np.random.Generator, n: int, flips: float = BASE_FLIPS, shift: float = 0.0, temp: float = 1.0,
-            gap: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]]]:
+            gap: float = 0.0, swap: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]]]:
     x = rng.standard_normal((n, FEATURES))
     x[:, 7] += shift
     z = x @ _W
@@ -108,6 +123,9 @@ def _window(rng: np.random.Generator, n: int, flips: float = BASE_FLIPS, shift: 
     if gap:
         lose = (region == 0) & (pc1 > 0.5) & (rng.random(n) < gap)
         pc1[lose] = 1.0 - pc1[lose]
+    if swap:
+        half = rng.random(n) < 0.5
+        pb1, pc1 = np.where(half, pc1, pb1), np.where(half, pb1, pc1)
     attrs = [{"region": REGIONS[r]} for r in region]
     both = lambda p: np.stack([1.0 - p, p], axis=1)  # noqa: E731
     return x.astype(np.float32), both(pb1), both(pc1), y, attrs
@@ -117,22 +135,38 @@ def reference_rows(n: int) -> int:
     return n * max(1, math.ceil(_REF_MIN[0] / n))
 
 
-def trial(scenario: str, n: int, seed: int) -> dict[str, bool]:
-    """One window + reference through the checks; check type -> detected (warn or fail)."""
+def trial(scenario: str, n: int, seed: int) -> dict[str, dict]:
+    """One window + reference through the checks; check type -> its outcome (see ``_outcome``)."""
     if not _CHECKS:
         _init()
     checks, change = SCENARIOS[scenario]
     rng = np.random.default_rng([seed, n, sum(map(ord, scenario))])
-    xr, rb, rc, yr, ar = _window(rng, reference_rows(n))
+    xr, rb, rc, yr, ar = _window(rng, reference_rows(n), **({"swap": True} if change.get("swap") else {}))
     x, b, c, y, a = _window(rng, n, **{"flips": change.get("flips", BASE_FLIPS), **{k: v for k, v in change.items()
                                                                                        if k != "flips"}})
     data = RunData("sim", CLASSES, ["malignant"], b, c, y, a, {}, np.zeros(0), inputs=x, seed=seed,
                    reference=ReferenceData({"kind": "simulated"}, xr, rb, rc, ar, yr))
     names = (checks,) if isinstance(checks, str) else checks
-    return {name: any(r.status in ("warn", "fail") for r in _CHECKS[name].evaluate(data)) for name in names}
+    return {name: _outcome(_CHECKS[name].evaluate(data)) for name in names}
 
 
-def _chunk(args: tuple[str, int, list[int]]) -> list[dict[str, bool]]:
+def _outcome(results: list) -> dict:
+    """What one check did in one trial, read from its results' stored evidence (the tests are not
+    re-run here): ``alarm`` (any warn/fail), ``reject`` (any test of the check's family with
+    adjusted p-value at most the check's false-alarm rate: significant, whatever the effect), and
+    per test name (slices pooled) ``raw`` = [tests with unadjusted p-value at most the rate, tests]."""
+    reject, raw = False, {}
+    for r in results:
+        alpha = r.evidence.get("false_alarm_rate")
+        for t in r.evidence.get("tests", ()):
+            reject |= t["p_adjusted"] <= alpha      # as StatisticalCheck.decide: pass only when p_adj > rate
+            cell = raw.setdefault(t["name"], [0, 0])
+            cell[0] += t["p_value"] <= alpha
+            cell[1] += 1
+    return {"alarm": any(r.status in ("warn", "fail") for r in results), "reject": reject, "raw": raw}
+
+
+def _chunk(args: tuple[str, int, list[int]]) -> list[dict[str, dict]]:
     scenario, n, seeds = args
     return [trial(scenario, n, s) for s in seeds]
 
@@ -150,6 +184,17 @@ def _limit(trials: int) -> float:
     return TARGET + 2 * math.sqrt(TARGET * (1 - TARGET) / trials)
 
 
+def _band(trials: int) -> tuple[float, float]:
+    """1% +- 2 sampling errors at this many trials: where a calibrated test's rejection rate falls."""
+    se = math.sqrt(TARGET * (1 - TARGET) / trials)
+    return max(0.0, TARGET - 2 * se), TARGET + 2 * se
+
+
+def _mark(rate: float, trials: int) -> str:
+    lo, hi = _band(trials)
+    return "" if lo <= rate <= hi else (" (low)" if rate < lo else " (HIGH)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--null-trials", type=int, default=600, help="no-change trials per n (cheap checks)")
@@ -158,21 +203,34 @@ def main() -> int:
     ap.add_argument("--drift-trials", type=int, default=50, help="power trials per n (drift checks)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    ap.add_argument("--quick", action="store_true",
+                    help="a rough pass while developing: 200/60 no-change and 20/10 power trials")
+    ap.add_argument("--null-only", action="store_true", help="only the no-change scenarios")
     args = ap.parse_args()
+    if args.quick:
+        args.null_trials, args.drift_null_trials, args.trials, args.drift_trials = 200, 60, 20, 10
+    scenarios = {s: v for s, v in SCENARIOS.items() if not args.null_only or s.startswith("no change")}
     t0 = time.monotonic()
     jobs = []
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         trials = _trials(args, scenario)
         for n in args.sizes:
             seeds = list(range(trials))
             step = max(1, math.ceil(trials / (4 * args.workers)))
             jobs += [(scenario, n, seeds[i:i + step]) for i in range(0, trials, step)]
     rates: dict[tuple[str, str, int], list[bool]] = {}
+    rejects: dict[tuple[str, str, int], list[bool]] = {}
+    raw: dict[tuple[str, str, str, int], list[int]] = {}
     with ProcessPoolExecutor(args.workers, initializer=_init) as pool:
         for (scenario, n, _), out in zip(jobs, pool.map(_chunk, jobs)):
             for res in out:
-                for name, hit in res.items():
-                    rates.setdefault((scenario, name, n), []).append(hit)
+                for name, o in res.items():
+                    rates.setdefault((scenario, name, n), []).append(o["alarm"])
+                    rejects.setdefault((scenario, name, n), []).append(o["reject"])
+                    for test, (k, m) in o["raw"].items():
+                        cell = raw.setdefault((scenario, name, test, n), [0, 0])
+                        cell[0] += k
+                        cell[1] += m
 
     _init()
     print(f"Detection rate (share of trials with a warn or fail) by window size n; reference window "
@@ -186,7 +244,7 @@ def main() -> int:
     print(head)
     print("|" + "---|" * (3 + len(args.sizes)))
     failures = []
-    for scenario, (checks, _) in SCENARIOS.items():
+    for scenario, (checks, _) in scenarios.items():
         null = scenario.startswith("no change")
         for name in ((checks,) if isinstance(checks, str) else checks):
             cells = []
@@ -204,8 +262,54 @@ def main() -> int:
           f"{', '.join(f'{s} at n={n:,}' for s, n in FLOORS)}: {'MET' if not failures else 'MISSED'}")
     for f in failures:
         print(f"  missed: {f}")
+    _calibration_tables(args, scenarios, rates, rejects, raw)
     print(f"({time.monotonic() - t0:.0f} s, {args.workers} workers)")
     return 0 if not failures else 1
+
+
+def _calibration_tables(args: argparse.Namespace, scenarios: dict, rates: dict, rejects: dict, raw: dict) -> None:
+    """No-change rows again, the alarm rate next to the test rejection rate: the share of trials in
+    which the check's family of tests rejected at its false-alarm rate (some adjusted p-value at
+    most the rate), whatever the effect size. Then each kind of test on its own, unadjusted."""
+    nulls = [s for s in scenarios if s.startswith("no change")]
+    if not nulls:
+        return
+    bands = ", ".join(f"{lo:.2%}-{hi:.2%} at {t} trials" for t, (lo, hi) in
+                      ((t, _band(t)) for t in sorted({_trials(args, s) for s in nulls}, reverse=True)))
+    print(f"\nNo change: alarm rate / test rejection rate (share of trials in which any test of the check "
+          f"had adjusted p <= {TARGET:g}, regardless of the minimum effect size). A calibrated family rejects "
+          f"about {TARGET:.0%} of the time: 1% +- 2 sampling errors is {bands}; (low) / (HIGH) mark a "
+          f"rejection rate outside that band.\n")
+    print("| scenario | check | trials | 1% +- 2 SE | " + " | ".join(f"n={n:,} alarm / test" for n in args.sizes) + " |")
+    print("|" + "---|" * (4 + len(args.sizes)))
+    for scenario in nulls:
+        trials = _trials(args, scenario)
+        lo, hi = _band(trials)
+        for name in scenarios[scenario][0]:
+            cells = []
+            for n in args.sizes:
+                a, r = rates.get((scenario, name, n), []), rejects.get((scenario, name, n), [])
+                ra = sum(a) / len(a) if a else float("nan")
+                rr = sum(r) / len(r) if r else float("nan")
+                cells.append(f"{ra:.3f} / {rr:.3f}{_mark(rr, len(r) or trials)}")
+            print(f"| {scenario} | {name} | {trials} | {lo:.4f}-{hi:.4f} | " + " | ".join(cells) + " |")
+    print(f"\nNo change, each kind of test alone: share of tests (all slices/classes/features pooled, "
+          f"so the count is tests x trials) with unadjusted p <= {TARGET:g}. An exact or calibrated test of "
+          f"a true null sits near {TARGET:.0%}; a test whose null is not 'no change' (e.g. 'above level', "
+          f"whose null is 'rate at the warn level') sits near 0 by design.\n")
+    print("| scenario | check | test | tests x trials (n=" + f"{args.sizes[-1]:,}" + ") | "
+          + " | ".join(f"n={n:,}" for n in args.sizes) + " |")
+    print("|" + "---|" * (4 + len(args.sizes)))
+    for scenario in nulls:
+        for name in scenarios[scenario][0]:
+            tests = sorted({t for (s, c, t, _) in raw if s == scenario and c == name})
+            for test in tests:
+                cells = []
+                for n in args.sizes:
+                    k, m = raw.get((scenario, name, test, n), [0, 0])
+                    cells.append(f"{k / m:.4f}" if m else "-")
+                m_last = raw.get((scenario, name, test, args.sizes[-1]), [0, 0])[1]
+                print(f"| {scenario} | {name} | {test} | {m_last:,} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
