@@ -124,7 +124,8 @@ class SamplingConfig(Strict):
     rate: float = Field(1.0, gt=0, le=1)
     window: int = Field(10000, ge=1)
     seed: int = 0
-    stratify_by: list[str] = Field(default_factory=list)
+    stratify_by: list[str] = Field(default_factory=list)   # attributes: one window per combination
+    max_strata: int = Field(20, ge=1)                       # more strata than this share "(other)"
 
 
 class RevalidationConfig(Strict):

@@ -70,7 +70,8 @@ def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, l
             m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms)
             samples.append(SampleIn(pair=m.pair, msg_id=m.id, ts=m.ts, topic=r.topic, partition=r.partition,
                                     offset=r.offset, sample_key=sampler.key(m.pair, m.id), inputs=m.inputs,
-                                    attributes=m.attributes, label=m.label, extra=m.extra or None))
+                                    attributes=m.attributes, label=m.label, extra=m.extra or None,
+                                    stratum=sampler.stratum(m.attributes)))
         except MessageError as exc:
             raw = r.value.decode("utf-8", "replace") if isinstance(r.value, (bytes, bytearray)) else str(r.value)
             bad.append(QuarantineIn(r.topic, r.partition, r.offset, exc.reason, exc.detail, raw))
@@ -102,7 +103,8 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._api_server: Any = None
         self._signals = 0
-        self.sampler = Sampler(cfg.sampling.rate, cfg.sampling.window, cfg.sampling.seed)
+        self.sampler = Sampler(cfg.sampling.rate, cfg.sampling.window, cfg.sampling.seed,
+                               tuple(cfg.sampling.stratify_by))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,7 +226,7 @@ class Daemon:
             samples, labels, bad = decode_batch(records, shapes, self.sampler, self.cfg.kafka.labels_topic)
             try:
                 res = self.store.ingest(samples, labels, bad, window=self.cfg.sampling.window,
-                                        rate=self.cfg.sampling.rate)
+                                        rate=self.cfg.sampling.rate, max_strata=self.cfg.sampling.max_strata)
             except Exception:
                 # nothing was committed: rewind so these records are read again, not skipped
                 log.exception("store write failed; will re-read the batch")

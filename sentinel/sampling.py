@@ -6,6 +6,10 @@ smallest keys (bottom-k sampling, the order-free form of a reservoir: a uniform 
 everything seen since the last run, bounded in size). Because the decision depends only on the id,
 a message redelivered after a crash gets the same decision, two replicas agree, and a run can be
 reproduced from its seed. The store applies the window when it writes (``Store.ingest``).
+
+Stratified sampling (``stratify_by: [region]``) keeps one such window per stratum, so a rare
+group (a small region, a protected attribute value) keeps enough samples for per-slice checks
+instead of being crowded out by the common ones; ``max_strata`` bounds the number of windows.
 """
 from __future__ import annotations
 
@@ -18,6 +22,12 @@ class Sampler:
     rate: float = 1.0
     window: int = 10000
     seed: int = 0
+    stratify_by: tuple[str, ...] = ()
+
+    def stratum(self, attributes: dict[str, str]) -> str:
+        """The message's stratum: the values of the ``stratify_by`` attributes (a missing one is
+        empty), e.g. ``region=eu,age_band=60+``; "" when sampling is not stratified."""
+        return ",".join(f"{k}={attributes.get(k, '')}" for k in self.stratify_by)
 
     def key(self, pair: str, msg_id: str) -> float:
         h = hashlib.blake2b(f"{self.seed}\x1f{pair}\x1f{msg_id}".encode(), digest_size=8).digest()

@@ -75,3 +75,17 @@ def test_label_messages():
     assert decode_label(enc({"id": "r", "label": "malignant"}), SHAPES).label == "malignant"
     with pytest.raises(MessageError):
         decode_label(enc({"id": "r"}), SHAPES)
+
+
+def test_the_daemon_tags_each_sample_with_its_sampling_stratum():
+    from sentinel.daemon import decode_batch
+    from sentinel.sampling import Sampler
+    from sentinel.sources.base import RawRecord
+
+    records = [RawRecord("traffic", 0, i, None, enc({"id": f"r{i}", "inputs": [1, 2, 3], "attributes": attrs}), None)
+               for i, attrs in enumerate([{"region": "eu", "age": "60+"}, {"region": "us"}, {}])]
+    samples, _, bad = decode_batch(records, SHAPES, Sampler(stratify_by=("region", "age")), None)
+    assert not bad
+    assert [s.stratum for s in samples] == ["region=eu,age=60+", "region=us,age=", "region=,age="]
+    unstratified, _, _ = decode_batch(records, SHAPES, Sampler(), None)
+    assert {s.stratum for s in unstratified} == {""}

@@ -78,3 +78,56 @@ def test_failed_run_releases_its_window(store_url):  # noqa: F811
     assert len(store.claim_window("p", run)) == 2
     store.release_window(run)
     assert store.pending_count("p") == 2
+
+
+def stratified(i, key, stratum):
+    return SampleIn(pair="p", msg_id=f"m{i}", ts=NOW, topic="t", partition=0, offset=i, sample_key=key,
+                    inputs=[float(i)], attributes={"region": stratum}, stratum=f"region={stratum}")
+
+
+def test_stratified_window_keeps_a_rare_group_beside_a_common_one(store_url):  # noqa: F811
+    store = open_store(store_url)
+    common = [stratified(i, (i + 0.5) / 1000, "eu") for i in range(300)]          # small keys, plenty
+    rare = [stratified(1000 + i, 0.9 + i / 1000, "us") for i in range(20)]        # large keys, few
+    store.ingest(common + rare, [], [], window=50, rate=1.0)
+    run = store.create_run("p", "test", {})
+    got = store.claim_window("p", run)
+    by_region = {}
+    for s in got:
+        by_region.setdefault(s.attributes["region"], []).append(s.msg_id)
+    # unstratified, the 50 smallest keys would all be eu; per stratum, every us sample survives
+    assert len(by_region["us"]) == 20 and len(by_region["eu"]) == 50
+    assert sorted(by_region["eu"]) == sorted(f"m{i}" for i in range(50))
+
+
+def test_strata_beyond_the_limit_share_one_window(store_url):  # noqa: F811
+    store = open_store(store_url)
+    batch = [stratified(i, (i + 0.5) / 100, f"r{i % 10}") for i in range(100)]
+    r = store.ingest(batch, [], [], window=5, rate=1.0, max_strata=3)   # 10 regions, room for 3 + other
+    from sqlalchemy import func, select
+    from sentinel.storage.tables import samples
+    with store.engine.connect() as c:
+        strata = dict(c.execute(select(samples.c.stratum, func.count()).group_by(samples.c.stratum)).all())
+    assert len(strata) == 4 and strata["(other)"] == 5 and all(n == 5 for n in strata.values())
+    assert r.evicted == 80
+
+
+def test_upgrading_an_older_schema_keeps_stored_samples(tmp_path):
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from sentinel.storage.repository import MIGRATIONS, Store, make_engine
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = make_engine(url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.exec_driver_sql(
+            "INSERT INTO samples (pair, msg_id, ts, topic, partition, \"offset\", sample_key, inputs, attributes, "
+            "stored_at) VALUES ('p', 'old-1', '2026-11-21 00:00:00', 't', 0, 1, 0.5, '[1.0]', '{}', '2026-11-21 00:00:00')")
+    store = Store(engine)
+    store.migrate()
+    run = store.create_run("p", "test", {})
+    assert [s.msg_id for s in store.claim_window("p", run)] == ["old-1"]

@@ -43,6 +43,10 @@ class SampleIn:
     attributes: dict[str, str]
     label: str | None = None
     extra: dict[str, Any] | None = None
+    stratum: str = ""
+
+
+OTHER_STRATUM = "(other)"
 
 
 @dataclass(frozen=True)
@@ -124,12 +128,14 @@ class Store:
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, samples: Sequence[SampleIn], labels: Sequence[LabelIn], quarantined: Sequence[QuarantineIn],
-               *, window: int, rate: float) -> IngestResult:
+               *, window: int, rate: float, max_strata: int | None = None) -> IngestResult:
         """Store one polled batch in one transaction; the caller commits Kafka offsets after this
         returns. Duplicates (same pair and id) are dropped; each pair keeps a bottom-k window: the
         ``window`` pending samples with the smallest ``sample_key`` (a seeded hash of the id), which
         is a uniform random sample of everything seen, and gives a redelivered message the same
-        decision it got the first time."""
+        decision it got the first time. With stratified sampling the window applies per stratum
+        (``SampleIn.stratum``), so a rare group keeps its samples beside a common one; beyond
+        ``max_strata`` distinct strata in a window, new ones share the stratum ``(other)``."""
         res = IngestResult()
         now = utcnow()
         with self.engine.begin() as conn:
@@ -160,8 +166,9 @@ class Store:
                 for chunk in _chunks(ids, 500):
                     seen.update(r[0] for r in conn.execute(select(t.samples.c.msg_id).where(
                         and_(t.samples.c.pair == pair, t.samples.c.msg_id.in_(chunk)))))
-                pending = conn.execute(select(func.count()).select_from(t.samples).where(
-                    and_(t.samples.c.pair == pair, t.samples.c.run_id.is_(None)))).scalar_one()
+                pending_q = (select(t.samples.c.stratum, func.count()).where(and_(
+                    t.samples.c.pair == pair, t.samples.c.run_id.is_(None))).group_by(t.samples.c.stratum))
+                pending: dict[str, int] = {row[0]: row[1] for row in conn.execute(pending_q)}
                 for s in batch:
                     if s.msg_id in seen:
                         res.duplicates += 1
@@ -170,21 +177,24 @@ class Store:
                     if s.sample_key >= rate:
                         res.not_sampled += 1
                         continue
-                    if pending >= window:
+                    stratum = s.stratum
+                    if stratum not in pending and max_strata is not None and len(pending) >= max_strata:
+                        stratum = OTHER_STRATUM
+                    if pending.get(stratum, 0) >= window:
                         top = conn.execute(select(t.samples.c.id, t.samples.c.sample_key).where(and_(
-                            t.samples.c.pair == pair, t.samples.c.run_id.is_(None))).order_by(
-                            t.samples.c.sample_key.desc()).limit(1)).first()
+                            t.samples.c.pair == pair, t.samples.c.run_id.is_(None), t.samples.c.stratum == stratum)
+                        ).order_by(t.samples.c.sample_key.desc()).limit(1)).first()
                         if top is None or s.sample_key >= top.sample_key:
                             res.evicted += 1
                             continue
                         conn.execute(delete(t.samples).where(t.samples.c.id == top.id))
                         res.evicted += 1
-                        pending -= 1
+                        pending[stratum] -= 1
                     conn.execute(insert(t.samples).values(
                         pair=s.pair, msg_id=s.msg_id, ts=s.ts, topic=s.topic, partition=s.partition,
                         offset=s.offset, sample_key=s.sample_key, inputs=s.inputs, attributes=s.attributes,
-                        label=s.label, extra=s.extra, stored_at=now))
-                    pending += 1
+                        label=s.label, extra=s.extra, stored_at=now, stratum=stratum))
+                    pending[stratum] = pending.get(stratum, 0) + 1
                     res.stored += 1
                     res.stored_by_pair[pair] = res.stored_by_pair.get(pair, 0) + 1
         return res

@@ -26,8 +26,11 @@ samples = Table(
     Column("extra", JSON),
     Column("stored_at", DateTime(timezone=True), nullable=False),
     Column("run_id", Integer, ForeignKey("runs.id", ondelete="SET NULL")),
+    # the sampling stratum (values of sampling.stratify_by); "" when sampling is not stratified
+    Column("stratum", String(255), nullable=False, server_default=""),
     UniqueConstraint("pair", "msg_id", name="uq_samples_pair_msg"),
     Index("ix_samples_pair_run", "pair", "run_id"),
+    Index("ix_samples_pair_run_stratum", "pair", "run_id", "stratum"),
 )
 
 # Ground truth arriving on the labels topic, joined to samples by msg_id at run time.
