@@ -25,6 +25,7 @@ from sentinel.storage import tables as t
 from sentinel.storage.repository import as_utc, open_store
 
 from receivers import no_proxy, store  # noqa: F401  (fixtures)
+from test_incidents import Clock  # one injected clock for the incident and notifier tests
 
 SECRET = "s3cret-key"
 
@@ -68,17 +69,6 @@ class Receiver:
 
     def keys(self) -> list[str]:
         return [r["headers"]["Idempotency-Key"] for r in self.requests]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
 
 
 @pytest.fixture
