@@ -1,15 +1,24 @@
 """Power of the performance checks on this machine: `make bench-perf` (not a test).
 
 A pair like the bundled example (torch baseline, onnxruntime candidate) is revalidated over and
-over with candidates made slower by real extra compute (sentinel.examples.slowed: hidden layers
-widened by padding units whose results are multiplied by zero), and with no change. Each trial is one revalidation's measurement (sentinel.perf.measure_pair with the
-configured budget) judged by the perf_history check against accepted history of the unchanged
-candidate, measured at the start. Variants are run in a shuffled order within every round so
-machine drift during the benchmark hits all of them alike.
+over, each trial one revalidation's measurement (sentinel.perf.measure_pair with the configured
+budget) judged by the perf_history check exactly as the daemon does it: the reference is chosen
+by sentinel.perf.accepted.choose_reference from a rolling history of accepted runs, and a
+candidate file that differs from the accepted one is timed interleaved with it in the same run.
 
-Prints, per variant: the slowdown actually achieved (median and p95 ratio from a long
-interleaved calibration run), the detection rate (status fail) and alarm rate (warn or fail)
-over the trials, and the measurement time each decision needed. See docs/performance.md.
+Variants, in a shuffled order within every round so machine drift hits all of them alike:
+
+* no change, same file: the daemon's steady state (the accepted candidate again);
+* no change, re-exported: the same model written again with other bytes (a new sha256), so it
+  is judged against the accepted file timed alongside: the false-alarm rate of that judgement;
+* slowed 5%, 10%, 25%: a deeper trunk of identical layers (real extra compute, not sleeps; the
+  same kind of work, so the slowdown itself does not wander with the machine), the depth
+  calibrated by measurement against the unchanged candidate.
+
+Prints, per variant: the slowdown actually achieved (p10 / median / p95 latency ratio at batch
+1 from a long interleaved calibration run, median at the serving batch), the detection rate
+(status fail) and alarm rate (warn or fail) over the trials, the judged ratio, and the
+measurement time each decision needed. See docs/performance.md.
 """
 from __future__ import annotations
 
@@ -28,37 +37,41 @@ from sentinel.checks.perf import PerfHistoryCheck
 from sentinel.config import PerfConfig, default_checks
 from sentinel.examples.slowed import write_mlp
 from sentinel.examples.traffic import load_example_pair_dir, ordinary_traffic
+from sentinel.perf.accepted import choose_reference
+from sentinel.perf.fingerprint import fingerprint
 from sentinel.perf.measure import measure_pair
 from sentinel.perf.timing import time_interleaved
 from sentinel.runners.base import load_runner
 
-TARGETS = (0.0, 0.05, 0.10, 0.25)
-LAYERS, WIDTH, EXTRA_UNITS = 60, 64, 64
+TARGETS = (0.05, 0.10, 0.25)
+LAYERS, WIDTH = 60, 64
+SAME, REEXPORT = "no change, same file", "no change, re-exported"
 
 
-def calibrate(runner0, build, x, target: float, seconds: float, per_pair: float, rounds: int = 3) -> int:
-    """Number of widened layers (sentinel.examples.slowed) that makes the candidate ``target``
-    slower: p10 latency ratio at batch 1, interleaved with the unchanged candidate."""
-    m = max(1, round(target / per_pair))
-    for _ in range(rounds):
-        got = achieved(runner0, build(m), x, seconds)[0] - 1
-        step = round((target - got) / per_pair)
-        if step == 0:
-            break
-        m = min(LAYERS // 2, max(1, m + step))
-    return m
-
-
-def achieved(runner0, runner, x, seconds: float) -> tuple[float, float, float]:
-    """p10, median and p95 latency ratio of ``runner`` over the unchanged one (batch 1, interleaved)."""
-    t = time_interleaved({"a": runner0, "b": runner}, x, 1, budget_seconds=seconds)
+def achieved(runner0, runner, x, seconds: float, batch_size: int = 1) -> tuple[float, float, float]:
+    """p10, median and p95 latency ratio of ``runner`` over the unchanged one (interleaved)."""
+    t = time_interleaved({"a": runner0, "b": runner}, x, batch_size, budget_seconds=seconds)
     a, b = t.seconds["a"], t.seconds["b"]
     return tuple(float(np.percentile(b, q) / np.percentile(a, q)) for q in (10, 50, 95))  # type: ignore[return-value]
 
 
+def calibrate(runner0, build, x, target: float, per_layer: float, rounds: int = 3) -> int:
+    """Extra trunk layers that make the candidate ``target`` slower (median ratio at batch 1)."""
+    k = max(1, round(target / per_layer))
+    for _ in range(rounds):
+        got = achieved(runner0, build(k), x, 3.0)[1] - 1
+        step = round((target - got) / per_layer)
+        if step == 0:
+            break
+        k = max(1, k + step)
+    return k
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=100, help="trials of the unchanged candidate (false alarms)")
+    ap.add_argument("--trials", type=int, default=300, help="trials of the re-exported unchanged candidate "
+                    "(false alarms of the judged comparison)")
+    ap.add_argument("--same-file-trials", type=int, default=100, help="trials of the accepted file itself")
     ap.add_argument("--slowed-trials", type=int, default=40, help="trials of each slowed candidate")
     ap.add_argument("--budget", type=float, default=PerfConfig().budget_seconds, help="measurement budget (s)")
     ap.add_argument("--history", type=int, default=PerfConfig().history_runs, help="accepted runs in the history")
@@ -76,29 +89,39 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     baseline = load_runner(example / "baseline.pt2", runtime="torch", role="baseline", threads=1)
 
-    def build(widened: int):
-        path = write_mlp(tmp / f"cand-{widened}.onnx", width=WIDTH, layers=LAYERS, widened=widened,
-                         extra_units=EXTRA_UNITS)
+    def build(extra: int, tag: str = ""):
+        path = write_mlp(tmp / f"cand-{extra}{tag}.onnx", width=WIDTH, layers=LAYERS + extra, tag=tag)
         return load_runner(path, runtime="onnxruntime", role="candidate", threads=1)
 
     unchanged = build(0)
-    per_pair = (achieved(unchanged, build(12), x, 4.0)[0] - 1) / 12
-    variants = {}
-    for target in TARGETS:
-        extra = 0 if target == 0 else calibrate(unchanged, build, x, target, 3.0, per_pair)
-        runner = unchanged if extra == 0 else build(extra)
-        variants[target] = {"extra": extra, "runner": runner, "achieved": achieved(unchanged, runner, x, 8.0),
-                            "status": [], "seconds": []}
-        print(f"calibrated +{target:.0%}: {extra} widened layers; achieved p10/median/p95 "
-              + " / ".join(f"{r:.3f}" for r in variants[target]["achieved"]), file=sys.stderr, flush=True)
+    per_layer = (achieved(unchanged, build(12), x, 4.0)[1] - 1) / 12
+    variants: dict[str, dict] = {}
+    for name, runner, extra in [(SAME, unchanged, 0), (REEXPORT, build(0, tag="re-exported"), 0)] + [
+            (f"slowed {t:.0%}", None, calibrate(unchanged, build, x, t, per_layer)) for t in TARGETS]:
+        runner = runner or build(extra)
+        ratios = achieved(unchanged, runner, x, 8.0)
+        batch_ratio = achieved(unchanged, runner, x, 4.0, args.batch_size)[1]
+        variants[name] = {"extra": extra, "runner": runner, "achieved": ratios, "batch": batch_ratio,
+                          "status": [], "seconds": [], "values": [], "kinds": set(),
+                          "trials": args.same_file_trials if name == SAME else args.trials if name == REEXPORT
+                          else args.slowed_trials}
+        print(f"{name}: +{extra} layers; achieved p10/median/p95 " + " / ".join(f"{r:.3f}" for r in ratios)
+              + f", batch {args.batch_size} median {batch_ratio:.3f}", file=sys.stderr, flush=True)
+        assert runner.sha256 != unchanged.sha256 or name == SAME
 
-    history = []
-    for _ in range(args.history):
+    fp = fingerprint({"baseline": baseline, "candidate": unchanged})["id"]
+    accepted_entry = {"run_id": 0, "models": {"candidate": {"sha256": unchanged.sha256, "path": str(unchanged.path)}}}
+    history: list[dict] = []
+    for i in range(args.history):
         m = measure_pair(baseline, unchanged, x, serving_batch_size=args.batch_size, settings=settings)
-        history.insert(0, {**m.to_record(), "accepted": True})
+        history.insert(0, {**m.to_record(), "accepted": True, **accepted_entry, "run_id": -i})
 
-    def trial(runner) -> tuple[str, float]:
-        m = measure_pair(baseline, runner, x, serving_batch_size=args.batch_size, settings=settings)
+    def trial(runner) -> tuple[str, float, float, str]:
+        ref = choose_reference(history, fingerprint_id=fp, control=baseline.sha256, candidate_sha=runner.sha256,
+                               kept=None)
+        accepted = unchanged if ref["kind"] == "accepted_model" else None   # the daemon caches it the same way
+        m = measure_pair(baseline, runner, x, serving_batch_size=args.batch_size, settings=settings,
+                         accepted=accepted, reference=ref)
         data = RunData(pair="bench", classes=["a", "b"], critical_classes=[], baseline=np.zeros((0, 2)),
                        candidate=np.zeros((0, 2)), labels=None, attributes=[], latency={}, batch_sizes=np.zeros(0),
                        perf=m, perf_history=history)
@@ -106,38 +129,46 @@ def main(argv: list[str] | None = None) -> int:
         statuses = [r.status for r in results]
         worst = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass" \
             if all(s == "pass" for s in statuses) else statuses[0]
-        return worst, m.elapsed, max((r.value or 0) for r in results)
+        if runner is unchanged and worst in ("pass", "insufficient_data"):   # accepted: history rolls on
+            history.insert(0, {**m.to_record(), "accepted": True, **accepted_entry})
+            del history[args.history:]
+        return worst, m.elapsed, max((r.value or 0) for r in results), ref["kind"]
 
-    rounds = max(args.trials, args.slowed_trials)
+    rounds = max(v["trials"] for v in variants.values())
     for i in range(rounds):
-        order = [t for t in TARGETS if (args.trials if t == 0 else args.slowed_trials) > i]
+        order = [name for name, v in variants.items() if v["trials"] > i]
         rng.shuffle(order)
-        for target in order:
-            status, seconds, value = trial(variants[target]["runner"])
-            variants[target]["status"].append(status)
-            variants[target].setdefault("values", []).append(value)
-            variants[target]["seconds"].append(seconds)
+        for name in order:
+            v = variants[name]
+            status, seconds, value, kind = trial(v["runner"])
+            v["status"].append(status)
+            v["values"].append(value)
+            v["seconds"].append(seconds)
+            v["kinds"].add(kind)
         if (i + 1) % 10 == 0:
             print(f"  round {i + 1}/{rounds} ({time.monotonic() - t_start:.0f}s)", file=sys.stderr, flush=True)
 
-    print(f"\nbudget {args.budget:g}s per revalidation (batch 1 and batch {args.batch_size}), history of "
+    print(f"\nbudget {args.budget:g}s per revalidation (batch 1 and batch {args.batch_size}), rolling history of "
           f"{args.history} accepted runs, levels warn {spec.warn:g} / fail {spec.fail:g}\n")
-    print("| candidate | widened layers | achieved ratio p10 / median / p95 | trials | judged ratio median [min, max] | detected (fail) | alarms (warn or fail) | measurement s/decision (median) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| candidate | judged against | extra layers | achieved ratio batch 1 p10 / median / p95; batch "
+          f"{args.batch_size} median | trials | judged ratio median [min, max] | detected (fail) | alarms (warn or fail) "
+          "| measurement s/decision (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     ok = True
-    for target, v in variants.items():
+    for name, v in variants.items():
         st = v["status"]
         fails = sum(s == "fail" for s in st) / len(st)
         alarms = sum(s in ("warn", "fail") for s in st) / len(st)
         p10, med, p95 = v["achieved"]
         vals = v["values"]
-        name = "no change" if target == 0 else f"slowed {target:.0%}"
-        print(f"| {name} | {v['extra']} | {p10:.3f} / {med:.3f} / {p95:.3f} | {len(st)} | "
+        kinds = ", ".join(sorted(v["kinds"])).replace("accepted_model", "accepted file, same run").replace(
+            "identical", "history (same file)")
+        print(f"| {name} | {kinds} | {v['extra']} | {p10:.3f} / {med:.3f} / {p95:.3f}; {v['batch']:.3f} | {len(st)} | "
               f"{statistics.median(vals):.3f} [{min(vals):.3f}, {max(vals):.3f}] | {fails:.1%} | {alarms:.1%} | "
               f"{statistics.median(v['seconds']):.2f} |")
-        if target == 0:
+        if name in (SAME, REEXPORT):
             ok &= fails <= 0.01
-        elif target == 0.10:
+        elif name == "slowed 10%":
             ok &= fails >= 0.95
     worst_time = max(max(v["seconds"]) for v in variants.values())
     ok &= worst_time <= 30

@@ -149,6 +149,10 @@ class PerfConfig(Strict):
     threads: int = Field(1, ge=1)
     memory: bool = True                         # peak RSS of each session, in a fresh subprocess
     history_runs: int = Field(5, ge=1, le=100)  # accepted runs pooled as the reference
+    # copy each accepted candidate file here (content-addressed) so a redeployed candidate is
+    # timed against it in the same run (sentinel/perf/accepted.py); relative to the config file
+    keep_accepted_models: bool = True
+    accepted_models_dir: str = "accepted-models"
     served_latency_field: str = "served_latency_ms"
 
 

@@ -53,7 +53,7 @@ def demo_config(out: Path, bootstrap: str, webhook_url: str, seed: int) -> dict[
         }},
         "sampling": {"rate": 1.0, "window": 5000, "seed": seed},
         "revalidation": {"interval_seconds": REVALIDATE_EVERY, "seed": seed, "min_samples": 50},
-        "perf": {"budget_seconds": 1.0},   # keeps each demo revalidation well inside its interval
+        "perf": {"budget_seconds": 1.0, "accepted_models_dir": str((out / "accepted-models").resolve())},   # keeps each demo revalidation well inside its interval
         "checks": [
             {"type": "decision_flips", "warn": 0.02, "fail": 0.05, "min_samples": 200,
              "params": {"critical_warn": 0.02, "critical_fail": 0.05, "critical_min_samples": 50}},

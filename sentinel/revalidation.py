@@ -24,6 +24,8 @@ from .messages import PairShape
 from .registry import PluginError
 from .runners.base import ModelLoadError, Runner, load_runner
 from .runners.paired import PairedRunner
+from .perf.accepted import AcceptedModels, choose_reference
+from .perf.fingerprint import fingerprint
 from .perf.measure import measure_pair
 from .perf.timing import sketch
 
@@ -59,6 +61,7 @@ class LoadedPair:
     shape: PairShape
     suites: list[dict[str, Any]] = field(default_factory=list)   # record of each applying suite file
     reference: Any = None           # the suites' ReferenceSpec (None: the last accepted run)
+    accepted: Runner | None = None  # the accepted candidate file, loaded (sentinel.perf.accepted)
 
     @property
     def hashes(self) -> dict[str, dict[str, str]]:
@@ -66,7 +69,9 @@ class LoadedPair:
                 for role, r in (("baseline", self.baseline), ("candidate", self.candidate))}
 
     def close(self) -> None:
-        for r in (self.baseline, self.candidate):
+        for r in (self.baseline, self.candidate, self.accepted):
+            if r is None:
+                continue
             try:
                 r.close()
             except Exception:  # closing is best effort
@@ -185,6 +190,8 @@ class Revalidator:
         record["duration_seconds"] = round(self.clock() - t0, 3)
         self.store.finish_run(run_id, status=status, n_samples=len(samples), record=record,
                               results=[r.to_row() for r in results])
+        if (record.get("perf") or {}).get("accepted"):
+            self._keep_accepted(loaded)
         outcome = RunOutcome(run_id, pair, status, len(samples), results, None, record)
         if self.report_writer is not None:
             try:
@@ -236,6 +243,7 @@ class Revalidator:
         x = np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((n, *loaded.shape.input_shape))
         paired = PairedRunner(loaded.baseline, loaded.candidate)
         perf = None
+        history = self._perf_history(loaded.name)
         if n:
             out = paired.run(x, loaded.batch_size)
             base, cand = out.baseline, out.candidate
@@ -243,8 +251,10 @@ class Revalidator:
                 latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
             elif self.cfg.perf.enabled:
                 pc = self.cfg.pairs[loaded.name]
+                reference, accepted = self._accepted_reference(loaded, history)
                 perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
-                                    settings=self.cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate})
+                                    settings=self.cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate},
+                                    accepted=accepted, reference=reference)
                 latency = dict(perf.timing(1).seconds)
             else:
                 latency = _time_calls(paired, x)
@@ -259,7 +269,7 @@ class Revalidator:
                        baseline=base, candidate=cand, labels=labels if (labels >= 0).any() else None,
                        attributes=[dict(s.attributes) for s in samples], latency=latency,
                        batch_sizes=np.ones(len(next(iter(latency.values())))), inputs=x,
-                       seed=self.cfg.revalidation.seed, perf=perf, perf_history=self._perf_history(loaded.name),
+                       seed=self.cfg.revalidation.seed, perf=perf, perf_history=history,
                        served_latency=served, predict=_predictor(paired, loaded.batch_size),
                        feature_names=list(loaded.shape.features) if loaded.shape.features else None)
         data.reference = self._reference(loaded, data, before_run=before_run, reference_runs=reference_runs)
@@ -314,10 +324,58 @@ class Revalidator:
         for run in self.store.list_runs(pair, limit=PERF_HISTORY_SCAN):
             perf = (run.get("record") or {}).get("perf")
             if run.get("status") not in ("running", "error") and perf and perf.get("accepted"):
-                out.append(perf)
+                out.append({**perf, "run_id": run["id"], "models": (run.get("record") or {}).get("models", {})})
             if len(out) >= self.cfg.perf.history_runs:
                 break
         return out
+
+    def _kept_models(self) -> AcceptedModels | None:
+        perf = self.cfg.perf
+        return AcceptedModels(self.cfg.resolve_path(perf.accepted_models_dir)) if perf.keep_accepted_models else None
+
+    def _accepted_reference(self, loaded: LoadedPair, history: list[dict[str, Any]]
+                            ) -> tuple[dict[str, Any], Runner | None]:
+        """What perf_history judges this run's candidate against, and the accepted candidate's
+        runner when it is to be timed alongside (loaded once per file, then reused)."""
+        fp = fingerprint({"baseline": loaded.baseline, "candidate": loaded.candidate})
+        ref = choose_reference(history, fingerprint_id=fp["id"], control=loaded.baseline.sha256,
+                               candidate_sha=loaded.candidate.sha256, kept=self._kept_models())
+        if ref["kind"] != "accepted_model":
+            return ref, None
+        if loaded.accepted is not None and loaded.accepted.sha256 == ref["sha256"]:
+            return ref, loaded.accepted
+        spec = self.cfg.pairs[loaded.name].candidate
+        c = loaded.candidate
+        try:
+            runner = load_runner(ref["path"], runtime=c.runtime, role="accepted", output=spec.output,
+                                 threads=getattr(c, "threads", None), providers=spec.providers)
+        except (ModelLoadError, PluginError) as exc:
+            return {**ref, "kind": "unavailable", "reason": f"{ref['path']} does not load: {exc}"}, None
+        if runner.sha256 != ref["sha256"]:
+            runner.close()
+            return {**ref, "kind": "unavailable",
+                    "reason": f"{ref['path']} now holds other bytes (sha256 {runner.sha256[:12]})"}, None
+        if loaded.accepted is not None:
+            loaded.accepted.close()
+        loaded.accepted = runner
+        return ref, runner
+
+    def _keep_accepted(self, loaded: LoadedPair) -> None:
+        """Copy the accepted candidate file into perf.accepted_models_dir (so a later candidate
+        can be timed against it after a redeploy overwrote the path), and drop copies no run in
+        the pair's history refers to any more. Best effort: the run is already stored."""
+        kept = self._kept_models()
+        if kept is None:
+            return
+        try:
+            kept.keep(loaded.candidate.path, loaded.candidate.sha256)
+            keep = {loaded.candidate.sha256}
+            for pair in self.pairs:
+                keep |= {sha for h in self._perf_history(pair)
+                         if (sha := (h.get("models") or {}).get("candidate", {}).get("sha256"))}
+            kept.prune(keep)
+        except (OSError, ValueError) as exc:
+            log.warning("accepted candidate not kept", extra={"pair": loaded.name, "reason": str(exc)})
 
     def _record(self, loaded: LoadedPair, trigger: str) -> dict[str, Any]:
         return {"pair": loaded.name, "trigger": trigger, "models": loaded.hashes,

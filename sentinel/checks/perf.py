@@ -26,6 +26,7 @@ from .base import OVERALL, CheckResult, RunData, ThresholdCheck
 from .judge import Comparison, compare
 
 EVIDENCE_POINTS = 128   # quantiles per distribution kept in the evidence
+_CHECK_LEVEL = object()  # verdict(): use the check's own warn/fail level
 
 
 def _ms_sketch(seconds: Any, points: int = EVIDENCE_POINTS, scale: float = 1e3) -> list[float]:
@@ -83,9 +84,11 @@ class _JudgedCheck(ThresholdCheck):
                        confidence=float(self.params.get("confidence", 0.99)), seed=data.seed)
 
     def verdict(self, slice_: str, cmp: Comparison, n: int, what: str, evidence: dict[str, Any], *,
-                warn: float | None = None, fail: float | None = None) -> CheckResult:
-        warn = self.warn if warn is None else warn
-        fail = self.fail if fail is None else fail
+                warn: Any = _CHECK_LEVEL, fail: Any = _CHECK_LEVEL, tails: bool = True) -> CheckResult:
+        """``warn``/``fail`` default to the check's levels; None means "never". ``tails=False``
+        ignores the p95/p99 intervals (tails compared across runs are mostly the host's noise)."""
+        warn = self.warn if warn is _CHECK_LEVEL else warn
+        fail = self.fail if fail is _CHECK_LEVEL else fail
         evidence = {**evidence, "comparison": cmp.to_dict(), "alpha": self.alpha}
         if n < self.min_samples:
             return CheckResult(self.name, slice_, "insufficient_data", cmp.hl_ratio, n,
@@ -103,7 +106,7 @@ class _JudgedCheck(ThresholdCheck):
                                f"{what}: too few finite values ({cmp.n_reference} reference, {cmp.n_experiment} candidate)",
                                warn, fail, evidence)
         status, why = "pass", None
-        tail_warn, tail_fail = self.tail_levels
+        tail_warn, tail_fail = self.tail_levels if tails else (None, None)
         for level_status, level, tail in (("fail", fail, tail_fail), ("warn", warn, tail_warn)):
             why = cmp.exceeds(level, self.alpha) or cmp.tail_exceeds(tail)
             if why:
@@ -192,14 +195,25 @@ class PerfHistoryCheck(_JudgedCheck):
     """Candidate vs its own accepted history, only on the same fingerprint (CPU, cores, execution
     providers, threads, runtime versions) and the same baseline file.
 
-    Latency is drift-corrected: each run's candidate latencies are divided by the p10 of the
-    baseline timed interleaved with it, so a machine that is slower today (noisy neighbours,
-    frequency scaling) does not look like a candidate regression. Slices ``latency batch=N``
-    (value: Hodges–Lehmann ratio vs history; evidence also p95/p99 ratios with bootstrap CIs and
-    the throughput ratio) and ``memory`` (candidate session peak RSS vs the history median;
-    ``params.memory_warn``/``memory_fail``, default 1.10/1.25). ``min_samples`` counts timed
-    calls in this run. No history on this fingerprint yet gives ``insufficient_data``."""
+    What the latency slices (``latency batch=N``) judge depends on what the run could time
+    (``perf.reference``, from :func:`sentinel.perf.accepted.choose_reference`):
+
+    * a new candidate file, and the accepted one at hand: both were **timed interleaved in this
+      run** (role ``accepted``), so machine drift cancels; judged with ``warn``/``fail``. Value:
+      Hodges–Lehmann latency ratio new/accepted; evidence also p95/p99 ratios with bootstrap CIs
+      and the throughput ratio.
+    * the same candidate file as the accepted run: nothing about the candidate changed, so the
+      only question is whether the host did. This run's candidate latency, divided by the p10 of
+      the baseline timed with it, is compared with the accepted history divided the same way.
+      Two runtimes' relative speed wanders ±10% on a shared machine, so this only warns past
+      ``params.environment_warn`` (1.5) and fails past ``params.environment_fail`` (unset).
+    * otherwise ``insufficient_data`` naming why (no history on this fingerprint yet, or the
+      accepted file was neither kept nor left in place).
+
+    Slice ``memory``: candidate session peak RSS vs the history median (``params.memory_warn`` /
+    ``memory_fail``, default 1.10/1.25). ``min_samples`` counts timed calls in this run."""
     type = "perf_history"
+    _RANGES = {**_JudgedCheck._RANGES, "environment_warn": (0.0, None), "environment_fail": (0.0, None)}
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
         perf = data.perf
@@ -209,22 +223,28 @@ class PerfHistoryCheck(_JudgedCheck):
         fp, control = perf.fingerprint.get("id"), perf.control
         history = [h for h in data.perf_history if _same_context(h, fp, control)]
         skipped = len(data.perf_history) - len(history)
+        reference = dict(perf.reference or {})
         context = {"kind": "perf_history", "fingerprint": fp, "history_runs": len(history),
-                   "history_skipped_other_fingerprint": skipped}
+                   "history_skipped_other_fingerprint": skipped, "reference": reference}
         results = []
         for t in perf.timings:
             base, cand = t.seconds.get("baseline"), t.seconds.get("candidate")
+            slice_ = f"latency batch={t.batch_size}"
+            n = int(np.size(cand))
+            evidence = {**context, "batch_size": t.batch_size, "candidate": _summary(cand, t.batch_size)}
+            if "accepted" in t.seconds:
+                results.append(self._versus_accepted(slice_, t.batch_size, t.seconds["accepted"], cand, n,
+                                                     reference, evidence, data))
+                continue
             ref = _control(base)
             current = np.asarray(cand, dtype=float) / ref if np.isfinite(ref) else np.asarray([])
             past = [v for h in history for tm in h.get("timings", []) if tm.get("batch_size") == t.batch_size
                     and (v := _normalized(tm)) is not None]
-            slice_ = f"latency batch={t.batch_size}"
-            evidence = {**context, "batch_size": t.batch_size, "candidate": _summary(cand, t.batch_size),
-                        "distributions": {"unit": "candidate latency / same-run baseline p10",
-                                          "history": _ms_sketch(np.concatenate(past), scale=1) if past else [],
-                                          "candidate": _ms_sketch(current, scale=1)}}
+            evidence["distributions"] = {"unit": "candidate latency / same-run baseline p10",
+                                         "history": _ms_sketch(np.concatenate(past), scale=1) if past else [],
+                                         "candidate": _ms_sketch(current, scale=1)}
             if not past:
-                results.append(CheckResult(self.name, slice_, "insufficient_data", None, int(np.size(cand)),
+                results.append(CheckResult(self.name, slice_, "insufficient_data", None, n,
                                            f"no accepted history on fingerprint {fp} yet"
                                            + (f" ({skipped} run(s) on other fingerprints ignored)" if skipped else ""),
                                            self.warn, self.fail, evidence))
@@ -232,11 +252,34 @@ class PerfHistoryCheck(_JudgedCheck):
             cmp = self.compare(np.concatenate(past), current, data)
             if cmp.hl_ratio:
                 evidence["throughput_ratio"] = 1.0 / cmp.hl_ratio
-            results.append(self.verdict(slice_, cmp, int(np.size(cand)),
-                                        f"candidate latency at batch {t.batch_size} vs {len(past)} accepted run(s)",
-                                        evidence))
+            if reference.get("kind") == "identical":
+                run = reference.get("run_id")
+                what = (f"same candidate file as accepted run #{run} ({str(reference.get('sha256'))[:12]}); "
+                        f"host drift at batch {t.batch_size} vs {len(past)} accepted run(s), baseline-normalised")
+                env_fail = self.params.get("environment_fail")
+                results.append(self.verdict(slice_, cmp, n, what, evidence, tails=False,
+                                            warn=float(self.params.get("environment_warn", 1.5)),
+                                            fail=None if env_fail is None else float(env_fail)))
+                continue
+            why = reference.get("reason") or "no accepted candidate to time alongside"
+            results.append(CheckResult(
+                self.name, slice_, "insufficient_data", cmp.hl_ratio, n,
+                f"new candidate file, but the accepted one ({str(reference.get('sha256'))[:12]}, run "
+                f"#{reference.get('run_id')}) cannot be timed alongside: {why}; vs stored history x{cmp.hl_ratio:.3f} "
+                "(not judged: too drift-prone)", self.warn, self.fail, {**evidence, "comparison": cmp.to_dict()}))
         results.append(self._memory(perf, history, context))
         return results
+
+    def _versus_accepted(self, slice_: str, batch_size: int, accepted: Any, cand: Any, n: int,
+                         reference: dict[str, Any], evidence: dict[str, Any], data: RunData) -> CheckResult:
+        cmp = self.compare(accepted, cand, data)
+        evidence = {**evidence, "accepted": _summary(accepted, batch_size),
+                    "distributions": {"unit": "ms", "accepted": _ms_sketch(accepted), "candidate": _ms_sketch(cand)}}
+        if cmp.hl_ratio:
+            evidence["throughput_ratio"] = 1.0 / cmp.hl_ratio
+        what = (f"candidate latency at batch {batch_size} vs the accepted candidate "
+                f"{str(reference.get('sha256'))[:12]} (run #{reference.get('run_id')}), timed interleaved")
+        return self.verdict(slice_, cmp, n, what, evidence)
 
     def _memory(self, perf: Any, history: list[dict[str, Any]], context: dict[str, Any]) -> CheckResult:
         warn = float(self.params.get("memory_warn", 1.10))

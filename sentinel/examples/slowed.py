@@ -23,9 +23,10 @@ import numpy as np
 
 def write_mlp(path: str | Path, *, n_inputs: int = 30, width: int = 256, layers: int = 40, n_classes: int = 2,
               extra_layers: int = 0, extra_width: int | None = None, widened: int = 0, extra_units: int = 32,
-              seed: int = 0) -> Path:
+              seed: int = 0, tag: str = "") -> Path:
     """Write the model to ``path`` (weights drawn from ``seed``; the extra branch does not change
-    them). ``extra_width`` (default ``width``) sizes the extra layers, to tune the slowdown finely."""
+    them). ``extra_width`` (default ``width``) sizes the extra layers, to tune the slowdown finely.
+    ``tag`` goes into the file's doc string: the same model, other bytes (a re-export)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -80,6 +81,7 @@ def write_mlp(path: str | Path, *, n_inputs: int = 30, width: int = 256, layers:
                               [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", n_classes])], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    model.doc_string = tag
     onnx.checker.check_model(model)
     path = Path(path)
     onnx.save(model, str(path))

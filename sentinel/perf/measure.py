@@ -14,19 +14,26 @@ from .timing import PerfMeasurement, time_interleaved
 
 
 def measure_pair(baseline: Any, candidate: Any, x: np.ndarray, *, serving_batch_size: int, settings: Any,
-                 specs: dict[str, Any] | None = None, clock: Callable[[], float] = time.perf_counter) -> PerfMeasurement:
+                 specs: dict[str, Any] | None = None, accepted: Any = None, reference: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> PerfMeasurement:
     """Time both runners interleaved on the rows ``x`` at batch 1 and at the serving batch size
     (the budget split evenly between them), then measure each session's peak memory in a fresh
     subprocess (after the timing, so the probes cannot disturb it).
+
+    ``accepted``: a runner of the accepted candidate file (sentinel.perf.accepted), timed in the
+    same rounds as a third role so perf_history compares the two under the same machine drift;
+    ``reference`` (what choose_reference said) is recorded with the measurement. The fingerprint
+    covers baseline and candidate only: the accepted file runs with the candidate's settings.
 
     ``settings`` is a :class:`sentinel.config.PerfConfig`; ``specs`` maps role to its
     :class:`sentinel.config.ModelSpec` (output mode and providers for the memory probe).
     """
     t0 = clock()
     runners = {"baseline": baseline, "candidate": candidate}
+    timed = {**runners, "accepted": accepted} if accepted is not None else runners
     sizes = sorted({1, int(serving_batch_size)})
     share = settings.budget_seconds / len(sizes)
-    timings = [time_interleaved(runners, x, b, budget_seconds=share, warmup_seconds=settings.warmup_seconds,
+    timings = [time_interleaved(timed, x, b, budget_seconds=share, warmup_seconds=settings.warmup_seconds,
                                 max_calls=settings.max_calls, clock=clock) for b in sizes]
     memory: dict[str, dict[str, Any]] = {}
     if settings.memory:
@@ -43,4 +50,4 @@ def measure_pair(baseline: Any, candidate: Any, x: np.ndarray, *, serving_batch_
                   "max_calls": settings.max_calls, "batch_sizes": sizes,
                   "threads": {role: getattr(r, "threads", None) for role, r in runners.items()},
                   "providers": {role: getattr(r, "providers", None) for role, r in runners.items()}},
-        control=baseline.sha256, elapsed=clock() - t0)
+        control=baseline.sha256, elapsed=clock() - t0, reference=dict(reference or {}))

@@ -81,8 +81,12 @@ def time_interleaved(runners: dict[str, Any], x: np.ndarray, batch_size: int, *,
 
     Runs rounds (one call per role) until ``budget_seconds`` of timed rounds have passed or
     ``max_calls`` rounds are done (at least ``min_calls``), after ``warmup_seconds`` of
-    uncounted rounds. Round ``i`` uses the same batch for every role; the order is A B on even
-    rounds and B A on odd ones, so neither model always runs on a cache the other warmed.
+    uncounted rounds. Round ``i`` uses the same batch for every role. With two roles the order is
+    A B on even rounds and B A on odd ones, so each role runs first, second, after the other and
+    after itself equally often. With more roles a fixed rotation cannot do that (in A B C / C B A,
+    B never follows itself and runs on a cache someone else warmed: measured here, that alone
+    made one of two identical ONNX models look 10-15% slower), so each round's order is a
+    permutation drawn from a seeded generator: every role is equally likely in every position.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -95,6 +99,7 @@ def time_interleaved(runners: dict[str, Any], x: np.ndarray, batch_size: int, *,
             runners[role].predict_proba(pool[warm % len(pool)])
         warm += 1
     out = {role: np.empty(max_calls) for role in roles}
+    shuffle = np.random.default_rng(0) if len(roles) > 2 else None
     n = 0
     enabled = gc.isenabled()
     gc.disable()
@@ -102,7 +107,9 @@ def time_interleaved(runners: dict[str, Any], x: np.ndarray, batch_size: int, *,
         t_begin = clock()
         while n < max_calls and (n < min_calls or clock() - t_begin < budget_seconds):
             batch = pool[n % len(pool)]
-            for role in (roles if n % 2 == 0 else roles[::-1]):
+            order = ([roles[i] for i in shuffle.permutation(len(roles))] if shuffle is not None
+                     else roles if n % 2 == 0 else roles[::-1])
+            for role in order:
                 t0 = clock()
                 runners[role].predict_proba(batch)
                 out[role][n] = clock() - t0
@@ -110,7 +117,8 @@ def time_interleaved(runners: dict[str, Any], x: np.ndarray, batch_size: int, *,
     finally:
         if enabled:
             gc.enable()
-    return Timing(batch_size, {role: out[role][:n].copy() for role in roles}, warm, clock() - start)
+    return Timing(batch_size, {role: out[role][:n].copy() for role in roles}, warm, clock() - start,
+                  order="alternating ABBA" if shuffle is None else "seeded random permutation per round")
 
 
 @dataclass
@@ -124,6 +132,9 @@ class PerfMeasurement:
     served: dict[str, Any] = field(default_factory=dict)
     control: str = ""                   # sha256 of the baseline: the reference clock of the run
     elapsed: float = 0.0
+    #: what perf_history judges this candidate against (sentinel.perf.accepted.choose_reference);
+    #: with kind ``accepted_model`` the timings also carry the role ``accepted``
+    reference: dict[str, Any] = field(default_factory=dict)
 
     def timing(self, batch_size: int) -> Timing | None:
         return next((t for t in self.timings if t.batch_size == batch_size), None)
@@ -131,5 +142,5 @@ class PerfMeasurement:
     def to_record(self) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint, "control": self.control, "settings": self.settings,
                 "timings": [t.summary() for t in self.timings], "memory": self.memory,
-                "model_bytes": self.model_bytes, "served": self.served,
+                "model_bytes": self.model_bytes, "served": self.served, "reference": self.reference,
                 "elapsed_seconds": round(self.elapsed, 3)}

@@ -1,0 +1,106 @@
+"""The accepted candidate, kept so later runs can time a new candidate *against it*.
+
+Why: on a shared machine the relative speed of two different runtimes (a torch baseline and an
+onnxruntime candidate) wanders by ±10% within minutes, so "this run's candidate, normalised by
+this run's baseline, vs last week's" cannot tell a 10% regression from the weather. Timing the
+accepted candidate file itself, interleaved call by call with the new one, puts both under the
+same drift; measured here, two copies of one ONNX graph timed that way agree to ±2.5%
+(docs/performance.md). So when a run is accepted, its candidate file is copied into a
+content-addressed directory (``perf.accepted_models_dir``), and :func:`choose_reference` tells
+the next run what to compare with:
+
+* ``accepted_model``: a different candidate than the accepted one, and the accepted file is at
+  hand (the kept copy, or the recorded path still holding those bytes): time it alongside.
+* ``identical``: the candidate is byte-for-byte the accepted one on the same fingerprint; there
+  is no candidate change to judge (the host's own drift is reported, not judged as a regression).
+* ``unavailable``: a different candidate, but the accepted file was not kept and is gone.
+* ``none``: no accepted run on this fingerprint and baseline yet.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _candidate_sha(entry: dict[str, Any]) -> str | None:
+    return ((entry.get("models") or {}).get("candidate") or {}).get("sha256")
+
+
+def choose_reference(history: list[dict[str, Any]], *, fingerprint_id: str, control: str,
+                     candidate_sha: str, kept: "AcceptedModels | None") -> dict[str, Any]:
+    """What this run's candidate is judged against, from the pair's accepted perf history
+    (newest first; entries carry ``models`` and ``run_id``). Returns a JSON-able dict with
+    ``kind`` (see the module docstring) and, when there is an accepted run, its ``run_id``,
+    ``sha256`` and the ``path`` to load (``accepted_model`` only)."""
+    same = [h for h in history if h.get("fingerprint", {}).get("id") == fingerprint_id
+            and h.get("control") == control and _candidate_sha(h)]
+    if not same:
+        return {"kind": "none"}
+    newest = same[0]
+    sha = _candidate_sha(newest)
+    ref: dict[str, Any] = {"run_id": newest.get("run_id"), "sha256": sha}
+    if sha == candidate_sha:
+        return {"kind": "identical", **ref}
+    recorded = (newest.get("models") or {}).get("candidate", {}).get("path")
+    for path in ([kept.find(sha)] if kept is not None else []) + [Path(recorded) if recorded else None]:
+        if path is not None and path.is_file():
+            return {"kind": "accepted_model", **ref, "path": str(path)}
+    why = ("perf.keep_accepted_models is false" if kept is None
+           else f"no copy in {kept.root}") + (f" and {recorded} is gone" if recorded else "")
+    return {"kind": "unavailable", **ref, "reason": why}
+
+
+class AcceptedModels:
+    """A directory of accepted candidate files named ``<sha256><suffix>`` (content-addressed, so
+    a redeployed file at the same path never overwrites the copy a later run compares with)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def find(self, sha256: str) -> Path | None:
+        if not self.root.is_dir():
+            return None
+        return next((p for p in sorted(self.root.glob(f"{sha256}*")) if p.is_file() and not p.name.startswith(".")),
+                    None)
+
+    def keep(self, path: str | Path, sha256: str) -> Path:
+        """Copy ``path`` in as ``<sha256><suffix>`` unless it is there; the copy is written to a
+        temporary name and renamed, so a crash never leaves a truncated file under the final name.
+        Raises ValueError when the file's bytes are not ``sha256`` (it changed under us)."""
+        from ..runners.base import sha256_file
+
+        existing = self.find(sha256)
+        if existing is not None:
+            return existing
+        src = Path(path)
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.root / f"{sha256}{''.join(src.suffixes[-1:])}"
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            got = sha256_file(tmp)
+            if got != sha256:
+                raise ValueError(f"{src} changed while being kept: sha256 {got[:12]}, expected {sha256[:12]}")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return target
+
+    def prune(self, keep: set[str]) -> list[Path]:
+        """Delete kept files whose sha256 is not in ``keep``; returns what was deleted."""
+        gone = []
+        if not self.root.is_dir():
+            return gone
+        for p in self.root.iterdir():
+            if p.is_file() and not p.name.startswith(".") and p.name.split(".", 1)[0] not in keep:
+                p.unlink()
+                gone.append(p)
+        return gone
