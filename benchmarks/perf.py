@@ -11,18 +11,22 @@ Variants, in a shuffled order within every round so machine drift hits all of th
 * no change, same file: the daemon's steady state (the accepted candidate again);
 * no change, re-exported: the same model written again with other bytes (a new sha256), so it
   is judged against the accepted file timed alongside: the false-alarm rate of that judgement;
+  every trial writes a new one and loads new sessions of both (sessions of one file differ in
+  speed by a few percent, so one pair of sessions would sample that only once);
 * slowed 5%, 10%, 25%: a deeper trunk of identical layers (real extra compute, not sleeps; the
   same kind of work, so the slowdown itself does not wander with the machine), the depth
   calibrated by measurement against the unchanged candidate.
 
-Prints, per variant: the slowdown actually achieved (p10 / median / p95 latency ratio at batch
-1 from a long interleaved calibration run, median at the serving batch), the detection rate
+Prints, per variant: the slowdown actually achieved (the judge's Hodges-Lehmann ratio over the
+unchanged candidate at batch 1 and at the serving batch, median of three fresh pairs of
+sessions timed interleaved, two roles only), the detection rate
 (status fail) and alarm rate (warn or fail) over the trials, the judged ratio, and the
 measurement time each decision needed. See docs/performance.md.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from sentinel.checks.base import RunData
+from sentinel.checks.judge import compare
 from sentinel.checks.perf import PerfHistoryCheck
 from sentinel.config import PerfConfig, default_checks
 from sentinel.examples.slowed import write_mlp
@@ -48,18 +53,23 @@ LAYERS, WIDTH = 60, 64
 SAME, REEXPORT = "no change, same file", "no change, re-exported"
 
 
-def achieved(runner0, runner, x, seconds: float, batch_size: int = 1) -> tuple[float, float, float]:
-    """p10, median and p95 latency ratio of ``runner`` over the unchanged one (interleaved)."""
-    t = time_interleaved({"a": runner0, "b": runner}, x, batch_size, budget_seconds=seconds)
-    a, b = t.seconds["a"], t.seconds["b"]
-    return tuple(float(np.percentile(b, q) / np.percentile(a, q)) for q in (10, 50, 95))  # type: ignore[return-value]
+def achieved(path0: Path, path: Path, x, seconds: float, batch_size: int = 1, pairs: int = 3) -> float:
+    """How much slower the model at ``path`` is than the one at ``path0``: the judge's
+    Hodges-Lehmann ratio (fastest 20%), timed interleaved, median over ``pairs`` fresh pairs of
+    sessions (one pair of sessions carries a few percent of bias of its own)."""
+    ratios = []
+    for _ in range(pairs):
+        a, b = (load_runner(p, runtime="onnxruntime", role="c", threads=1) for p in (path0, path))
+        t = time_interleaved({"a": a, "b": b}, x, batch_size, budget_seconds=seconds)
+        ratios.append(compare(t.seconds["a"], t.seconds["b"], n_boot=100).hl_ratio)
+    return float(np.median(ratios))
 
 
-def calibrate(runner0, build, x, target: float, per_layer: float, rounds: int = 3) -> int:
-    """Extra trunk layers that make the candidate ``target`` slower (median ratio at batch 1)."""
+def calibrate(path0: Path, write, x, target: float, per_layer: float, rounds: int = 2) -> int:
+    """Extra trunk layers that make the candidate ``target`` slower at batch 1."""
     k = max(1, round(target / per_layer))
     for _ in range(rounds):
-        got = achieved(runner0, build(k), x, 3.0)[1] - 1
+        got = achieved(path0, write(k), x, 2.0) - 1
         step = round((target - got) / per_layer)
         if step == 0:
             break
@@ -77,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--history", type=int, default=PerfConfig().history_runs, help="accepted runs in the history")
     ap.add_argument("--batch-size", type=int, default=16, help="serving batch size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dump", help="write every trial (variant, per-slice value and status) to this JSON-lines file")
     args = ap.parse_args(argv)
     t_start = time.monotonic()
+    dump = open(args.dump, "w", encoding="utf-8") if args.dump else None
     rng = random.Random(args.seed)
     settings = PerfConfig(budget_seconds=args.budget, memory=False)
     spec = next(c for c in default_checks() if c.type == "perf_history")   # the shipped levels
@@ -89,24 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-"))
     baseline = load_runner(example / "baseline.pt2", runtime="torch", role="baseline", threads=1)
 
+    def write(extra: int, tag: str = "") -> Path:
+        return write_mlp(tmp / f"cand-{extra}{tag}.onnx", width=WIDTH, layers=LAYERS + extra, tag=tag)
+
     def build(extra: int, tag: str = ""):
-        path = write_mlp(tmp / f"cand-{extra}{tag}.onnx", width=WIDTH, layers=LAYERS + extra, tag=tag)
-        return load_runner(path, runtime="onnxruntime", role="candidate", threads=1)
+        return load_runner(write(extra, tag), runtime="onnxruntime", role="candidate", threads=1)
 
     unchanged = build(0)
-    per_layer = (achieved(unchanged, build(12), x, 4.0)[1] - 1) / 12
+    per_layer = (achieved(unchanged.path, write(20), x, 2.0) - 1) / 20
     variants: dict[str, dict] = {}
-    for name, runner, extra in [(SAME, unchanged, 0), (REEXPORT, build(0, tag="re-exported"), 0)] + [
-            (f"slowed {t:.0%}", None, calibrate(unchanged, build, x, t, per_layer)) for t in TARGETS]:
-        runner = runner or build(extra)
-        ratios = achieved(unchanged, runner, x, 8.0)
-        batch_ratio = achieved(unchanged, runner, x, 4.0, args.batch_size)[1]
-        variants[name] = {"extra": extra, "runner": runner, "achieved": ratios, "batch": batch_ratio,
+    for name, extra in [(SAME, 0), (REEXPORT, 0)] + [
+            (f"slowed {t:.0%}", calibrate(unchanged.path, write, x, t, per_layer)) for t in TARGETS]:
+        runner = unchanged if name == SAME else build(extra, tag="re-exported" if name == REEXPORT else "")
+        ratios = (achieved(unchanged.path, runner.path, x, 3.0), achieved(unchanged.path, runner.path, x, 3.0,
+                                                                           args.batch_size))
+        variants[name] = {"extra": extra, "runner": runner, "achieved": ratios,
                           "status": [], "seconds": [], "values": [], "kinds": set(),
                           "trials": args.same_file_trials if name == SAME else args.trials if name == REEXPORT
                           else args.slowed_trials}
-        print(f"{name}: +{extra} layers; achieved p10/median/p95 " + " / ".join(f"{r:.3f}" for r in ratios)
-              + f", batch {args.batch_size} median {batch_ratio:.3f}", file=sys.stderr, flush=True)
+        print(f"{name}: +{extra} layers; achieved ratio batch 1 {ratios[0]:.3f}, batch {args.batch_size} "
+              f"{ratios[1]:.3f}", file=sys.stderr, flush=True)
         assert runner.sha256 != unchanged.sha256 or name == SAME
 
     fp = fingerprint({"baseline": baseline, "candidate": unchanged})["id"]
@@ -116,10 +130,21 @@ def main(argv: list[str] | None = None) -> int:
         m = measure_pair(baseline, unchanged, x, serving_batch_size=args.batch_size, settings=settings)
         history.insert(0, {**m.to_record(), "accepted": True, **accepted_entry, "run_id": -i})
 
+    def fresh(name: str, i: int):
+        """The variant's candidate in a new session (a re-export: a new file too). Sessions of one
+        file differ in speed by a few percent (memory placement), so every trial draws new ones."""
+        if name == SAME:
+            return unchanged
+        if name == REEXPORT:
+            return build(0, tag=f"re-exported-{i}")
+        return load_runner(variants[name]["runner"].path, runtime="onnxruntime", role="candidate", threads=1)
+
     def trial(runner) -> tuple[str, float, float, str]:
         ref = choose_reference(history, fingerprint_id=fp, control=baseline.sha256, candidate_sha=runner.sha256,
                                kept=None)
-        accepted = unchanged if ref["kind"] == "accepted_model" else None   # the daemon caches it the same way
+        accepted = None
+        if ref["kind"] == "accepted_model":   # a fresh session of the accepted file, as after a daemon restart
+            accepted = load_runner(ref["path"], runtime="onnxruntime", role="accepted", threads=1)
         m = measure_pair(baseline, runner, x, serving_batch_size=args.batch_size, settings=settings,
                          accepted=accepted, reference=ref)
         data = RunData(pair="bench", classes=["a", "b"], critical_classes=[], baseline=np.zeros((0, 2)),
@@ -129,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         statuses = [r.status for r in results]
         worst = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass" \
             if all(s == "pass" for s in statuses) else statuses[0]
+        if dump is not None:
+            dump.write(json.dumps({"t": round(time.monotonic() - t_start, 1), "candidate": runner.path.name,
+                                   "reference": ref["kind"], "elapsed": round(m.elapsed, 2),
+                                   "slices": {r.slice: [r.status, r.value] for r in results}}) + "\n")
+            dump.flush()
         if runner is unchanged and worst in ("pass", "insufficient_data"):   # accepted: history rolls on
             history.insert(0, {**m.to_record(), "accepted": True, **accepted_entry})
             del history[args.history:]
@@ -140,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         rng.shuffle(order)
         for name in order:
             v = variants[name]
-            status, seconds, value, kind = trial(v["runner"])
+            status, seconds, value, kind = trial(fresh(name, i))
             v["status"].append(status)
             v["values"].append(value)
             v["seconds"].append(seconds)
@@ -150,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nbudget {args.budget:g}s per revalidation (batch 1 and batch {args.batch_size}), rolling history of "
           f"{args.history} accepted runs, levels warn {spec.warn:g} / fail {spec.fail:g}\n")
-    print("| candidate | judged against | extra layers | achieved ratio batch 1 p10 / median / p95; batch "
-          f"{args.batch_size} median | trials | judged ratio median [min, max] | detected (fail) | alarms (warn or fail) "
+    print(f"| candidate | judged against | extra layers | achieved ratio batch 1; batch {args.batch_size} | trials | judged ratio median [min, max] | detected (fail) | alarms (warn or fail) "
           "| measurement s/decision (median) |")
     print("|---|---|---|---|---|---|---|---|---|")
     ok = True
@@ -159,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         st = v["status"]
         fails = sum(s == "fail" for s in st) / len(st)
         alarms = sum(s in ("warn", "fail") for s in st) / len(st)
-        p10, med, p95 = v["achieved"]
+        b1, bn = v["achieved"]
         vals = v["values"]
         kinds = ", ".join(sorted(v["kinds"])).replace("accepted_model", "accepted file, same run").replace(
             "identical", "history (same file)")
-        print(f"| {name} | {kinds} | {v['extra']} | {p10:.3f} / {med:.3f} / {p95:.3f}; {v['batch']:.3f} | {len(st)} | "
+        print(f"| {name} | {kinds} | {v['extra']} | {b1:.3f}; {bn:.3f} | {len(st)} | "
               f"{statistics.median(vals):.3f} [{min(vals):.3f}, {max(vals):.3f}] | {fails:.1%} | {alarms:.1%} | "
               f"{statistics.median(v['seconds']):.2f} |")
         if name in (SAME, REEXPORT):

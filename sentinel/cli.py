@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
     p.add_argument("run_id", type=int)
 
+    p = sub.add_parser("accept", help="accept a run's performance as the new normal (e.g. a candidate that is "
+                                      "slower on purpose): later candidates are judged against it")
+    _config_arg(p)
+    p.add_argument("run_id", type=int)
+    p.add_argument("--actor", default=os.environ.get("USER", "cli"))
+    p.add_argument("--reason", required=True, help="why (kept in the run record)")
+
     p = sub.add_parser("demo", help="the whole loop on embedded defaults: broker, traffic, drift, incident")
     p.add_argument("--out", default="demo-output", help="folder for the demo's database, reports and logs")
     p.add_argument("--max-seconds", type=float, default=150.0, help="give up after this long")
@@ -120,6 +127,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_report(cfg, args.run_id, rewrite=args.rewrite, open_it=args.open)
     if cmd == "replay":
         return cmd_replay(cfg, args.run_id)
+    if cmd == "accept":
+        return cmd_accept(cfg, args.run_id, actor=args.actor, reason=args.reason)
     raise AssertionError(cmd)
 
 
@@ -400,6 +409,29 @@ def print_incident(inc: dict[str, Any]) -> None:
         print(f"  - {e['at']} {e['action']} by {e['actor']} ({e.get('from_state')} -> {e.get('to_state')})")
     for d in inc.get("deliveries", []):
         print(f"  > notify {d['target']}: {d['status']} (attempts {d['attempts']}){' ' + d['last_error'] if d.get('last_error') else ''}")
+
+
+def cmd_accept(cfg: Any, run_id: int, *, actor: str, reason: str) -> int:
+    """Accept a run's performance (``perf_history`` then judges later candidates against this
+    run's candidate) and keep a copy of its candidate file when the recorded path still holds it."""
+    from .perf.accepted import AcceptedModels
+    from .runners.base import sha256_file
+
+    store = _open_store(cfg)
+    perf = store.accept_perf(run_id, actor=actor, reason=reason)
+    run = store.get_run(run_id)
+    cand = (run["record"].get("models") or {}).get("candidate", {})
+    by = perf.get("accepted_by", {})
+    print(f"run {run_id} ({run['pair']}): performance accepted by {by.get('actor')} at {by.get('at')}: {by.get('reason')}")
+    if cfg.perf.keep_accepted_models and cand.get("path") and cand.get("sha256"):
+        kept = AcceptedModels(cfg.resolve_path(cfg.perf.accepted_models_dir))
+        path = Path(cand["path"])
+        if kept.find(cand["sha256"]) is None and not (path.is_file() and sha256_file(path) == cand["sha256"]):
+            print(f"warning: {path} no longer holds candidate {cand['sha256'][:12]}; it is not kept, so a later, "
+                  "different candidate cannot be timed against it", file=sys.stderr)
+        else:
+            print(f"candidate {cand['sha256'][:12]} kept at {kept.keep(path, cand['sha256'])}")
+    return EXIT_OK
 
 
 def cmd_report(cfg: Any, run_id: int, *, rewrite: bool = False, open_it: bool = False) -> int:

@@ -233,13 +233,13 @@ def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
 
 def _latency_columns(results: list[dict[str, Any]]) -> list[tuple[str, Any, Any]]:
     """(column, reference, current) latency sketches in ms from the perf checks' evidence: the
-    same-run baseline for ``latency_p95``, the accepted history for ``perf_history``."""
+    same-run baseline for ``latency_p95``, the accepted candidate timed alongside for ``perf_history``."""
     out = []
     for r in results:
         dist = (r.get("evidence") or {}).get("distributions") or {}
         if dist.get("unit") != "ms":
             continue
-        reference = dist.get("baseline") if dist.get("baseline") else dist.get("history")
+        reference = next((dist[k] for k in ("baseline", "accepted", "history") if dist.get(k)), None)
         if reference and dist.get("candidate"):
             out.append((f"latency ms: {r['check']} {r['slice']}", reference, dist["candidate"]))
     return out

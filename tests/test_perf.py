@@ -343,26 +343,49 @@ def test_candidate_slowed_by_extra_compute_is_caught(tmp_path, capsys):
     x = np.random.default_rng(0).standard_normal((64, 30)).astype(np.float32)
     assert np.allclose(load_runner(fast, runtime="onnxruntime", role="c").predict_proba(x),
                        load_runner(slow, runtime="onnxruntime", role="c").predict_proba(x), atol=1e-6)
-
-    def config(candidate):
-        cfg = example_config(tmp_path)
-        raw = yaml.safe_load(cfg.read_text())
-        raw["pairs"]["triage"]["baseline"] = {"path": str(base), "runtime": "onnxruntime"}
-        raw["pairs"]["triage"]["candidate"] = {"path": str(candidate), "runtime": "onnxruntime"}
-        raw["pairs"]["triage"]["batch_size"] = 8
-        raw["checks"] = [{"type": "latency_p95", "warn": 1.1, "fail": 1.5, "min_samples": 20},
-                         {"type": "perf_history", "warn": 1.05, "fail": 1.08, "min_samples": 50}]
-        cfg.write_text(yaml.safe_dump(raw))
-        return cfg
+    deployed = models / "candidate.onnx"          # the path the config names; redeploys overwrite it
+    cfg = example_config(tmp_path)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["pairs"]["triage"]["baseline"] = {"path": str(base), "runtime": "onnxruntime"}
+    raw["pairs"]["triage"]["candidate"] = {"path": str(deployed), "runtime": "onnxruntime"}
+    raw["pairs"]["triage"]["batch_size"] = 8
+    raw["checks"] = [{"type": "latency_p95", "warn": 1.1, "fail": 1.5, "min_samples": 20},
+                     {"type": "perf_history", "warn": 1.05, "fail": 1.08, "min_samples": 50}]
+    cfg.write_text(yaml.safe_dump(raw))
 
     traffic = write_traffic(tmp_path, "t", n=200)
-    code, before, _ = revalidate(config(fast), traffic, capsys)
+    deployed.write_bytes(fast.read_bytes())
+    code, before, _ = revalidate(cfg, traffic, capsys)
     assert before[("latency_p95", "overall")]["status"] in ("pass", "warn") and code == 0
-    code, after, _ = revalidate(config(slow), traffic, capsys)
+    kept = list((tmp_path / "accepted-models").iterdir())
+    assert [p.read_bytes() for p in kept] == [fast.read_bytes()]          # the accepted file, kept
+    deployed.write_bytes(slow.read_bytes())       # redeployed: the accepted bytes are gone from the path
+    code, after, _ = revalidate(cfg, traffic, capsys)
     hist = after[("perf_history", "latency batch=1")]
     assert hist["status"] == "fail" and hist["value"] > 1.5, hist["message"]
+    assert hist["evidence"]["reference"]["kind"] == "accepted_model"
+    assert hist["evidence"]["reference"]["path"] == str(kept[0]) and hist["evidence"]["accepted"]["p95"] > 0
     assert after[("latency_p95", "overall")]["status"] == "fail" and code == 1
     from sentinel.config import load_config
     from sentinel.storage import open_store
-    store = open_store(load_config(config(slow)).store.url)
-    assert [r["record"]["perf"]["accepted"] for r in store.list_runs("triage")] == [False, True]
+    store = open_store(load_config(cfg).store.url)
+    runs = store.list_runs("triage")
+    assert [r["record"]["perf"]["accepted"] for r in runs] == [False, True]
+    assert {t["roles"].keys() == {"baseline", "candidate", "accepted"} for t in runs[0]["record"]["perf"]["timings"]} \
+        == {True}
+    # the regression never becomes the reference: the next run is judged against the same kept file
+    code, again, _ = revalidate(cfg, traffic, capsys)
+    assert again[("perf_history", "latency batch=1")]["status"] == "fail" and list(kept[0].parent.iterdir()) == kept
+    # until someone accepts it on purpose (e.g. a bigger, better model); then it is the reference
+    assert main(["accept", "--config", str(cfg), "999", "--reason", "x"]) == 2
+    assert "no run with id 999" in capsys.readouterr().err
+    slow_run = store.list_runs("triage")[0]["id"]
+    assert main(["accept", "--config", str(cfg), str(slow_run), "--actor", "ana", "--reason", "v2 is bigger"]) == 0
+    out = capsys.readouterr().out
+    assert f"run {slow_run} (triage): performance accepted by ana" in out and "kept at" in out
+    code, accepted, _ = revalidate(cfg, traffic, capsys)
+    hist = accepted[("perf_history", "latency batch=1")]
+    assert hist["evidence"]["reference"] == {"kind": "identical", "run_id": slow_run,
+                                             "sha256": load_runner(slow, runtime="onnxruntime", role="c").sha256}
+    assert hist["status"] == "pass", hist["message"]
+    assert store.get_run(slow_run)["record"]["perf"]["accepted_by"]["reason"] == "v2 is bigger"

@@ -166,6 +166,10 @@ class LatencyP95Check(_JudgedCheck):
         return results
 
 
+def _candidate_sha(record: dict[str, Any]) -> str | None:
+    return ((record.get("models") or {}).get("candidate") or {}).get("sha256")
+
+
 def _same_context(record: dict[str, Any], fingerprint_id: str, control: str) -> bool:
     return record.get("fingerprint", {}).get("id") == fingerprint_id and record.get("control") == control
 
@@ -210,6 +214,7 @@ class PerfHistoryCheck(_JudgedCheck):
     * otherwise ``insufficient_data`` naming why (no history on this fingerprint yet, or the
       accepted file was neither kept nor left in place).
 
+    Only accepted runs of the reference candidate file count as its history.
     Slice ``memory``: candidate session peak RSS vs the history median (``params.memory_warn`` /
     ``memory_fail``, default 1.10/1.25). ``min_samples`` counts timed calls in this run."""
     type = "perf_history"
@@ -221,9 +226,12 @@ class PerfHistoryCheck(_JudgedCheck):
             return [CheckResult(self.name, OVERALL, "insufficient_data", None, 0,
                                 "no performance measurement in this run (perf.enabled is false?)", self.warn, self.fail)]
         fp, control = perf.fingerprint.get("id"), perf.control
+        reference = dict(perf.reference or {})
         history = [h for h in data.perf_history if _same_context(h, fp, control)]
         skipped = len(data.perf_history) - len(history)
-        reference = dict(perf.reference or {})
+        # the reference candidate's own runs (records written before models were stored: all)
+        history = [h for h in history if _candidate_sha(h) in (None, reference.get("sha256"))] \
+            if reference.get("sha256") else history
         context = {"kind": "perf_history", "fingerprint": fp, "history_runs": len(history),
                    "history_skipped_other_fingerprint": skipped, "reference": reference}
         results = []

@@ -81,13 +81,15 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class Sample:
-    id: int
+    """A stored sample, or one read from a file (``sentinel revalidate --input``): those have no
+    Kafka position, so ``id``, ``ts``, ``topic``, ``partition`` and ``offset`` may be None."""
+    id: int | None
     pair: str
     msg_id: str
-    ts: dt.datetime
-    topic: str
-    partition: int
-    offset: int
+    ts: dt.datetime | None
+    topic: str | None
+    partition: int | None
+    offset: int | None
     inputs: Any
     attributes: dict[str, str]
     label: str | None
@@ -270,6 +272,28 @@ class Store:
                 report_path=report_path, error=error))
             if results:
                 conn.execute(insert(t.check_results), [{**r, "run_id": run_id} for r in results])
+
+    def accept_perf(self, run_id: int, *, actor: str, reason: str | None) -> dict[str, Any]:
+        """Mark a finished run's performance as accepted (it joins the pair's perf history and
+        its candidate becomes the one later candidates are timed against); returns the updated
+        perf record. Raises NotFoundError / StateError naming what is wrong."""
+        from ..errors import NotFoundError, StateError
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id).with_for_update()).first()
+            if row is None:
+                raise NotFoundError("run", run_id)
+            if row.status in ("running", "error"):
+                raise StateError(f"run {run_id} is {row.status}: only a finished run can be accepted")
+            record = dict(row.record or {})
+            perf = record.get("perf")
+            if not perf or not perf.get("timings"):
+                raise StateError(f"run {run_id} has no performance measurement to accept (perf.enabled was false?)")
+            if perf.get("accepted"):
+                return perf
+            record["perf"] = {**perf, "accepted": True,
+                              "accepted_by": {"actor": actor, "reason": reason, "at": utcnow().isoformat()}}
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(record=record))
+            return record["perf"]
 
     def set_report_path(self, run_id: int, path: str) -> None:
         with self.engine.begin() as conn:
