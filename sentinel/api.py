@@ -134,6 +134,21 @@ def create_app(daemon: Any) -> FastAPI:
             out.append({"pair": name, "run_id": o.run_id if o else None, "status": o.status if o else "skipped"})
         return JSONResponse({"runs": out}, status_code=201)
 
+    @app.post("/api/v1/runs/{run_id}/accept")
+    def accept(req: Request, run_id: int, body: Any = Body(None)) -> dict[str, Any]:
+        """{"reason": "..."}: accept the run's performance as the new normal (docs/performance.md)."""
+        from .perf.accepted import AcceptedModels, accept_run
+
+        authorise(req, mutate=True)
+        if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
+            raise ApiError(400, "bad_request", 'body must be a JSON object like {"reason": "..."}')
+        perf = cfg.perf
+        kept = AcceptedModels(cfg.resolve_path(perf.accepted_models_dir)) if perf.keep_accepted_models else None
+        try:
+            return accept_run(daemon.store, run_id, actor=actor(req), reason=body["reason"], kept=kept)
+        except ValueError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+
     @app.get("/api/v1/incidents")
     def incidents(req: Request, state: str | None = None, pair: str | None = None, limit: int = 100) -> dict[str, Any]:
         authorise(req, mutate=False)

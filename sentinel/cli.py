@@ -412,25 +412,21 @@ def print_incident(inc: dict[str, Any]) -> None:
 
 
 def cmd_accept(cfg: Any, run_id: int, *, actor: str, reason: str) -> int:
-    """Accept a run's performance (``perf_history`` then judges later candidates against this
-    run's candidate) and keep a copy of its candidate file when the recorded path still holds it."""
-    from .perf.accepted import AcceptedModels
-    from .runners.base import sha256_file
+    """Accept a run's performance: ``perf_history`` then judges later candidates against this
+    run's candidate (sentinel.perf.accepted.accept_run)."""
+    from .perf.accepted import AcceptedModels, accept_run
 
-    store = _open_store(cfg)
-    perf = store.accept_perf(run_id, actor=actor, reason=reason)
-    run = store.get_run(run_id)
-    cand = (run["record"].get("models") or {}).get("candidate", {})
-    by = perf.get("accepted_by", {})
-    print(f"run {run_id} ({run['pair']}): performance accepted by {by.get('actor')} at {by.get('at')}: {by.get('reason')}")
-    if cfg.perf.keep_accepted_models and cand.get("path") and cand.get("sha256"):
-        kept = AcceptedModels(cfg.resolve_path(cfg.perf.accepted_models_dir))
-        path = Path(cand["path"])
-        if kept.find(cand["sha256"]) is None and not (path.is_file() and sha256_file(path) == cand["sha256"]):
-            print(f"warning: {path} no longer holds candidate {cand['sha256'][:12]}; it is not kept, so a later, "
-                  "different candidate cannot be timed against it", file=sys.stderr)
-        else:
-            print(f"candidate {cand['sha256'][:12]} kept at {kept.keep(path, cand['sha256'])}")
+    kept = AcceptedModels(cfg.resolve_path(cfg.perf.accepted_models_dir)) if cfg.perf.keep_accepted_models else None
+    try:
+        out = accept_run(_open_store(cfg), run_id, actor=actor, reason=reason, kept=kept)
+    except ValueError as exc:
+        raise StateError(str(exc)) from None
+    by = out["accepted_by"] or {}
+    print(f"run {run_id} ({out['pair']}): performance accepted by {by.get('actor')} at {by.get('at')}: {by.get('reason')}")
+    if out["kept"]:
+        print(f"candidate kept at {out['kept']}")
+    if out["warning"]:
+        print(f"warning: {out['warning']}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -153,6 +153,9 @@ class PerfConfig(Strict):
     # timed against it in the same run (sentinel/perf/accepted.py); relative to the config file
     keep_accepted_models: bool = True
     accepted_models_dir: str = "accepted-models"
+    # fresh sessions of each file for that A/B timing, created in balanced order (a session's
+    # place in memory biases its speed by a few percent); 1 halves the memory but keeps the bias
+    ab_sessions: int = Field(2, ge=1, le=4)
     served_latency_field: str = "served_latency_ms"
 
 

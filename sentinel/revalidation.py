@@ -24,7 +24,7 @@ from .messages import PairShape
 from .registry import PluginError
 from .runners.base import ModelLoadError, Runner, load_runner
 from .runners.paired import PairedRunner
-from .perf.accepted import AcceptedModels, choose_reference
+from .perf.accepted import AcceptedModels, ab_sessions, choose_reference
 from .perf.fingerprint import fingerprint
 from .perf.measure import measure_pair
 from .perf.timing import sketch
@@ -61,7 +61,6 @@ class LoadedPair:
     shape: PairShape
     suites: list[dict[str, Any]] = field(default_factory=list)   # record of each applying suite file
     reference: Any = None           # the suites' ReferenceSpec (None: the last accepted run)
-    accepted: Runner | None = None  # the accepted candidate file, loaded (sentinel.perf.accepted)
 
     @property
     def hashes(self) -> dict[str, dict[str, str]]:
@@ -69,9 +68,7 @@ class LoadedPair:
                 for role, r in (("baseline", self.baseline), ("candidate", self.candidate))}
 
     def close(self) -> None:
-        for r in (self.baseline, self.candidate, self.accepted):
-            if r is None:
-                continue
+        for r in (self.baseline, self.candidate):
             try:
                 r.close()
             except Exception:  # closing is best effort
@@ -251,10 +248,14 @@ class Revalidator:
                 latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
             elif self.cfg.perf.enabled:
                 pc = self.cfg.pairs[loaded.name]
-                reference, accepted = self._accepted_reference(loaded, history)
-                perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
-                                    settings=self.cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate},
-                                    accepted=accepted, reference=reference)
+                reference, sessions = self._accepted_reference(loaded, history)
+                try:
+                    perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
+                                        settings=self.cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate},
+                                        accepted=sessions, reference=reference)
+                finally:
+                    for r in [r for group in (sessions or {}).values() for r in group]:
+                        r.close()
                 latency = dict(perf.timing(1).seconds)
             else:
                 latency = _time_calls(paired, x)
@@ -334,31 +335,35 @@ class Revalidator:
         return AcceptedModels(self.cfg.resolve_path(perf.accepted_models_dir)) if perf.keep_accepted_models else None
 
     def _accepted_reference(self, loaded: LoadedPair, history: list[dict[str, Any]]
-                            ) -> tuple[dict[str, Any], Runner | None]:
-        """What perf_history judges this run's candidate against, and the accepted candidate's
-        runner when it is to be timed alongside (loaded once per file, then reused)."""
+                            ) -> tuple[dict[str, Any], dict[str, list[Runner]] | None]:
+        """What perf_history judges this run's candidate against, and, when the accepted file is
+        to be timed alongside, fresh sessions of both files created in balanced order
+        (sentinel.perf.accepted.ab_sessions; the caller closes them)."""
         fp = fingerprint({"baseline": loaded.baseline, "candidate": loaded.candidate})
         ref = choose_reference(history, fingerprint_id=fp["id"], control=loaded.baseline.sha256,
                                candidate_sha=loaded.candidate.sha256, kept=self._kept_models())
         if ref["kind"] != "accepted_model":
             return ref, None
-        if loaded.accepted is not None and loaded.accepted.sha256 == ref["sha256"]:
-            return ref, loaded.accepted
         spec = self.cfg.pairs[loaded.name].candidate
         c = loaded.candidate
+        expected = {"candidate": c.sha256, "accepted": ref["sha256"]}
+        made: list[Runner] = []
+
+        def load(path: Any, role: str) -> Runner:
+            r = load_runner(path, runtime=c.runtime, role=role, output=spec.output,
+                            threads=getattr(c, "threads", None), providers=spec.providers)
+            made.append(r)
+            if r.sha256 != expected[role]:
+                raise ModelLoadError(path, f"now holds other bytes (sha256 {r.sha256[:12]}, expected "
+                                           f"{expected[role][:12]})")
+            return r
+
         try:
-            runner = load_runner(ref["path"], runtime=c.runtime, role="accepted", output=spec.output,
-                                 threads=getattr(c, "threads", None), providers=spec.providers)
+            return ref, ab_sessions(load, c.path, ref["path"], self.cfg.perf.ab_sessions)
         except (ModelLoadError, PluginError) as exc:
-            return {**ref, "kind": "unavailable", "reason": f"{ref['path']} does not load: {exc}"}, None
-        if runner.sha256 != ref["sha256"]:
-            runner.close()
-            return {**ref, "kind": "unavailable",
-                    "reason": f"{ref['path']} now holds other bytes (sha256 {runner.sha256[:12]})"}, None
-        if loaded.accepted is not None:
-            loaded.accepted.close()
-        loaded.accepted = runner
-        return ref, runner
+            for r in made:
+                r.close()
+            return {**ref, "kind": "unavailable", "reason": str(exc)}, None
 
     def _keep_accepted(self, loaded: LoadedPair) -> None:
         """Copy the accepted candidate file into perf.accepted_models_dir (so a later candidate

@@ -85,3 +85,14 @@ def test_health_metrics_runs_and_incidents_over_http(live):
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
     assert c.get("/api/v1/incidents/999999").status_code == 404
     assert c.get("/api/v1/runs/999999").json()["error"]["code"] == "not_found"
+
+    # accepting a run's performance on purpose: token, a reason, and the run must exist
+    assert c.post(f"/api/v1/runs/{run_id}/accept", json={"reason": "x"}).status_code == 401
+    bad = c.post(f"/api/v1/runs/{run_id}/accept", headers=auth, json={"why": "x"})
+    assert bad.status_code == 400 and "reason" in bad.json()["error"]["message"]
+    assert c.post("/api/v1/runs/999999/accept", headers=auth, json={"reason": "x"}).status_code == 404
+    ok = c.post(f"/api/v1/runs/{run_id}/accept", headers=auth, json={"reason": "signed off"})
+    assert ok.status_code == 200, ok.text
+    kept = ok.json()["kept"]
+    assert ok.json()["pair"] == "triage" and kept.endswith(run["record"]["models"]["candidate"]["sha256"] + ".onnx")
+    assert d.store.get_run(run_id)["record"]["perf"]["accepted"] is True

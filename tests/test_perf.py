@@ -17,7 +17,7 @@ from sentinel.cli import main
 from sentinel.config import CheckSpec, ConfigError, parse_config
 from sentinel.examples.slowed import write_mlp
 from sentinel.examples.traffic import ordinary_traffic
-from sentinel.perf.accepted import AcceptedModels, choose_reference
+from sentinel.perf.accepted import AcceptedModels, ab_sessions, choose_reference
 from sentinel.perf.memory import collect, session_peak_memory
 from sentinel.perf.timing import PerfMeasurement, Timing, time_interleaved
 from sentinel.revalidation import served_latency_seconds
@@ -214,6 +214,34 @@ def test_accepted_models_are_kept_by_content_and_pruned(tmp_path):
     assert kept.prune({sha}) == [other] and kept.find(sha) == copy
 
 
+def test_ab_sessions_are_created_in_balanced_order_and_timed_pooled_per_model():
+    made = []
+
+    class Fake:
+        def __init__(self, path, role):
+            self.path, self.role = path, role
+            made.append(role)
+
+        def predict_proba(self, batch):
+            return np.zeros((len(batch), 2))
+
+    sessions = ab_sessions(Fake, "new.onnx", "old.onnx", 2)
+    assert made == ["candidate", "accepted", "accepted", "candidate"]          # C A A C
+    assert [r.path for r in sessions["candidate"]] == ["new.onnx"] * 2
+    assert [r.path for r in sessions["accepted"]] == ["old.onnx"] * 2
+    from sentinel.config import PerfConfig
+    from sentinel.perf.measure import measure_pair
+    base, cand = Fake("b", "baseline"), Fake("c", "candidate")
+    for r in (base, cand):
+        r.path, r.runtime, r.sha256 = __file__, "onnxruntime", "x"
+    m = measure_pair(base, cand, np.zeros((8, 3), np.float32), serving_batch_size=4, accepted=sessions,
+                     settings=PerfConfig(budget_seconds=0.05, warmup_seconds=0, memory=False, max_calls=100))
+    for t in m.timings:
+        assert set(t.seconds) == {"baseline", "candidate", "accepted"}
+        assert t.seconds["candidate"].size == t.seconds["accepted"].size == 2 * t.seconds["baseline"].size
+        assert t.order.endswith("2 sessions of candidate, 2 sessions of accepted")
+
+
 def test_choose_reference_names_what_the_candidate_is_judged_against(tmp_path):
     kept = AcceptedModels(tmp_path / "kept")
     model = write_mlp(tmp_path / "old.onnx", width=8, layers=2)
@@ -382,10 +410,30 @@ def test_candidate_slowed_by_extra_compute_is_caught(tmp_path, capsys):
     slow_run = store.list_runs("triage")[0]["id"]
     assert main(["accept", "--config", str(cfg), str(slow_run), "--actor", "ana", "--reason", "v2 is bigger"]) == 0
     out = capsys.readouterr().out
-    assert f"run {slow_run} (triage): performance accepted by ana" in out and "kept at" in out
+    assert f"run {slow_run} (triage): performance accepted by ana" in out and "candidate kept at" in out
     code, accepted, _ = revalidate(cfg, traffic, capsys)
     hist = accepted[("perf_history", "latency batch=1")]
     assert hist["evidence"]["reference"] == {"kind": "identical", "run_id": slow_run,
                                              "sha256": load_runner(slow, runtime="onnxruntime", role="c").sha256}
     assert hist["status"] == "pass", hist["message"]
     assert store.get_run(slow_run)["record"]["perf"]["accepted_by"]["reason"] == "v2 is bigger"
+
+
+def test_only_a_finished_run_with_a_perf_measurement_can_be_accepted(tmp_path):
+    from sentinel.errors import StateError
+    from sentinel.storage import open_store
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    running = store.create_run("p", "manual", {})
+    with pytest.raises(StateError, match=f"run {running} is running: only a finished run can be accepted"):
+        store.accept_perf(running, actor="a", reason="r")
+    store.finish_run(running, status="pass", n_samples=1, record={"models": {}}, results=[])
+    with pytest.raises(StateError, match="has no performance measurement to accept"):
+        store.accept_perf(running, actor="a", reason="r")
+    with pytest.raises(ValueError, match="a reason is required"):
+        from sentinel.perf.accepted import accept_run
+        accept_run(store, running, actor="a", reason=" ", kept=None)
+    perf = {"timings": [{"batch_size": 1}], "accepted": False}
+    store.finish_run(running, status="fail", n_samples=1, record={"perf": perf}, results=[])
+    got = store.accept_perf(running, actor="ana", reason="on purpose")
+    assert got["accepted"] and got["accepted_by"]["actor"] == "ana"
+    assert store.get_run(running)["record"]["perf"]["accepted_by"]["reason"] == "on purpose"
