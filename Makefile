@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# power of the performance checks on this machine (docs/performance.md); takes ~15-20 minutes
+# power of the performance checks on this machine (docs/performance.md); takes ~45 minutes
 bench-perf: $(STAMP)
 	$(PY) benchmarks/perf.py
 

@@ -11,8 +11,7 @@ Variants, in a shuffled order within every round so machine drift hits all of th
 * no change, same file: the daemon's steady state (the accepted candidate again);
 * no change, re-exported: the same model written again with other bytes (a new sha256), so it
   is judged against the accepted file timed alongside: the false-alarm rate of that judgement;
-  every trial writes a new one and loads new sessions of both (sessions of one file differ in
-  speed by a few percent, so one pair of sessions would sample that only once);
+  every trial writes a new one;
 * slowed 5%, 10%, 25%: a deeper trunk of identical layers (real extra compute, not sleeps; the
   same kind of work, so the slowdown itself does not wander with the machine), the depth
   calibrated by measurement against the unchanged candidate.
@@ -42,7 +41,7 @@ from sentinel.checks.perf import PerfHistoryCheck
 from sentinel.config import PerfConfig, default_checks
 from sentinel.examples.slowed import write_mlp
 from sentinel.examples.traffic import load_example_pair_dir, ordinary_traffic
-from sentinel.perf.accepted import choose_reference
+from sentinel.perf.accepted import ab_sessions, choose_reference
 from sentinel.perf.fingerprint import fingerprint
 from sentinel.perf.measure import measure_pair
 from sentinel.perf.timing import time_interleaved
@@ -53,15 +52,17 @@ LAYERS, WIDTH = 60, 64
 SAME, REEXPORT = "no change, same file", "no change, re-exported"
 
 
-def achieved(path0: Path, path: Path, x, seconds: float, batch_size: int = 1, pairs: int = 3) -> float:
+def achieved(path0: Path, path: Path, x, seconds: float, batch_size: int = 1, pairs: int = 2) -> float:
     """How much slower the model at ``path`` is than the one at ``path0``: the judge's
-    Hodges-Lehmann ratio (fastest 20%), timed interleaved, median over ``pairs`` fresh pairs of
-    sessions (one pair of sessions carries a few percent of bias of its own)."""
+    Hodges-Lehmann ratio (fastest 20%), timed interleaved with two fresh sessions of each made in
+    balanced order (sentinel.perf.accepted.ab_sessions), median over ``pairs`` repetitions."""
     ratios = []
     for _ in range(pairs):
-        a, b = (load_runner(p, runtime="onnxruntime", role="c", threads=1) for p in (path0, path))
-        t = time_interleaved({"a": a, "b": b}, x, batch_size, budget_seconds=seconds)
-        ratios.append(compare(t.seconds["a"], t.seconds["b"], n_boot=100).hl_ratio)
+        s = ab_sessions(lambda p, role: load_runner(p, runtime="onnxruntime", role=role, threads=1), path, path0, 2)
+        roles = {f"{role}{i}": r for role, rs in s.items() for i, r in enumerate(rs)}
+        t = time_interleaved(roles, x, batch_size, budget_seconds=seconds).seconds
+        pooled = {role: np.concatenate([t[f"{role}{i}"] for i in range(2)]) for role in s}
+        ratios.append(compare(pooled["accepted"], pooled["candidate"], n_boot=100).hl_ratio)
     return float(np.median(ratios))
 
 
@@ -137,14 +138,15 @@ def main(argv: list[str] | None = None) -> int:
             return unchanged
         if name == REEXPORT:
             return build(0, tag=f"re-exported-{i}")
-        return load_runner(variants[name]["runner"].path, runtime="onnxruntime", role="candidate", threads=1)
+        return variants[name]["runner"]
 
     def trial(runner) -> tuple[str, float, float, str]:
         ref = choose_reference(history, fingerprint_id=fp, control=baseline.sha256, candidate_sha=runner.sha256,
                                kept=None)
         accepted = None
-        if ref["kind"] == "accepted_model":   # a fresh session of the accepted file, as after a daemon restart
-            accepted = load_runner(ref["path"], runtime="onnxruntime", role="accepted", threads=1)
+        if ref["kind"] == "accepted_model":   # fresh sessions of both files, as the daemon makes them
+            accepted = ab_sessions(lambda path, role: load_runner(path, runtime="onnxruntime", role=role, threads=1),
+                                   runner.path, ref["path"], settings.ab_sessions)
         m = measure_pair(baseline, runner, x, serving_batch_size=args.batch_size, settings=settings,
                          accepted=accepted, reference=ref)
         data = RunData(pair="bench", classes=["a", "b"], critical_classes=[], baseline=np.zeros((0, 2)),
