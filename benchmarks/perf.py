@@ -17,8 +17,8 @@ Variants, in a shuffled order within every round so machine drift hits all of th
   calibrated by measurement against the unchanged candidate.
 
 Prints, per variant: the slowdown actually achieved (the judge's Hodges-Lehmann ratio over the
-unchanged candidate at batch 1 and at the serving batch, median of three fresh pairs of
-sessions timed interleaved, two roles only), the detection rate
+unchanged candidate at batch 1 and at the serving batch, median of two measurements with two
+fresh sessions of each file made in balanced order), the detection rate
 (status fail) and alarm rate (warn or fail) over the trials, the judged ratio, and the
 measurement time each decision needed. See docs/performance.md.
 """
@@ -43,8 +43,7 @@ from sentinel.examples.slowed import write_mlp
 from sentinel.examples.traffic import load_example_pair_dir, ordinary_traffic
 from sentinel.perf.accepted import ab_sessions, choose_reference
 from sentinel.perf.fingerprint import fingerprint
-from sentinel.perf.measure import measure_pair
-from sentinel.perf.timing import time_interleaved
+from sentinel.perf.measure import measure_pair, time_pooled
 from sentinel.runners.base import load_runner
 
 TARGETS = (0.05, 0.10, 0.25)
@@ -59,9 +58,7 @@ def achieved(path0: Path, path: Path, x, seconds: float, batch_size: int = 1, pa
     ratios = []
     for _ in range(pairs):
         s = ab_sessions(lambda p, role: load_runner(p, runtime="onnxruntime", role=role, threads=1), path, path0, 2)
-        roles = {f"{role}{i}": r for role, rs in s.items() for i, r in enumerate(rs)}
-        t = time_interleaved(roles, x, batch_size, budget_seconds=seconds).seconds
-        pooled = {role: np.concatenate([t[f"{role}{i}"] for i in range(2)]) for role in s}
+        pooled = time_pooled({}, s, x, batch_size, budget_seconds=seconds).seconds
         ratios.append(compare(pooled["accepted"], pooled["candidate"], n_boot=100).hl_ratio)
     return float(np.median(ratios))
 

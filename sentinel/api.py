@@ -137,13 +137,12 @@ def create_app(daemon: Any) -> FastAPI:
     @app.post("/api/v1/runs/{run_id}/accept")
     def accept(req: Request, run_id: int, body: Any = Body(None)) -> dict[str, Any]:
         """{"reason": "..."}: accept the run's performance as the new normal (docs/performance.md)."""
-        from .perf.accepted import AcceptedModels, accept_run
+        from .perf.accepted import accept_run, kept_models
 
         authorise(req, mutate=True)
         if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"reason": "..."}')
-        perf = cfg.perf
-        kept = AcceptedModels(cfg.resolve_path(perf.accepted_models_dir)) if perf.keep_accepted_models else None
+        kept = kept_models(cfg)
         try:
             return accept_run(daemon.store, run_id, actor=actor(req), reason=body["reason"], kept=kept)
         except ValueError as exc:

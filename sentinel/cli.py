@@ -414,9 +414,9 @@ def print_incident(inc: dict[str, Any]) -> None:
 def cmd_accept(cfg: Any, run_id: int, *, actor: str, reason: str) -> int:
     """Accept a run's performance: ``perf_history`` then judges later candidates against this
     run's candidate (sentinel.perf.accepted.accept_run)."""
-    from .perf.accepted import AcceptedModels, accept_run
+    from .perf.accepted import accept_run, kept_models
 
-    kept = AcceptedModels(cfg.resolve_path(cfg.perf.accepted_models_dir)) if cfg.perf.keep_accepted_models else None
+    kept = kept_models(cfg)
     try:
         out = accept_run(_open_store(cfg), run_id, actor=actor, reason=reason, kept=kept)
     except ValueError as exc:

@@ -24,7 +24,7 @@ from .messages import PairShape
 from .registry import PluginError
 from .runners.base import ModelLoadError, Runner, load_runner
 from .runners.paired import PairedRunner
-from .perf.accepted import AcceptedModels, ab_sessions, choose_reference
+from .perf.accepted import ab_sessions, candidate_sha_of, choose_reference, kept_models
 from .perf.fingerprint import fingerprint
 from .perf.measure import measure_pair
 from .perf.timing import sketch
@@ -330,10 +330,6 @@ class Revalidator:
                 break
         return out
 
-    def _kept_models(self) -> AcceptedModels | None:
-        perf = self.cfg.perf
-        return AcceptedModels(self.cfg.resolve_path(perf.accepted_models_dir)) if perf.keep_accepted_models else None
-
     def _accepted_reference(self, loaded: LoadedPair, history: list[dict[str, Any]]
                             ) -> tuple[dict[str, Any], dict[str, list[Runner]] | None]:
         """What perf_history judges this run's candidate against, and, when the accepted file is
@@ -341,7 +337,7 @@ class Revalidator:
         (sentinel.perf.accepted.ab_sessions; the caller closes them)."""
         fp = fingerprint({"baseline": loaded.baseline, "candidate": loaded.candidate})
         ref = choose_reference(history, fingerprint_id=fp["id"], control=loaded.baseline.sha256,
-                               candidate_sha=loaded.candidate.sha256, kept=self._kept_models())
+                               candidate_sha=loaded.candidate.sha256, kept=kept_models(self.cfg))
         if ref["kind"] != "accepted_model":
             return ref, None
         spec = self.cfg.pairs[loaded.name].candidate
@@ -368,17 +364,16 @@ class Revalidator:
     def _keep_accepted(self, loaded: LoadedPair) -> None:
         """Copy the accepted candidate file into perf.accepted_models_dir (so a later candidate
         can be timed against it after a redeploy overwrote the path), and drop copies no run in
-        the pair's history refers to any more. Best effort: the run is already stored."""
-        kept = self._kept_models()
-        if kept is None:
+        the pair's history refers to any more (copies only ever become unreferenced when a new
+        one is added, so pruning goes with keeping). Best effort: the run is already stored."""
+        kept = kept_models(self.cfg)
+        sha = loaded.candidate.sha256
+        if kept is None or kept.find(sha) is not None:   # the steady state: nothing new to keep or prune
             return
         try:
-            kept.keep(loaded.candidate.path, loaded.candidate.sha256)
-            keep = {loaded.candidate.sha256}
-            for pair in self.pairs:
-                keep |= {sha for h in self._perf_history(pair)
-                         if (sha := (h.get("models") or {}).get("candidate", {}).get("sha256"))}
-            kept.prune(keep)
+            kept.keep(loaded.candidate.path, sha)
+            referenced = {s for pair in self.pairs for h in self._perf_history(pair) if (s := candidate_sha_of(h))}
+            kept.prune(referenced | {sha})
         except (OSError, ValueError) as exc:
             log.warning("accepted candidate not kept", extra={"pair": loaded.name, "reason": str(exc)})
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..perf.accepted import candidate_sha_of, same_context
 from ..perf.timing import summarize
 from .base import OVERALL, CheckResult, RunData, ThresholdCheck
 from .judge import Comparison, compare
@@ -166,14 +167,6 @@ class LatencyP95Check(_JudgedCheck):
         return results
 
 
-def _candidate_sha(record: dict[str, Any]) -> str | None:
-    return ((record.get("models") or {}).get("candidate") or {}).get("sha256")
-
-
-def _same_context(record: dict[str, Any], fingerprint_id: str, control: str) -> bool:
-    return record.get("fingerprint", {}).get("id") == fingerprint_id and record.get("control") == control
-
-
 #: Quantile of the same-run baseline that latencies are divided by (drift correction). A low
 #: quantile: the baseline's undisturbed speed, stable to ~1% run to run on a shared machine.
 CONTROL_QUANTILE = 0.10
@@ -227,10 +220,10 @@ class PerfHistoryCheck(_JudgedCheck):
                                 "no performance measurement in this run (perf.enabled is false?)", self.warn, self.fail)]
         fp, control = perf.fingerprint.get("id"), perf.control
         reference = dict(perf.reference or {})
-        history = [h for h in data.perf_history if _same_context(h, fp, control)]
+        history = [h for h in data.perf_history if same_context(h, fp, control)]
         skipped = len(data.perf_history) - len(history)
         # the reference candidate's own runs (records written before models were stored: all)
-        history = [h for h in history if _candidate_sha(h) in (None, reference.get("sha256"))] \
+        history = [h for h in history if candidate_sha_of(h) in (None, reference.get("sha256"))] \
             if reference.get("sha256") else history
         context = {"kind": "perf_history", "fingerprint": fp, "history_runs": len(history),
                    "history_skipped_other_fingerprint": skipped, "reference": reference}

@@ -25,9 +25,20 @@ from pathlib import Path
 from typing import Any
 
 
-
-def _candidate_sha(entry: dict[str, Any]) -> str | None:
+def candidate_sha_of(entry: dict[str, Any]) -> str | None:
+    """The candidate file's sha256 a perf history entry (or run record) names, if any."""
     return ((entry.get("models") or {}).get("candidate") or {}).get("sha256")
+
+
+def same_context(entry: dict[str, Any], fingerprint_id: str, control: str) -> bool:
+    """Measured on the same fingerprint against the same baseline file: comparable."""
+    return entry.get("fingerprint", {}).get("id") == fingerprint_id and entry.get("control") == control
+
+
+def kept_models(cfg: Any) -> "AcceptedModels | None":
+    """The config's directory of accepted candidate copies (None: perf.keep_accepted_models is false)."""
+    perf = cfg.perf
+    return AcceptedModels(cfg.resolve_path(perf.accepted_models_dir)) if perf.keep_accepted_models else None
 
 
 def choose_reference(history: list[dict[str, Any]], *, fingerprint_id: str, control: str,
@@ -36,12 +47,11 @@ def choose_reference(history: list[dict[str, Any]], *, fingerprint_id: str, cont
     (newest first; entries carry ``models`` and ``run_id``). Returns a JSON-able dict with
     ``kind`` (see the module docstring) and, when there is an accepted run, its ``run_id``,
     ``sha256`` and the ``path`` to load (``accepted_model`` only)."""
-    same = [h for h in history if h.get("fingerprint", {}).get("id") == fingerprint_id
-            and h.get("control") == control and _candidate_sha(h)]
+    same = [h for h in history if same_context(h, fingerprint_id, control) and candidate_sha_of(h)]
     if not same:
         return {"kind": "none"}
     newest = same[0]
-    sha = _candidate_sha(newest)
+    sha = candidate_sha_of(newest)
     ref: dict[str, Any] = {"run_id": newest.get("run_id"), "sha256": sha}
     if sha == candidate_sha:
         return {"kind": "identical", **ref}

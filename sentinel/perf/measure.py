@@ -14,38 +14,29 @@ from .timing import PerfMeasurement, Timing, time_interleaved
 
 
 def measure_pair(baseline: Any, candidate: Any, x: np.ndarray, *, serving_batch_size: int, settings: Any,
-                 specs: dict[str, Any] | None = None, accepted: Any = None, reference: dict[str, Any] | None = None,
+                 specs: dict[str, Any] | None = None, accepted: dict[str, list[Any]] | None = None, reference: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> PerfMeasurement:
     """Time both runners interleaved on the rows ``x`` at batch 1 and at the serving batch size
     (the budget split evenly between them), then measure each session's peak memory in a fresh
     subprocess (after the timing, so the probes cannot disturb it).
 
-    ``accepted``: a runner of the accepted candidate file (sentinel.perf.accepted), timed in the
-    same rounds as a third role so perf_history compares the two under the same machine drift;
-    or a dict ``{"candidate": [...], "accepted": [...]}`` of fresh sessions
-    (:func:`sentinel.perf.accepted.ab_sessions`), each timed as its own role and pooled per model
-    (then ``candidate`` itself is not timed);
-    ``reference`` (what choose_reference said) is recorded with the measurement. The fingerprint
-    covers baseline and candidate only: the accepted file runs with the candidate's settings.
+    ``accepted``: fresh sessions ``{"candidate": [...], "accepted": [...]}`` of the new and the
+    accepted candidate file (:func:`sentinel.perf.accepted.ab_sessions`), timed in the same
+    rounds (see :func:`time_pooled`) so perf_history compares the two under the same machine
+    drift; the long-lived ``candidate`` runner itself is then not timed. ``reference`` (what
+    choose_reference said) is recorded with the measurement. The fingerprint covers baseline and
+    candidate only: the accepted file runs with the candidate's settings.
 
     ``settings`` is a :class:`sentinel.config.PerfConfig`; ``specs`` maps role to its
     :class:`sentinel.config.ModelSpec` (output mode and providers for the memory probe).
     """
     t0 = clock()
     runners = {"baseline": baseline, "candidate": candidate}
-    pools: dict[str, list[str]] = {}
-    if isinstance(accepted, dict):   # {"candidate": [sessions], "accepted": [sessions]} (ab_sessions)
-        timed = {"baseline": baseline}
-        for role, sessions in accepted.items():
-            for i, r in enumerate(sessions):
-                timed[f"{role}#{i + 1}"] = r
-                pools.setdefault(role, []).append(f"{role}#{i + 1}")
-    else:
-        timed = {**runners, "accepted": accepted} if accepted is not None else runners
+    singles = {"baseline": baseline} if accepted else runners
     sizes = sorted({1, int(serving_batch_size)})
     share = settings.budget_seconds / len(sizes)
-    timings = [_pooled(time_interleaved(timed, x, b, budget_seconds=share, warmup_seconds=settings.warmup_seconds,
-                                        max_calls=settings.max_calls, clock=clock), pools) for b in sizes]
+    timings = [time_pooled(singles, accepted or {}, x, b, budget_seconds=share, warmup_seconds=settings.warmup_seconds,
+                           max_calls=settings.max_calls, clock=clock) for b in sizes]
     memory: dict[str, dict[str, Any]] = {}
     if settings.memory:
         pending = {role: session_peak_memory(
@@ -64,12 +55,19 @@ def measure_pair(baseline: Any, candidate: Any, x: np.ndarray, *, serving_batch_
         control=baseline.sha256, elapsed=clock() - t0, reference=dict(reference or {}))
 
 
-def _pooled(t: Timing, pools: dict[str, list[str]]) -> Timing:
-    """Merge the per-session roles of ``t`` into one role per model."""
-    if not pools:
+def time_pooled(runners: dict[str, Any], sessions: dict[str, list[Any]], x: np.ndarray, batch_size: int,
+                **kw: Any) -> Timing:
+    """:func:`time_interleaved` over ``runners`` plus every session in ``sessions`` (model name ->
+    several sessions of it) as a role of its own, then each model's sessions pooled into one
+    role. ``kw`` goes to time_interleaved."""
+    timed = dict(runners)
+    keys = {model: [f"{model}#{i + 1}" for i in range(len(group))] for model, group in sessions.items()}
+    for model, group in sessions.items():
+        timed.update(zip(keys[model], group))
+    t = time_interleaved(timed, x, batch_size, **kw)
+    if not sessions:
         return t
-    seconds = {k: v for k, v in t.seconds.items() if not any(k in keys for keys in pools.values())}
-    for role, keys in pools.items():
-        seconds[role] = np.concatenate([t.seconds[k] for k in keys])
+    seconds = {role: t.seconds[role] for role in runners}
+    seconds.update({model: np.concatenate([t.seconds[k] for k in ks]) for model, ks in keys.items()})
     return Timing(t.batch_size, seconds, t.warmup_calls, t.elapsed,
-                  order=f"{t.order}; {', '.join(f'{len(k)} sessions of {r}' for r, k in pools.items())}")
+                  order=f"{t.order}; {', '.join(f'{len(ks)} sessions of {m}' for m, ks in keys.items())}")
