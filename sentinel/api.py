@@ -186,7 +186,8 @@ def create_app(daemon: Any) -> FastAPI:
 
     @app.post("/api/v1/silences")
     def silence(req: Request, body: Any = Body(None)) -> JSONResponse:
-        from .incidents.matchers import parse_duration, parse_matcher
+        from .durations import parse_duration
+        from .incidents.matchers import parse_matcher
 
         authorise(req, mutate=True)
         if not isinstance(body, dict):

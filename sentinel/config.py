@@ -172,7 +172,7 @@ class IncidentsConfig(Strict):
     @field_validator("reopen_window")
     @classmethod
     def _window(cls, v: Any) -> Any:
-        from .incidents.matchers import parse_duration
+        from .durations import parse_duration
 
         if parse_duration(v) < 0:
             raise ValueError(f"must not be negative, got {v!r}")

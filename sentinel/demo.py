@@ -72,7 +72,7 @@ def _say(t0: float, msg: str) -> None:
 
 
 def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7) -> int:
-    from .cli import print_incident, print_results
+    from .printing import print_incident, print_results
     from .config import parse_config
     from .daemon import Daemon
     from .examples.traffic import drifted_traffic, ordinary_traffic

@@ -124,7 +124,7 @@ class IncidentEngine:
         """The engine a ``Config`` describes: its notifiers, ``incidents:`` section and escalation
         policy files (loaded unless given, checked against the notifier names; raises ConfigError)."""
         from .escalation import load_policies
-        from .matchers import parse_duration
+        from ..durations import parse_duration
 
         ic = cfg.incidents
         if policies is None:

@@ -29,9 +29,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pydantic import Field
 
-from ..config import Strict, read_yaml, validate_file
+from ..config import Strict, load_config, read_yaml, validate_file
+from ..config_files import peek_yaml
+from ..durations import parse_duration
 from ..errors import ConfigError
-from .matchers import Matcher, matches_all, parse_duration, parse_matcher
+from .matchers import Matcher, matches_all, parse_matcher
 
 
 class _TierSpec(Strict):
@@ -166,3 +168,24 @@ def load_policies(pattern: str | None, *, base_dir: str | Path, targets: Iterabl
 
 def policy_for(policies: Sequence[EscalationPolicy], labels: Mapping[str, Any]) -> EscalationPolicy | None:
     return next((p for p in policies if p.applies_to(labels)), None)
+
+
+def configs_naming(policy_file: str) -> list[Any]:
+    """Daemon configs near ``policy_file`` (the current folder, the policy folder's parent, and a
+    ``deploy/`` folder in either) whose ``escalation`` pattern matches it."""
+    target = Path(policy_file).resolve()
+    folders = {Path.cwd(), target.parent.parent, Path.cwd() / "deploy", target.parent.parent / "deploy"}
+    found = []
+    for folder in sorted(folders):
+        for candidate in sorted(folder.glob("*.y*ml")):
+            raw = peek_yaml(candidate)
+            if not isinstance(raw, dict) or not isinstance(raw.get("escalation"), str) or "pairs" not in raw:
+                continue
+            pattern = Path(raw["escalation"]).expanduser()
+            pattern = pattern if pattern.is_absolute() else candidate.resolve().parent / pattern
+            if target in {Path(m).resolve() for m in glob.glob(str(pattern))}:
+                try:
+                    found.append(load_config(candidate))
+                except ConfigError:
+                    continue   # that config's own problems are reported when it is validated
+    return found

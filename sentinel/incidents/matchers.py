@@ -1,5 +1,5 @@
-"""Label matchers (for silences and escalation policies) and durations, parsed from the strings
-people type: ``pair=triage``, ``slice!=overall``, ``check=~decision_.*``; ``90s``, ``15m``, ``2h``, ``1d``.
+"""Label matchers (for silences and escalation policies), parsed from the strings people type:
+``pair=triage``, ``slice!=overall``, ``check=~decision_.*`` (durations: :mod:`sentinel.durations`).
 
 An incident's labels are ``pair``, ``check``, ``severity``, ``state`` and ``slice``; a grouped
 incident has several slices and a ``slice`` matcher matches when any of them does.
@@ -12,8 +12,6 @@ from typing import Any, Iterable, Mapping
 
 LABELS = ("pair", "check", "slice", "severity", "state")
 _MATCHER = re.compile(r"^\s*([A-Za-z_]+)\s*(=~|!=|=)\s*(.*?)\s*$")
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
 @dataclass(frozen=True)
@@ -60,16 +58,3 @@ def matcher_from_dict(d: Mapping[str, Any]) -> Matcher:
 
 def matches_all(matchers: Iterable[Matcher], labels: Mapping[str, Any]) -> bool:
     return all(m.matches(labels) for m in matchers)
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``30``, ``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1w"``. Negative values are
-    returned as such (callers decide whether they are allowed); anything else raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 15m or 2h, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise ValueError(f"expected a duration like 90s, 15m, 2h or 1d, got {value!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]

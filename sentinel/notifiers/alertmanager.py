@@ -25,7 +25,7 @@ import json
 from typing import Any, Mapping
 
 from ..errors import ConfigError
-from ..incidents.matchers import parse_duration
+from ..durations import parse_duration
 from .base import notifier_params
 from .http import HttpPoster, url_from_config
 from .render import evidence_lines, links, summary, what_happened

@@ -1,0 +1,49 @@
+"""``sentinel replay RUN_ID``: re-run a stored run's checks on the same samples and compare."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ConfigError, NotFoundError
+from .common import EXIT_FAILED, EXIT_OK, config_arg, load, open_store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="re-run the checks of a stored run on the same samples and compare")
+    config_arg(p)
+    p.add_argument("run_id", type=int)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Re-evaluate a run's stored samples with the configured models; prints old vs new status and
+    whether the model hashes and config hash still match the run's record."""
+    from ..revalidation import Revalidator, load_pair, run_samples
+
+    cfg, run_id = load(args), args.run_id
+    store = open_store(cfg)
+    run = store.get_run(run_id)
+    if run is None:
+        raise NotFoundError("run", run_id)
+    if run["pair"] not in cfg.pairs:
+        raise ConfigError(cfg.source, "pairs", f"run {run_id} is for pair {run['pair']!r}, not in this config")
+    loaded = load_pair(cfg, run["pair"])
+    samples = run_samples(store, run, loaded.shape)
+    rec = run["record"]
+    results = Revalidator(cfg, store, {run["pair"]: loaded}).evaluate(
+        loaded, samples, before_run=run_id, reference_runs=(rec.get("reference") or {}).get("run_ids"))
+    same_models = rec.get("models", {}) == loaded.hashes
+    same_config = rec.get("config_hash") == cfg.config_hash()
+    print(f"replay of run {run_id} ({run['pair']}): {len(samples)} samples; "
+          f"models {'match' if same_models else 'DIFFER'}; config {'matches' if same_config else 'DIFFERS'}")
+    old = {(r["check"], r["slice"]): r for r in run["results"]}
+    differ = 0
+    for r in results:
+        if r.check.startswith(("latency", "perf")):
+            continue  # timing is not reproducible by nature; everything else must be
+        o = old.get((r.check, r.slice))
+        same = o is not None and o["status"] == r.status and (
+            (o["value"] is None and r.value is None) or (o["value"] is not None and r.value is not None
+                                                        and abs(o["value"] - r.value) <= 1e-9))
+        differ += not same
+        print(f"  {r.check:<16} {r.slice:<20} then {o['status'] if o else '-':<17} now {r.status:<17} "
+              f"{'same' if same else 'DIFFERENT'}")
+    return EXIT_OK if differ == 0 else EXIT_FAILED

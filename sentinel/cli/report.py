@@ -1,0 +1,52 @@
+"""``sentinel report RUN_ID``: write (or find) a run's HTML report and print its path."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import NotFoundError
+from .common import EXIT_OK, config_arg, load, open_store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write (or find) a run's HTML report and print its path")
+    config_arg(p)
+    p.add_argument("run_id", type=int)
+    p.add_argument("--rewrite", action="store_true", help="write the report again even if its file exists")
+    p.add_argument("--open", action="store_true", help="also open it in the default browser")
+
+
+def run(args: argparse.Namespace) -> int:
+    return report(load(args), args.run_id, rewrite=args.rewrite, open_it=args.open)
+
+
+def report(cfg: Any, run_id: int, *, rewrite: bool = False, open_it: bool = False) -> int:
+    """Print the path of the run's report, writing it first when it is missing (or --rewrite).
+    A rewrite re-runs the models on the run's stored samples and reference window (when the pair
+    is still configured) so the Evidently section can be rebuilt; otherwise it holds the stored
+    results only."""
+    from ..reports import write_run_report
+    from ..revalidation import Revalidator, load_pair, resolve_report_dir, run_samples
+
+    store = open_store(cfg)
+    run = store.get_run(run_id)
+    if run is None:
+        raise NotFoundError("run", run_id)
+    path = run.get("report_path")
+    if rewrite or not path or not Path(path).exists():
+        data = None
+        if run["pair"] in cfg.pairs:
+            loaded = load_pair(cfg, run["pair"])
+            samples = run_samples(store, run, loaded.shape)
+            if samples:
+                data = Revalidator(cfg, store, {run["pair"]: loaded}).build_data(
+                    loaded, samples, before_run=run_id,
+                    reference_runs=(run["record"].get("reference") or {}).get("run_ids"), measure=False)
+        path = write_run_report(run, resolve_report_dir(cfg), data)
+        store.set_report_path(run_id, path)
+    print(path)
+    if open_it:
+        import webbrowser
+        webbrowser.open(Path(path).resolve().as_uri())
+    return EXIT_OK
