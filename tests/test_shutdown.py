@@ -24,7 +24,7 @@ from sentinel.storage import open_store
 
 from sentinel.examples.traffic import ordinary_traffic
 
-from pairs import example_config, traffic_lines
+from pairs import EXAMPLE, example_config, traffic_lines
 from test_daemon import counts, produce
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,3 +199,63 @@ def test_second_signal_skips_the_waits_not_the_steps(tmp_path, broker, topic):
     assert msgs[-1] == "stopped", msgs[-10:]
     abandoned = next(e for e in events if e["msg"] == "run abandoned at shutdown")
     assert abandoned["children_killed"], "the probes were running when the second signal came"
+
+
+def _probe(tag):
+    from sentinel.perf.memory import session_peak_memory
+
+    return session_peak_memory(path=str(EXAMPLE / "baseline.pt2"), runtime="torch", role="baseline",
+                               output="probabilities", threads=1, providers=None, batch_size=8, sha256=f"test-{tag}")
+
+
+def _wait_for(predicate, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _runtime_loaded(pid):
+    """The probe imported torch: it is past its first step (asking to die with its parent)."""
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_terminate_children_kills_and_reaps_a_live_probe():
+    from sentinel.perf.memory import collect, live_children, terminate_children
+
+    probe = _probe("terminate")
+    assert _wait_for(lambda: _runtime_loaded(probe.pid))
+    os.kill(probe.pid, signal.SIGSTOP)      # frozen: it cannot finish on its own
+    assert live_children() == [probe.pid]
+    assert terminate_children(grace=0.5) == [probe.pid]
+    assert probe.returncode in (-signal.SIGTERM, -signal.SIGKILL)
+    assert _proc_stat(probe.pid) is None    # killed and reaped: not even a zombie is left
+    name = signal.Signals(-probe.returncode).name
+    assert collect(probe) == {"error": f"memory probe stopped by signal {name}"}
+    assert live_children() == []
+
+
+def test_a_probe_dies_with_its_parent_even_after_sigkill(tmp_path):
+    """The backstop for a SIGKILLed daemon: the probe asked the kernel (PR_SET_PDEATHSIG) to kill it
+    when its parent dies. The probe is frozen first, so it could never finish on its own."""
+    script = ("import sys, time\n"
+              "sys.path[:0] = [%r, %r]\n"
+              "from test_shutdown import _probe\n"
+              "print(_probe('parent').pid, flush=True)\n"
+              "time.sleep(600)\n") % (str(REPO), str(REPO / "tests"))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert _wait_for(lambda: _runtime_loaded(pid))
+        os.kill(pid, signal.SIGSTOP)
+        parent.kill()
+        parent.wait()
+        assert _wait_for(lambda: (_proc_stat(pid) or ("Z",))[0] == "Z", seconds=10), _proc_stat(pid)
+    finally:
+        _kill_group(parent.pid)
