@@ -198,6 +198,7 @@ class Daemon:
             self._step("scheduler stop", lambda: self.scheduler.stop(wait=0.0 if self._forced else THREAD_JOIN_SECONDS))
         closer = threading.Thread(target=self._close_source, name="sentinel-source-close", daemon=True)
         closer.start()
+        closing_since = time.monotonic()
         if not self._wait_until(self._no_run_in_progress, SHUTDOWN_GRACE_SECONDS):
             self._abandon_run_in_progress()
         # anything a finished run left, and the backstop for a probe started in a race
@@ -207,9 +208,11 @@ class Daemon:
         if self._api_server is not None:
             self._api_server.should_exit = True
             self._api_server.force_exit = self._api_server.force_exit or self._forced
-        self._wait_until(lambda: not closer.is_alive(), SOURCE_CLOSE_SECONDS)
-        for t in self._threads:
-            self._wait_until(lambda: not t.is_alive(), THREAD_JOIN_SECONDS)
+        # one deadline for the source close (started before the grace) and the side threads
+        threads = [closer, *self._threads]
+        if not self._wait_until(lambda: not any(t.is_alive() for t in threads),
+                                max(THREAD_JOIN_SECONDS, SOURCE_CLOSE_SECONDS - (time.monotonic() - closing_since))):
+            log.warning("exiting with threads still running", extra={"threads": [t.name for t in threads if t.is_alive()]})
         self.state = RunState.STOPPED
         log.info("stopped", extra={"seconds": round(time.monotonic() - t0, 2), "forced": self._forced})
 
