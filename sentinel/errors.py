@@ -2,6 +2,8 @@
 only the CLI turns an error into an exit code."""
 from __future__ import annotations
 
+import threading
+
 
 class SentinelError(Exception):
     """Base of every error Sentinel raises on purpose."""
@@ -47,7 +49,7 @@ class RunCancelled(SentinelError):
         super().__init__(f"revalidation cancelled before {stage}: the daemon is shutting down")
 
 
-def check_cancel(cancel: "object | None", stage: str) -> None:
-    """A cooperative cancel point: raise RunCancelled when ``cancel`` (a threading.Event) is set."""
-    if cancel is not None and cancel.is_set():  # type: ignore[attr-defined]
+def check_cancel(cancel: threading.Event | None, stage: str) -> None:
+    """A cooperative cancel point: raise RunCancelled when ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
         raise RunCancelled(stage)

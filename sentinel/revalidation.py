@@ -10,6 +10,7 @@ import hashlib
 import logging
 import platform
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -145,7 +146,7 @@ class Revalidator:
 
     def __init__(self, cfg: Config, store: Any, pairs: dict[str, LoadedPair], *, incidents: Any | None = None,
                  metrics: Any | None = None, report_writer: Callable[..., str | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, cancel: Any | None = None):
+                 clock: Callable[[], float] = time.monotonic, cancel: threading.Event | None = None):
         self.cfg, self.store, self.pairs = cfg, store, pairs
         self.incidents, self.metrics, self.report_writer, self.clock = incidents, metrics, report_writer, clock
         self.cancel = cancel
