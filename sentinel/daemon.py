@@ -2,10 +2,12 @@
 the HTTP API, and a visible lifecycle (starting → started → stopping → stopped).
 
 Threads: the main thread owns the Kafka consumer (kafka-python consumers are not thread-safe);
-APScheduler runs revalidations in its own worker thread; one thread drains the outbox; uvicorn
-serves the API in another. On SIGTERM/SIGINT the loop stops polling, the scheduler is shut down,
-the running revalidation gets a bounded grace period, and the process exits; a second signal
-forces exit at once (as uvicorn does).
+the scheduler (sentinel/scheduler.py) claims due revalidations from the store in one thread and
+runs them in another; one thread drains the outbox; uvicorn serves the API in another. On
+SIGTERM/SIGINT the loop stops polling and ``shutdown`` runs its steps, each bounded: the running
+revalidation gets a grace period, then is cut short (cancelled, its child processes killed, its
+run marked abandoned and its window given back at once). A second signal skips the waits but not
+the steps (uvicorn's force_exit); only a third exits at once.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .config import Config, read_secret
 from .errors import MessageError, SentinelError
 from .messages import PairShape, decode_label, decode_traffic
 from .metrics import Metrics
+from .perf.memory import kill_children_now, terminate_children
 from .reports import write_run_report
 from .revalidation import LoadedPair, Revalidator, load_pair, resolve_report_dir
 from .sampling import Sampler
@@ -29,18 +32,9 @@ from .storage.repository import LabelIn, QuarantineIn, SampleIn, Store, open_sto
 
 log = logging.getLogger("sentinel.daemon")
 
-SHUTDOWN_GRACE_SECONDS = 6.0
-_CURRENT: "Daemon | None" = None
-
-
-def scheduled_revalidation(pair: str) -> None:
-    """APScheduler job entry point. Jobs live in the SQL job store, so the callable must be an
-    importable module-level function with picklable args; it finds the running daemon here."""
-    daemon = _CURRENT
-    if daemon is None:
-        log.warning("scheduled revalidation with no daemon running", extra={"pair": pair})
-        return
-    daemon.revalidate(pair, trigger="schedule")
+SHUTDOWN_GRACE_SECONDS = 6.0   # for the revalidation in progress
+SOURCE_CLOSE_SECONDS = 6.0     # the Kafka source bounds its own close at 5 s
+THREAD_JOIN_SECONDS = 2.0
 
 
 def _preload_evidently() -> None:
@@ -93,7 +87,7 @@ class Daemon:
         self.store: Store | None = None
         self.pairs: dict[str, LoadedPair] = {}
         self.source: Any = None
-        self.scheduler: Any = None
+        self.scheduler: Any = None     # sentinel.scheduler.RevalidationScheduler
         self.revalidator: Revalidator | None = None
         self.incidents: Any = None
         self.dispatcher: Any = None
@@ -103,12 +97,13 @@ class Daemon:
         self._threads: list[threading.Thread] = []
         self._api_server: Any = None
         self._signals = 0
+        self._forced = False              # a second signal: shutdown skips its waits
+        self._cancel = threading.Event()  # set when the revalidation in progress is given up
         self.sampler = Sampler(cfg.sampling.rate, cfg.sampling.window, cfg.sampling.seed,
                                tuple(cfg.sampling.stratify_by))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        global _CURRENT
         from .incidents.engine import IncidentEngine
         from .incidents.escalation import load_policies
         from .notifiers.base import build_notifiers
@@ -129,8 +124,8 @@ class Daemon:
             on_outcome=lambda target, outcome: self.metrics.notifications.labels(target, outcome).inc())
         reports = resolve_report_dir(cfg)
         self.revalidator = Revalidator(cfg, self.store, self.pairs, incidents=self.incidents, metrics=self.metrics,
-                                       report_writer=lambda run, loaded, data=None: write_run_report(run, reports, data))
-        _CURRENT = self
+                                       report_writer=lambda run, loaded, data=None: write_run_report(run, reports, data),
+                                       cancel=self._cancel)
         self._start_scheduler()
         self.source = self.source_factory(cfg) if self.source_factory else self._kafka_source()
         self.source.start()
@@ -165,50 +160,113 @@ class Daemon:
             self.shutdown()
             return 1
         self.shutdown()
-        return 0
+        return 1 if self._forced else 0
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        # runs in the main thread between bytecodes, maybe inside shutdown: only set flags here
         self._signals += 1
-        if self._signals > 1:
-            log.warning("second signal: exiting now", extra={"signal": signum})
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            log.info("signal received: stopping", extra={"signal": name})
+            self.stop_event.set()
+        elif self._signals == 2:
+            log.warning("second signal: stopping without waiting", extra={"signal": name})
+            self._forced = True
+            if self._api_server is not None:
+                self._api_server.force_exit = True
+            self.stop_event.set()
+        else:   # the shutdown itself is wedged (e.g. in a blocking call): leave no child behind
+            log.warning("third signal: exiting now", extra={"signal": name})
+            kill_children_now()
             os._exit(1)
-        log.info("signal received: stopping", extra={"signal": signal.Signals(signum).name})
-        self.stop_event.set()
 
     def shutdown(self) -> None:
-        global _CURRENT
+        """Stop, each step bounded: stop claiming schedules, close the source, give the
+        revalidation in progress SHUTDOWN_GRACE_SECONDS, then cut it short (cancel it, kill and
+        reap child processes, mark its run abandoned and give its window back), release the
+        schedule leases, stop the API and the side threads. After a second signal the waits are
+        skipped, never the steps."""
         if self.state in (RunState.STOPPING, RunState.STOPPED):
             return
         self.state = RunState.STOPPING
         self.stop_event.set()
         t0 = time.monotonic()
         if self.scheduler is not None:
-            try:
-                self.scheduler.shutdown(wait=False)
-            except Exception:
-                log.exception("scheduler shutdown failed")
-        # a revalidation in progress gets a bounded grace period; if abandoned, the next start
-        # marks its run 'abandoned' and returns its samples to the window (nothing is lost)
-        if self._run_lock.acquire(timeout=SHUTDOWN_GRACE_SECONDS):
-            self._run_lock.release()
-        else:
-            log.warning("abandoning the revalidation in progress", extra={"grace_seconds": SHUTDOWN_GRACE_SECONDS})
-        if self.source is not None:
-            try:
-                self.source.close()
-            except Exception:
-                log.exception("source close failed")
+            self._step("scheduler stop", lambda: self.scheduler.stop(wait=0.0 if self._forced else THREAD_JOIN_SECONDS))
+        closer = threading.Thread(target=self._close_source, name="sentinel-source-close", daemon=True)
+        closer.start()
+        closing_since = time.monotonic()
+        if not self._wait_until(self._no_run_in_progress, SHUTDOWN_GRACE_SECONDS):
+            self._abandon_run_in_progress()
+        # anything a finished run left, and the backstop for a probe started in a race
+        self._step("child processes", lambda: terminate_children(grace=0.0 if self._forced else 1.0))
+        if self.scheduler is not None:
+            self._step("schedule leases", self.scheduler.release_all)
         if self._api_server is not None:
             self._api_server.should_exit = True
-        for t in self._threads:
-            t.join(timeout=2)
-        if _CURRENT is self:
-            _CURRENT = None
+            self._api_server.force_exit = self._api_server.force_exit or self._forced
+        # one deadline for the source close (started before the grace) and the side threads
+        threads = [closer, *self._threads]
+        if not self._wait_until(lambda: not any(t.is_alive() for t in threads),
+                                max(THREAD_JOIN_SECONDS, SOURCE_CLOSE_SECONDS - (time.monotonic() - closing_since))):
+            log.warning("exiting with threads still running", extra={"threads": [t.name for t in threads if t.is_alive()]})
         self.state = RunState.STOPPED
-        log.info("stopped", extra={"seconds": round(time.monotonic() - t0, 2)})
+        log.info("stopped", extra={"seconds": round(time.monotonic() - t0, 2), "forced": self._forced})
+
+    def _wait_until(self, done: Callable[[], bool], seconds: float) -> bool:
+        """Wait up to ``seconds`` for ``done()``, in short sleeps so a second signal (which only
+        sets a flag) ends the wait at once. Returns ``done()``."""
+        deadline = time.monotonic() + seconds
+        while not done():
+            if self._forced or time.monotonic() >= deadline:
+                return done()
+            time.sleep(0.05)
+        return True
+
+    def _no_run_in_progress(self) -> bool:
+        if self._run_lock.acquire(blocking=False):
+            self._run_lock.release()
+            return True
+        return False
+
+    def _abandon_run_in_progress(self) -> None:
+        """Give up on the revalidation still running: its run is marked abandoned and its window
+        given back now (not at the next start), then it is told to stop at its next cancel point
+        and its memory probes are killed. Marking first means a late write of the revalidation,
+        whatever it was about to record, changes nothing (Store.finish_run)."""
+        log.warning("abandoning the revalidation in progress",
+                    extra={"grace_seconds": 0 if self._forced else SHUTDOWN_GRACE_SECONDS})
+        active = self.revalidator.active_run if self.revalidator is not None else None
+        marked = False
+        if active is not None and self.store is not None:
+            why = ("the daemon was stopped during this run (a second signal skipped the grace period)"
+                   if self._forced else f"the daemon was stopped during this run and it did not finish within "
+                                        f"the {SHUTDOWN_GRACE_SECONDS:g} s shutdown grace")
+            try:
+                marked = self.store.finish_run(active[0], status="abandoned", n_samples=0, record=None, results=[],
+                                               error=why + "; its samples went back to the window", release_window=True)
+            except Exception:   # the next start marks it (_recover_abandoned_runs)
+                log.exception("could not mark the abandoned run", extra={"run_id": active[0]})
+        self._cancel.set()
+        killed = terminate_children(grace=0.0 if self._forced else 1.0)
+        if marked and active is not None:
+            self.metrics.runs.labels(active[1], "abandoned").inc()
+            log.warning("run abandoned at shutdown", extra={"run_id": active[0], "pair": active[1],
+                                                           "children_killed": killed})
+
+    def _close_source(self) -> None:
+        if self.source is not None:
+            self._step("source close", self.source.close)
+
+    @staticmethod
+    def _step(name: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception(f"{name} failed")
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest_once(self) -> int:
@@ -258,6 +316,8 @@ class Daemon:
         if self.revalidator is None or self.state is RunState.STOPPING:
             return None
         with self._run_lock:   # one revalidation at a time per process (bounded CPU on small hosts)
+            if self.state in (RunState.STOPPING, RunState.STOPPED):
+                return None    # shutdown began while this one waited for the lock
             outcome = self.revalidator.run(pair, trigger=trigger)
         if outcome is not None:
             self._refresh_incident_gauge()
@@ -266,46 +326,33 @@ class Daemon:
         return outcome
 
     def _start_scheduler(self) -> None:
-        from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-        from apscheduler.schedulers.background import BackgroundScheduler
+        from .scheduler import RevalidationScheduler
 
         assert self.store is not None
-        self.scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine)},
-            executors={"default": ThreadPoolExecutor(max(1, len(self.pairs)))},
-            job_defaults={"coalesce": True, "max_instances": 1,
-                          "misfire_grace_time": self.cfg.revalidation.misfire_grace_seconds},
-            timezone=dt.timezone.utc)
-        # started paused so existing jobs can be compared before anything fires
-        self.scheduler.start(paused=True)
-        wanted = {f"revalidate:{p}": p for p in self.pairs}
-        for job in self.scheduler.get_jobs():
-            if job.id.startswith("revalidate:") and job.id not in wanted:
-                job.remove()
-        for job_id, pair in wanted.items():
-            interval = dt.timedelta(seconds=self.cfg.interval_for(pair))
-            job = self.scheduler.get_job(job_id)
-            if job is not None and getattr(job.trigger, "interval", None) == interval:
-                continue  # keep its stored next run time across restarts
-            self.scheduler.add_job(scheduled_revalidation, "interval", seconds=interval.total_seconds(),
-                                   args=[pair], id=job_id, name=f"revalidate {pair}", replace_existing=True)
-        self.scheduler.resume()
+        self.scheduler = RevalidationScheduler(
+            self.store, {p: self.cfg.interval_for(p) for p in self.pairs},
+            lambda pair: self.revalidate(pair, trigger="schedule"),
+            misfire_grace=self.cfg.revalidation.misfire_grace_seconds)
+        self.scheduler.start()
 
     def next_run_times(self) -> dict[str, dt.datetime | None]:
+        """Each pair's next scheduled run (None: not scheduled); {} before the scheduler starts."""
         if self.scheduler is None:
             return {}
-        return {j.id.split(":", 1)[1]: j.next_run_time for j in self.scheduler.get_jobs()
-                if j.id.startswith("revalidate:")}
+        return self.scheduler.next_run_times()
 
     def _recover_abandoned_runs(self) -> None:
+        """After a SIGKILL (a clean stop marks its own run): runs left 'running' are marked
+        abandoned and their samples go back to the window; leases are dropped. One daemon per
+        store is assumed here, as for SQLite; the replica work scopes both to dead owners."""
         assert self.store is not None
         for run in self.store.list_runs(limit=1000):
-            if run["status"] == "running":
-                self.store.release_window(run["id"])
-                self.store.finish_run(run["id"], status="abandoned", n_samples=0, record=run["record"], results=[],
-                                      error="the daemon stopped during this run; its samples went back to the window")
+            if run["status"] == "running" and self.store.finish_run(
+                    run["id"], status="abandoned", n_samples=0, record=None, results=[], release_window=True,
+                    error="the daemon stopped during this run; its samples went back to the window"):
                 log.warning("abandoned run recovered", extra={"run_id": run["id"], "pair": run["pair"]})
+        if self.store.clear_schedule_leases():
+            log.info("schedule leases of the previous daemon dropped")
 
     # -- side loops ------------------------------------------------------------------------------
     def _spawn(self, target: Callable[[], None], name: str) -> None:

@@ -2,6 +2,8 @@
 only the CLI turns an error into an exit code."""
 from __future__ import annotations
 
+import threading
+
 
 class SentinelError(Exception):
     """Base of every error Sentinel raises on purpose."""
@@ -36,3 +38,18 @@ class NotFoundError(SentinelError, LookupError):
 
 class StateError(SentinelError):
     """An operation is not allowed in the object's current state (e.g. ack a resolved incident)."""
+
+
+class RunCancelled(SentinelError):
+    """A revalidation stopped at a cancel point because the daemon is shutting down; ``stage``
+    names the step it was about to start."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        super().__init__(f"revalidation cancelled before {stage}: the daemon is shutting down")
+
+
+def check_cancel(cancel: threading.Event | None, stage: str) -> None:
+    """A cooperative cancel point: raise RunCancelled when ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise RunCancelled(stage)

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import platform
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -20,6 +21,7 @@ import numpy as np
 
 from .checks.base import SEVERITY_ORDER, Check, CheckParamError, CheckResult, ReferenceData, RunData, build_check, worst
 from .config import Config, ConfigError
+from .errors import RunCancelled, check_cancel
 from .messages import PairShape
 from .registry import PluginError
 from .runners.base import ModelLoadError, Runner, load_runner
@@ -31,8 +33,7 @@ from .perf.timing import sketch
 
 log = logging.getLogger("sentinel.revalidation")
 
-PACKAGES = ("sentinel-ml", "torch", "onnxruntime", "numpy", "scipy", "evidently", "sqlalchemy", "kafka-python",
-            "apscheduler")
+PACKAGES = ("sentinel-ml", "torch", "onnxruntime", "numpy", "scipy", "evidently", "sqlalchemy", "kafka-python")
 LATENCY_CALLS = 50     # batch-1 timed calls per role when perf measurement is disabled
 LATENCY_WARMUP = 3
 REFERENCE_MAX_RUNS = 50   # accepted runs a reference window may span (reference.min_rows)
@@ -139,18 +140,23 @@ class RunOutcome:
 class Revalidator:
     """Runs revalidations. ``store``, ``incidents`` (an IncidentEngine) and ``metrics`` are passed
     in; ``report_writer(run, loaded, data) -> path`` writes the run's report (``data``: the RunData the
-    checks saw, for the Evidently section)."""
+    checks saw, for the Evidently section). ``cancel`` (a threading.Event the daemon sets when it
+    gives up on a run at shutdown) is checked between stages: the run then stops, starts no child
+    process, and is recorded as abandoned unless the daemon already marked it so."""
 
     def __init__(self, cfg: Config, store: Any, pairs: dict[str, LoadedPair], *, incidents: Any | None = None,
                  metrics: Any | None = None, report_writer: Callable[..., str | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, cancel: threading.Event | None = None):
         self.cfg, self.store, self.pairs = cfg, store, pairs
         self.incidents, self.metrics, self.report_writer, self.clock = incidents, metrics, report_writer, clock
+        self.cancel = cancel
+        self.active_run: tuple[int, str] | None = None   # (run id, pair) while a run is in progress
 
     def run(self, pair: str, *, trigger: str = "schedule", samples: Sequence[Any] | None = None,
             source: dict[str, Any] | None = None) -> RunOutcome | None:
         """Revalidate ``pair`` on its pending window (or on ``samples`` given directly, e.g. from a
-        file). Returns None when there was nothing to evaluate (fewer than revalidation.min_samples)."""
+        file). Returns None when there was nothing to evaluate (fewer than revalidation.min_samples),
+        and when the run was cancelled or marked abandoned by the daemon's shutdown."""
         loaded = self.pairs[pair]
         t0 = self.clock()
         if samples is None and self.store.pending_count(pair) < self.cfg.revalidation.min_samples:
@@ -158,8 +164,18 @@ class Revalidator:
             return None
         record = self._record(loaded, trigger)
         run_id = self.store.create_run(pair, trigger, record)
+        self.active_run = (run_id, pair)
+        try:
+            return self._run(loaded, run_id, record, t0, samples, source)
+        finally:
+            self.active_run = None
+
+    def _run(self, loaded: LoadedPair, run_id: int, record: dict[str, Any], t0: float,
+             samples: Sequence[Any] | None, source: dict[str, Any] | None) -> RunOutcome | None:
+        pair = loaded.name
         claimed = samples is None
         try:
+            check_cancel(self.cancel, "claiming the window")
             if samples is None:
                 samples = self.store.claim_window(pair, run_id)
                 record["samples"] = _sample_record(samples, source or {"kind": "kafka"})
@@ -174,19 +190,25 @@ class Revalidator:
                 perf["accepted"] = not any(r.evidence.get("kind") == "perf_history" and r.status in ("warn", "fail")
                                            for r in results)
                 record["perf"] = perf
+        except RunCancelled as exc:
+            log.info("revalidation cancelled", extra={"pair": pair, "run_id": run_id, "stage": exc.stage})
+            self.store.finish_run(run_id, status="abandoned", n_samples=0, record=record, results=[],
+                                  error=f"{exc}; its samples went back to the window", release_window=claimed)
+            return None
         except Exception as exc:  # a broken run is recorded, never crashes the daemon
             log.exception("revalidation failed", extra={"pair": pair, "run_id": run_id})
-            if claimed:
-                self.store.release_window(run_id)
-            self.store.finish_run(run_id, status="error", n_samples=0, record=record, results=[],
-                                  error=f"{type(exc).__name__}: {exc}")
-            if self.metrics:
+            if self.store.finish_run(run_id, status="error", n_samples=0, record=record, results=[],
+                                     error=f"{type(exc).__name__}: {exc}", release_window=claimed) and self.metrics:
                 self.metrics.runs.labels(pair, "error").inc()
             raise
         status = worst([r.status for r in results]) if results else "insufficient_data"
         record["duration_seconds"] = round(self.clock() - t0, 3)
-        self.store.finish_run(run_id, status=status, n_samples=len(samples), record=record,
-                              results=[r.to_row() for r in results])
+        if not self.store.finish_run(run_id, status=status, n_samples=len(samples), record=record,
+                                     results=[r.to_row() for r in results]):
+            # the daemon gave up on this run at shutdown and gave its window back: keep that
+            log.warning("revalidation result dropped: the run was marked abandoned while it ran",
+                        extra={"pair": pair, "run_id": run_id, "status": status})
+            return None
         if (record.get("perf") or {}).get("accepted"):
             self._keep_accepted(loaded)
         outcome = RunOutcome(run_id, pair, status, len(samples), results, None, record)
@@ -219,6 +241,7 @@ class Revalidator:
         n = data.n
         results: list[CheckResult] = []
         for check in loaded.checks:
+            check_cancel(self.cancel, f"check {check.name}")
             try:
                 results.extend(check.evaluate(data))
             except Exception as exc:
@@ -242,6 +265,7 @@ class Revalidator:
         perf = None
         history = self._perf_history(loaded.name)
         if n:
+            check_cancel(self.cancel, "inference")
             out = paired.run(x, loaded.batch_size)
             base, cand = out.baseline, out.candidate
             if not measure:
@@ -252,7 +276,7 @@ class Revalidator:
                 try:
                     perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
                                         settings=self.cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate},
-                                        accepted=sessions, reference=reference)
+                                        accepted=sessions, reference=reference, cancel=self.cancel)
                 finally:
                     for r in [r for group in (sessions or {}).values() for r in group]:
                         r.close()
@@ -273,6 +297,7 @@ class Revalidator:
                        seed=self.cfg.revalidation.seed, perf=perf, perf_history=history,
                        served_latency=served, predict=_predictor(paired, loaded.batch_size),
                        feature_names=list(loaded.shape.features) if loaded.shape.features else None)
+        check_cancel(self.cancel, "the reference window")
         data.reference = self._reference(loaded, data, before_run=before_run, reference_runs=reference_runs)
         return data
 

@@ -174,11 +174,15 @@ def test_sigterm_stops_within_ten_seconds(tmp_path, broker, topic):
     assert "signal received: stopping" in events and events[-1] == "stopped"
     # the scheduled revalidation ran on the ingested window and was recorded
     from sentinel.storage import open_store
-    runs = open_store(url).list_runs()
+    store = open_store(url)
+    runs = store.list_runs()
     assert runs and all(r["trigger"] == "schedule" for r in runs)
-    assert sum(r["n_samples"] for r in runs) <= 200 and any(r["n_samples"] for r in runs)
-    # a run cut short by the stop stays 'running' until the next start marks it 'abandoned'
-    assert {r["status"] for r in runs} <= {"pass", "warn", "fail", "insufficient_data", "running"}
+    # a run cut short by the stop is marked at once, never left 'running', and its samples are
+    # pending again (on a busy machine the 6 s grace may not be enough for the run)
+    assert {r["status"] for r in runs} <= {"pass", "warn", "fail", "insufficient_data", "abandoned"}
+    done = sum(r["n_samples"] for r in runs if r["status"] != "abandoned")
+    assert done + store.pending_count("triage") == 200
+    assert done or runs[0]["status"] == "abandoned"
 
 
 def test_schedule_survives_a_restart(tmp_path, broker, topic):

@@ -433,7 +433,8 @@ def test_only_a_finished_run_with_a_perf_measurement_can_be_accepted(tmp_path):
         from sentinel.perf.accepted import accept_run
         accept_run(store, running, actor="a", reason=" ", kept=None)
     perf = {"timings": [{"batch_size": 1}], "accepted": False}
-    store.finish_run(running, status="fail", n_samples=1, record={"perf": perf}, results=[])
-    got = store.accept_perf(running, actor="ana", reason="on purpose")
+    measured = store.create_run("p", "manual", {})   # a finished run is never finished again
+    store.finish_run(measured, status="fail", n_samples=1, record={"perf": perf}, results=[])
+    got = store.accept_perf(measured, actor="ana", reason="on purpose")
     assert got["accepted"] and got["accepted_by"]["actor"] == "ana"
-    assert store.get_run(running)["record"]["perf"]["accepted_by"]["reason"] == "on purpose"
+    assert store.get_run(measured)["record"]["perf"]["accepted_by"]["reason"] == "on purpose"

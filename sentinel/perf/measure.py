@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ..errors import check_cancel
 from .fingerprint import fingerprint
 from .memory import collect, session_peak_memory
 from .timing import PerfMeasurement, Timing, time_interleaved
@@ -15,7 +17,7 @@ from .timing import PerfMeasurement, Timing, time_interleaved
 
 def measure_pair(baseline: Any, candidate: Any, x: np.ndarray, *, serving_batch_size: int, settings: Any,
                  specs: dict[str, Any] | None = None, accepted: dict[str, list[Any]] | None = None, reference: dict[str, Any] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> PerfMeasurement:
+                 clock: Callable[[], float] = time.perf_counter, cancel: threading.Event | None = None) -> PerfMeasurement:
     """Time both runners interleaved on the rows ``x`` at batch 1 and at the serving batch size
     (the budget split evenly between them), then measure each session's peak memory in a fresh
     subprocess (after the timing, so the probes cannot disturb it).
@@ -29,22 +31,29 @@ def measure_pair(baseline: Any, candidate: Any, x: np.ndarray, *, serving_batch_
 
     ``settings`` is a :class:`sentinel.config.PerfConfig`; ``specs`` maps role to its
     :class:`sentinel.config.ModelSpec` (output mode and providers for the memory probe).
+    ``cancel``: when set (the daemon is stopping), RunCancelled is raised before the next timing
+    phase or memory probe, and no probe process is started.
     """
     t0 = clock()
     runners = {"baseline": baseline, "candidate": candidate}
     singles = {"baseline": baseline} if accepted else runners
     sizes = sorted({1, int(serving_batch_size)})
     share = settings.budget_seconds / len(sizes)
-    timings = [time_pooled(singles, accepted or {}, x, b, budget_seconds=share, warmup_seconds=settings.warmup_seconds,
-                           max_calls=settings.max_calls, clock=clock) for b in sizes]
+    timings = []
+    for b in sizes:
+        check_cancel(cancel, f"perf timing at batch size {b}")
+        timings.append(time_pooled(singles, accepted or {}, x, b, budget_seconds=share, clock=clock,
+                                   warmup_seconds=settings.warmup_seconds, max_calls=settings.max_calls))
     memory: dict[str, dict[str, Any]] = {}
     if settings.memory:
+        check_cancel(cancel, "memory probes")
         pending = {role: session_peak_memory(
             path=str(r.path), runtime=r.runtime, role=role, sha256=r.sha256,
             output=getattr((specs or {}).get(role), "output", getattr(r, "output", "probabilities")),
             threads=getattr(r, "threads", None), providers=getattr(r, "providers", None),
-            batch_size=int(serving_batch_size)) for role, r in runners.items()}
+            batch_size=int(serving_batch_size), cancel=cancel) for role, r in runners.items()}
         memory = {role: collect(p) for role, p in pending.items()}
+        check_cancel(cancel, "the checks (memory probes were stopped)")
     return PerfMeasurement(
         fingerprint=fingerprint(runners), timings=timings, memory=memory,
         model_bytes={role: os.path.getsize(r.path) for role, r in runners.items()},

@@ -96,6 +96,25 @@ class Sample:
     extra: dict[str, Any] | None = None    # the message's other fields (e.g. served_latency_ms)
 
 
+@dataclass(frozen=True)
+class ScheduleClaim:
+    """A scheduled revalidation claimed by one daemon: run ``pair`` now (the run that was due at
+    ``due_at``, missed ones coalesced into it); the schedule already points at ``next_run_at``."""
+    pair: str
+    due_at: dt.datetime
+    next_run_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class MissedRun:
+    """A due run that was not claimed but passed over: ``reason`` is ``misfire`` (more than the
+    misfire grace late) or ``running`` (this daemon still holds the pair's previous run)."""
+    pair: str
+    due_at: dt.datetime
+    late_seconds: float
+    reason: str
+
+
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -224,8 +243,12 @@ class Store:
 
     def claim_window(self, pair: str, run_id: int) -> list[Sample]:
         """Attach the pair's pending samples to ``run_id`` and return them (labels joined by id).
-        Claimed samples stay with that run: they are its snapshot, and ``sentinel replay`` re-reads them."""
+        Claimed samples stay with that run: they are its snapshot, and ``sentinel replay`` re-reads them.
+        Nothing is claimed for a run that is no longer 'running' (the daemon marked it abandoned
+        while it started): its samples would never be given back."""
         with self.engine.begin() as conn:
+            if not _lock_running(conn, run_id):
+                return []
             conn.execute(update(t.samples).where(and_(t.samples.c.pair == pair, t.samples.c.run_id.is_(None)))
                          .values(run_id=run_id))
         return self.run_samples(run_id)
@@ -264,14 +287,26 @@ class Store:
         with self.engine.connect() as conn:
             return list(conn.execute(q.order_by(t.runs.c.id.desc()).limit(limit)).scalars())
 
-    def finish_run(self, run_id: int, *, status: str, n_samples: int, record: dict[str, Any],
-                   results: Sequence[dict[str, Any]], report_path: str | None = None, error: str | None = None) -> None:
+    def finish_run(self, run_id: int, *, status: str, n_samples: int, record: dict[str, Any] | None,
+                   results: Sequence[dict[str, Any]], report_path: str | None = None, error: str | None = None,
+                   release_window: bool = False) -> bool:
+        """Record a run's outcome, only while it is still 'running': whoever finishes it first
+        (the revalidation, or the daemon abandoning it at shutdown) wins, and the other's late
+        write changes nothing. ``release_window`` gives its samples back in the same transaction.
+        ``record=None`` keeps the stored record. Returns whether this call finished the run."""
+        values: dict[str, Any] = dict(status=status, finished_at=utcnow(), n_samples=n_samples,
+                                      report_path=report_path, error=error)
+        if record is not None:
+            values["record"] = record
         with self.engine.begin() as conn:
-            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(
-                status=status, finished_at=utcnow(), n_samples=n_samples, record=record,
-                report_path=report_path, error=error))
+            if not _lock_running(conn, run_id):
+                return False
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
+            if release_window:
+                conn.execute(update(t.samples).where(t.samples.c.run_id == run_id).values(run_id=None))
             if results:
                 conn.execute(insert(t.check_results), [{**r, "run_id": run_id} for r in results])
+        return True
 
     def accept_perf(self, run_id: int, *, actor: str, reason: str | None) -> dict[str, Any]:
         """Mark a finished run's performance as accepted (it joins the pair's perf history and
@@ -315,6 +350,122 @@ class Store:
             if pair:
                 q = q.where(t.runs.c.pair == pair)
             return [_row(r) for r in conn.execute(q)]
+
+    # -- schedules -------------------------------------------------------------------------------
+    def sync_schedules(self, intervals: dict[str, float], now: dt.datetime | None = None
+                       ) -> dict[str, dt.datetime | None]:
+        """Make the stored schedules match the configured pairs: a new pair, or one whose interval
+        changed, is first due one interval from now; an unchanged one keeps its next run time (so
+        a restart does not push it back); a row carried over without an interval adopts the
+        configured one and keeps its time; pairs no longer configured lose their schedule."""
+        now = now or utcnow()
+        s = t.schedules
+        with self.engine.begin() as conn:
+            rows = {r.pair: r for r in conn.execute(select(s).with_for_update())}
+            gone = [p for p in rows if p not in intervals]
+            if gone:
+                conn.execute(delete(s).where(s.c.pair.in_(gone)))
+            for pair, interval in intervals.items():
+                row = rows.get(pair)
+                fresh = now + dt.timedelta(seconds=interval)
+                if row is None:
+                    conn.execute(insert(s).values(pair=pair, interval_seconds=interval, next_run_at=fresh,
+                                                  updated_at=now))
+                elif row.interval_seconds != interval or row.next_run_at is None:
+                    keep = row.interval_seconds is None and row.next_run_at is not None
+                    conn.execute(update(s).where(s.c.pair == pair).values(
+                        interval_seconds=interval, next_run_at=row.next_run_at if keep else fresh, updated_at=now))
+        return self.schedule_times()
+
+    def schedule_times(self) -> dict[str, dt.datetime | None]:
+        """Each scheduled pair's next run time."""
+        with self.engine.connect() as conn:
+            return {r.pair: as_utc(r.next_run_at) for r in conn.execute(select(t.schedules.c.pair, t.schedules.c.next_run_at))}
+
+    def claim_due_schedules(self, owner: str, *, misfire_grace: float, lease_seconds: float,
+                            now: dt.datetime | None = None) -> tuple[list[ScheduleClaim], list[MissedRun]]:
+        """Claim every due schedule for ``owner``: advance ``next_run_at`` past now (missed runs
+        coalesce into one) and lease the pair for ``lease_seconds``. A run more than
+        ``misfire_grace`` seconds late is passed over, as is a due run of a pair ``owner`` still
+        holds; a pair leased by another owner is left to it until the lease lapses.
+
+        Due rows are read with FOR UPDATE SKIP LOCKED (PostgreSQL: concurrent claimers skip each
+        other's rows; SQLite ignores it) and each is taken by an update conditional on the values
+        read, so a row is claimed once even where no row lock exists."""
+        now = now or utcnow()
+        s = t.schedules
+        claims: list[ScheduleClaim] = []
+        missed: list[MissedRun] = []
+        with self.engine.begin() as conn:
+            due_q = (select(s).where(and_(s.c.next_run_at <= now, s.c.interval_seconds.is_not(None),
+                                          or_(s.c.lease_until.is_(None), s.c.lease_until < now, s.c.lease_owner == owner)))
+                     .order_by(s.c.next_run_at).with_for_update(skip_locked=True))
+            for row in conn.execute(due_q).all():
+                due, nxt = _coalesce(as_utc(row.next_run_at), row.interval_seconds, now)
+                late = (now - due).total_seconds()
+                held = row.lease_owner == owner and row.lease_until is not None and as_utc(row.lease_until) >= now
+                values: dict[str, Any] = {"next_run_at": nxt, "updated_at": now}
+                if held or late > misfire_grace:
+                    outcome: Any = MissedRun(row.pair, due, late, "running" if held else "misfire")
+                else:
+                    values.update(lease_owner=owner, lease_until=now + dt.timedelta(seconds=lease_seconds),
+                                  last_started_at=now)
+                    outcome = ScheduleClaim(row.pair, due, nxt)
+                taken = conn.execute(update(s).where(and_(
+                    s.c.pair == row.pair, s.c.next_run_at == row.next_run_at, _same(s.c.lease_owner, row.lease_owner),
+                    _same(s.c.lease_until, row.lease_until))).values(**values)).rowcount == 1
+                if taken:
+                    (claims if isinstance(outcome, ScheduleClaim) else missed).append(outcome)
+        return claims, missed
+
+    def renew_schedule_leases(self, owner: str, pairs: Sequence[str], lease_seconds: float) -> None:
+        """Extend ``owner``'s leases on ``pairs`` (runs still queued or in progress)."""
+        if not pairs:
+            return
+        s = t.schedules
+        with self.engine.begin() as conn:
+            conn.execute(update(s).where(and_(s.c.pair.in_(list(pairs)), s.c.lease_owner == owner)).values(
+                lease_until=utcnow() + dt.timedelta(seconds=lease_seconds)))
+
+    def release_schedule(self, pair: str, owner: str, *, finished: bool = True,
+                         next_run_at: dt.datetime | None = None) -> None:
+        """End ``owner``'s lease on ``pair``: after its run (``finished``), or handing back a claim
+        that never ran (then ``next_run_at`` puts its due time back, so it is not lost)."""
+        s = t.schedules
+        now = utcnow()
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "updated_at": now}
+        if finished:
+            values["last_finished_at"] = now
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+        with self.engine.begin() as conn:
+            conn.execute(update(s).where(and_(s.c.pair == pair, s.c.lease_owner == owner)).values(**values))
+
+    def clear_schedule_leases(self) -> int:
+        """Drop every lease (start of the only daemon on this store: they were its predecessor's)."""
+        s = t.schedules
+        with self.engine.begin() as conn:
+            return conn.execute(update(s).where(s.c.lease_owner.is_not(None)).values(
+                lease_owner=None, lease_until=None)).rowcount
+
+def _coalesce(next_at: dt.datetime, interval: float, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The latest run time of the grid ``next_at + k*interval`` that is not after ``now`` (every
+    earlier missed one is folded into it), and the one after it."""
+    step = dt.timedelta(seconds=interval)
+    due = next_at + max(0, (now - next_at) // step) * step
+    return due, due + step
+
+
+def _same(col: Any, value: Any) -> Any:
+    return col.is_(None) if value is None else col == value
+
+
+def _lock_running(conn: Connection, run_id: int) -> bool:
+    """Whether the run is still 'running', holding its row until the transaction ends. A write
+    comes first on purpose: it takes PostgreSQL's row lock (a concurrent finish waits, then sees
+    the new status) and SQLite's write lock (no stale read between the check and the update)."""
+    return conn.execute(update(t.runs).where(and_(t.runs.c.id == run_id, t.runs.c.status == "running"))
+                        .values(status="running")).rowcount == 1
 
 
 def _row(row: Any) -> dict[str, Any]:

@@ -184,3 +184,22 @@ silences = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_silences_ends", "ends_at"),
 )
+
+# One revalidation schedule per configured pair, in plain columns (nothing here is ever unpickled).
+# `interval_seconds` is NULL only for a row carried over from APScheduler's job store (whose
+# interval sat inside a pickle): the next start adopts the configured interval and keeps the time.
+# A claim sets `lease_owner`/`lease_until` and advances `next_run_at` in one conditional update
+# (SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL), so with several daemons each run happens once
+# and a dead daemon's claim lapses when its lease does (Store.claim_due_schedules).
+schedules = Table(
+    "schedules", metadata,
+    Column("pair", String(128), primary_key=True),
+    Column("interval_seconds", Float),
+    Column("next_run_at", DateTime(timezone=True)),
+    Column("last_started_at", DateTime(timezone=True)),
+    Column("last_finished_at", DateTime(timezone=True)),
+    Column("lease_owner", String(255)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_schedules_next_run", "next_run_at"),
+)
