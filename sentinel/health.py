@@ -30,6 +30,9 @@ from typing import Any, Callable
 from sqlalchemy import Engine, text
 
 PARTS = ("daemon", "models", "broker", "store", "ingest", "scheduler")
+# how long /readyz waits for a broker ping or a write probe before calling the part failing
+# (the chart's readiness probe waits 5 s for the whole answer)
+CHECK_TIMEOUT_SECONDS = 2.5
 # PostgreSQL lock_not_available: the probe waited for a row lock (a migration, another
 # replica's probe). The table is writable, just busy: not a failure.
 _PG_LOCK_NOT_AVAILABLE = "55P03"
@@ -95,22 +98,37 @@ def probe_writes(engine: Engine, timeout_s: float = 2.0) -> None:
 
 
 class _Cached:
-    """A value computed at most once per ``ttl`` seconds; concurrent callers wait for the one
-    computation in progress rather than starting their own."""
+    """A check run at most once per ``ttl`` seconds, in its own thread, waited for at most
+    ``timeout_s``: a store or broker that hangs (a black-holed address) makes the part fail
+    with "no answer" instead of hanging /readyz and /metrics. While a check is still running,
+    callers get its last answer (or "no answer") and no second check starts."""
 
-    def __init__(self, fn: Callable[[], Part], ttl: float, clock: Callable[[], float]):
-        self.fn, self.ttl, self.clock = fn, ttl, clock
+    def __init__(self, what: str, fn: Callable[[], Part], ttl: float, timeout_s: float,
+                 clock: Callable[[], float]):
+        self.what, self.fn, self.ttl, self.timeout_s, self.clock = what, fn, ttl, timeout_s, clock
         self._lock = threading.Lock()
         self._at: float | None = None
         self._value = OK
+        self._running: threading.Thread | None = None
 
     def get(self) -> Part:
         with self._lock:
-            now = self.clock()
-            if self._at is None or now - self._at >= self.ttl:
-                self._value = self.fn()
-                self._at = self.clock()
+            if self._running is None and (self._at is None or self.clock() - self._at >= self.ttl):
+                self._running = threading.Thread(target=self._run, name=f"sentinel-health-{self.what}", daemon=True)
+                self._running.start()
+            running = self._running
+        if running is not None:
+            running.join(self.timeout_s)
+            with self._lock:
+                if self._running is running:   # still not back
+                    return Part(False, f"the {self.what} check has not answered within {self.timeout_s:g} s")
+        with self._lock:
             return self._value
+
+    def _run(self) -> None:
+        value = self.fn()
+        with self._lock:
+            self._value, self._at, self._running = value, self.clock(), None
 
 
 class Health:
@@ -122,8 +140,8 @@ class Health:
     def __init__(self, daemon: Any, cfg: Any, *, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)):
         self.daemon, self.cfg, self.clock, self.wall = daemon, cfg, clock, wall
-        self._broker = _Cached(self._ping, cfg.cache_seconds, clock)
-        self._probe = _Cached(self._probe_store, cfg.cache_seconds, clock)
+        self._broker = _Cached("broker", self._ping, cfg.cache_seconds, CHECK_TIMEOUT_SECONDS, clock)
+        self._probe = _Cached("store write", self._probe_store, cfg.cache_seconds, CHECK_TIMEOUT_SECONDS, clock)
 
     # -- the answer ------------------------------------------------------------------------
     def parts(self) -> dict[str, Part]:
