@@ -7,7 +7,6 @@ Reads are open unless ``api.public_reads`` is false. Errors are ``{"error": {"co
 from __future__ import annotations
 
 import hmac
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import read_secret
 from .errors import NotFoundError, StateError
-
-READY_POLL_SECONDS = 30.0
 
 
 def jsonable(obj: Any) -> Any:
@@ -71,19 +68,14 @@ def create_app(daemon: Any) -> FastAPI:
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
-        problems = []
-        try:
-            daemon.store.ping()
-        except Exception as exc:
-            problems.append(f"store: {type(exc).__name__}")
-        if not daemon.pairs:
-            problems.append("models: not loaded")
-        if time.monotonic() - daemon.last_poll_ok > READY_POLL_SECONDS:
-            problems.append("broker: no successful poll in the last 30 s")
-        if daemon.state.value != "started":
-            problems.append(f"daemon: {daemon.state.value}")
-        body = {"ready": not problems, "problems": problems}
-        return JSONResponse(body, status_code=200 if not problems else 503)
+        """503 naming each failing part with its reason (sentinel/health.py); /healthz is liveness."""
+        health = getattr(daemon, "health", None)
+        if health is None:   # before start() built it
+            body = {"ready": False, "problems": [f"daemon: {daemon.state.value}"],
+                    "parts": {"daemon": {"ok": False, "reason": f"the daemon is {daemon.state.value}"}}}
+        else:
+            body = health.report()
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -49,6 +49,13 @@ class KafkaConfig(Strict):
     max_poll_records: int = Field(500, ge=1)
     poll_timeout_ms: int = Field(500, ge=10)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # How fast the consumer comes back after a broker restart (README, Operations: readiness).
+    # kafka-python doubles the wait between reconnects up to reconnect_backoff_max_ms (30 s by
+    # default, which left the first sample ~30 s after the broker was back); a 2 s cap still
+    # keeps an unreachable broker down to one connection attempt every 2 s per node.
+    reconnect_backoff_ms: int = Field(100, ge=1)
+    reconnect_backoff_max_ms: int = Field(2000, ge=1)
+    retry_backoff_ms: int = Field(200, ge=1)
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password_env: str | None = None   # name of the env var holding the password (never in the file)
@@ -201,6 +208,24 @@ class ApiConfig(Strict):
     public_reads: bool = True
 
 
+class HealthConfig(Strict):
+    """When ``/readyz`` calls a part failing (README, Operations: readiness)."""
+    # ingest neither stored anything nor was caught up (lag 0) for this long while records wait:
+    # /readyz names "ingest" and sentinel_ingest_stalled is 1
+    stall_seconds: float = Field(120, gt=0)
+    # broker TCP checks and store write probes are reused this long (keeps /readyz cheap)
+    cache_seconds: float = Field(2.0, ge=0, le=60)
+    # with no successful store write for this long, /readyz probes that writes are allowed
+    # (an UPDATE rolled back); 0 turns the probe off
+    write_probe_seconds: float = Field(10, ge=0)
+    # the consumer without a group coordinator this long (broker reachable or not) is "broker"
+    coordinator_grace_seconds: float = Field(15, gt=0)
+    # a pair's revalidation this far past its due time, or one running longer than
+    # max_run_seconds, is "scheduler"
+    schedule_overdue_seconds: float = Field(120, gt=0)
+    max_run_seconds: float = Field(3600, gt=0)
+
+
 class LoggingConfig(Strict):
     level: str = "INFO"
     format: Literal["json", "text"] = "json"
@@ -220,6 +245,7 @@ class Config(Strict):
     escalation: str | None = None     # policy file(s), a path or glob: alerts/*.yaml
     reports_dir: str = "reports"
     api: ApiConfig = Field(default_factory=ApiConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     # not part of the file: where it came from, for messages and relative paths

@@ -92,6 +92,13 @@ class Daemon:
         self.incidents: Any = None
         self.dispatcher: Any = None
         self.last_poll_ok: float = 0.0
+        # what /readyz reads (sentinel/health.py); monotonic times, 0.0 = never
+        self.last_write_ok: float = 0.0          # last successful store write
+        self.write_error: str | None = None      # last whole-store write failure, cleared on success
+        self.last_advance: float = 0.0           # last cycle that stored a batch or found nothing behind
+        self.last_lag: int | None = None
+        self.running: dict[str, float] = {}      # pair -> when its revalidation in progress started
+        self.health: Any = None
         self.api_port: int | None = None
         self._run_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -129,6 +136,7 @@ class Daemon:
         self._start_scheduler()
         self.source = self.source_factory(cfg) if self.source_factory else self._kafka_source()
         self.source.start()
+        self._start_health()
         self._spawn(self._outbox_loop, "outbox")
         # every run's report goes through Evidently, whose import takes 5-7 s: pay it now, beside
         # the consumer, rather than inside the first revalidation
@@ -285,8 +293,12 @@ class Daemon:
             try:
                 res = self.store.ingest(samples, labels, bad, window=self.cfg.sampling.window,
                                         rate=self.cfg.sampling.rate, max_strata=self.cfg.sampling.max_strata)
-            except Exception:
+                self.last_write_ok, self.write_error = time.monotonic(), None
+            except Exception as exc:
                 # nothing was committed: rewind so these records are read again, not skipped
+                from .health import describe_error
+
+                self.write_error = describe_error(exc)
                 log.exception("store write failed; will re-read the batch")
                 self.source.rewind(records)
                 self.stop_event.wait(1.0)
@@ -309,6 +321,9 @@ class Daemon:
         lag = self.source.lag()
         if lag is not None:
             self.metrics.consumer_lag.set(lag)
+        self.last_lag = lag
+        if records or not lag:   # stored and committed a batch, or nothing known to be behind
+            self.last_advance = time.monotonic()
         return len(records)
 
     # -- revalidation ----------------------------------------------------------------------------
@@ -318,7 +333,11 @@ class Daemon:
         with self._run_lock:   # one revalidation at a time per process (bounded CPU on small hosts)
             if self.state in (RunState.STOPPING, RunState.STOPPED):
                 return None    # shutdown began while this one waited for the lock
-            outcome = self.revalidator.run(pair, trigger=trigger)
+            self.running[pair] = time.monotonic()
+            try:
+                outcome = self.revalidator.run(pair, trigger=trigger)
+            finally:
+                self.running.pop(pair, None)
         if outcome is not None:
             self._refresh_incident_gauge()
             if self.on_run is not None:
@@ -390,6 +409,13 @@ class Daemon:
                 self.metrics.incidents_open.labels(pair, sev).set(n)
         except Exception:
             log.exception("incident gauge refresh failed")
+
+    def _start_health(self) -> None:
+        from .health import Health
+
+        self.last_advance = time.monotonic()   # the stall clock starts with the source
+        self.health = Health(self, self.cfg.health)
+        self.health.bind(self.metrics)
 
     def _kafka_source(self) -> Any:
         from .sources.kafka import KafkaSource

@@ -29,5 +29,11 @@ class Metrics:
                                        registry=r)
         self.incidents_open = Gauge("sentinel_incidents_open", "Open or acknowledged incidents",
                                     ["pair", "severity"], registry=r)
+        # readiness (sentinel/health.py computes these at scrape time)
+        self.ingest_stalled = Gauge("sentinel_ingest_stalled",
+                                    "1 while ingest has stored nothing for health.stall_seconds with records waiting",
+                                    registry=r)
+        self.ready = Gauge("sentinel_ready", "1 when this part of the daemon is ready (as /readyz sees it), else 0",
+                           ["part"], registry=r)
         self.notifications = Counter("sentinel_notifications_total", "Notification attempts by outcome",
                                      ["target", "outcome"], registry=r)

@@ -72,6 +72,17 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/sentinel.db"
         return
+    yield from _fresh_pg()
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database URL only (tests of PostgreSQL behaviour); skipped, with the
+    reason printed, when no server is reachable."""
+    yield from _fresh_pg()
+
+
+def _fresh_pg():
     reason = _pg_reason()
     if reason:
         pytest.skip(reason)

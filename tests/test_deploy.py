@@ -142,6 +142,8 @@ def populated_metrics() -> Metrics:
             m.inference_latency.labels("triage", role, q).set(v)
     m.incidents_open.labels("triage", "high").set(1)
     m.notifications.labels("oncall-webhook", "sent").inc()
+    for part in ("broker", "store", "ingest"):
+        m.ready.labels(part).set(1)
     return m
 
 
@@ -214,7 +216,7 @@ def test_rules_use_exported_metrics_and_every_alert_has_a_runbook_and_a_unit_tes
         assert metric_names_in(r["expr"]) <= exported, (r.get("alert") or r.get("record"), metric_names_in(r["expr"]))
     alerts = [r for r in rules if "alert" in r]
     assert {"SentinelCheckFailing", "SentinelConsumerLagHigh", "SentinelNoRecentRuns", "SentinelNotificationsFailing",
-            "SentinelQuarantineSpike", "SentinelDown"} <= {a["alert"] for a in alerts}
+            "SentinelQuarantineSpike", "SentinelDown", "SentinelIngestStalled"} <= {a["alert"] for a in alerts}
     docs = (ROOT / "docs" / "deploy.md").read_text().lower()
     tested = {t["alertname"] for case in yaml.safe_load(RULES_TEST.read_text())["tests"]
               for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}

@@ -232,3 +232,42 @@ def test_own_broker_stops_at_once_with_a_client_connected():
             assert not own.running and src.ping() is False
         finally:
             src.close()
+
+
+def test_commits_resume_after_the_broker_loses_the_topic_and_the_group():
+    """A memory-only broker restarted on the same port (the production case of a re-created
+    topic or a reset group): offsets restart at 0, below what this source committed before.
+    The source must commit them again, on the same consumer, without a restart of Sentinel."""
+    port = free_port()
+    name = unique_name("recreated")
+    first = TansuBroker(port=port).start()
+    first.create_topic(name)
+    produce(first, name, traffic(30))
+    src = KafkaSource(KafkaConfig(bootstrap_servers=[first.bootstrap], topic=name, group_id=unique_name("g"),
+                                  **FAST_GROUP))
+    src.start()
+    try:
+        got = drain(src, 30)
+        assert src.commit(got) == {(name, 0): 30}
+        first.stop()
+        with TansuBroker(port=port) as second:   # empty: no topic, no group, no offsets
+            second.create_topic(name)
+            produce(second, name, traffic(10, start=100))
+            again = drain(src, 10, timeout_s=60)
+            assert [json.loads(r.value)["id"] for r in again] == [f"req-{i}" for i in range(100, 110)]
+            assert [r.offset for r in again] == list(range(10))
+            assert src.commit(again) == {(name, 0): 10}   # below the 30 committed before: committed anyway
+            assert src.committed() == {(name, 0): 10}
+            produce(second, name, traffic(5, start=200))
+            more = drain(src, 5)
+            assert src.commit(more) == {(name, 0): 15}
+            assert src.commit(again[:3]) == {}   # still never backwards within one assignment
+            assert src.committed() == {(name, 0): 15}
+    finally:
+        src.close()
+        first.stop()
+
+
+def test_backoffs_come_from_config():
+    conf = KafkaSource(KafkaConfig(reconnect_backoff_max_ms=1500, retry_backoff_ms=150)).consumer_config()
+    assert (conf["reconnect_backoff_ms"], conf["reconnect_backoff_max_ms"], conf["retry_backoff_ms"]) == (100, 1500, 150)

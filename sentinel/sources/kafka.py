@@ -11,16 +11,21 @@ Measured facts this module relies on (see shared PITFALLS.md):
 * on Tansu, ``end_offsets()`` returns the base offset of the last batch rather than the high
   watermark, so :meth:`KafkaSource.lag` uses the high watermark of the last fetch instead;
 * kafka-python 3 warns about plain-callable deserializers, so none is configured: values stay
-  bytes and decoding is the next stage's job.
+  bytes and decoding is the next stage's job;
+* its reconnect backoff doubles up to ``reconnect_backoff_max_ms``, 30 s by default: after a
+  60 s broker outage the first record was read ~30 s after the broker was back; the backoffs come
+  from :class:`~sentinel.config.KafkaConfig` (2 s cap by default).
 """
 from __future__ import annotations
 
 import json
 import logging
 import socket
+import threading
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaConfigurationError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -55,8 +60,14 @@ class KafkaSource:
         self.connect_timeout_s = connect_timeout_s
         self.commit_timeout_s = commit_timeout_s
         self._consumer: KafkaConsumer | None = None
-        # Highest offset this instance committed per partition: commit() never moves backwards.
+        # Highest offset this instance committed per partition, for the current assignment of
+        # that partition: commit() never moves backwards within it. Forgotten when the
+        # partition is (re)assigned or its log restarts below it (a re-created topic, a reset
+        # group, a memory-only broker restarted), so commits resume there.
         self._committed: dict[tuple[str, int], int] = {}
+        # the rebalance listener runs on kafka-python's IO thread, health checks on the API's
+        self._lock = threading.Lock()
+        self._coordinator_lost_at: float | None = None   # monotonic; None while one is known
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -86,6 +97,9 @@ class KafkaSource:
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_records=cfg.max_poll_records,
             security_protocol=cfg.security_protocol,
+            reconnect_backoff_ms=cfg.reconnect_backoff_ms,
+            reconnect_backoff_max_ms=cfg.reconnect_backoff_max_ms,
+            retry_backoff_ms=cfg.retry_backoff_ms,
             # kafka-python 3 bootstraps eagerly in the constructor (30 s by default): bound it so
             # an unreachable broker fails start() quickly with a clear message.
             bootstrap_timeout_ms=max(1, int(self.connect_timeout_s * 1000)),
@@ -116,12 +130,14 @@ class KafkaSource:
         consumer = _construct(KafkaConsumer, "kafka connect", self.servers, self.connect_timeout_s,
                               **self.consumer_config())
         try:
-            consumer.subscribe(self.topics)
+            consumer.subscribe(self.topics, listener=_ForgetOnAssign(self))
         except KafkaError as exc:
             consumer.close(autocommit=False, timeout_ms=1000)
             raise SourceError("kafka subscribe", self.servers, f"{self.topics}: {_describe(exc)}") from exc
         self._consumer = consumer
-        self._committed.clear()
+        with self._lock:
+            self._committed.clear()
+        self._coordinator_lost_at = time.monotonic()   # none yet: the join happens in poll()
         log.info("kafka source started: servers=%s topics=%s group=%s",
                  ",".join(self.servers), self.topics, self.cfg.group_id)
 
@@ -155,8 +171,12 @@ class KafkaSource:
             batches = consumer.poll(timeout_ms=timeout)
         except KafkaError as exc:
             raise SourceError("kafka poll", self.servers, _describe(exc)) from exc
+        finally:
+            self._note_coordinator(consumer)
         out: list[RawRecord] = []
         for tp in sorted(batches):  # TopicPartition is a namedtuple: stable, readable order
+            if batches[tp]:
+                self._check_restarted(tp, batches[tp][0].offset)
             for r in batches[tp]:
                 # kafka-python uses -1 (and None for old formats) for "no timestamp"
                 ts = r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None
@@ -174,7 +194,8 @@ class KafkaSource:
         for r in records:
             key = (r.topic, r.partition)
             upto[key] = max(upto.get(key, -1), r.offset + 1)
-        todo = {k: v for k, v in upto.items() if v > self._committed.get(k, -1)}
+        with self._lock:
+            todo = {k: v for k, v in upto.items() if v > self._committed.get(k, -1)}
         if not todo:
             return {}
         # OffsetAndMetadata(offset, metadata, leader_epoch): kafka-python 3 added leader_epoch
@@ -188,7 +209,8 @@ class KafkaSource:
                               f"{_fmt_offsets(todo)}: {_describe(exc)}"
                               + (f" (no answer within {self.commit_timeout_s:g} s)"
                                  if isinstance(exc, KafkaTimeoutError) else "")) from exc
-        self._committed.update(todo)
+        with self._lock:
+            self._committed.update(todo)
         return todo
 
     def rewind(self, records: Sequence[RawRecord]) -> None:
@@ -250,6 +272,14 @@ class KafkaSource:
             raise SourceError("kafka offset fetch", self.servers, _describe(exc)) from exc
         return out
 
+    def coordinator_lost_for(self) -> float | None:
+        """Seconds since this consumer last had a group coordinator (None while it has one).
+        Thread-safe: a value the ingest thread records at each :meth:`poll`, read by health
+        checks. A broker can accept TCP connections and still leave the group without one."""
+        with self._lock:
+            lost = self._coordinator_lost_at
+        return None if lost is None else max(0.0, time.monotonic() - lost)
+
     def ping(self, timeout_s: float = 1.0) -> bool:
         """True when a TCP connection to any bootstrap server opens within ``timeout_s``.
 
@@ -259,10 +289,55 @@ class KafkaSource:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _forget(self, partitions: Iterable[TopicPartition], why: str) -> None:
+        for tp in partitions:
+            with self._lock:
+                mark = self._committed.pop((tp.topic, tp.partition), None)
+            if mark is not None:
+                log.info("kafka source: %s[%d] %s; committing from its new position",
+                         tp.topic, tp.partition, why)
+
+    def _check_restarted(self, tp: TopicPartition, first_offset: int) -> None:
+        # Records below what this instance committed come only from a log that restarted
+        # (rewind() never seeks below a commit): re-created topic, OffsetOutOfRange reset...
+        with self._lock:
+            mark = self._committed.get((tp.topic, tp.partition))
+        if mark is not None and first_offset < mark:
+            self._forget([tp], f"restarted at offset {first_offset}, below the {mark} committed before")
+
+    def _note_coordinator(self, consumer: KafkaConsumer) -> None:
+        # kafka-python keeps the coordinator id on its (private) coordinator object; read it
+        # here, on the ingest thread, which owns the consumer. Unknown internals: say "known".
+        coordinator = getattr(consumer, "_coordinator", None)
+        known = getattr(coordinator, "coordinator_id", True) is not None
+        with self._lock:
+            if known:
+                self._coordinator_lost_at = None
+            elif self._coordinator_lost_at is None:
+                self._coordinator_lost_at = time.monotonic()
+
     def _require(self) -> KafkaConsumer:
         if self._consumer is None:
             raise StateError("kafka source is not started (call start() first)")
         return self._consumer
+
+
+class _ForgetOnAssign(ConsumerRebalanceListener):
+    """Forgets the commit high-water mark of every partition that is (re)assigned or lost: a
+    new assignment may come with another log (a re-created topic, a broker that lost its data)
+    or a reset group, where the next commit is legitimately below the old one."""
+
+    def __init__(self, source: KafkaSource):
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass   # nothing to flush: every record returned by poll() is stored and committed (or rewound) before the next poll
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.source._forget(assigned, "assigned")
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.source._forget(lost, "lost with the group membership")
 
 
 # ---------------------------------------------------------------------------------------------
