@@ -196,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         threading.Thread(target=produce, args=(b.broker.bootstrap, topic, messages, prod), daemon=True).start()
         w = watch(sup, b.store, topic, prod, timeout_s=args.timeout, stall_s=args.stall_seconds, t0=t0)
-        prod.done.wait(60)
+        if not prod.done.wait(600):
+            prod.error = "the producer did not finish within 600 s"
         elapsed = time.monotonic() - t0
         stop_code = sup.stop() if sup.alive() else None
         stored, quarantined = b.store.positions(topic)

@@ -5,10 +5,10 @@ ordinary traffic (``--rate`` msg/s, a ``--malformed`` share of malformed message
 Tansu broker into SQLite or PostgreSQL, and revalidates every ``--interval`` seconds (60). Every
 ~10 s the daemon's RSS (``/proc/PID/status`` VmRSS, the main process) is sampled.
 
-Prints: RSS at the start (the first sample after warm-up: once the first revalidation finished)
-and at the end, its least-squares slope in MB per hour over the samples after warm-up, the runs
-done (from the store, by status), and the messages lost: produced - stored - quarantined -
-not sampled, every message accounted by its Kafka position after the daemon drained and stopped
+Prints: RSS at the start (the first sample after warm-up: once the first revalidation finished,
+or ``--warmup-runs``) and at the end, its least-squares slope in MB per hour over the samples
+after warm-up, the runs done (from the store, by status), and the messages lost: produced -
+stored - quarantined - not sampled, every message accounted by its Kafka position after the daemon drained and stopped
 (not sampled = the daemon's own sampling function says its id is outside the rate; the window is
 larger than the soak so nothing is evicted). Must be 0.
 
@@ -116,8 +116,10 @@ class Observed:
     pids: set[int] = field(default_factory=set)
 
 
-def observe(sup: DaemonSupervisor, store: BenchStore, seconds: float, every: float, t0: float) -> Observed:
-    """Sample RSS every ``every`` s for ``seconds``, probing /healthz and restarting a dead daemon."""
+def observe(sup: DaemonSupervisor, store: BenchStore, seconds: float, every: float, t0: float,
+            warmup_runs: int = 1) -> Observed:
+    """Sample RSS every ``every`` s for ``seconds``, probing /healthz and restarting a dead daemon;
+    warm-up ends when ``warmup_runs`` revalidations have finished."""
     ob = Observed()
     next_sample = time.monotonic()
     while time.monotonic() - t0 < seconds:
@@ -129,7 +131,7 @@ def observe(sup: DaemonSupervisor, store: BenchStore, seconds: float, every: flo
             if rss is not None:
                 ob.rss.append((time.monotonic() - t0, rss))
                 ob.pids.add(sup.pid)
-            if ob.warm_at is None and any(r["finished_at"] is not None for r in _runs(store)):
+            if ob.warm_at is None and sum(r["finished_at"] is not None for r in _runs(store)) >= warmup_runs:
                 ob.warm_at = time.monotonic() - t0
             next_sample += every
             if len(ob.rss) % max(1, round(60 / every)) == 1:
@@ -184,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=produce_steadily, args=(b.broker.bootstrap, topic, gen, args.rate, traffic),
                          daemon=True).start()
         try:
-            ob = observe(sup, b.store, args.minutes * 60, args.sample_seconds, t0)
+            ob = observe(sup, b.store, args.minutes * 60, args.sample_seconds, t0, args.warmup_runs)
         finally:
             traffic.stop.set()
         traffic.done.wait(120)
@@ -222,7 +224,8 @@ def report(args, traffic: Traffic, acc, ob: Observed, sup: DaemonSupervisor, run
         ["messages lost", f"{lost}"],
         ["stored or quarantined twice", f"{acc.duplicated}"],
         ["runs done", f"{sum(statuses.values())} ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))})"],
-        ["warm-up ends", f"{ob.warm_at / 60:.1f} min (first run finished)" if ob.warm_at else "no run finished"],
+        ["warm-up ends", f"{ob.warm_at / 60:.1f} min ({args.warmup_runs} run(s) finished)" if ob.warm_at
+         else "never (too few runs finished)"],
         ["RSS start (after warm-up)", f"{start_mb:.1f} MB" if start_mb else "-"],
         ["RSS end", f"{end_mb:.1f} MB" if end_mb else "-"],
         ["RSS max after warm-up", f"{max(v for _, v in warm):.1f} MB" if warm else "-"],
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="malformed messages from every hostile family (default: ordinary malformed ones)")
     ap.add_argument("--interval", type=float, default=60.0, help="revalidation interval, s (default 60)")
     ap.add_argument("--sampling-rate", type=float, default=0.25)
+    ap.add_argument("--warmup-runs", type=int, default=1, help="warm-up ends after this many runs (default 1)")
     ap.add_argument("--sample-seconds", type=float, default=10.0, help="RSS sampling period (default 10 s)")
     ap.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--seed", type=int, default=1)

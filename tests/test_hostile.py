@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from sentinel.messages import MAX_MESSAGE_BYTES, PairShape, decode_traffic
-from sentinel.testing.hostile import EITHER, FAMILIES, QUARANTINE, STORE, HostileGenerator
+from sentinel.messages import PairShape, decode_traffic
+from sentinel.testing.hostile import EITHER, FAMILIES, MESSAGE_LIMIT, QUARANTINE, STORE, HostileGenerator
 
 SHAPES = {"triage": PairShape("triage", (30,), ("malignant", "benign"))}
 
@@ -43,7 +43,7 @@ def test_ids_are_unique_and_valid_traffic_decodes_as_written():
 def test_families_carry_what_they_are_named_for():
     gen = HostileGenerator(5)
     oversized = gen.message("oversized", 1)
-    assert len(oversized.value) > MAX_MESSAGE_BYTES and oversized.expect == QUARANTINE
+    assert len(oversized.value) > MESSAGE_LIMIT and oversized.expect == QUARANTINE
     kafka_ts = gen.message("kafka_ts_out_of_range", 2)
     assert kafka_ts.timestamp_ms >= 253_402_300_800_000 and b'"ts"' not in kafka_ts.value
     raw = [gen.message("surrogate_raw", i).value for i in range(40)]

@@ -39,7 +39,8 @@ STORE, QUARANTINE, EITHER = "store", "quarantine", "either"
 
 #: Year 10000 in epoch milliseconds: the first instant Python's datetime cannot hold.
 YEAR_10000_MS = 253_402_300_800_000
-#: Sentinel's documented message size limit (bytes); the oversized family goes just past it.
+#: Sentinel's message size limit in bytes (``sentinel.messages.MAX_MESSAGE_BYTES`` when this was
+#: written); the oversized family goes just past it.
 MESSAGE_LIMIT = 1_000_000
 _RAW = "\u2063RAW\u2063"          # placeholder string replaced by raw JSON text after encoding
 
@@ -297,7 +298,7 @@ class HostileGenerator:
         elif where == "extra_key":
             obj["\x00"] = 1
         elif where == "label":
-            obj["label"], expect = "benign\x00", QUARANTINE
+            obj["label"] = self.classes[-1] + "\x00"     # a class name once the NUL is gone: either
         if where == "raw_in_string":     # a raw control character inside a string: not JSON
             value = _dumps(obj).replace('"region":"', '"region":"\x00', 1).encode()
             return self._msg("nul_bytes", where, QUARANTINE, value, serial)
