@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-perf bench-detection example-pair example-scenarios clean
+.PHONY: install demo test bench-perf bench-detection fuzz soak example-pair example-scenarios clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,18 @@ example-scenarios: $(STAMP)
 # a seeded simulation, not a timed test: ~5 minutes on 2 cores
 bench-detection: $(STAMP)
 	$(PY) benchmarks/detection.py
+
+# end-to-end fuzz: 100,000 generated hostile messages through the real broker into the real daemon;
+# prints per-family stored/quarantined/lost, crashes and the time; exit 1 if anything was lost or
+# the daemon went down. FUZZ_ARGS="--store postgresql" for PostgreSQL (a database made and dropped)
+fuzz: $(STAMP)
+	$(PY) benchmarks/fuzz.py $(FUZZ_ARGS)
+
+# soak: steady traffic, a revalidation every minute; RSS start/end/slope, runs, messages lost.
+# 20 minutes by default: SOAK_MINUTES=60 make soak for an hour; SOAK_ARGS="--store postgresql"
+SOAK_MINUTES ?= 20
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 clean:
 	rm -rf demo-output reports .pytest_cache
