@@ -144,7 +144,7 @@ def trial(scenario: str, n: int, seed: int) -> dict[str, dict]:
     xr, rb, rc, yr, ar = _window(rng, reference_rows(n), **({"swap": True} if change.get("swap") else {}))
     x, b, c, y, a = _window(rng, n, **{"flips": change.get("flips", BASE_FLIPS), **{k: v for k, v in change.items()
                                                                                        if k != "flips"}})
-    data = RunData("sim", CLASSES, ["malignant"], b, c, y, a, {}, np.zeros(0), inputs=x, seed=seed,
+    data = RunData("sim", CLASSES, ["malignant"], b, c, y, a, {}, inputs=x, seed=seed,
                    reference=ReferenceData({"kind": "simulated"}, xr, rb, rc, ar, yr))
     names = (checks,) if isinstance(checks, str) else checks
     return {name: _outcome(_CHECKS[name].evaluate(data)) for name in names}

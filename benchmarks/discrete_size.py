@@ -53,7 +53,7 @@ def main() -> int:
             rng = np.random.default_rng([seed, n, sum(map(ord, "no change"))])
             xr, rb, rc, yr, ar = bench._window(rng, bench.reference_rows(n))
             x, b, c, y, a = bench._window(rng, n)
-            data = RunData("sim", bench.CLASSES, ["malignant"], b, c, y, a, {}, np.zeros(0), inputs=x, seed=seed,
+            data = RunData("sim", bench.CLASSES, ["malignant"], b, c, y, a, {}, inputs=x, seed=seed,
                            reference=ReferenceData({"kind": "simulated"}, xr, rb, rc, ar, yr))
             for name in ("decision_flips", "critical_recall", "confidence"):
                 for r in bench._CHECKS[name].evaluate(data):

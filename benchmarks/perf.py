@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from sentinel.checks.base import RunData
-from sentinel.checks.judge import compare
+from sentinel.checks.perf.judge import compare
 from sentinel.checks.perf import PerfHistoryCheck
 from sentinel.config import PerfConfig, default_checks
 from sentinel.examples.slowed import write_mlp
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         m = measure_pair(baseline, runner, x, serving_batch_size=args.batch_size, settings=settings,
                          accepted=accepted, reference=ref)
         data = RunData(pair="bench", classes=["a", "b"], critical_classes=[], baseline=np.zeros((0, 2)),
-                       candidate=np.zeros((0, 2)), labels=None, attributes=[], latency={}, batch_sizes=np.zeros(0),
+                       candidate=np.zeros((0, 2)), labels=None, attributes=[], latency={},
                        perf=m, perf_history=history)
         results = [r for r in check.evaluate(data) if r.slice.startswith("latency")]
         statuses = [r.status for r in results]

@@ -8,7 +8,6 @@ joined with ``__``: ``SENTINEL_STORE__URL``, ``SENTINEL_KAFKA__BOOTSTRAP_SERVERS
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .suggest import did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -307,8 +307,7 @@ def _format_error(root: type[BaseModel], err: Mapping[str, Any]) -> tuple[str, s
         owner = _field_path_model(root, loc)
         valid = sorted(owner.model_fields) if owner else []
         valid = [v for v in valid if v not in ("source", "base_dir")]
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else (f" (valid keys: {', '.join(valid)})" if valid else "")
+        hint = did_you_mean(str(loc[-1]), valid, cutoff=0.5, listing="valid keys")
         return key, f"unknown key{hint}"
     if err.get("type") == "missing":
         return key, "required key is missing"

@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .verdict import decision_of, result_type, sentence
+
 STATUS_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "error": "#8250df",
                   "insufficient_data": "#57606a"}
 
@@ -98,6 +100,20 @@ def _p_adjusted(r: dict[str, Any]) -> str:
 
 
 _RANK = {"fail": 0, "error": 1, "warn": 2}
+# check types whose batch-1 ``overall`` result has a latency-per-role table
+LATENCY_TABLE_TYPES = frozenset({"latency_p95", "latency_served"})
+
+
+def headline(r: dict[str, Any]) -> str:
+    """What decided a stored result, in words: its decision's sentence (the test that set the
+    status, with that test's own value and level), else its message."""
+    d = decision_of(r)
+    return sentence(d) if d is not None else str(r.get("message", ""))
+
+
+def _decided(r: dict[str, Any]) -> str:
+    d = decision_of(r)
+    return "" if d is None else _e(sentence(d, with_measure=False))
 
 
 def _attention(failing: list[dict[str, Any]]) -> str:
@@ -114,7 +130,7 @@ def _attention(failing: list[dict[str, Any]]) -> str:
         rs = sorted(rs, key=lambda r: (r["slice"] != "overall", not (r.get("evidence") or {}).get("critical"),
                                        _RANK.get(r["status"], 3)))
         line = lambda r: (f"<li><b>{_e(r['slice'])}</b>: <span style='color:{STATUS_COLOURS.get(r['status'], '#000')}'>"
-                          f"{_e(r['status'])}</span>: {_e(r['message'])}</li>")
+                          f"{_e(r['status'])}</span>: {_e(headline(r))}<br><small>{_e(r['message'])}</small></li>")
         shown = "".join(line(r) for r in rs[:3])
         rest = (f"<details><summary>{len(rs) - 3} more slices</summary><ul>{''.join(line(r) for r in rs[3:])}</ul>"
                 "</details>") if len(rs) > 3 else ""
@@ -135,7 +151,7 @@ def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
         rows.append(f"<tr><td>{_e(r['check'])}</td><td>{_e(r['slice'])}</td>"
                     f"<td style='color:{colour};font-weight:bold'>{_e(r['status'])}</td><td>{value}</td>"
                     f"<td>{'' if r['warn'] is None else _e(r['warn'])}</td><td>{'' if r['fail'] is None else _e(r['fail'])}</td>"
-                    f"<td>{r['n']}</td><td>{_p_adjusted(r)}</td><td>{_e(r['message'])}</td></tr>")
+                    f"<td>{r['n']}</td><td>{_p_adjusted(r)}</td><td>{_decided(r)}</td><td>{_e(r['message'])}</td></tr>")
     sections = []
     for r in results:
         ev = r.get("evidence") or {}
@@ -156,7 +172,7 @@ def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
                            for i, row in enumerate(ev["flip_matrix"]))
             sections.append(f"<h3>Flip matrix: {_e(r['check'])} / {_e(r['slice'])}</h3>"
                             f"<table><tr><th></th>{head}</tr>{body}</table>")
-        if r["check"].startswith("latency") and r["slice"] == "overall":
+        if result_type(r) in LATENCY_TABLE_TYPES and r["slice"] == "overall":
             lrows = "".join(f"<tr><td>{_e(role)}</td>" + "".join(
                 f"<td>{'' if ev.get(role, {}).get(q) is None else f'{ev[role][q] * 1e3:.3f}'}</td>"
                 for q in ("p50", "p95", "p99")) + f"<td>{ev.get(role, {}).get('n', 0)}</td></tr>"
@@ -182,7 +198,7 @@ trigger {_e(run['trigger'])} · started {_e(run['started_at'])} · finished {_e(
 <h2>Check results</h2>
 <p>Statistical checks alarm only when a change is significant at their false-alarm rate after family-wise
 control (p_adj below) <i>and</i> at least their warn/fail level (the minimum effect size).</p>
-<table><tr><th>check</th><th>slice</th><th>status</th><th>value</th><th>warn</th><th>fail</th><th>n</th><th>p_adj</th><th>message</th></tr>
+<table><tr><th>check</th><th>slice</th><th>status</th><th>value</th><th>warn</th><th>fail</th><th>n</th><th>p_adj</th><th>decided by</th><th>message</th></tr>
 {''.join(rows)}</table>
 {''.join(sections)}
 <h2>Reproducibility record</h2><pre>{_e(record)}</pre>

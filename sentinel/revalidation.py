@@ -19,7 +19,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks.base import SEVERITY_ORDER, Check, CheckParamError, CheckResult, ReferenceData, RunData, build_check, worst
+from .checks.base import SEVERITY_ORDER, Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
+from .checks.data import reference_data, run_data
+from .checks.perf import GAUGE_TYPE
 from .config import Config, ConfigError
 from .errors import RunCancelled, check_cancel
 from .messages import PairShape
@@ -108,17 +110,8 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
                           f"lists {len(pc.features)} features but the models take {int(np.prod(b.input_shape))} values")
     from .checks.suites import load_suites, specs_for_pair
 
-    specs, suites = specs_for_pair(cfg, name, load_suites(cfg))
-    checks = []
-    for i, spec in enumerate(specs):
-        try:
-            checks.append(build_check(spec))
-        except PluginError as exc:
-            raise ConfigError(cfg.source, f"checks[{i}].type", str(exc)) from None
-        except CheckParamError as exc:
-            raise ConfigError(cfg.source, f"checks[{i}].params.{exc.key}", exc.problem) from None
-        except ValueError as exc:   # a check rejecting its params
-            raise ConfigError(cfg.source, f"checks[{i}]", str(exc)) from None
+    specs, suites = specs_for_pair(cfg, name, load_suites(cfg))   # every spec's params are checked there
+    checks = [build_check(spec) for spec in specs]
     reference = next((s.reference for s in suites if s.reference is not None), None)
     shape = PairShape(name, tuple(b.input_shape), tuple(pc.classes), tuple(pc.features) if pc.features else None)
     return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape,
@@ -238,15 +231,10 @@ class Revalidator:
         ``reference_runs``' samples when given (a replay), else the pinned data set or the pair's
         last accepted run(s) before ``before_run``."""
         data = self.build_data(loaded, samples, before_run=before_run, reference_runs=reference_runs)
-        n = data.n
         results: list[CheckResult] = []
         for check in loaded.checks:
             check_cancel(self.cancel, f"check {check.name}")
-            try:
-                results.extend(check.evaluate(data))
-            except Exception as exc:
-                log.exception("check failed", extra={"pair": loaded.name, "check": check.name})
-                results.append(CheckResult(check.name, "overall", "error", None, n, f"{type(exc).__name__}: {exc}"))
+            results.extend(evaluate_check(check, data))
         record = data.perf.to_record() if data.perf is not None else None
         served = data.served_latency
         if served is not None and served.size:
@@ -287,16 +275,9 @@ class Revalidator:
             k = len(loaded.classes)
             base = cand = np.zeros((0, k))
             latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
-        served = served_latency_seconds(samples, self.cfg.perf.served_latency_field)
-        label_ix = {c: i for i, c in enumerate(loaded.classes)}
-        labels = np.asarray([label_ix.get(s.label, -1) if s.label is not None else -1 for s in samples], dtype=int)
-        data = RunData(pair=loaded.name, classes=loaded.classes, critical_classes=loaded.critical_classes,
-                       baseline=base, candidate=cand, labels=labels if (labels >= 0).any() else None,
-                       attributes=[dict(s.attributes) for s in samples], latency=latency,
-                       batch_sizes=np.ones(len(next(iter(latency.values())))), inputs=x,
-                       seed=self.cfg.revalidation.seed, perf=perf, perf_history=history,
-                       served_latency=served, predict=_predictor(paired, loaded.batch_size),
-                       feature_names=list(loaded.shape.features) if loaded.shape.features else None)
+        data = run_data(loaded, samples, x, base, cand, latency=latency, seed=self.cfg.revalidation.seed, perf=perf,
+                        perf_history=history, predict=_predictor(paired, loaded.batch_size),
+                        served_field=self.cfg.perf.served_latency_field)
         check_cancel(self.cancel, "the reference window")
         data.reference = self._reference(loaded, data, before_run=before_run, reference_runs=reference_runs)
         return data
@@ -336,10 +317,7 @@ class Revalidator:
             source = {"kind": "runs", "run_ids": used, **{k: v for k, v in _sample_record(ref_samples, {}).items()
                                                          if k in ("count", "ids_sha256")}}
         x = x.reshape((len(x), *loaded.shape.input_shape))
-        pb, pc = data.predict(x)
-        ix = {c: i for i, c in enumerate(loaded.classes)}
-        lab = np.asarray([ix.get(v, -1) if v is not None else -1 for v in labels], dtype=int)
-        return ReferenceData(source, x, pb, pc, attrs, lab if (lab >= 0).any() else None)
+        return reference_data(source, x, attrs, labels, loaded.classes, data.predict)
 
     def _perf_history(self, pair: str) -> list[dict[str, Any]]:
         """Perf records of the pair's earlier accepted runs, newest first (checks gate them by
@@ -422,7 +400,7 @@ class Revalidator:
                 m.check_value.labels(outcome.pair, r.check, r.slice).set(r.value)
             m.check_status.labels(outcome.pair, r.check, r.slice).set(SEVERITY_ORDER.get(r.status, 3))
             # the same-run timing at batch 1 (latency_p95, slice overall) feeds the latency gauges
-            if r.check.startswith("latency") and r.slice == "overall" and r.evidence.get("batch_size") == 1:
+            if r.type == GAUGE_TYPE and r.slice == "overall" and r.evidence.get("batch_size") == 1:
                 for role in ("baseline", "candidate"):
                     for q in ("p50", "p95", "p99"):
                         v = r.evidence.get(role, {}).get(q)
@@ -447,17 +425,6 @@ def _time_calls(paired: PairedRunner, x: np.ndarray) -> dict[str, np.ndarray]:
     paired.run(rows[:LATENCY_WARMUP], 1)
     out = paired.run(rows[LATENCY_WARMUP:], 1)
     return {k: np.asarray(v, dtype=float) for k, v in out.latency.items()}
-
-
-def served_latency_seconds(samples: Sequence[Any], field_name: str) -> np.ndarray:
-    """The served latency (milliseconds in the message, seconds returned) of every sample that
-    carries a finite, positive ``field_name`` in its extra fields; other values are ignored."""
-    out = []
-    for s in samples:
-        value = (getattr(s, "extra", None) or {}).get(field_name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
-            out.append(float(value) / 1e3)
-    return np.asarray(out, dtype=float)
 
 
 def _sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, Any]:

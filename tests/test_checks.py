@@ -41,7 +41,7 @@ def run_data(seed=1, n=2000, ref=True, labels=True, predict=None, **change):
     if ref:
         xr, br, cr, yr, ar = window(seed + 1000, n)
         reference = ReferenceData({"kind": "test"}, xr, br, cr, ar, yr)
-    return RunData("p", CLASSES, ["malignant"], b, c, y if labels else None, a, {}, np.zeros(0), inputs=x,
+    return RunData("p", CLASSES, ["malignant"], b, c, y if labels else None, a, {}, inputs=x,
                    seed=seed, reference=reference, predict=predict)
 
 
@@ -109,7 +109,7 @@ def test_without_a_reference_levels_are_crossed_only_when_the_data_show_it():
     # 3 flips in 100 rows is above the 2% level as a point estimate but not significantly
     x, b, c, y, a = window(3, 100, flips=0.0)
     c[:3] = c[:3, ::-1]
-    data = RunData("p", CLASSES, [], b, c, None, a, {}, np.zeros(0), inputs=x)
+    data = RunData("p", CLASSES, [], b, c, None, a, {}, inputs=x)
     res = check("decision_flips", warn=0.02, fail=0.05, min_samples=50).evaluate(data)
     assert statuses(res, "overall") == {"overall": "pass"}
     c[:40] = c[:40, ::-1] if False else np.stack([b[:40, 1], b[:40, 0]], 1)
@@ -196,7 +196,7 @@ def _predict(brittle):
 def test_robustness_flip_rate_under_seeded_perturbations(brittle):
     x = np.random.default_rng(4).standard_normal((1500, FEATURES)).astype(np.float32)
     b, c = _predict(brittle)(x)
-    data = RunData("p", CLASSES, [], b, c, None, [{}] * len(x), {}, np.zeros(0), inputs=x, seed=3,
+    data = RunData("p", CLASSES, [], b, c, None, [{}] * len(x), {}, inputs=x, seed=3,
                    predict=_predict(brittle))
     chk = check("robustness", warn=0.02, fail=0.05, params={"noise_scales": [0.05], "dropout": [0.1]})
     res = chk.evaluate(data)
@@ -271,7 +271,7 @@ def test_a_tiny_window_is_insufficient_data_for_every_check_never_an_exception(n
     x, b, c, y, a = window(1, n)
     xr, br, cr, yr, ar = window(2, 50)
     data = RunData("p", CLASSES, ["malignant"], b.reshape(n, 2), c.reshape(n, 2), y if n else None, a, {},
-                   np.zeros(0), inputs=x.reshape(n, FEATURES), reference=ReferenceData({}, xr, br, cr, ar, yr),
+                   inputs=x.reshape(n, FEATURES), reference=ReferenceData({}, xr, br, cr, ar, yr),
                    predict=_predict(False))
     for type_ in ("decision_flips", "critical_recall", "calibration", "confidence", "fairness", "robustness",
                   "data_drift", "prediction_drift"):

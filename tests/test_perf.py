@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sentinel.checks.base import RunData
-from sentinel.checks.judge import compare
+from sentinel.checks.perf.judge import compare
 from sentinel.checks.perf import LatencyP95Check, PerfHistoryCheck
 from sentinel.cli import main
 from sentinel.config import CheckSpec, ConfigError, parse_config
@@ -20,7 +20,7 @@ from sentinel.examples.traffic import ordinary_traffic
 from sentinel.perf.accepted import AcceptedModels, ab_sessions, choose_reference
 from sentinel.perf.memory import collect, session_peak_memory
 from sentinel.perf.timing import PerfMeasurement, Timing, time_interleaved
-from sentinel.revalidation import served_latency_seconds
+from sentinel.checks.data import served_latency_seconds
 from sentinel.runners.base import load_runner
 from sentinel.storage.repository import Sample
 
@@ -169,8 +169,7 @@ def test_a_new_candidate_without_the_accepted_file_is_insufficient_data_naming_w
 
 def _run_data(latency, **kw):
     return RunData(pair="p", classes=["a", "b"], critical_classes=[], baseline=np.zeros((0, 2)),
-                   candidate=np.zeros((0, 2)), labels=None, attributes=[], latency=latency,
-                   batch_sizes=np.zeros(0), **kw)
+                   candidate=np.zeros((0, 2)), labels=None, attributes=[], latency=latency, **kw)
 
 
 # -- measurement pieces ---------------------------------------------------------------------------

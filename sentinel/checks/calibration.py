@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import OVERALL, CheckResult, Finding, RunData, StatisticalCheck, Test, slices
+from .data import OVERALL, RunData, slices
+from .result import CheckResult
+from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
 from .stats import mcnemar_greater, paired_mean_greater
 
 HIST_BINS = np.linspace(0.0, 1.0, 21)
@@ -34,6 +36,14 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
             "accuracy": [None if not np.isfinite(v) else float(v) for v in acc]}
 
 
+class CalibrationParams(StatisticalParams):
+    bins: int = 10
+
+
+class ConfidenceParams(StatisticalParams):
+    low_margin: float = 0.2
+
+
 class CalibrationCheck(StatisticalCheck):
     """ECE and Brier score of each model on the labelled rows, and the change. Value: the Brier
     score the candidate added (candidate - baseline, averaged over rows); test: one-sided paired
@@ -43,7 +53,7 @@ class CalibrationCheck(StatisticalCheck):
     Without labels: ``insufficient_data``, no number made up."""
     type = "calibration"
     LEVELS = (0.005, 0.02)
-    PARAMS = {"bins": 10}
+    Params = CalibrationParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
         labels = data.labels if data.labels is not None else np.full(data.n, -1)
@@ -92,7 +102,7 @@ class ConfidenceCheck(StatisticalCheck):
     share increases. Evidence: histograms and quantiles of top probability and margin."""
     type = "confidence"
     LEVELS = (0.02, 0.05)
-    PARAMS = {"low_margin": 0.2}
+    Params = ConfidenceParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
         tb, mb = _top_and_margin(data.baseline) if data.n else (np.zeros(0), np.zeros(0))

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .base import CheckResult, Finding, RunData, StatisticalCheck, Test, slice_rows, slices, worst
+from .data import RunData, slice_rows, slices
+from .result import CheckResult, decided_by, deciding, worst
+from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
 
 CATEGORICAL_MAX = 10
 TWO_SAMPLE_P = {"ks", "z", "mannw", "t_test", "cramer_von_mises", "anderson", "es", "fisher_exact"}
@@ -92,8 +94,16 @@ def column_test(ref: np.ndarray, cur: np.ndarray, method: str, ctype: str, permu
     return (1 + more_extreme) / (permutations + 1), s, f"permutation of {method} ({permutations})"
 
 
+class DriftParams(StatisticalParams):
+    methods: dict[str, str] | None = {}
+    permutations: int = 0
+    columns: list[str] | None = None
+    max_columns: int = 200
+    seed: int = 0
+
+
 class _DriftCheck(StatisticalCheck):
-    PARAMS = {"methods": {}, "permutations": 0, "columns": None, "max_columns": 200, "seed": 0}
+    Params = DriftParams
     LEVELS = (0.1, 0.25)
 
     def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
@@ -135,13 +145,16 @@ class _DriftCheck(StatisticalCheck):
                      "mean": {"reference": float(r.mean()), "current": float(c.mean())}}, primary=sname == "overall"))
         results = self.decide(findings)
         drifted = [r for r in results if r.status in ("warn", "fail")]
+        status, decision = worst([r.status for r in results]), deciding(results)
         summary = CheckResult(
-            self.name, "overall", worst([r.status for r in results]), float(len(drifted)), data.n,
+            self.name, "overall", status, float(len(drifted)), data.n,
             f"{len(drifted)} of {len(results)} tested columns/slices drifted vs reference "
             f"({data.reference.source.get('kind')}, n={data.reference.n})" +
-            (f": {', '.join(r.slice for r in drifted[:5])}" if drifted else ""), None, None,
+            (f": {', '.join(r.slice for r in drifted[:5])}" if drifted else "") + decided_by(decision, status),
+            None, None,
             {"reference": data.reference.source, "methods": {r.evidence.get("column"): r.evidence.get("method")
-                                                              for r in results if r.evidence.get("column")}})
+                                                              for r in results if r.evidence.get("column")}},
+            decision=decision)
         return [summary] + results
 
 

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CheckResult, Finding, RunData, StatisticalCheck, Test, worst
+from .data import RunData
+from .result import CheckResult, decided_by, deciding, worst
+from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
 from .safety import decisions
 from .stats import group_shift
+
+
+class FairnessParams(StatisticalParams):
+    groups: list[str] | None = None
+    positive_class: str | None = None
 
 
 class FairnessCheck(StatisticalCheck):
@@ -23,7 +30,7 @@ class FairnessCheck(StatisticalCheck):
     (slice = the attribute's name) carries the gap change and the per-group table."""
     type = "fairness"
     LEVELS = (0.03, 0.08)
-    PARAMS = {"groups": None, "positive_class": None}
+    Params = FairnessParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
         attrs = self.params["groups"] or self.params["slice_by"]
@@ -70,8 +77,9 @@ class FairnessCheck(StatisticalCheck):
             flagged = [r.slice for r in results if r.status in ("warn", "fail")]
             msg = (f"{pos_name} positive-rate gap across {attr} groups: change {gap_change:+.4g}" if gap_change is not None
                    else f"fewer than two {attr} groups") + (f"; groups moved: {', '.join(flagged)}" if flagged else "")
-            out.append(CheckResult(self.name, attr, status, gap_change, data.n, msg, self.warn, self.fail,
-                                   {"positive_class": pos_name, "groups": table, "gaps": gaps,
-                                    "labels": bool(positives.any())}))
+            decision = deciding(results)
+            out.append(CheckResult(self.name, attr, status, gap_change, data.n, msg + decided_by(decision, status),
+                                   self.warn, self.fail, {"positive_class": pos_name, "groups": table, "gaps": gaps,
+                                                          "labels": bool(positives.any())}, decision=decision))
             out.extend(results)
         return out

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CheckResult, Finding, RunData, StatisticalCheck, Test, slices
+from .data import RunData, slices
+from .result import CheckResult
+from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
 from .safety import decisions
 from .stats import mcnemar_greater
+
+
+class RobustnessParams(StatisticalParams):
+    noise_scales: list[float] = [0.05, 0.1, 0.2]
+    dropout: list[float] = [0.1]
+    max_rows: int = 2000
+    seed: int = 0
 
 
 class RobustnessCheck(StatisticalCheck):
@@ -23,7 +32,7 @@ class RobustnessCheck(StatisticalCheck):
     Seeded by the run seed and ``params.seed``, so a replay perturbs identically."""
     type = "robustness"
     LEVELS = (0.02, 0.05)
-    PARAMS = {"noise_scales": [0.05, 0.1, 0.2], "dropout": [0.1], "max_rows": 2000, "seed": 0}
+    Params = RobustnessParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
         if data.n == 0:

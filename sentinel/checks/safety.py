@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import OVERALL, CheckResult, Finding, RunData, StatisticalCheck, Test, slice_rows, slices
+from .data import OVERALL, RunData, slice_rows, slices
+from .result import CheckResult
+from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
 from .stats import binom_greater, mcnemar_greater, rate_increase, wilson_interval
 
 
@@ -14,6 +16,18 @@ def decisions(p: np.ndarray) -> np.ndarray:
 
 def _rate(k: int, n: int) -> float | None:
     return k / n if n else None
+
+
+class DecisionFlipParams(StatisticalParams):
+    critical_warn: float | None = None
+    critical_fail: float | None = None
+    critical_min_samples: int = 30
+    increase_warn: float | None = 0.005
+    increase_fail: float | None = 0.02
+
+
+class CriticalRecallParams(StatisticalParams):
+    classes: list[str] | None = None
 
 
 class DecisionFlipCheck(StatisticalCheck):
@@ -37,8 +51,7 @@ class DecisionFlipCheck(StatisticalCheck):
     """
     type = "decision_flips"
     LEVELS = (0.02, 0.05)
-    PARAMS = {"critical_warn": None, "critical_fail": None, "critical_min_samples": 30,
-              "increase_warn": 0.005, "increase_fail": 0.02}
+    Params = DecisionFlipParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
         b, c = decisions(data.baseline), decisions(data.candidate)
@@ -102,7 +115,7 @@ class CriticalRecallCheck(StatisticalCheck):
     Without labels the result is ``insufficient_data`` saying so: no number is made up."""
     type = "critical_recall"
     LEVELS = (0.02, 0.05)
-    PARAMS = {"classes": None}
+    Params = CriticalRecallParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
         targets = self.params["classes"] or data.critical_classes or data.classes[-1:]

@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 
 from ..registry import PluginError
-from .base import CheckParamError, CheckResult, RunData, build_check
+from .base import build_check
+from .data import RunData, label_indices
+from .params import CheckParamError, CheckParams, parse_params
+from .result import CheckResult
 
 KINDS = ("edge_cases", "adversarial", "routine")
 
@@ -70,28 +73,35 @@ def read_rows(path: str | Path, sha256: str) -> Rows:
     return Rows(str(p), actual, ids, np.asarray(xs, dtype=np.float32), attrs, labels)
 
 
+class ScenarioParams(CheckParams):
+    file: str
+    sha256: Any
+    kind: str = "routine"
+    checks: list[Any] = []
+    description: str | None = None
+
+
 class ScenarioCheck:
     """``params``: ``file`` (absolute path), ``sha256``, ``kind`` (one of KINDS), ``checks`` (a
     list of check specs: the scenario's pass criteria, evaluated on the scenario's rows with no
     reference window), optional ``description``."""
     type = "scenario"
+    Params = ScenarioParams
 
     def __init__(self, spec: Any):
         from ..config import CheckSpec
 
         self.name = spec.check_name
-        p = dict(spec.params)
-        self.kind = p.get("kind", "routine")
+        p = parse_params(self.Params, spec.params, check_type=self.type, check_name=self.name)
+        self.kind = p["kind"]
         if self.kind not in KINDS:
             raise CheckParamError("kind", f"must be one of {', '.join(KINDS)}, got {self.kind!r}")
         try:
             self.rows = read_rows(p["file"], str(p["sha256"]))
-        except KeyError as exc:
-            raise CheckParamError(str(exc.args[0]), "required") from None
         except DataSetError as exc:
             raise CheckParamError(exc.key, exc.problem) from None
         self.checks = []
-        for i, c in enumerate(p.get("checks") or []):
+        for i, c in enumerate(p["checks"] or []):
             try:
                 self.checks.append(build_check(c if isinstance(c, CheckSpec) else CheckSpec(**c)))
             except CheckParamError as exc:
@@ -111,16 +121,15 @@ class ScenarioCheck:
                                 f"{Path(self.rows.path).name}: rows have {x.shape[1]} inputs, the models take {width}")]
         x = x.reshape((len(x), *data.inputs.shape[1:])) if data.inputs is not None else x
         pb, pc = data.predict(x)
-        ix = {c: i for i, c in enumerate(data.classes)}
-        labels = np.asarray([ix.get(lab, -1) if lab is not None else -1 for lab in self.rows.labels], dtype=int)
         sdata = RunData(pair=data.pair, classes=data.classes, critical_classes=data.critical_classes, baseline=pb,
-                        candidate=pc, labels=labels if (labels >= 0).any() else None, attributes=self.rows.attributes,
-                        latency={}, batch_sizes=np.zeros(0), inputs=x, seed=data.seed, reference=None,
+                        candidate=pc, labels=label_indices(self.rows.labels, data.classes),
+                        attributes=self.rows.attributes, latency={}, inputs=x, seed=data.seed, reference=None,
                         predict=data.predict, feature_names=data.feature_names)
         out = []
         for check in self.checks:
             for r in check.evaluate(sdata):
                 r.check = f"{self.name}/{r.check}"
+                r.type = r.type or check.type
                 r.evidence = {**r.evidence, "scenario": self.record}
                 out.append(r)
         return out

@@ -30,27 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from ..config import CheckSpec, Config, read_yaml, validate_file
+from ..config import CheckSpec, Config, Strict, read_yaml, validate_file
 from ..errors import ConfigError
 from ..registry import PluginError, resolve
-from .base import CHECKS, CheckParamError, StatisticalCheck, build_check
+from .base import CHECKS, Check, build_check
+from .params import CheckParamError
+from .statistical import StatisticalCheck
 
 SHA256 = r"^[0-9a-fA-F]{64}$"
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Defaults(_Strict):
+class Defaults(Strict):
     false_alarm_rate: float | None = Field(None, gt=0, lt=1)
     family: Literal["holm", "bh"] | None = None
     slice_by: list[str] | None = None
 
 
-class ReferenceSpec(_Strict):
+class ReferenceSpec(Strict):
     kind: Literal["last_accepted", "pinned"] = "last_accepted"
     min_rows: int = Field(0, ge=0)      # last_accepted: add earlier accepted runs until this many rows
     file: str | None = None
@@ -63,7 +60,7 @@ class ReferenceSpec(_Strict):
         return self
 
 
-class ScenarioSpec(_Strict):
+class ScenarioSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: Literal["edge_cases", "adversarial", "routine"]
     file: str
@@ -72,7 +69,7 @@ class ScenarioSpec(_Strict):
     checks: list[CheckSpec] = Field(min_length=1)
 
 
-class SuiteFile(_Strict):
+class SuiteFile(Strict):
     suite: str
     version: int | str
     description: str | None = None
@@ -113,14 +110,18 @@ def _with_defaults(spec: CheckSpec, defaults: Defaults) -> CheckSpec:
     return spec.model_copy(update={"params": {**given, **spec.params}})
 
 
-def _validate(path: str, key: str, spec: CheckSpec) -> None:
-    """Build the check once so a bad type or param fails at load, with the file and key."""
+def build_checked(path: str, key: str, spec: CheckSpec) -> Check:
+    """Build the check, every problem a one-line ConfigError naming the file and the key: an
+    unknown type (``<key>.type``), an unknown or bad param (``<key>.params.<param>``, with a
+    did-you-mean hint), or a problem of several params (``<key>``)."""
     try:
-        build_check(spec)
+        return build_check(spec)
     except PluginError as exc:
         raise ConfigError(path, f"{key}.type", str(exc)) from None
     except CheckParamError as exc:
         raise ConfigError(path, f"{key}.params.{exc.key}", exc.problem) from None
+    except ValueError as exc:   # a check rejecting its params as a whole
+        raise ConfigError(path, key, f"{exc} (check {spec.check_name!r})") from None
 
 
 def load_suite(path: str | Path, *, pairs: list[str] | None = None) -> Suite:
@@ -145,7 +146,7 @@ def load_suite(path: str | Path, *, pairs: list[str] | None = None) -> Suite:
             raise ConfigError(src, f"reference.{exc.key}", exc.problem) from None
     for i, spec in enumerate(sf.checks):
         spec = _with_defaults(spec, sf.defaults)
-        _validate(src, f"checks.{i}", spec)
+        build_checked(src, f"checks.{i}", spec)
         suite.specs.append(spec)
         suite.keys.append(f"checks.{i}")
     for i, sc in enumerate(sf.scenarios):
@@ -189,6 +190,9 @@ def specs_for_pair(cfg: Config, pair: str, suites: list[Suite]) -> tuple[list[Ch
     mine = [s for s in suites if s.applies_to(pair)]
     explicit = "checks" in cfg.model_fields_set or cfg.pairs[pair].checks is not None
     specs = list(cfg.checks_for(pair)) if explicit or not mine else []
+    own = f"pairs.{pair}.checks" if cfg.pairs[pair].checks is not None else "checks"
+    for i, spec in enumerate(specs):     # the config's own checks: bad params fail at load, too
+        build_checked(cfg.source, f"{own}[{i}]", spec)
     where = {spec.check_name: (cfg.source, f"checks.{i}") for i, spec in enumerate(specs)}
     for s in mine:
         for spec, key in zip(s.specs, s.keys):

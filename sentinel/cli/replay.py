@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..checks.perf import TIMING_TYPES
 from ..errors import ConfigError, NotFoundError
 from .common import EXIT_FAILED, EXIT_OK, config_arg, load, open_store
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     old = {(r["check"], r["slice"]): r for r in run["results"]}
     differ = 0
     for r in results:
-        if r.check.startswith(("latency", "perf")):
+        if r.type in TIMING_TYPES:
             continue  # timing is not reproducible by nature; everything else must be
         o = old.get((r.check, r.slice))
         same = o is not None and o["status"] == r.status and (

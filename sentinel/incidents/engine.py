@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from ..checks.base import CheckResult
+from ..verdict import sentence
 from ..errors import NotFoundError, StateError
 from ..notifiers.outbox import enqueue, row_dict
 from ..storage import tables as t
@@ -662,13 +663,16 @@ def _evidence(primary: CheckResult, failing: Sequence[CheckResult], report_path:
 
 def _title(pair: str, result: CheckResult, failing: Sequence[CheckResult] = ()) -> str:
     verb = "failed" if result.status == "fail" else "warned"
-    threshold = result.fail if result.status == "fail" else result.warn
-    # Check messages read "<what> = <value> (...)"; reuse <what> so the title names the measure.
-    what = result.message.partition(" = ")[0].strip() if " = " in result.message else ""
-    if result.value is not None and threshold is not None:
-        measure = f"{what} {result.value:.3g} >= {threshold:g}".strip()
-    else:
-        measure = result.message
+    if result.decision is not None:     # the test that set the status, in its own words
+        measure = sentence(result.decision)
+    else:   # a result built without one: its value against the level of its status
+        threshold = result.fail if result.status == "fail" else result.warn
+        # Check messages read "<what> = <value> (...)"; reuse <what> so the title names the measure.
+        what = result.message.partition(" = ")[0].strip() if " = " in result.message else ""
+        if result.value is not None and threshold is not None:
+            measure = f"{what} {result.value:.3g} >= {threshold:g}".strip()
+        else:
+            measure = result.message
     more = len(failing) - 1
     where = result.slice + (f" and {more} more slice{'s' if more > 1 else ''}" if more > 0 else "")
     title = f"{pair}: {result.check} {verb} on {where}"

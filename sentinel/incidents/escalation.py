@@ -21,7 +21,6 @@ The engine keeps the timer in the ``escalations`` table (see ``engine.py``), so 
 """
 from __future__ import annotations
 
-import difflib
 import glob
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..config import Strict, load_config, read_yaml, validate_file
 from ..config_files import peek_yaml
 from ..durations import parse_duration
 from ..errors import ConfigError
+from ..suggest import did_you_mean
 from .matchers import Matcher, matches_all, parse_matcher
 
 
@@ -113,8 +113,7 @@ def parse_policies(raw: Any, *, source: str, targets: Iterable[str] | None) -> l
             tw = f"{where}.tiers[{j}]"
             for k, target in enumerate(t.targets):
                 if known is not None and target not in known:
-                    close = difflib.get_close_matches(target, known, n=1, cutoff=0.6)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    hint = did_you_mean(target, known)
                     listed = ", ".join(known) if known else "none"
                     raise ConfigError(source, f"{tw}.targets[{k}]",
                                       f"unknown target {target!r}{hint}; configured notifiers: {listed}")

@@ -11,11 +11,11 @@ named by import string (``type: "acme.notify:TeamsNotifier"``), see ``build_noti
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 from ..errors import ConfigError, SentinelError
 from ..registry import PluginError, resolve
+from ..suggest import did_you_mean
 
 # Short names of the built-in notifiers; anything else of the form "module:Class" is imported.
 NOTIFIERS: dict[str, str] = {
@@ -130,8 +130,7 @@ def notifier_params(name: str, params: Mapping[str, Any], defaults: Mapping[str,
     ones are ConfigErrors naming ``<name>.params.<key>`` (a typo must not be silently ignored)."""
     for key in params:
         if key not in defaults:
-            close = difflib.get_close_matches(key, list(defaults), n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(sorted(defaults))})"
+            hint = did_you_mean(key, sorted(defaults), cutoff=0.5, listing="valid keys")
             raise ConfigError("notifiers", f"{name}.params.{key}", f"unknown key{hint}")
     out = {**defaults, **params}
     for key in required:

@@ -129,7 +129,6 @@ class PerfMeasurement:
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_bytes: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    served: dict[str, Any] = field(default_factory=dict)
     control: str = ""                   # sha256 of the baseline: the reference clock of the run
     elapsed: float = 0.0
     #: what perf_history judges this candidate against (sentinel.perf.accepted.choose_reference);
@@ -142,5 +141,5 @@ class PerfMeasurement:
     def to_record(self) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint, "control": self.control, "settings": self.settings,
                 "timings": [t.summary() for t in self.timings], "memory": self.memory,
-                "model_bytes": self.model_bytes, "served": self.served, "reference": self.reference,
+                "model_bytes": self.model_bytes, "reference": self.reference,
                 "elapsed_seconds": round(self.elapsed, 3)}

@@ -1,0 +1,136 @@
+"""What a check looks at: :class:`RunData` (both models' outputs on the same rows, plus context)
+and :class:`ReferenceData` (the window it is compared with), slicing by message attributes, and
+building both from the samples and the models' outputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+OVERALL = "overall"
+
+
+@dataclass
+class ReferenceData:
+    """The window a run is compared with: the traffic of the pair's last accepted run (status
+    pass or warn) or a pinned data set, with both current models' outputs on its rows."""
+    source: dict[str, Any]        # {"kind": "run", "run_id": ...} or {"kind": "pinned", "file": ..., "sha256": ...}
+    inputs: np.ndarray            # (m, ...) float32
+    baseline: np.ndarray          # (m, k)
+    candidate: np.ndarray         # (m, k)
+    attributes: list[dict[str, str]]
+    labels: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.baseline.shape[0])
+
+
+# (x) -> (baseline probabilities, candidate probabilities): both models on new rows
+Predict = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
+
+
+@dataclass
+class RunData:
+    """Everything a check may look at: the paired outputs on the same rows, plus context.
+    ``reference`` is None when there is nothing to compare with yet; ``predict`` runs both models
+    on rows a check makes up (perturbations, scenario data sets) and is None where no models
+    are loaded."""
+    pair: str
+    classes: list[str]
+    critical_classes: list[str]
+    baseline: np.ndarray          # (n, k) probabilities
+    candidate: np.ndarray         # (n, k)
+    labels: np.ndarray | None     # (n,) class index, -1 where unknown; None when no labels at all
+    attributes: list[dict[str, str]]
+    latency: dict[str, np.ndarray]        # per-call seconds by role (batch 1)
+    inputs: np.ndarray | None = None
+    seed: int = 0
+    reference: ReferenceData | None = None
+    predict: Predict | None = None
+    feature_names: list[str] | None = None
+    # performance (sentinel.perf): this run's measurement, earlier runs' perf records of the pair
+    # (newest first, accepted ones only; checks must still gate them by fingerprint), and the
+    # production latency (seconds) the messages reported
+    perf: Any = None
+    perf_history: list[dict[str, Any]] = field(default_factory=list)
+    served_latency: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.baseline.shape[0])
+
+    def flat_inputs(self) -> np.ndarray:
+        """Inputs as (n, features), also when n is 0."""
+        assert self.inputs is not None
+        return self.inputs.reshape(self.n, int(np.prod(self.inputs.shape[1:])))
+
+    def features(self) -> list[str]:
+        width = int(np.prod(self.inputs.shape[1:])) if self.inputs is not None else 0
+        if self.feature_names and len(self.feature_names) == width:
+            return list(self.feature_names)
+        return [f"x{i}" for i in range(width)]
+
+
+def slices(attributes: list[dict[str, str]], slice_by: Sequence[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """``("overall", all rows)`` then one ``("attr=value", rows)`` per value of each attribute."""
+    n = len(attributes)
+    yield OVERALL, np.arange(n)
+    for attr in slice_by:
+        groups: dict[str, list[int]] = {}
+        for i, a in enumerate(attributes):
+            if attr in a:
+                groups.setdefault(str(a[attr]), []).append(i)
+        for value, rows in sorted(groups.items()):
+            yield f"{attr}={value}", np.asarray(rows, dtype=int)
+
+
+def slice_rows(attributes: list[dict[str, str]], name: str) -> np.ndarray:
+    """Rows of ``attributes`` in the slice called ``name`` (``overall`` or ``attr=value``)."""
+    if name == OVERALL:
+        return np.arange(len(attributes))
+    attr, _, value = name.partition("=")
+    return np.asarray([i for i, a in enumerate(attributes) if str(a.get(attr)) == value], dtype=int)
+
+
+def label_indices(labels: Sequence[Any], classes: Sequence[str]) -> np.ndarray | None:
+    """Class index of each label (-1 where a label is missing or not one of ``classes``); None
+    when no row has a known label (checks then say "no labels" instead of making a number up)."""
+    ix = {c: i for i, c in enumerate(classes)}
+    out = np.asarray([ix.get(v, -1) if v is not None else -1 for v in labels], dtype=int)
+    return out if (out >= 0).any() else None
+
+
+def served_latency_seconds(samples: Sequence[Any], field_name: str) -> np.ndarray:
+    """The served latency (milliseconds in the message, seconds returned) of every sample that
+    carries a finite, positive ``field_name`` in its extra fields; other values are ignored."""
+    out = []
+    for s in samples:
+        value = (getattr(s, "extra", None) or {}).get(field_name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+            out.append(float(value) / 1e3)
+    return np.asarray(out, dtype=float)
+
+
+def run_data(pair: Any, samples: Sequence[Any], x: np.ndarray, baseline: np.ndarray, candidate: np.ndarray,
+             **context: Any) -> RunData:
+    """The RunData of ``samples`` (stored samples or decoded messages: ``label``, ``attributes``,
+    ``extra``): ``pair`` is the loaded pair (``name``, ``classes``, ``critical_classes``,
+    ``shape.features``), ``x`` the model inputs, ``baseline``/``candidate`` the models' outputs on
+    them. ``served_field`` names the served-latency field; ``context`` holds the other RunData
+    fields (``latency``, ``seed``, ``perf``, ``perf_history``, ``predict``)."""
+    served = served_latency_seconds(samples, context.pop("served_field"))
+    features = pair.shape.features
+    return RunData(pair=pair.name, classes=pair.classes, critical_classes=pair.critical_classes,
+                   baseline=baseline, candidate=candidate, labels=label_indices([s.label for s in samples], pair.classes),
+                   attributes=[dict(s.attributes) for s in samples], inputs=x, served_latency=served,
+                   feature_names=list(features) if features else None, **context)
+
+
+def reference_data(source: dict[str, Any], x: np.ndarray, attributes: list[dict[str, str]], labels: Sequence[Any],
+                   classes: Sequence[str], predict: Predict) -> ReferenceData:
+    """Both current models' outputs on the reference rows ``x`` (so a change of traffic, not of
+    models, is what the drift checks compare); ``labels`` are class names or None."""
+    pb, pc = predict(x)
+    return ReferenceData(source, x, pb, pc, attributes, label_indices(labels, classes))
