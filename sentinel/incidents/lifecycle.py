@@ -201,7 +201,7 @@ class Lifecycle:
         return _change(incident, event_id, "reopened", targets)
 
     def _update(self, tx: IncidentRecords, old: dict[str, Any], run: _Run) -> IncidentChange | None:
-        if tx.run_counted(old["id"], run.run_id):
+        if run.run_id in old["run_ids"]:
             return None
         first, severity, now = primary(run.failing), worst_severity(run.failing), run.now
         if SEVERITY_RANK.get(old["severity"], 0) >= SEVERITY_RANK[severity]:

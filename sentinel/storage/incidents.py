@@ -30,6 +30,7 @@ _INCIDENT_TIMES = ("opened_at", "updated_at", "resolved_at")
 _SILENCE_TIMES = ("starts_at", "ends_at", "created_at")
 
 I, E, S, X, Q = t.incidents, t.incident_events, t.incident_streaks, t.escalations, t.silences
+_COUNTED = and_(E.c.action.in_(RUN_EVENTS), E.c.run_id.is_not(None))    # built once: every read uses it
 
 
 class IncidentRecords:
@@ -131,23 +132,24 @@ class IncidentRecords:
         return [utc_dict(r, ("at",)) for r in
                 self.conn.execute(select(E).where(E.c.incident_id == incident_id).order_by(E.c.id))]
 
-    def run_counted(self, incident_id: int, run_id: int) -> bool:
-        """Whether ``run_id`` already counted towards the incident."""
-        return self.conn.execute(select(E.c.id).where(and_(
-            E.c.incident_id == incident_id, E.c.run_id == run_id, E.c.action.in_(RUN_EVENTS))).limit(1)).first() is not None
-
     def run_ids(self, incident_ids: Sequence[int], limit: int = MAX_RUN_IDS) -> dict[int, list[int]]:
         """The runs that counted towards each incident, oldest first, the most recent ``limit``."""
-        if not incident_ids:
-            return {}
-        rank = func.row_number().over(partition_by=E.c.incident_id, order_by=E.c.id.desc()).label("rank")
-        counted = (select(E.c.incident_id, E.c.run_id, E.c.id, rank)
-                   .where(and_(E.c.incident_id.in_(list(incident_ids)), E.c.action.in_(RUN_EVENTS),
-                               E.c.run_id.is_not(None))).subquery())
+        if len(incident_ids) == 1:
+            # the common case (every transition reads its incident back): a LIMIT walks the
+            # incident's index from its newest event, where the window below would rank them all
+            rows = [(incident_ids[0], r) for r in self.conn.execute(
+                select(E.c.run_id).where(E.c.incident_id == incident_ids[0], _COUNTED)
+                .order_by(E.c.id.desc()).limit(limit)).scalars()][::-1]
+        elif incident_ids:
+            rank = func.row_number().over(partition_by=E.c.incident_id, order_by=E.c.id.desc()).label("rank")
+            ranked = (select(E.c.incident_id, E.c.run_id, E.c.id, rank)
+                      .where(E.c.incident_id.in_(list(incident_ids)), _COUNTED).subquery())
+            rows = self.conn.execute(select(ranked.c.incident_id, ranked.c.run_id).where(ranked.c.rank <= limit)
+                                     .order_by(ranked.c.incident_id, ranked.c.id)).all()
+        else:
+            rows = []
         out: dict[int, list[int]] = {}
-        for incident_id, run_id in self.conn.execute(
-                select(counted.c.incident_id, counted.c.run_id).where(counted.c.rank <= limit)
-                .order_by(counted.c.incident_id, counted.c.id)):
+        for incident_id, run_id in rows:
             out.setdefault(incident_id, []).append(run_id)
         return {k: list(dict.fromkeys(v)) for k, v in out.items()}
 
