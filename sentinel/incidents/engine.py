@@ -30,7 +30,7 @@ from ..storage.incidents import MAX_RUN_IDS, IncidentStore  # noqa: F401  (MAX_R
 from ..storage.repository import Store, as_utc, utcnow
 from .escalation import EscalationPolicy, Escalator
 from .lifecycle import (ACTIVE_STATES, GROUP, STATES, TRANSITIONS, IncidentChange,  # noqa: F401  (re-exported)
-                        Lifecycle, LifecycleRules, _load, fingerprint)
+                        Lifecycle, LifecycleRules, fingerprint, load_incident)
 from .matchers import Matcher
 from .payload import PAYLOAD_VERSION, SEVERITY_RANK, SYSTEM_ACTOR, build_payload, severity_of  # noqa: F401
 from .silences import Silences
@@ -150,7 +150,7 @@ class IncidentEngine:
     def get(self, incident_id: int) -> dict[str, Any]:
         """One incident with its ``events`` (oldest first), outbox ``deliveries`` and ``escalation``."""
         with self.records.read() as tx:
-            incident = _load(tx, incident_id)
+            incident = load_incident(tx, incident_id)
             incident["events"] = tx.events(incident_id)
             incident["deliveries"] = tx.outbox.for_incident(incident_id)
             incident["escalation"] = self.escalator.status(tx, incident_id)

@@ -132,7 +132,7 @@ class Lifecycle:
             if existing is not None:
                 note = f"passed {passes} consecutive run(s)"
                 event_id, targets = self.transition_in(tx, existing, "resolve", SYSTEM_ACTOR, note, now, run_id=run_id)
-                return _change(_load(tx, existing["id"]), event_id, "resolved", targets)
+                return _change(load_incident(tx, existing["id"]), event_id, "resolved", targets)
         return None
 
     @staticmethod
@@ -170,7 +170,7 @@ class Lifecycle:
             detail["silence_id"] = silence
         event_id = tx.add_event(incident_id, at=now, actor=SYSTEM_ACTOR, action="opened", from_state=None,
                                 to_state=state, run_id=run.run_id, detail=detail)
-        incident = _load(tx, incident_id)
+        incident = load_incident(tx, incident_id)
         targets: tuple[str, ...] = ()
         if silence:
             self.escalator.hold(tx, incident_id, now)
@@ -194,7 +194,7 @@ class Lifecycle:
                                     "status": first.status, "message": first.message,
                                     "resolved_at": iso(old["resolved_at"]),
                                     **({"silence_id": silence} if silence else {})})
-        incident = _load(tx, old["id"])
+        incident = load_incident(tx, old["id"])
         targets: tuple[str, ...] = ()
         if not silence:
             targets = self.escalator.start(tx, incident, event_id, "reopened", now)
@@ -220,7 +220,7 @@ class Lifecycle:
         event_id = tx.add_event(old["id"], at=now, actor=SYSTEM_ACTOR, action="updated", from_state=old["state"],
                                 to_state=old["state"], run_id=run.run_id, detail=detail)
         # No outbox rows: repeats are visible in the incident, not pushed to people.
-        return _change(_load(tx, old["id"]), event_id, "updated", ())
+        return _change(load_incident(tx, old["id"]), event_id, "updated", ())
 
     # -- transitions ---------------------------------------------------------------------------
     def transition(self, action: str, incident_id: int, actor: str, note: str | None, now: dt.datetime
@@ -230,8 +230,8 @@ class Lifecycle:
         if not actor:
             raise ValueError("an actor is required: every transition is audited")
         with self.incidents.begin() as tx:
-            self.transition_in(tx, _load(tx, incident_id), action, actor, note, now)
-            return _load(tx, incident_id)
+            self.transition_in(tx, load_incident(tx, incident_id), action, actor, note, now)
+            return load_incident(tx, incident_id)
 
     def transition_in(self, tx: IncidentRecords, incident: dict[str, Any], action: str, actor: str,
                       note: str | None, now: dt.datetime, *, run_id: int | None = None,
@@ -251,7 +251,7 @@ class Lifecycle:
         event_id = tx.add_event(incident["id"], at=now, actor=actor, action=event, from_state=state,
                                 to_state=to_state, run_id=run_id,
                                 detail={**({"note": note} if note else {}), **(detail or {})})
-        moved = _load(tx, incident["id"])
+        moved = load_incident(tx, incident["id"])
         if action == "unsilence":
             return event_id, self.escalator.start(tx, moved, event_id, event, now)
         notified = self.escalator.stop(tx, incident["id"], now)
@@ -262,7 +262,8 @@ class Lifecycle:
         return event_id, notified
 
 
-def _load(tx: IncidentRecords, incident_id: int) -> dict[str, Any]:
+def load_incident(tx: IncidentRecords, incident_id: int) -> dict[str, Any]:
+    """The incident, or NotFoundError."""
     incident = tx.incident(incident_id)
     if incident is None:
         raise NotFoundError("incident", incident_id)
