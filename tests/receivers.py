@@ -13,8 +13,6 @@ import time
 import urllib.request
 from typing import Any, Callable
 
-import pytest
-
 Handler = Callable[[dict[str, Any]], tuple[int, bytes]]
 
 
@@ -22,12 +20,14 @@ class Receiver:
     """An HTTP server on 127.0.0.1 recording every POST. ``handler(request) -> (status, body)``
     decides the answer; ``script`` (a list of statuses) overrides it for the next requests.
     ``stop()`` takes it down (connections are then refused) and ``start()`` brings it back on the
-    same port."""
+    same port. ``delay`` (seconds) holds each answer back; ``path`` is the one ``url`` names."""
 
     def __init__(self, handler: Handler | None = None, port: int = 0) -> None:
         self.requests: list[dict[str, Any]] = []     # every request that reached the server
         self.accepted: list[dict[str, Any]] = []     # those answered 2xx
         self.script: list[int] = []
+        self.delay = 0.0
+        self.path = "/hook"
         self.handler = handler or (lambda req: (200, b'{"ok":true}'))
         self.lock = threading.Lock()
         self.port = port
@@ -45,6 +45,8 @@ class Receiver:
                     receiver.requests.append(req)
                     scripted = receiver.script.pop(0) if receiver.script else None
                 status, reply = (scripted, b'{"error":"scripted"}') if scripted else receiver.handler(req)
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 if 200 <= status < 300:
                     with receiver.lock:
                         receiver.accepted.append(req)
@@ -70,7 +72,11 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    def keys(self) -> list[str]:
+        """The Idempotency-Key of every request that reached the server, in order."""
+        return [r["headers"]["Idempotency-Key"] for r in self.requests]
 
     def json(self, accepted_only: bool = True) -> list[Any]:
         return [json.loads(r["body"]) for r in (self.accepted if accepted_only else self.requests)]
@@ -175,21 +181,3 @@ class Alertmanager:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-
-
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    """urllib honours http_proxy; loopback requests in tests must never go through one."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def store(tmp_path):
-    """A fresh SQLite store."""
-    from sentinel.storage.repository import open_store
-
-    s = open_store(f"sqlite:///{tmp_path}/s.db")
-    yield s
-    s.dispose()

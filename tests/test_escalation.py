@@ -23,9 +23,6 @@ from sentinel.incidents.escalation import load_policies, parse_policies
 from sentinel.storage import tables as t
 from sentinel.storage.repository import as_utc, open_store
 
-from stores import store_url  # noqa: F401  (fixture)
-from test_incidents import Clock
-
 TARGETS = ["slack", "pager", "lead", "audit"]
 POLICY = {"policies": [
     {"name": "critical", "match": ["severity=critical"],
@@ -40,13 +37,6 @@ def fail(critical=False):
                        0.02, 0.05, critical=critical)
 
 
-@pytest.fixture
-def store(store_url):  # noqa: F811 - every timer test on SQLite and on PostgreSQL
-    s = open_store(store_url)
-    yield s
-    s.dispose()
-
-
 def engine(store, clock, policy=POLICY):
     return IncidentEngine(store, targets=TARGETS, policies=parse_policies(policy, source="p.yaml", targets=TARGETS),
                           clock=clock)
@@ -59,8 +49,7 @@ def sent_to(store, incident_id):
         return [(r.payload["event"], (r.payload.get("escalation") or {}).get("tier"), r.target) for r in rows]
 
 
-def test_tiers_escalate_on_their_delays_and_repeat(store):
-    clock = Clock()
+def test_tiers_escalate_on_their_delays_and_repeat(store, clock):
     eng = engine(store, clock)
     [ch] = eng.process_run("triage", store.create_run("triage", "t", {}), [fail(critical=True)])
     assert ch.notified == ("slack", "pager")
@@ -84,8 +73,7 @@ def test_tiers_escalate_on_their_delays_and_repeat(store):
     assert sorted(x[2] for x in sent_to(store, ch.incident_id) if x[0] == "resolved") == ["lead", "pager", "slack"]
 
 
-def test_ack_stops_escalation_and_is_announced_to_everyone_notified(store):
-    clock = Clock()
+def test_ack_stops_escalation_and_is_announced_to_everyone_notified(store, clock):
     eng = engine(store, clock)
     [ch] = eng.process_run("triage", store.create_run("triage", "t", {}), [fail()])   # "default" policy
     clock.advance(15 * 60)
@@ -101,8 +89,7 @@ def test_ack_stops_escalation_and_is_announced_to_everyone_notified(store):
         ("resolved", None, "slack"), ("resolved", None, "pager")]
 
 
-def test_ack_before_the_first_delay_means_no_escalation(store):
-    clock = Clock()
+def test_ack_before_the_first_delay_means_no_escalation(store, clock):
     eng = engine(store, clock)
     [ch] = eng.process_run("triage", store.create_run("triage", "t", {}), [fail()])
     eng.ack(ch.incident_id, "bob")
@@ -111,8 +98,7 @@ def test_ack_before_the_first_delay_means_no_escalation(store):
     assert [x[2] for x in sent_to(store, ch.incident_id)] == ["slack", "slack"]   # opened, acknowledged
 
 
-def test_unmatched_incident_goes_to_every_target_at_once(store):
-    clock = Clock()
+def test_unmatched_incident_goes_to_every_target_at_once(store, clock):
     eng = engine(store, clock)
     [ch] = eng.process_run("other", store.create_run("other", "t", {}), [fail()])
     assert ch.notified == tuple(TARGETS)
@@ -120,11 +106,10 @@ def test_unmatched_incident_goes_to_every_target_at_once(store):
     assert eng.tick()["escalated"] == 0
 
 
-def test_two_engines_ticking_escalate_each_step_once(store, tmp_path):
-    clock = Clock()
+def test_two_engines_ticking_escalate_each_step_once(store, store_url, tmp_path, clock):
     eng = engine(store, clock)
     [ch] = eng.process_run("triage", store.create_run("triage", "t", {}), [fail(critical=True)])
-    other = open_store(store.url, migrate=False)
+    other = open_store(store_url, migrate=False)
     twin = engine(other, clock)
     clock.advance(600)
     assert eng.tick()["escalated"] + twin.tick()["escalated"] == 1
@@ -179,8 +164,8 @@ RESTART_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_daemon_killed_mid_escalation_escalates_on_time_after_restart(tmp_path):
-    url = f"sqlite:///{tmp_path}/s.db"
+def test_daemon_killed_mid_escalation_escalates_on_time_after_restart(tmp_path, store_url):
+    url = store_url
     delay = 1.5
     policy = {"policies": [{"name": "p", "tiers": [{"targets": ["slack"], "delay": delay},
                                                    {"targets": ["pager"], "delay": delay}, {"targets": ["lead"]}]}]}
@@ -231,10 +216,9 @@ def test_daemon_killed_mid_escalation_escalates_on_time_after_restart(tmp_path):
     store.dispose()
 
 
-def test_streaks_silences_and_reopen_on_each_backend(store):
+def test_streaks_silences_and_reopen_on_each_backend(store, clock):
     from sentinel.incidents.matchers import parse_matcher
 
-    clock = Clock()
     eng = IncidentEngine(store, targets=["slack"], open_after=2, resolve_after=1, reopen_window=600, clock=clock)
     run = lambda: store.create_run("triage", "t", {})  # noqa: E731
     ok = CheckResult("decision_flips", "overall", "pass", 0.0, 500, "flip rate = 0")

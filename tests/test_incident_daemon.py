@@ -20,7 +20,6 @@ from sentinel.storage.repository import SampleIn, utcnow
 
 from pairs import example_config, traffic_lines
 from receivers import Receiver
-from receivers import no_proxy  # noqa: F401  (fixture)
 
 
 class IdleSource:

@@ -19,8 +19,6 @@ from sentinel.storage import tables as t
 from sentinel.storage.repository import as_utc
 
 from receivers import Receiver
-from receivers import no_proxy, store  # noqa: F401  (fixtures)
-from test_incidents import Clock
 
 
 def fail(slice_="overall", critical=False):
@@ -33,8 +31,7 @@ def outbox_rows(store):
         return [r._mapping for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id))]
 
 
-def test_receiver_down_for_60s_then_back_gets_every_notification_exactly_once(store):
-    clock = Clock()
+def test_receiver_down_for_60s_then_back_gets_every_notification_exactly_once(store, clock):
     rx = Receiver()
     rx.stop()                                     # down: connections to its port are refused
     targets = ["ops-hook", "audit-hook"]
@@ -81,8 +78,7 @@ def test_receiver_down_for_60s_then_back_gets_every_notification_exactly_once(st
     assert delay_after_up <= 100        # the 7th attempt's backoff is at most 64 s x 1.5 jitter
 
 
-def test_1000_failing_runs_make_one_incident_and_no_notification_storm(store):
-    clock = Clock()
+def test_1000_failing_runs_make_one_incident_and_no_notification_storm(store, clock):
     rx = Receiver()
     policy = parse_policies({"policies": [{"name": "p", "tiers": [
         {"targets": ["oncall"], "delay": "15m"}, {"targets": ["lead"]}]}]}, source="p.yaml", targets=None)

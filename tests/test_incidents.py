@@ -1,11 +1,12 @@
-"""The incident engine against a real SQLite store: dedupe by fingerprint, severity, audited
-transitions, and outbox rows written with the transitions they announce."""
+"""The incident engine against a real store, SQLite and PostgreSQL (the ``store`` fixture in
+conftest.py): dedupe by fingerprint, severity, audited transitions, and outbox rows written with
+the transitions they announce."""
 from __future__ import annotations
 
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from sentinel.checks.base import CheckResult
 from sentinel.errors import NotFoundError, StateError
@@ -14,29 +15,6 @@ from sentinel.storage import tables as t
 from sentinel.storage.repository import open_store
 
 TARGETS = ("ops-webhook", "audit-webhook")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/s.db")
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
@@ -240,11 +218,11 @@ def test_list_rejects_unknown_state(engine):
         engine.list(state="opened")
 
 
-def test_racing_engines_open_one_incident(store):
+def test_racing_engines_open_one_incident(store, store_url):
     import threading
 
     # two "processes" (own engine, own connection pool) reporting the same problem at once
-    others = [open_store(store.url, migrate=False) for _ in range(2)]
+    others = [open_store(store_url, migrate=False) for _ in range(2)]
     run_ids = [[run(store) for _ in range(10)] for _ in others]
     barrier = threading.Barrier(2)
     errors = []
@@ -381,3 +359,23 @@ def test_expire_silence_and_silence_input_errors(store, clock):
     for bad, why in [("pair", "expected NAME=VALUE"), ("model=x", "unknown label 'model'"), ("check=~(", "invalid regex")]:
         with pytest.raises(ValueError, match=why):
             parse_matcher(bad)
+
+
+def test_rows_stored_with_run_ids_in_their_evidence_read_the_same(store, engine):
+    # Rows written before run_ids moved out of the evidence (today's stores) carry a copy of
+    # them in the JSON; reads give the same incident either way, from the audit events.
+    r1, r2 = run(store), run(store)
+    [ch] = engine.process_run("triage", r1, [flips()], report_path="reports/1.html")
+    engine.process_run("triage", r2, [flips(slice_="region=eu")], report_path="reports/2.html")
+    new = engine.get(ch.incident_id)
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(t.incidents.c.evidence).where(t.incidents.c.id == ch.incident_id)).scalar_one()
+    assert sorted(stored) == ["report", "result", "slices"]              # one copy of each fact
+    with store.engine.begin() as conn:
+        conn.execute(update(t.incidents).where(t.incidents.c.id == ch.incident_id)
+                     .values(evidence={**stored, "run_ids": [r1, r2]}))
+    old = engine.get(ch.incident_id)
+    assert old == new and engine.list() == [{k: v for k, v in new.items()
+                                            if k not in ("events", "deliveries", "escalation")}]
+    assert old["run_ids"] == [r1, r2] and old["report"] == "reports/2.html" and old["slices"] == ["region=eu"]
+    assert (old["first_run_id"], old["last_run_id"]) == (r1, r2) and "run_ids" not in old["evidence"]

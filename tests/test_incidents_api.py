@@ -1,5 +1,5 @@
-"""The incident and silence endpoints of the HTTP API over a real store and engine: reads are
-open, mutations need the bearer token, bad input gets a 400 with a one-line message."""
+"""The incident and silence endpoints of the HTTP API over a real store (SQLite and PostgreSQL)
+and engine: reads are open, mutations need the bearer token, bad input gets a 400 with a one-line message."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -11,23 +11,20 @@ from sentinel.api import create_app
 from sentinel.checks.base import CheckResult
 from sentinel.config import parse_config
 from sentinel.incidents import IncidentEngine
-from sentinel.storage.repository import open_store
 
 TOKEN = "t0ken"
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch):
+def api(store, monkeypatch):
     monkeypatch.setenv("SENTINEL_API_TOKEN", TOKEN)
     cfg = parse_config({"pairs": {"triage": {"baseline": {"path": "b"}, "candidate": {"path": "c"}, "classes": ["a", "b"]}}},
                        environ={})
-    store = open_store(f"sqlite:///{tmp_path}/s.db")
     engine = IncidentEngine(store, targets=["hook"])
     [ch] = engine.process_run("triage", store.create_run("triage", "t", {}),
                               [CheckResult("decision_flips", "overall", "fail", 0.2, 500, "flip rate = 0.2", 0.02, 0.05)])
     client = TestClient(create_app(SimpleNamespace(cfg=cfg, incidents=engine, store=store)))
     yield client, ch.incident_id, engine
-    store.dispose()
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Sentinel-Actor": "alice"}

@@ -17,25 +17,9 @@ from sentinel.incidents import IncidentEngine
 from sentinel.notifiers import OutboxDispatcher, build_notifier
 from sentinel.notifiers.pagerduty import PagerDutyNotifier, dedup_key
 
-from receivers import Alertmanager, Receiver, alertmanager_binary, free_port, pagerduty_handler, slack_handler
-from receivers import no_proxy, store  # noqa: F401  (fixtures)
-from test_incidents import Clock
+from receivers import Alertmanager, alertmanager_binary, free_port, pagerduty_handler, slack_handler
 
 ROUTING_KEY = "R0UTINGKEY0123456789abcdef012345"
-
-
-@pytest.fixture
-def serve():
-    """Start loopback receivers with a handler; all are stopped at teardown."""
-    started = []
-
-    def start(handler):
-        started.append(Receiver(handler))
-        return started[-1]
-
-    yield start
-    for rx in started:
-        rx.stop()
 
 
 def results():
@@ -45,9 +29,8 @@ def results():
                         "missed malignant rate = 0.12 (>= fail level 0.03, n=300)", 0.01, 0.03, critical=True)]
 
 
-def lifecycle(store, notifier, steps=("open", "ack", "resolve"), pair="triage"):
+def lifecycle(store, clock, notifier, steps=("open", "ack", "resolve"), pair="triage"):
     """Open (then ack, resolve) one incident announced to ``notifier``; dispatch after each step."""
-    clock = Clock()
     eng = IncidentEngine(store, targets=[notifier.name], runbook_url="https://rb.example/flips", clock=clock)
     d = OutboxDispatcher(store, {notifier.name: notifier}, clock=clock, rng=random.Random(1))
     outcomes = []
@@ -60,11 +43,11 @@ def lifecycle(store, notifier, steps=("open", "ack", "resolve"), pair="triage"):
     return ch, outcomes, d
 
 
-def test_slack_block_kit_message(store, serve):
+def test_slack_block_kit_message(store, serve, clock):
     rx = serve(slack_handler)
     slack = build_notifier("oncall-slack", NotifierConfig(type="slack", url=rx.url + "/T000/B000/XXXX",
                                                           params={"sentinel_url": "https://sentinel.example"}))
-    ch, outcomes, _ = lifecycle(store, slack)
+    ch, outcomes, _ = lifecycle(store, clock, slack)
     assert [o["sent"] for o in outcomes] == [1, 1, 1]
     opened, acked, resolved = rx.json()
     header = opened["blocks"][0]["text"]["text"]
@@ -82,12 +65,12 @@ def test_slack_block_kit_message(store, serve):
     assert "sentinel incidents ack" not in json.dumps(resolved)
 
 
-def test_pagerduty_trigger_acknowledge_resolve_share_a_dedup_key(store, monkeypatch, serve):
+def test_pagerduty_trigger_acknowledge_resolve_share_a_dedup_key(store, monkeypatch, serve, clock):
     rx = serve(pagerduty_handler)
     monkeypatch.setenv("PD_KEY", ROUTING_KEY)
     pd = build_notifier("pagerduty", NotifierConfig(type="pagerduty", url=rx.url + "/v2/enqueue",
                                                     params={"routing_key_env": "PD_KEY"}))
-    ch, outcomes, _ = lifecycle(store, pd)
+    ch, outcomes, _ = lifecycle(store, clock, pd)
     assert [o["sent"] for o in outcomes] == [1, 1, 1]
     trig, ack, res = rx.json()
     assert [e["event_action"] for e in (trig, ack, res)] == ["trigger", "acknowledge", "resolve"]
@@ -99,15 +82,15 @@ def test_pagerduty_trigger_acknowledge_resolve_share_a_dedup_key(store, monkeypa
     assert {"href": "https://rb.example/flips", "text": "Runbook"} in trig["links"]
 
 
-def test_pagerduty_rejection_is_permanent_and_throttling_is_retried(store, serve):
+def test_pagerduty_rejection_is_permanent_and_throttling_is_retried(store, serve, clock):
     rx = serve(pagerduty_handler)
     bad = PagerDutyNotifier("pagerduty", "", url=rx.url)          # blank routing key: PD answers 400
-    _, outcomes, d = lifecycle(store, bad, steps=("open",))
+    _, outcomes, d = lifecycle(store, clock, bad, steps=("open",))
     assert outcomes == [{"sent": 0, "retry": 0, "failed": 1, "skipped": 0}]
     assert "HTTP 400" in d.failed()[0]["last_error"] and "routing_key" in d.failed()[0]["last_error"]
     rx.script = [429]
     good = PagerDutyNotifier("pd2", ROUTING_KEY, url=rx.url)
-    _, outcomes, _ = lifecycle(store, good, steps=("open",), pair="other")
+    _, outcomes, _ = lifecycle(store, clock, good, steps=("open",), pair="other")
     assert outcomes == [{"sent": 0, "retry": 1, "failed": 0, "skipped": 0}]
 
 
@@ -130,10 +113,10 @@ def alertmanager(tmp_path_factory):
     am.stop()
 
 
-def test_alertmanager_receives_the_alert_and_resolution_ends_it(store, alertmanager):
+def test_alertmanager_receives_the_alert_and_resolution_ends_it(store, alertmanager, clock):
     am = build_notifier("alertmanager", NotifierConfig(type="alertmanager", url=alertmanager.url,
                                                        params={"labels": {"team": "ml"}}))
-    ch, outcomes, _ = lifecycle(store, am, steps=("open", "ack"))
+    ch, outcomes, _ = lifecycle(store, clock, am, steps=("open", "ack"))
     assert [o["sent"] for o in outcomes] == [1, 1]
     [alert] = [a for a in alertmanager.alerts() if a["labels"].get("sentinel_incident") == str(ch.incident_id)]
     assert alert["status"]["state"] == "active"
@@ -150,7 +133,7 @@ def test_alertmanager_receives_the_alert_and_resolution_ends_it(store, alertmana
     assert still == []
 
 
-def test_email_over_smtp(store):
+def test_email_over_smtp(store, clock):
     aiosmtpd = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd is in the test extra")
     got, replies = [], []
 
@@ -168,11 +151,11 @@ def test_email_over_smtp(store):
         mail = build_notifier("lead-email", NotifierConfig(type="email", params={
             "host": "127.0.0.1", "port": port, "from": "sentinel@example.org", "to": ["lead@example.org", "ops@example.org"],
             "sentinel_url": "https://sentinel.example"}))
-        ch, outcomes, d = lifecycle(store, mail)
+        ch, outcomes, d = lifecycle(store, clock, mail)
         assert [o["sent"] for o in outcomes] == [1, 1, 1]
         replies.append("451 4.3.0 Try again later")                       # temporary: retried
         replies.append("550 5.1.1 Mailbox unavailable")                   # permanent: failed
-        _, outcomes, d2 = lifecycle(store, mail, steps=("open",))
+        _, outcomes, d2 = lifecycle(store, clock, mail, steps=("open",))
         assert outcomes == [{"sent": 0, "retry": 1, "failed": 0, "skipped": 0}]
     finally:
         ctl.stop()
@@ -201,7 +184,7 @@ def _tansu() -> str | None:
     return shutil.which("tansu")
 
 
-def test_kafka_guard_publishes_control_messages(store):
+def test_kafka_guard_publishes_control_messages(store, clock):
     import subprocess
     import time
 
@@ -217,7 +200,7 @@ def test_kafka_guard_publishes_control_messages(store):
         time.sleep(0.3)
         guard = build_notifier("triage-guard", NotifierConfig(type="kafka_guard", params={
             "bootstrap_servers": f"127.0.0.1:{port}", "topic": "model-control", "action": "route_to_baseline"}))
-        ch, outcomes, _ = lifecycle(store, guard)
+        ch, outcomes, _ = lifecycle(store, clock, guard)
         assert [o["sent"] for o in outcomes] == [1, 1, 1]              # ack is delivered as "nothing to do"
         from kafka import KafkaConsumer
 

@@ -1,15 +1,13 @@
-"""Webhook delivery through the outbox, against a real HTTP receiver on loopback and a real SQLite
-store: signatures, retries with backoff (on an injected clock), permanent failures, and
+"""Webhook delivery through the outbox, against a real HTTP receiver on loopback (the ``receiver``
+fixture in conftest.py) and a real store, SQLite and PostgreSQL: signatures, retries with backoff (on an injected clock), permanent failures, and
 exactly-once sending under repeated and concurrent dispatch."""
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
-import http.server
 import json
 import random
-import socket
 import threading
 import time
 
@@ -24,65 +22,9 @@ from sentinel.notifiers import DeliveryError, Notifier, OutboxDispatcher, Webhoo
 from sentinel.storage import tables as t
 from sentinel.storage.repository import as_utc, open_store
 
-from receivers import no_proxy, store  # noqa: F401  (fixtures)
-from test_incidents import Clock  # one injected clock for the incident and notifier tests
+from receivers import free_port
 
 SECRET = "s3cret-key"
-
-
-class Receiver:
-    """A loopback HTTP server recording every request; answers from a per-test script of statuses."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.script: list[int] = []          # statuses to answer, in order; then 200
-        self.delay = 0.0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    status = receiver.script.pop(0) if receiver.script else 200
-                if receiver.delay:
-                    time.sleep(receiver.delay)
-                self.send_response(status)
-                reply = b'{"ok":true}' if status < 400 else b'{"error":"nope"}'
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        # a short poll interval so shutdown() at teardown does not wait the default 0.5 s
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/hook?token=abc123"
-
-    def keys(self) -> list[str]:
-        return [r["headers"]["Idempotency-Key"] for r in self.requests]
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    r.thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 def open_incidents(store, clock, n=1, targets=("hook",)):
@@ -96,12 +38,6 @@ def open_incidents(store, clock, n=1, targets=("hook",)):
 def outbox(store):
     with store.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_delivers_once_with_valid_signature_and_idempotency_key(store, clock, receiver):
@@ -224,10 +160,10 @@ def test_target_without_notifier_fails(store, clock):
     assert all("no notifier is configured" in r["last_error"] for r in d.failed())
 
 
-def test_racing_dispatchers_deliver_each_row_exactly_once(tmp_path, receiver):
-    url = f"sqlite:///{tmp_path}/s.db"
+def test_racing_dispatchers_deliver_each_row_exactly_once(store_url, receiver, clock):
+    url = store_url
     setup = open_store(url)
-    past = Clock()
+    past = clock
     past.now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
     open_incidents(setup, past, n=30, targets=("hook",))      # created in the past: all due now
     receiver.delay = 0.002                                    # keep both senders busy at the same time

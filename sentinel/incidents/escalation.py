@@ -17,10 +17,12 @@ The first policy whose matchers all match an incident applies; an incident no po
 announced to every configured notifier at once. Tier 1 is notified when the incident opens; each
 later tier when the previous tier's delay has passed without an acknowledgement. Acknowledging
 stops the escalation; acknowledgement and resolution are announced to everyone notified so far.
-The engine keeps the timer in the ``escalations`` table (see ``engine.py``), so it survives restarts.
+``Escalator`` (below) keeps each incident's timer in the ``escalations`` table, so it survives
+restarts.
 """
 from __future__ import annotations
 
+import datetime as dt
 import glob
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,12 @@ from ..config import Strict, load_config, read_yaml, validate_file
 from ..config_files import peek_yaml
 from ..durations import parse_duration
 from ..errors import ConfigError
+from ..notifiers.outbox import enqueue
+from ..storage.incidents import IncidentRecords, IncidentStore
+from ..storage.repository import as_utc
 from ..suggest import did_you_mean
 from .matchers import Matcher, matches_all, parse_matcher
+from .payload import SYSTEM_ACTOR, build_payload, iso, labels
 
 
 class _TierSpec(Strict):
@@ -188,3 +194,105 @@ def configs_naming(policy_file: str) -> list[Any]:
                 except ConfigError:
                     continue   # that config's own problems are reported when it is validated
     return found
+
+
+class Escalator:
+    """The escalation timers: who an incident was announced to, and who is told next, when.
+
+    Args:
+        incidents: the incident tables.
+        policies: escalation policies, first match wins.
+        targets: every notifier target; incidents no policy matches are announced to all at once.
+    """
+
+    def __init__(self, incidents: IncidentStore, policies: Sequence[EscalationPolicy], targets: Sequence[str]):
+        self.incidents = incidents
+        self.policies = list(policies)
+        self.targets = tuple(targets)
+
+    def start(self, tx: IncidentRecords, incident: dict[str, Any], event_id: int, event: str,
+              now: dt.datetime) -> tuple[str, ...]:
+        """Notify the first tier of the matching policy (every target if none) about ``event`` and
+        store the timer for the next tier. Returns the targets notified."""
+        policy = policy_for(self.policies, labels(incident))
+        before = tx.escalation(incident["id"])
+        notified = tuple(before.notified) if before is not None else ()
+        if policy is None:
+            targets, status, next_at, name = self.targets, "done", None, None
+        else:
+            targets = policy.tiers[0].targets
+            step = policy.next_step(0, 0)
+            status = "active" if step else "done"
+            next_at = now + dt.timedelta(seconds=policy.tiers[0].delay or 0) if step else None
+            name = policy.name
+        escalation = {"policy": name, "tier": 1, "loop": 0} if policy else None
+        enqueue(tx.conn, incident_id=incident["id"], event_id=event_id, targets=targets,
+                payload=build_payload(event, incident, now, actor=None, escalation=escalation), now=now)
+        tx.save_escalation(incident["id"], policy=name, tier=0, loop=0, status=status, next_at=next_at,
+                           notified=tuple(dict.fromkeys((*notified, *targets))), now=now)
+        return tuple(targets)
+
+    def hold(self, tx: IncidentRecords, incident_id: int, now: dt.datetime) -> None:
+        """An incident that opens silenced: a stopped timer, nobody notified."""
+        tx.save_escalation(incident_id, policy=None, tier=0, loop=0, status="stopped", next_at=None, notified=(),
+                           now=now)
+
+    def stop(self, tx: IncidentRecords, incident_id: int, now: dt.datetime) -> tuple[str, ...]:
+        """Stop the timer (a person took over, or it was silenced); returns everyone notified so far."""
+        esc = tx.escalation(incident_id)
+        if esc is None:
+            # incidents from before escalation was stored have no row: they were announced to everyone
+            return self.targets
+        tx.end_escalation(incident_id, "stopped", now)
+        return tuple(esc.notified)
+
+    @staticmethod
+    def status(tx: IncidentRecords, incident_id: int) -> dict[str, Any] | None:
+        """The timer as ``get`` shows it (1-based tier)."""
+        esc = tx.escalation(incident_id)
+        return None if esc is None else {
+            "policy": esc.policy, "tier": esc.tier + 1, "loop": esc.loop, "status": esc.status,
+            "next_at": as_utc(esc.next_at), "notified": list(esc.notified)}
+
+    def tick(self, now: dt.datetime) -> int:
+        """Escalate every incident whose tier delay has passed; returns the steps taken."""
+        with self.incidents.read() as tx:
+            due = tx.due_escalations(now)
+        policies = {p.name: p for p in self.policies}
+        steps = 0
+        for incident_id in due:
+            while self._step(incident_id, policies, now):
+                steps += 1
+        return steps
+
+    def _step(self, incident_id: int, policies: Mapping[str, EscalationPolicy], now: dt.datetime) -> bool:
+        # One transaction per step, fenced on the stored timer: two daemons never take one step twice.
+        with self.incidents.begin() as tx:
+            esc = tx.escalation(incident_id)
+            if esc is None or esc.status != "active" or esc.next_at is None or as_utc(esc.next_at) > now:
+                return False
+            policy = policies.get(esc.policy or "")
+            step = policy.next_step(esc.tier, esc.loop) if policy and esc.tier < len(policy.tiers) else None
+            incident = tx.incident(incident_id)
+            if step is None or incident is None or incident["state"] != "open":
+                # the policy changed or was removed since the timer was set, or the state moved on
+                tx.end_escalation(incident_id, "done", now)
+                return False
+            tier, loop = step
+            due_at = as_utc(esc.next_at)
+            # the next timer counts from when this step was due, not from when it ran, so a late
+            # tick (a restart) does not push every later tier back as well
+            nxt = policy.next_step(tier, loop)
+            next_at = due_at + dt.timedelta(seconds=policy.tiers[tier].delay or 0) if nxt else None
+            targets = policy.tiers[tier].targets
+            if not tx.advance_escalation(esc, tier=tier, loop=loop, status="active" if nxt else "done",
+                                         next_at=next_at, notified=dict.fromkeys((*esc.notified, *targets)), now=now):
+                return False                      # another process took this step
+            detail = {"policy": policy.name, "tier": tier + 1, "loop": loop, "targets": list(targets),
+                      "due_at": iso(due_at)}
+            event_id = tx.add_event(incident_id, at=now, actor=SYSTEM_ACTOR, action="escalated", from_state="open",
+                                    to_state="open", run_id=None, detail=detail)
+            enqueue(tx.conn, incident_id=incident_id, event_id=event_id, targets=targets, now=now,
+                    payload=build_payload("escalated", incident, now, actor=None,
+                                          escalation={"policy": policy.name, "tier": tier + 1, "loop": loop}))
+            return True

@@ -23,15 +23,14 @@ import logging
 import random
 from typing import Any, Callable, Iterable, Mapping
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection
 
-from ..storage import tables as t
+from ..storage.outbox import FAILED, PENDING, SENT, OutboxRecords, OutboxStore, row_dict  # noqa: F401
 from ..storage.repository import Store, as_utc, utcnow
 from .base import DeliveryError, Notifier
 
 log = logging.getLogger(__name__)
 
-PENDING, SENT, FAILED = "pending", "sent", "failed"
 _MAX_ERROR = 1000
 
 
@@ -46,12 +45,11 @@ def enqueue(conn: Connection, *, incident_id: int, event_id: int, targets: Itera
     Call it with the connection of the transaction that records the incident event, so the
     notification exists if and only if the event does.
     """
+    rows = OutboxRecords(conn)
     ids = []
     for target in dict.fromkeys(targets):  # dedupe, keep order
-        ids.append(conn.execute(insert(t.outbox).values(
-            event_id=event_id, incident_id=incident_id, target=target,
-            idempotency_key=idempotency_key(incident_id, event_id, target), payload=payload,
-            status=PENDING, attempts=0, next_attempt_at=now, created_at=now)).inserted_primary_key[0])
+        ids.append(rows.add(incident_id=incident_id, event_id=event_id, target=target,
+                            idempotency_key=idempotency_key(incident_id, event_id, target), payload=payload, now=now))
     return ids
 
 
@@ -80,6 +78,7 @@ class OutboxDispatcher:
                  max_backoff_seconds: float = 300, rng: random.Random | None = None,
                  on_outcome: Callable[[str, str], None] | None = None, lease_seconds: float = 120.0):
         self.store = store
+        self.outbox = OutboxStore(store)
         self.notifiers = dict(notifiers)
         self._clock = clock
         self._max_attempts = max_attempts
@@ -107,12 +106,7 @@ class OutboxDispatcher:
         """
         counts = {"sent": 0, "retry": 0, "failed": 0, "skipped": 0}
         now = self._now()
-        with self.store.engine.connect() as conn:
-            due = conn.execute(
-                select(t.outbox.c.id, t.outbox.c.target, t.outbox.c.idempotency_key, t.outbox.c.payload,
-                       t.outbox.c.attempts)
-                .where(and_(t.outbox.c.status == PENDING, t.outbox.c.next_attempt_at <= now))
-                .order_by(t.outbox.c.next_attempt_at, t.outbox.c.id).limit(limit)).all()
+        due = self.outbox.due(now, limit)
         for row in due:
             lease_until = self._claim(row.id, now)
             if lease_until is None:
@@ -124,15 +118,9 @@ class OutboxDispatcher:
         return counts
 
     def _claim(self, row_id: int, now: dt.datetime) -> dt.datetime | None:
-        # The conditional UPDATE is the lock: it succeeds for exactly one dispatcher, because the
-        # winner moves next_attempt_at past `now` and a loser's WHERE no longer matches. It works
-        # the same on SQLite (writers serialised) and PostgreSQL (row lock, re-check after wait).
+        # Only the dispatcher whose claim moved the row sends it (see OutboxRecords.claim).
         lease_until = now + self.lease
-        with self.store.engine.begin() as conn:
-            res = conn.execute(update(t.outbox).where(and_(
-                t.outbox.c.id == row_id, t.outbox.c.status == PENDING, t.outbox.c.next_attempt_at <= now))
-                .values(next_attempt_at=lease_until))
-        return lease_until if res.rowcount == 1 else None
+        return lease_until if self.outbox.claim(row_id, now, lease_until) else None
 
     def _attempt(self, row: Any, lease_until: dt.datetime) -> str:
         target = row.target
@@ -150,12 +138,7 @@ class OutboxDispatcher:
             log.exception("notifier %s raised unexpectedly for %s", target, row.idempotency_key)
             error, retryable, retry_after = f"{target}: unexpected {type(exc).__name__}: {exc}", True, None
         else:
-            now = self._now()
-            # Not fenced on the lease: if our claim expired and another dispatcher also sent the
-            # row, it was still delivered, and "sent" is the truth either way.
-            with self.store.engine.begin() as conn:
-                conn.execute(update(t.outbox).where(and_(t.outbox.c.id == row.id, t.outbox.c.status == PENDING))
-                             .values(status=SENT, sent_at=now, attempts=attempts, last_error=None))
+            self.outbox.mark_sent(row.id, self._now(), attempts)
             return "sent"
 
         if not retryable or attempts >= self.max_attempts_for(target):
@@ -182,12 +165,8 @@ class OutboxDispatcher:
         values: dict[str, Any] = {"status": status, "attempts": attempts, "last_error": last_error[:_MAX_ERROR]}
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
-        # Fenced on our lease: if it expired and another dispatcher re-claimed the row, that
-        # dispatcher owns the outcome now and ours must not overwrite it.
-        with self.store.engine.begin() as conn:
-            conn.execute(update(t.outbox).where(and_(
-                t.outbox.c.id == row_id, t.outbox.c.status == PENDING, t.outbox.c.next_attempt_at == lease_until))
-                .values(**values))
+        # Fenced on our lease (another dispatcher that re-claimed the row owns its outcome).
+        self.outbox.finish(row_id, lease_until, values)
 
     def _report(self, target: str, outcome: str) -> None:
         if self._on_outcome is None:
@@ -200,21 +179,8 @@ class OutboxDispatcher:
     # -- visibility ----------------------------------------------------------------------------
     def pending_count(self) -> int:
         """Rows still owed (including those waiting for a retry)."""
-        with self.store.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(t.outbox)
-                                .where(t.outbox.c.status == PENDING)).scalar_one()
+        return self.outbox.pending_count()
 
     def failed(self, limit: int = 100) -> list[dict[str, Any]]:
         """Rows given up on, newest first, with their attempts and last error."""
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(select(t.outbox).where(t.outbox.c.status == FAILED)
-                                .order_by(t.outbox.c.id.desc()).limit(limit))
-            return [row_dict(r) for r in rows]
-
-
-def row_dict(row: Any) -> dict[str, Any]:
-    d = dict(row._mapping)
-    for k in ("next_attempt_at", "created_at", "sent_at"):
-        if k in d:
-            d[k] = as_utc(d[k])
-    return d
+        return self.outbox.failed(limit)

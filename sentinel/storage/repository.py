@@ -1,4 +1,4 @@
-"""The store: every read and write Sentinel makes to its database, behind one class.
+"""The store (samples, labels, quarantine, runs); every read and write sits behind the storage package's classes.
 
 SQLite by default (WAL, a busy timeout, foreign keys on), PostgreSQL via ``postgresql+psycopg://``.
 The schema is created and upgraded by Alembic (``Store.migrate``), never by ``create_all``.

@@ -1,0 +1,110 @@
+"""What an incident says, built from the check results that opened it: its severity, title,
+stored evidence, the labels silences and policies match on, and the notification payload."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Mapping, Sequence
+
+from ..checks.base import CheckResult
+from ..storage.repository import as_utc
+from ..verdict import sentence
+
+PAYLOAD_VERSION = 1
+SYSTEM_ACTOR = "sentinel"          # the actor of events Sentinel causes itself (audit rows)
+SEVERITY_RANK = {"warning": 1, "high": 2, "critical": 3}
+
+
+def severity_of(result: CheckResult) -> str:
+    """``critical`` for a failure concerning a safety-critical class, ``high`` for other failures,
+    ``warning`` for warnings."""
+    if result.status == "fail":
+        return "critical" if result.critical else "high"
+    return "warning"
+
+
+def primary(failing: Sequence[CheckResult]) -> CheckResult:
+    """The result an incident is titled by: the most severe, ``overall`` first among equals."""
+    return max(failing, key=lambda r: (SEVERITY_RANK[severity_of(r)], r.slice == "overall"))
+
+
+def worst_severity(failing: Sequence[CheckResult]) -> str:
+    return max((severity_of(r) for r in failing), key=SEVERITY_RANK.__getitem__)
+
+
+def evidence(primary: CheckResult, failing: Sequence[CheckResult], report_path: str | None) -> dict[str, Any]:
+    """The incident's stored ``evidence``: the primary result, a summary per failing slice, and the
+    run's report (the runs that counted are in the audit events, see ``storage.incidents``)."""
+    def summary(result: CheckResult) -> dict[str, Any]:
+        # to_row() makes numpy values and non-finite floats JSON-safe.
+        row = result.to_row()
+        threshold = result.fail if result.status == "fail" else result.warn
+        return {"status": row["status"], "message": row["message"], "value": row["value"], "n": row["n"],
+                "warn": row["warn"], "fail": row["fail"], "threshold": threshold,
+                "critical": result.critical, "details": row["evidence"]}
+
+    slices = [{"slice": r.slice, **{k: v for k, v in summary(r).items() if k != "details"}} for r in failing]
+    return {"result": summary(primary), "slices": slices, "report": report_path}
+
+
+def _title(pair: str, result: CheckResult, failing: Sequence[CheckResult] = ()) -> str:
+    verb = "failed" if result.status == "fail" else "warned"
+    if result.decision is not None:     # the test that set the status, in its own words
+        measure = sentence(result.decision)
+    else:   # a result built without one: its value against the level of its status
+        threshold = result.fail if result.status == "fail" else result.warn
+        # Check messages read "<what> = <value> (...)"; reuse <what> so the title names the measure.
+        what = result.message.partition(" = ")[0].strip() if " = " in result.message else ""
+        if result.value is not None and threshold is not None:
+            measure = f"{what} {result.value:.3g} >= {threshold:g}".strip()
+        else:
+            measure = result.message
+    more = len(failing) - 1
+    where = result.slice + (f" and {more} more slice{'s' if more > 1 else ''}" if more > 0 else "")
+    title = f"{pair}: {result.check} {verb} on {where}"
+    return f"{title} ({measure})" if measure else title
+
+
+def labels(incident: Mapping[str, Any]) -> dict[str, Any]:
+    """What silences and policies match on."""
+    return {"pair": incident["pair"], "check": incident["check"], "severity": incident["severity"],
+            "state": incident["state"], "slice": incident.get("slices") or [incident["slice"]]}
+
+
+def build_payload(event: str, incident: dict[str, Any], at: dt.datetime, *, actor: str | None,
+                  escalation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The notification body (format version 1) for ``event`` on ``incident`` (as from ``get``).
+
+    ``event`` is one of opened, reopened, escalated, unsilenced (all mean "this needs someone"),
+    acknowledged, resolved. ``escalation`` (policy, 1-based tier, loop) is set when a policy
+    chose the recipients."""
+    payload = {
+        "version": PAYLOAD_VERSION,
+        "event": event,
+        "at": iso(at),
+        "incident": {
+            "id": incident["id"],
+            "fingerprint": incident["fingerprint"],
+            "pair": incident["pair"],
+            "check": incident["check"],
+            "slice": incident["slice"],
+            "slices": incident["slices"],
+            "severity": incident["severity"],
+            "state": incident["state"],
+            "title": incident["title"],
+            "opened_at": iso(incident["opened_at"]),
+            "occurrences": incident["occurrences"],
+            "run_ids": incident["run_ids"],
+            "report": incident["report"],
+            "runbook_url": incident["runbook_url"],
+            "evidence": incident["evidence"].get("result", {}),
+            "slice_results": incident["evidence"].get("slices", []),
+        },
+        "actor": actor,
+    }
+    if escalation:
+        payload["escalation"] = escalation
+    return payload
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else as_utc(value).isoformat().replace("+00:00", "Z")
