@@ -301,6 +301,23 @@ def _pg_drop(name: str) -> None:
     eng.dispose()
 
 
+def _deep_message_ms() -> float:
+    """Milliseconds decode_batch takes on issue 9's reproduction (it raised RecursionError before)."""
+    import timeit
+
+    from sentinel.sources.base import RawRecord
+
+    rec = RawRecord("traffic", 0, 0, None, b'{"id":"x","inputs":' + b"[" * 100_000 + b"]" * 100_000 + b"}", None)
+
+    def once() -> None:
+        try:
+            decode_each([("deep", rec)])
+        except Exception:   # noqa: BLE001 - timed either way
+            pass
+
+    return min(timeit.repeat(once, number=1, repeat=5)) * 1000
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50_000)
@@ -321,6 +338,7 @@ def main() -> int:
     for name, k in reasons.most_common():
         print(f"  quarantined {name:23} {k:7d}")
     rows = [("decode", "raised (not a quarantine)", sum(raised.values()))]
+    rows.append(("decode", "the issue's 100,000-deep message, best of 5 (ms)", f"{_deep_message_ms():.2f}"))
     for backend in args.backends:
         if backend == "sqlite":
             tmp = tempfile.mkdtemp(prefix="fuzz-decode-")

@@ -123,8 +123,8 @@ def nesting_depth(text: str) -> int:
     if not brackets:
         return 0
     b = np.frombuffer(brackets, dtype=np.uint8)
-    steps = np.where((b == ord("[")) | (b == ord("{")), 1, -1)
-    return int(np.cumsum(steps).max())
+    steps = ((b == ord("[")) | (b == ord("{"))).astype(np.int32) * 2 - 1     # +1 opens, -1 closes
+    return int(np.cumsum(steps, dtype=np.int32).max())
 
 
 def _parse_int(digits: str) -> int | float:
