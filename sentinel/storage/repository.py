@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 
@@ -211,6 +212,8 @@ class Store:
             return
         except Exception as exc:   # noqa: BLE001
             error = exc
+        if is_disconnect(error):   # never a row's fault: the store went away while the batch was split
+            raise StoreUnavailable(one_line(error)) from error
         q = rejected_row(items[0], error)
         try:
             # the store taking this quarantine row is what shows it is up and refused only that row
@@ -417,6 +420,15 @@ def value_sha256(value: bytes | str | None) -> str:
     elif isinstance(value, str):
         value = value.encode("utf-8", "surrogatepass")
     return hashlib.sha256(value).hexdigest()
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """The connection to the store was lost or never made (as opposed to a statement refused: an
+    OperationalError such as PostgreSQL's 54000 'program limit exceeded' can be either, so the
+    driver's own disconnect detection decides)."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, sa_exc.InterfaceError)
+    return isinstance(exc, (sa_exc.DisconnectionError, sa_exc.TimeoutError, ConnectionError))
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
