@@ -39,9 +39,6 @@ KNOWN_KEYS = {"id", "ts", "model", "inputs", "attributes", "label"}
 _JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# what can make a parsed value unstorable, seen in the text of a (strictly decoded UTF-8) message:
-# an escape (\ud800, \u0000), a NaN/Infinity literal, or a number that may overflow a double
-_MAYBE_UNSTORABLE = re.compile(r"\\u|NaN|Infinity|[eE][+]?0*[1-9][0-9]{2}|[0-9]{300}")
 _INDEX = re.compile(r"[0-9]{1,9}")      # ASCII digits only: "²".isdigit() is True, int("²") raises
 
 
@@ -131,14 +128,12 @@ def _parse_int(digits: str) -> int | float:
     return int(digits) if len(digits) <= _MAX_EXACT_INT_CHARS else float(digits)
 
 
+_DECODER = json.JSONDecoder(parse_int=_parse_int)   # one instance: json.loads(**kw) builds one per call
+
+
 def parse_json(value: bytes | str | None) -> dict[str, Any]:
-    """The message as a JSON object (UTF-8, nesting bounded; values are not checked here)."""
-    return _parse(value)[0]
-
-
-def _parse(value: bytes | str | None) -> tuple[dict[str, Any], bool]:
-    """The object, and whether its values need :func:`check_values` (a str value always does: it
-    may hold raw surrogates; UTF-8 bytes only when the text has an escape, NaN or a big number)."""
+    """The message as a JSON object: UTF-8, nesting bounded before parsing, long integers as
+    doubles. Its values are checked by :func:`check_values`, not here."""
     if value is None:
         raise MessageError("empty", "message has no value (tombstone)")
     if len(value) > MAX_MESSAGE_BYTES:
@@ -149,12 +144,12 @@ def _parse(value: bytes | str | None) -> tuple[dict[str, Any], bool]:
         # checked before json.loads, whose recursion a few thousand brackets exhaust
         raise MessageError("too_deep", f"arrays/objects nest {depth} deep, limit {MAX_DEPTH}")
     try:
-        obj = json.loads(text, parse_int=_parse_int)
+        obj = _DECODER.decode(text)
     except ValueError as exc:
         raise MessageError("invalid_json", f"not JSON ({' '.join(str(exc).split())[:120]})") from None
     if not isinstance(obj, dict):
         raise MessageError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    return obj, isinstance(value, str) or _MAYBE_UNSTORABLE.search(text) is not None
+    return obj
 
 
 def _where(path: tuple[Any, ...]) -> str:
@@ -393,9 +388,8 @@ def _pair_of(obj: Mapping[str, Any], pairs: Mapping[str, PairShape]) -> str:
 
 def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
                    timestamp_ms: int | None = None) -> TrafficMessage:
-    obj, check = _parse(value)
-    if check:
-        check_values(obj)
+    obj = parse_json(value)
+    check_values(obj)
     mid = _id(obj)
     pair = _pair_of(obj, pairs)
     shape = pairs[pair]
@@ -409,9 +403,8 @@ def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
 
 
 def decode_label(value: bytes | str | None, pairs: Mapping[str, PairShape]) -> LabelMessage:
-    obj, check = _parse(value)
-    if check:
-        check_values(obj, skip=())
+    obj = parse_json(value)
+    check_values(obj, skip=())
     mid = _id(obj)
     if obj.get("label") is None:
         raise MessageError("bad_label", "labels message needs 'label'")
