@@ -28,13 +28,15 @@ from .perf.memory import kill_children_now, terminate_children
 from .reports import write_run_report
 from .revalidation import LoadedPair, Revalidator, load_pair, resolve_report_dir
 from .sampling import Sampler
-from .storage.repository import LabelIn, QuarantineIn, SampleIn, Store, open_store
+from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, one_line, open_store,
+                                 raw_text, value_sha256)
 
 log = logging.getLogger("sentinel.daemon")
 
 SHUTDOWN_GRACE_SECONDS = 6.0   # for the revalidation in progress
 SOURCE_CLOSE_SECONDS = 6.0     # the Kafka source bounds its own close at 5 s
 THREAD_JOIN_SECONDS = 2.0
+WRITE_RETRY_MAX_SECONDS = 30.0   # cap of the backoff while the store takes no writes
 
 
 def _preload_evidently() -> None:
@@ -53,23 +55,33 @@ class RunState(enum.Enum):
 
 def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None
                  ) -> tuple[list[SampleIn], list[LabelIn], list[QuarantineIn]]:
-    """Turn polled Kafka records into rows for the store. Never raises for a bad message."""
+    """Turn polled Kafka records into rows for the store. Never raises for a bad message: a
+    ``MessageError`` is quarantined with its reason; anything else the decoder raises (a bug the
+    format checks did not foresee) is quarantined as ``decoder_error`` with the exception's type,
+    and logged, so no message can stop the loop."""
     samples, labels, bad = [], [], []
     for r in records:
         try:
             if labels_topic is not None and r.topic == labels_topic:
                 lm = decode_label(r.value, shapes)
-                labels.append(LabelIn(lm.id, lm.label, r.topic, r.partition, r.offset))
+                labels.append(LabelIn(lm.id, lm.label, r.topic, r.partition, r.offset, raw=r.value))
                 continue
             m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms)
             samples.append(SampleIn(pair=m.pair, msg_id=m.id, ts=m.ts, topic=r.topic, partition=r.partition,
                                     offset=r.offset, sample_key=sampler.key(m.pair, m.id), inputs=m.inputs,
                                     attributes=m.attributes, label=m.label, extra=m.extra or None,
-                                    stratum=sampler.stratum(m.attributes)))
+                                    stratum=sampler.stratum(m.attributes), raw=r.value))
         except MessageError as exc:
-            raw = r.value.decode("utf-8", "replace") if isinstance(r.value, (bytes, bytearray)) else str(r.value)
-            bad.append(QuarantineIn(r.topic, r.partition, r.offset, exc.reason, exc.detail, raw))
+            bad.append(_quarantined(r, exc.reason, exc.detail))
+        except Exception as exc:   # noqa: BLE001 - the point: a decoder bug quarantines one message
+            log.warning("decoder error: message quarantined", exc_info=True,
+                        extra={"topic": r.topic, "partition": r.partition, "offset": r.offset})
+            bad.append(_quarantined(r, "decoder_error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"))
     return samples, labels, bad
+
+
+def _quarantined(r: Any, reason: str, detail: str) -> QuarantineIn:
+    return QuarantineIn(r.topic, r.partition, r.offset, reason, detail, raw_text(r.value), value_sha256(r.value))
 
 
 class Daemon:
@@ -99,6 +111,7 @@ class Daemon:
         self.last_lag: int | None = None
         self.running: dict[str, float] = {}      # pair -> when its revalidation in progress started
         self.health: Any = None
+        self._write_retry_s = 0.0
         self.api_port: int | None = None
         self._run_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -293,31 +306,10 @@ class Daemon:
             try:
                 res = self.store.ingest(samples, labels, bad, window=self.cfg.sampling.window,
                                         rate=self.cfg.sampling.rate, max_strata=self.cfg.sampling.max_strata)
-                self.last_write_ok, self.write_error = time.monotonic(), None
-            except Exception as exc:
-                # nothing was committed: rewind so these records are read again, not skipped
-                from .health import describe_error
-
-                self.write_error = describe_error(exc)
-                log.exception("store write failed; will re-read the batch")
-                self.source.rewind(records)
-                self.stop_event.wait(1.0)
+            except Exception as exc:   # noqa: BLE001 - StoreUnavailable, or a bug: never lose the batch
+                self._store_down(records, exc)
                 return 0
-            # offsets are committed only now that everything up to them is durably stored
-            try:
-                self.source.commit(records)
-            except Exception:
-                # e.g. a rebalance took the partition away: the records are stored, a redelivery
-                # is dropped as a duplicate, so carry on
-                log.warning("offset commit failed; records stored, will be deduplicated if redelivered",
-                            exc_info=True)
-            m = self.metrics
-            m.messages_consumed.inc(len(records))
-            m.samples_stored.inc(res.stored)
-            for q in bad:
-                m.messages_quarantined.labels(q.reason).inc()
-            if bad:
-                log.info("quarantined", extra={"count": len(bad), "reasons": sorted({q.reason for q in bad})})
+            self._stored(records, bad, res)
         lag = self.source.lag()
         if lag is not None:
             self.metrics.consumer_lag.set(lag)
@@ -325,6 +317,45 @@ class Daemon:
         if records or not lag:   # stored and committed a batch, or nothing known to be behind
             self.last_advance = time.monotonic()
         return len(records)
+
+    def _stored(self, records: Any, bad: list[QuarantineIn], res: Any) -> None:
+        """The batch is durably stored: note it for /readyz, commit its offsets, count it."""
+        self.last_write_ok = time.monotonic()
+        if self.write_error is not None:
+            log.warning("store writable again", extra={"was": self.write_error})
+        self.write_error, self._write_retry_s = None, 0.0
+        # offsets are committed only now that everything up to them is durably stored
+        try:
+            self.source.commit(records)
+        except Exception:
+            # e.g. a rebalance took the partition away: the records are stored, a redelivery
+            # is dropped as a duplicate, so carry on
+            log.warning("offset commit failed; records stored, will be deduplicated if redelivered",
+                        exc_info=True)
+        m = self.metrics
+        m.messages_consumed.inc(len(records))
+        m.samples_stored.inc(res.stored)
+        quarantined = [*bad, *res.rejected]
+        for q in quarantined:
+            m.messages_quarantined.labels(q.reason).inc()
+        if quarantined:
+            log.info("quarantined", extra={"count": len(quarantined), "reasons": sorted({q.reason for q in quarantined})})
+        for q in res.rejected:
+            log.warning("the store refused a message: quarantined", extra={
+                "topic": q.topic, "partition": q.partition, "offset": q.offset, "error": q.detail})
+
+    def _store_down(self, records: Any, exc: Exception) -> None:
+        """The store took none of the batch: nothing is quarantined for it and no offset moves;
+        the batch is re-read after an exponential backoff (1 s doubling to 30 s)."""
+        problem = exc.problem if isinstance(exc, StoreUnavailable) else one_line(exc)
+        if isinstance(exc, StoreUnavailable):
+            self.metrics.samples_stored.inc(exc.partial.stored)
+        self.write_error = problem
+        self._write_retry_s = min(WRITE_RETRY_MAX_SECONDS, max(1.0, self._write_retry_s * 2))
+        log.error("store write failed; the batch will be re-read", exc_info=not isinstance(exc, StoreUnavailable),
+                  extra={"error": problem, "records": len(records), "retry_in_seconds": self._write_retry_s})
+        self.source.rewind(records)
+        self.stop_event.wait(self._write_retry_s)
 
     # -- revalidation ----------------------------------------------------------------------------
     def revalidate(self, pair: str, trigger: str = "manual") -> Any:

@@ -1,6 +1,6 @@
 import datetime as dt
 
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect
 
 from sentinel.sampling import Sampler
 from sentinel.storage import open_store
@@ -112,18 +112,25 @@ def test_strata_beyond_the_limit_share_one_window(store_url):  # noqa: F811
     assert r.evicted == 80
 
 
-def test_upgrading_an_older_schema_keeps_stored_samples(tmp_path):
+def migrate_to(engine, revision, downgrade=False):
+    """Bring the schema of ``engine`` to an older ``revision``; yields the connection, in its transaction."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
-    from sentinel.storage.repository import MIGRATIONS, Store, make_engine
+    from sentinel.storage.repository import MIGRATIONS
 
-    url = f"sqlite:///{tmp_path}/old.db"
-    engine = make_engine(url)
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
+        (command.downgrade if downgrade else command.upgrade)(cfg, revision)
+        yield conn
+
+
+def test_upgrading_an_older_schema_keeps_stored_samples(tmp_path):
+    from sentinel.storage.repository import Store, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    for conn in migrate_to(engine, "0002"):
         conn.exec_driver_sql(
             "INSERT INTO samples (pair, msg_id, ts, topic, partition, \"offset\", sample_key, inputs, attributes, "
             "stored_at) VALUES ('p', 'old-1', '2026-11-21 00:00:00', 't', 0, 1, 0.5, '[1.0]', '{}', '2026-11-21 00:00:00')")
@@ -131,3 +138,147 @@ def test_upgrading_an_older_schema_keeps_stored_samples(tmp_path):
     store.migrate()
     run = store.create_run("p", "test", {})
     assert [s.msg_id for s in store.claim_window("p", run)] == ["old-1"]
+
+
+# -- what the store refuses, what it makes storable, and a store that is down ---------------------
+
+import hashlib  # noqa: E402
+
+import pytest  # noqa: E402
+from sqlalchemy import create_engine, select, text  # noqa: E402
+
+from sentinel.storage.repository import Store, StoreUnavailable, make_engine  # noqa: E402
+from sentinel.storage.tables import quarantine, samples as samples_table  # noqa: E402
+
+
+def refuse_poison(store, errcode="22023"):
+    """Make the database itself refuse samples whose id starts with 'poison' (a trigger)."""
+    with store.engine.begin() as c:
+        if store.engine.dialect.name == "sqlite":
+            c.exec_driver_sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON samples WHEN NEW.msg_id LIKE 'poison%' "
+                              "BEGIN SELECT RAISE(ABORT, 'poison refused by a trigger'); END")
+        else:
+            c.exec_driver_sql(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN IF left(NEW.msg_id, 6) = 'poison' THEN "
+                f"RAISE EXCEPTION 'poison refused by a trigger' USING ERRCODE = '{errcode}'; END IF; RETURN NEW; "
+                "END $$ LANGUAGE plpgsql")
+            c.exec_driver_sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON samples FOR EACH ROW "
+                              "EXECUTE FUNCTION refuse_poison()")
+
+
+def poison_batch():
+    batch = [sample(i) for i in range(12)]
+    batch[7] = SampleIn(pair="p", msg_id="poison-7", ts=NOW, topic="t", partition=0, offset=7,
+                        sample_key=0.5, inputs=[7.0], attributes={}, raw=b'{"id": "poison-7", "inputs": [7]}')
+    return batch
+
+
+def check_split(store, res):
+    assert res.stored == 11 and res.labels == 1
+    assert [(q.reason, q.offset) for q in res.rejected] == [("store_rejected", 7)]
+    assert "poison refused by a trigger" in res.rejected[0].detail and "\n" not in res.rejected[0].detail
+    rows = {r["reason"]: r for r in store.quarantined()}
+    assert set(rows) == {"invalid_json", "store_rejected"}
+    assert rows["store_rejected"]["raw"] == '{"id": "poison-7", "inputs": [7]}'
+    assert rows["store_rejected"]["value_sha256"] == hashlib.sha256(b'{"id": "poison-7", "inputs": [7]}').hexdigest()
+    assert store.count("samples") == 11 and store.count("labels") == 1
+
+
+def test_a_row_the_database_refuses_is_quarantined_alone_and_the_rest_stored(store_url):  # noqa: F811
+    store = open_store(store_url)
+    refuse_poison(store)
+    res = store.ingest(poison_batch(), [LabelIn("m1", "x", "l", 0, 5)],
+                       [QuarantineIn("t", 0, 99, "invalid_json", "bad", "xx")], window=100, rate=1.0)
+    check_split(store, res)
+    # the same batch again (a redelivery): nothing is stored or quarantined twice
+    again = store.ingest(poison_batch(), [], [QuarantineIn("t", 0, 99, "invalid_json", "bad", "xx")],
+                         window=100, rate=1.0)
+    assert again.stored == 0 and again.duplicates == 11 and len(again.rejected) == 1
+    assert store.count("quarantine") == 2
+
+
+@pytest.mark.postgres
+def test_a_row_refused_with_an_operational_class_error_is_still_set_aside(store_url):  # noqa: F811
+    # SQLSTATE 54000 (program limit exceeded) comes as OperationalError, the class of a lost
+    # connection: the probe write shows the store is up, so the row, not the store, is at fault
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a PL/pgSQL trigger with an SQLSTATE is PostgreSQL's")
+    store = open_store(store_url)
+    refuse_poison(store, errcode="54000")
+    res = store.ingest(poison_batch(), [LabelIn("m1", "x", "l", 0, 5)],
+                       [QuarantineIn("t", 0, 99, "invalid_json", "bad", "xx")], window=100, rate=1.0)
+    check_split(store, res)
+
+
+def test_a_read_only_store_is_unavailable_and_nothing_is_set_aside(tmp_path):
+    path = tmp_path / "ro.db"
+    open_store(f"sqlite:///{path}").dispose()
+    ro = Store(create_engine(f"sqlite:///file:{path}?mode=ro&uri=true"))
+    with pytest.raises(StoreUnavailable, match="readonly database"):
+        ro.ingest([sample(1), sample(2)], [], [QuarantineIn("t", 0, 9, "invalid_json", "bad", "xx")],
+                  window=10, rate=1.0)
+    rw = open_store(f"sqlite:///{path}")
+    assert rw.count("samples") == 0 and rw.count("quarantine") == 0
+    res = rw.ingest([sample(1), sample(2)], [], [QuarantineIn("t", 0, 9, "invalid_json", "bad", "xx")],
+                    window=10, rate=1.0)    # the batch re-read once the store is back: nothing lost
+    assert (res.stored, res.quarantined, res.rejected) == (2, 1, [])
+
+
+def test_a_store_refusing_connections_is_unavailable_at_once():
+    store = Store(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/nothing"))
+    with pytest.raises(StoreUnavailable) as e:
+        store.ingest([sample(1)], [], [], window=10, rate=1.0)
+    assert "refused" in e.value.problem.lower() and "\n" not in e.value.problem
+
+
+def test_quarantine_keeps_a_different_message_at_a_reused_offset(store_url):  # noqa: F811
+    store = open_store(store_url)
+    first = QuarantineIn("t", 0, 5, "invalid_json", "bad", "first", hashlib.sha256(b"first").hexdigest())
+    store.ingest([], [], [first], window=10, rate=1.0)
+    store.ingest([], [], [first], window=10, rate=1.0)                       # a redelivery: kept once
+    assert store.count("quarantine") == 1
+    # offsets restarted (topic re-created): another message at offset 5 is kept beside the first
+    store.ingest([], [], [QuarantineIn("t", 0, 5, "not_utf8", "bad", "second")], window=10, rate=1.0)
+    assert sorted(r["raw"] for r in store.quarantined()) == ["first", "second"]
+
+
+def test_quarantine_rows_of_hostile_messages_are_storable(store_url):  # noqa: F811
+    store = open_store(store_url)
+    q = QuarantineIn("t", 0, 1, "nul_character", "'id' \ud800 contains \x00", 'a\x00b\ud800c\\x00', "")
+    store.ingest([], [], [q], window=10, rate=1.0)
+    row = store.quarantined()[0]
+    assert row["raw"] == "a\\x00b\\ud800c\\x00" and row["detail"] == "'id' \\ud800 contains \\x00"
+    assert row["value_sha256"] == hashlib.sha256('a\x00b\ud800c\\x00'.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def test_long_strata_are_shortened_deterministically_and_stay_distinct(store_url):  # noqa: F811
+    store = open_store(store_url)
+    long_a, long_b = "region=" + "x" * 300 + "a", "region=" + "x" * 300 + "b"
+    batch = [SampleIn(pair="p", msg_id=f"m{i}", ts=NOW, topic="t", partition=0, offset=i, sample_key=i / 10,
+                      inputs=[1.0], attributes={}, stratum=(long_a, long_b)[i % 2]) for i in range(6)]
+    res = store.ingest(batch, [], [], window=2, rate=1.0)
+    with store.engine.connect() as c:
+        strata = dict(c.execute(select(samples_table.c.stratum, func.count()).group_by(samples_table.c.stratum)).all())
+    assert res.stored == 4 and len(strata) == 2 and all(len(s) == 255 for s in strata)
+    assert all(n == 2 for n in strata.values())      # one bottom-k window per (shortened) stratum
+
+
+def test_upgrading_to_0004_keys_existing_quarantine_rows_by_content(store_url):  # noqa: F811
+    engine = make_engine(store_url)
+    for conn in migrate_to(engine, "0003"):
+        for off, raw in ((1, '{"id": 1'), (2, "plain")):
+            conn.execute(text('INSERT INTO quarantine (topic, partition, "offset", reason, detail, raw, stored_at) '
+                              "VALUES ('t', 0, :o, 'invalid_json', 'x', :r, :now)"), {"o": off, "r": raw, "now": NOW})
+    store = Store(engine)
+    store.migrate()
+    with engine.connect() as c:
+        got = dict(c.execute(select(quarantine.c.raw, quarantine.c.value_sha256)).all())
+    assert got == {r: hashlib.sha256(r.encode()).hexdigest() for r in ('{"id": 1', "plain")}
+    # a redelivery of an old row is recognised; a new message at its offset is kept
+    store.ingest([], [], [QuarantineIn("t", 0, 1, "invalid_json", "x", '{"id": 1')], window=10, rate=1.0)
+    store.ingest([], [], [QuarantineIn("t", 0, 1, "not_utf8", "x", "new")], window=10, rate=1.0)
+    assert store.count("quarantine") == 3
+    for _ in migrate_to(engine, "0003", downgrade=True):    # and back: the first row of each position is kept
+        pass
+    with engine.connect() as c:
+        assert sorted(c.execute(select(text("raw")).select_from(text("quarantine"))).scalars()) == sorted(['{"id": 1', "plain"])

@@ -6,14 +6,18 @@ The schema is created and upgraded by Alembic (``Store.migrate``), never by ``cr
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 
+from ..errors import SentinelError
 from . import tables as t
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,9 +48,12 @@ class SampleIn:
     label: str | None = None
     extra: dict[str, Any] | None = None
     stratum: str = ""
+    raw: bytes | str | None = field(default=None, repr=False, compare=False)   # the record's value
 
 
 OTHER_STRATUM = "(other)"
+STRATUM_LEN = 255    # samples.stratum is varchar(255)
+RAW_LEN = 8000       # characters of a quarantined message's raw text kept
 
 
 @dataclass(frozen=True)
@@ -56,16 +63,22 @@ class LabelIn:
     topic: str
     partition: int
     offset: int
+    raw: bytes | str | None = field(default=None, repr=False, compare=False)   # the record's value
 
 
 @dataclass(frozen=True)
 class QuarantineIn:
+    """A message set aside. Rows are unique on (topic, partition, offset, value_sha256): a
+    redelivered record is kept once, a different message at a reused offset (a re-created topic,
+    a restarted in-memory broker) is kept beside the old one. ``value_sha256`` is the sha256 of
+    the record's exact value bytes (:func:`value_sha256`); when empty it is computed from ``raw``."""
     topic: str
     partition: int
     offset: int
     reason: str
     detail: str
     raw: str
+    value_sha256: str = ""
 
 
 @dataclass
@@ -77,6 +90,25 @@ class IngestResult:
     quarantined: int = 0
     labels: int = 0
     stored_by_pair: dict[str, int] = field(default_factory=dict)
+    rejected: list[QuarantineIn] = field(default_factory=list)   # refused by the store, quarantined
+
+    def add(self, other: "IngestResult") -> None:
+        for name in ("stored", "duplicates", "not_sampled", "evicted", "quarantined", "labels"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for pair, n in other.stored_by_pair.items():
+            self.stored_by_pair[pair] = self.stored_by_pair.get(pair, 0) + n
+        self.rejected.extend(other.rejected)
+
+
+class StoreUnavailable(SentinelError):
+    """The store takes no writes at all (connection refused, read-only, locked): retry later,
+    nothing was set aside. ``problem`` is the database's error, one line; ``partial`` what was
+    stored before it failed (those rows are duplicates when the batch is written again)."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        self.partial = IngestResult()
+        super().__init__(f"store unavailable: {problem}")
 
 
 @dataclass(frozen=True)
@@ -150,74 +182,98 @@ class Store:
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, samples: Sequence[SampleIn], labels: Sequence[LabelIn], quarantined: Sequence[QuarantineIn],
                *, window: int, rate: float, max_strata: int | None = None) -> IngestResult:
-        """Store one polled batch in one transaction; the caller commits Kafka offsets after this
-        returns. Duplicates (same pair and id) are dropped; each pair keeps a bottom-k window: the
+        """Store one polled batch; the caller commits Kafka offsets after this returns.
+
+        Duplicates (same pair and id) are dropped; each pair keeps a bottom-k window: the
         ``window`` pending samples with the smallest ``sample_key`` (a seeded hash of the id), which
         is a uniform random sample of everything seen, and gives a redelivered message the same
         decision it got the first time. With stratified sampling the window applies per stratum
         (``SampleIn.stratum``), so a rare group keeps its samples beside a common one; beyond
-        ``max_strata`` distinct strata in a window, new ones share the stratum ``(other)``."""
+        ``max_strata`` distinct strata in a window, new ones share the stratum ``(other)``.
+
+        The batch is written in one transaction. If the store refuses it and is otherwise
+        writable (a rolled-back probe write succeeds), the batch is split in halves until the
+        refused rows are found: each is quarantined as ``store_rejected`` with the database's error
+        (``IngestResult.rejected``) and the rest are stored. Every part re-reads what is stored, so
+        the outcome is the one sequential writes would give. A store that takes no writes at all
+        (connection refused, read-only, locked) raises :class:`StoreUnavailable` instead: nothing
+        is set aside, and the caller re-reads the batch later."""
+        items: list[Any] = [*quarantined, *labels, *samples]
+        opts = (window, rate, max_strata)
+        try:
+            return self._write(items, opts)
+        except Exception as exc:   # noqa: BLE001 - classified below, never swallowed
+            first = exc
+        problem = self._write_problem()
+        if problem is not None:
+            raise StoreUnavailable(problem) from first
+        res = IngestResult()
+        try:
+            self._split(items, opts, res)
+        except StoreUnavailable as exc:
+            exc.partial = res
+            raise
+        return res
+
+    def _split(self, items: list[Any], opts: tuple[int, float, int | None], res: IngestResult) -> None:
+        try:
+            res.add(self._write(items, opts))
+            return
+        except Exception as exc:   # noqa: BLE001
+            error = exc
+        if len(items) > 1:
+            mid = len(items) // 2
+            self._split(items[:mid], opts, res)
+            self._split(items[mid:], opts, res)
+            return
+        try:   # once more alone: a lost connection or a race with another replica is not the row's fault
+            res.add(self._write(items, opts))
+            return
+        except Exception as exc:   # noqa: BLE001
+            error = exc
+        if is_disconnect(error):   # never a row's fault: the store went away while the batch was split
+            raise StoreUnavailable(one_line(error)) from error
+        q = rejected_row(items[0], error)
+        try:
+            # the store taking this quarantine row is what shows it is up and refused only that row
+            self._write([q], opts)
+        except Exception as exc:   # noqa: BLE001
+            raise StoreUnavailable(f"{one_line(error)}; and the quarantine write failed: {one_line(exc)}") from exc
+        res.quarantined += 1
+        res.rejected.append(q)
+
+    def _write_problem(self) -> str | None:
+        """None when the store takes writes (a probe row written and rolled back), else why not."""
+        try:
+            with self.engine.connect() as conn:
+                tx = conn.begin()
+                try:
+                    conn.execute(insert(t.quarantine).values(
+                        topic="(probe)", partition=-1, offset=-1, reason="probe", detail="", raw="",
+                        value_sha256="", stored_at=utcnow()))
+                finally:
+                    tx.rollback()
+        except Exception as exc:   # noqa: BLE001
+            return one_line(exc)
+        return None
+
+    def _write(self, items: Sequence[Any], opts: tuple[int, float, int | None]) -> IngestResult:
+        """One transaction: quarantine rows, labels, then samples (per pair, window applied)."""
         res = IngestResult()
         now = utcnow()
+        by_pair: dict[str, list[SampleIn]] = {}
         with self.engine.begin() as conn:
-            for q in quarantined:
-                exists = conn.execute(select(t.quarantine.c.id).where(and_(
-                    t.quarantine.c.topic == q.topic, t.quarantine.c.partition == q.partition,
-                    t.quarantine.c.offset == q.offset))).first()
-                if exists is None:
-                    conn.execute(insert(t.quarantine).values(
-                        topic=q.topic, partition=q.partition, offset=q.offset, reason=q.reason,
-                        detail=q.detail[:2000], raw=q.raw[:8000], stored_at=now))
-                res.quarantined += 1
-            for lab in labels:
-                row = conn.execute(select(t.labels.c.msg_id).where(t.labels.c.msg_id == lab.msg_id)).first()
-                values = dict(label=lab.label, topic=lab.topic, partition=lab.partition, offset=lab.offset, stored_at=now)
-                if row is None:
-                    conn.execute(insert(t.labels).values(msg_id=lab.msg_id, **values))
+            for item in items:
+                if isinstance(item, QuarantineIn):
+                    _put_quarantine(conn, item, now)
+                    res.quarantined += 1
+                elif isinstance(item, LabelIn):
+                    _put_label(conn, item, now)
+                    res.labels += 1
                 else:
-                    conn.execute(update(t.labels).where(t.labels.c.msg_id == lab.msg_id).values(**values))
-                res.labels += 1
-
-            by_pair: dict[str, list[SampleIn]] = {}
-            for s in samples:
-                by_pair.setdefault(s.pair, []).append(s)
+                    by_pair.setdefault(item.pair, []).append(item)
             for pair, batch in by_pair.items():
-                ids = list({s.msg_id for s in batch})
-                seen: set[str] = set()
-                for chunk in _chunks(ids, 500):
-                    seen.update(r[0] for r in conn.execute(select(t.samples.c.msg_id).where(
-                        and_(t.samples.c.pair == pair, t.samples.c.msg_id.in_(chunk)))))
-                pending_q = (select(t.samples.c.stratum, func.count()).where(and_(
-                    t.samples.c.pair == pair, t.samples.c.run_id.is_(None))).group_by(t.samples.c.stratum))
-                pending: dict[str, int] = {row[0]: row[1] for row in conn.execute(pending_q)}
-                for s in batch:
-                    if s.msg_id in seen:
-                        res.duplicates += 1
-                        continue
-                    seen.add(s.msg_id)
-                    if s.sample_key >= rate:
-                        res.not_sampled += 1
-                        continue
-                    stratum = s.stratum
-                    if stratum not in pending and max_strata is not None and len(pending) >= max_strata:
-                        stratum = OTHER_STRATUM
-                    if pending.get(stratum, 0) >= window:
-                        top = conn.execute(select(t.samples.c.id, t.samples.c.sample_key).where(and_(
-                            t.samples.c.pair == pair, t.samples.c.run_id.is_(None), t.samples.c.stratum == stratum)
-                        ).order_by(t.samples.c.sample_key.desc()).limit(1)).first()
-                        if top is None or s.sample_key >= top.sample_key:
-                            res.evicted += 1
-                            continue
-                        conn.execute(delete(t.samples).where(t.samples.c.id == top.id))
-                        res.evicted += 1
-                        pending[stratum] -= 1
-                    conn.execute(insert(t.samples).values(
-                        pair=s.pair, msg_id=s.msg_id, ts=s.ts, topic=s.topic, partition=s.partition,
-                        offset=s.offset, sample_key=s.sample_key, inputs=s.inputs, attributes=s.attributes,
-                        label=s.label, extra=s.extra, stored_at=now, stratum=stratum))
-                    pending[stratum] = pending.get(stratum, 0) + 1
-                    res.stored += 1
-                    res.stored_by_pair[pair] = res.stored_by_pair.get(pair, 0) + 1
+                _put_samples(conn, pair, batch, opts, now, res)
         return res
 
     def pending_count(self, pair: str) -> int:
@@ -479,6 +535,134 @@ def _row(row: Any) -> dict[str, Any]:
 def _chunks(seq: list[Any], n: int) -> Iterator[list[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
+
+
+def fit_stratum(stratum: str) -> str:
+    """A stratum that fits ``samples.stratum`` (varchar(255)): a longer one is cut and given a hash
+    of the whole value, so distinct strata stay distinct and the same one always maps the same."""
+    if len(stratum) <= STRATUM_LEN:
+        return stratum
+    digest = hashlib.sha256(stratum.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+    return stratum[:STRATUM_LEN - 17] + "~" + digest
+
+
+def storable_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with what no backend can store escaped: lone
+    surrogates as ``\\udXXX``, NUL as ``\\x00`` (quarantine rows keep hostile messages)."""
+    text = text[:limit]
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
+
+
+def raw_text(value: bytes | str | None) -> str:
+    """A record's value as text for the quarantine table: UTF-8, undecodable bytes as ``\\xNN``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value[:RAW_LEN]
+    return bytes(value[:RAW_LEN * 4]).decode("utf-8", "backslashreplace")[:RAW_LEN]
+
+
+def value_sha256(value: bytes | str | None) -> str:
+    """The quarantine key's content part: the sha256 of the record's exact value bytes."""
+    if value is None:
+        value = b""
+    elif isinstance(value, str):
+        value = value.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(value).hexdigest()
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """The connection to the store was lost or never made (as opposed to a statement refused: an
+    OperationalError such as PostgreSQL's 54000 'program limit exceeded' can be either, so the
+    driver's own disconnect detection decides)."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, sa_exc.InterfaceError)
+    return isinstance(exc, (sa_exc.DisconnectionError, sa_exc.TimeoutError, ConnectionError))
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A database error, short: the driver's own message (without SQLAlchemy's statement and
+    parameters, which may hold the data), first line only, with the error's class."""
+    orig = getattr(exc, "orig", None)
+    base = orig if isinstance(orig, BaseException) else exc
+    text = str(base).strip().splitlines()[0] if str(base).strip() else ""
+    return f"{type(base).__name__}: {text}"[:limit]
+
+
+def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
+    """The quarantine row for a row the store refused: its position, the raw message and the error."""
+    detail = one_line(error)
+    if isinstance(item, QuarantineIn):   # a quarantine row itself refused: keep it, ASCII only
+        return QuarantineIn(item.topic, item.partition, item.offset, "store_rejected",
+                            f"{detail} (quarantined first as {item.reason}: {item.detail[:200]})",
+                            ascii(item.raw)[:RAW_LEN], item.value_sha256 or value_sha256(item.raw))
+    raw = getattr(item, "raw", None)
+    if raw is None:   # a row built without its message: keep what was to be stored
+        raw = json.dumps({k: v for k, v in vars(item).items() if k != "raw"}, default=str, ensure_ascii=True)
+    return QuarantineIn(item.topic, item.partition, item.offset, "store_rejected", detail, raw_text(raw),
+                        value_sha256(raw))
+
+
+def _put_quarantine(conn: Connection, q: QuarantineIn, now: dt.datetime) -> None:
+    key = q.value_sha256 or value_sha256(q.raw)
+    exists = conn.execute(select(t.quarantine.c.id).where(and_(
+        t.quarantine.c.topic == q.topic, t.quarantine.c.partition == q.partition,
+        t.quarantine.c.offset == q.offset, t.quarantine.c.value_sha256 == key))).first()
+    if exists is None:
+        conn.execute(insert(t.quarantine).values(
+            topic=storable_text(q.topic, 255), partition=q.partition, offset=q.offset,
+            reason=storable_text(q.reason, 64), detail=storable_text(q.detail, 2000),
+            raw=storable_text(q.raw, RAW_LEN), value_sha256=key, stored_at=now))
+
+
+def _put_label(conn: Connection, lab: LabelIn, now: dt.datetime) -> None:
+    row = conn.execute(select(t.labels.c.msg_id).where(t.labels.c.msg_id == lab.msg_id)).first()
+    values = dict(label=lab.label, topic=lab.topic, partition=lab.partition, offset=lab.offset, stored_at=now)
+    if row is None:
+        conn.execute(insert(t.labels).values(msg_id=lab.msg_id, **values))
+    else:
+        conn.execute(update(t.labels).where(t.labels.c.msg_id == lab.msg_id).values(**values))
+
+
+def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple[int, float, int | None],
+                 now: dt.datetime, res: IngestResult) -> None:
+    window, rate, max_strata = opts
+    seen: set[str] = set()
+    for chunk in _chunks(list({s.msg_id for s in batch}), 500):
+        seen.update(r[0] for r in conn.execute(select(t.samples.c.msg_id).where(
+            and_(t.samples.c.pair == pair, t.samples.c.msg_id.in_(chunk)))))
+    pending_q = (select(t.samples.c.stratum, func.count()).where(and_(
+        t.samples.c.pair == pair, t.samples.c.run_id.is_(None))).group_by(t.samples.c.stratum))
+    pending: dict[str, int] = {row[0]: row[1] for row in conn.execute(pending_q)}
+    for s in batch:
+        if s.msg_id in seen:
+            res.duplicates += 1
+            continue
+        seen.add(s.msg_id)
+        if s.sample_key >= rate:
+            res.not_sampled += 1
+            continue
+        stratum = fit_stratum(s.stratum)
+        if stratum not in pending and max_strata is not None and len(pending) >= max_strata:
+            stratum = OTHER_STRATUM
+        if pending.get(stratum, 0) >= window:
+            top = conn.execute(select(t.samples.c.id, t.samples.c.sample_key).where(and_(
+                t.samples.c.pair == pair, t.samples.c.run_id.is_(None), t.samples.c.stratum == stratum)
+            ).order_by(t.samples.c.sample_key.desc()).limit(1)).first()
+            res.evicted += 1
+            if top is None or s.sample_key >= top.sample_key:
+                continue
+            conn.execute(delete(t.samples).where(t.samples.c.id == top.id))
+            pending[stratum] -= 1
+        conn.execute(insert(t.samples).values(
+            pair=s.pair, msg_id=s.msg_id, ts=s.ts, topic=s.topic, partition=s.partition,
+            offset=s.offset, sample_key=s.sample_key, inputs=s.inputs, attributes=s.attributes,
+            label=s.label, extra=s.extra, stored_at=now, stratum=stratum))
+        pending[stratum] = pending.get(stratum, 0) + 1
+        res.stored += 1
+        res.stored_by_pair[pair] = res.stored_by_pair.get(pair, 0) + 1
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -44,6 +44,12 @@ labels = Table(
     Column("stored_at", DateTime(timezone=True), nullable=False),
 )
 
+# Messages set aside with their reason. A row is one record's value at one position: unique on
+# (topic, partition, offset, value_sha256), so a redelivery is stored once while a different
+# message at a reused offset (a re-created topic, a restarted in-memory broker) is kept too.
+# The sha256 of the exact value bytes rather than the record timestamp: timestamps are set by
+# producers, optional (-1) and not unique, while the same bytes at the same position are, for
+# anyone looking at the table, the same message. `raw` is the value as text, escaped to be storable.
 quarantine = Table(
     "quarantine", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -54,7 +60,8 @@ quarantine = Table(
     Column("detail", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("stored_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("topic", "partition", "offset", name="uq_quarantine_position"),
+    Column("value_sha256", String(64), nullable=False, server_default=""),
+    UniqueConstraint("topic", "partition", "offset", "value_sha256", name="uq_quarantine_record"),
 )
 
 runs = Table(

@@ -8,7 +8,7 @@ sat inside the pickle, so carried-over rows have ``interval_seconds`` NULL and t
 adopts the configured interval while keeping the time.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-01 14:30:00
 """
 import datetime as dt
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 
 revision = '0005'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
