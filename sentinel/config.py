@@ -140,6 +140,8 @@ class RevalidationConfig(Strict):
     seed: int = 0
     misfire_grace_seconds: int = Field(60, ge=1)
     min_samples: int = Field(1, ge=1)   # a run with fewer pending samples is skipped (not stored)
+    # on SIGTERM the revalidation in progress gets this long to finish before it is cut short
+    shutdown_grace_seconds: float = Field(6.0, ge=0, le=60)
 
 
 class PerfConfig(Strict):

@@ -33,7 +33,6 @@ from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUn
 
 log = logging.getLogger("sentinel.daemon")
 
-SHUTDOWN_GRACE_SECONDS = 6.0   # for the revalidation in progress
 SOURCE_CLOSE_SECONDS = 6.0     # the Kafka source bounds its own close at 5 s
 THREAD_JOIN_SECONDS = 2.0
 WRITE_RETRY_MAX_SECONDS = 30.0   # cap of the backoff while the store takes no writes
@@ -206,7 +205,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         """Stop, each step bounded: stop claiming schedules, close the source, give the
-        revalidation in progress SHUTDOWN_GRACE_SECONDS, then cut it short (cancel it, kill and
+        revalidation in progress ``revalidation.shutdown_grace_seconds``, then cut it short (cancel it, kill and
         reap child processes, mark its run abandoned and give its window back), release the
         schedule leases, stop the API and the side threads. After a second signal the waits are
         skipped, never the steps."""
@@ -220,7 +219,7 @@ class Daemon:
         closer = threading.Thread(target=self._close_source, name="sentinel-source-close", daemon=True)
         closer.start()
         closing_since = time.monotonic()
-        if not self._wait_until(self._no_run_in_progress, SHUTDOWN_GRACE_SECONDS):
+        if not self._wait_until(self._no_run_in_progress, self.cfg.revalidation.shutdown_grace_seconds):
             self._abandon_run_in_progress()
         # anything a finished run left, and the backstop for a probe started in a race
         self._step("child processes", lambda: terminate_children(grace=0.0 if self._forced else 1.0))
@@ -259,13 +258,13 @@ class Daemon:
         and its memory probes are killed. Marking first means a late write of the revalidation,
         whatever it was about to record, changes nothing (Store.finish_run)."""
         log.warning("abandoning the revalidation in progress",
-                    extra={"grace_seconds": 0 if self._forced else SHUTDOWN_GRACE_SECONDS})
+                    extra={"grace_seconds": 0 if self._forced else self.cfg.revalidation.shutdown_grace_seconds})
         active = self.revalidator.active_run if self.revalidator is not None else None
         marked = False
         if active is not None and self.store is not None:
             why = ("the daemon was stopped during this run (a second signal skipped the grace period)"
                    if self._forced else f"the daemon was stopped during this run and it did not finish within "
-                                        f"the {SHUTDOWN_GRACE_SECONDS:g} s shutdown grace")
+                                        f"the {self.cfg.revalidation.shutdown_grace_seconds:g} s shutdown grace")
             try:
                 marked = self.store.finish_run(active[0], status="abandoned", n_samples=0, record=None, results=[],
                                                error=why + "; its samples went back to the window", release_window=True)
