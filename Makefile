@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-perf bench-detection example-pair example-scenarios clean
+.PHONY: install demo test bench-perf bench-detection bench-api-limits example-pair example-scenarios clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ example-scenarios: $(STAMP)
 # a seeded simulation, not a timed test: ~5 minutes on 2 cores
 bench-detection: $(STAMP)
 	$(PY) benchmarks/detection.py
+
+bench-api-limits: $(STAMP)
+	$(PY) benchmarks/api_limits.py
 
 clean:
 	rm -rf demo-output reports .pytest_cache

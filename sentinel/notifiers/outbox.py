@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
+from ..redact import scrub
 from ..storage import tables as t
 from ..storage.repository import Store, as_utc, utcnow
 from .base import DeliveryError, Notifier
@@ -145,10 +146,11 @@ class OutboxDispatcher:
         try:
             notifier.send(row.payload, idempotency_key=row.idempotency_key)
         except DeliveryError as exc:
-            error, retryable, retry_after = str(exc), exc.retryable, exc.retry_after
+            error, retryable, retry_after = scrub(str(exc)), exc.retryable, exc.retry_after
         except Exception as exc:  # a bug in a (possibly user-written) notifier: retry, but say so
             log.exception("notifier %s raised unexpectedly for %s", target, row.idempotency_key)
-            error, retryable, retry_after = f"{target}: unexpected {type(exc).__name__}: {exc}", True, None
+            # str(exc) of a user's notifier may repeat its URL or key: scrub what is stored and shown
+            error, retryable, retry_after = scrub(f"{target}: unexpected {type(exc).__name__}: {exc}"), True, None
         else:
             now = self._now()
             # Not fenced on the lease: if our claim expired and another dispatcher also sent the
