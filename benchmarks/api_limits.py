@@ -79,15 +79,21 @@ def post_big(port: int, total: int, *, chunked: bool, token: str | None) -> dict
     s = socket.create_connection(("127.0.0.1", port), timeout=120)
     t0 = time.monotonic()
     s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-    piece = b"x" * PIECE
-    frame = f"{PIECE:x}\r\n".encode() + piece + b"\r\n" if chunked else piece
+    # a valid JSON body ({"note": "xxx..."}), so a server that reads it all parses it all too
+    prefix, suffix = b'{"note": "', b'"}'
     sent, answer = 0, b""
     try:
         while sent < total:
             if select.select([s], [], [], 0)[0]:
                 break
-            s.sendall(frame)
-            sent += PIECE
+            n = min(PIECE, total - sent)
+            data = b"x" * n
+            if sent == 0:
+                data = prefix + data[len(prefix):]
+            if sent + n >= total:
+                data = data[:-len(suffix)] + suffix
+            s.sendall(f"{n:x}\r\n".encode() + data + b"\r\n" if chunked else data)
+            sent += n
         if sent >= total and chunked:
             s.sendall(b"0\r\n\r\n")
     except OSError:   # the server closed the connection on us: the answer is already in our buffer
