@@ -1,21 +1,41 @@
 """The daemon's HTTP API (DESIGN.md): health, metrics, runs, reports and incidents.
 
-Mutating endpoints need ``Authorization: Bearer <token>`` (the token from the env var named by
-``api.token_env`` or the file ``api.token_file``); with no token configured they are refused.
-Reads are open unless ``api.public_reads`` is false. Errors are ``{"error": {"code", "message"}}``.
+Mutating requests need ``Authorization: Bearer <token>`` (the token from the env var named by
+``api.token_env`` or the file ``api.token_file``; the scheme is case-insensitive, RFC 7235); with no
+token configured they are refused. Reads are open unless ``api.public_reads`` is false. Every error,
+including unknown routes, bad parameters and internal errors, is ``{"error": {"code", "message"}}``.
+
+Limits (``RequestGuard``, a pure ASGI middleware in front of everything): the token is checked
+before a byte of the body is read, and a body larger than ``api.max_body_bytes`` is refused with
+413 (by its Content-Length at once, or counted while a chunked body streams in), so no request can
+make the daemon hold more than that in memory. Ids outside the id columns' range are 404.
 """
 from __future__ import annotations
 
 import hmac
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .config import read_secret
+from .config import ApiConfig, read_secret
 from .errors import NotFoundError, StateError
+from .redact import SECRETS
+
+#: Methods that change something: they always need the token.
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Run, incident and silence ids are ``Integer`` columns: 32-bit on PostgreSQL, which raises for a
+#: larger parameter (a 500) where the answer is simply "no such id".
+MAX_ID = 2**31 - 1
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 422: "invalid_request"}
+
+Asgi = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
 def jsonable(obj: Any) -> Any:
@@ -30,38 +50,190 @@ class ApiError(Exception):
         super().__init__(message)
 
 
-def create_app(daemon: Any) -> FastAPI:
-    cfg = daemon.cfg
-    app = FastAPI(title="Sentinel", version="1", docs_url="/docs", redoc_url=None)
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
 
+
+def bearer_token(header: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer <token>`` header (any case of ``Bearer``)."""
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip() or None
+
+
+def ids_in_range(request: Request) -> None:
+    """App-wide dependency: an integer ``{..._id}`` path parameter that no row can have (outside
+    1..MAX_ID, negative included) is 404 here, before it reaches a database that would raise on
+    it. Non-integers are left to validation (422)."""
+    for name, raw in request.path_params.items():
+        text = str(raw).strip()
+        if name.endswith("_id") and text.lstrip("+-").isdigit() and text.isascii():
+            if len(text) > 20 or not 1 <= int(text) <= MAX_ID:
+                raise NotFoundError(name[:-3], int(text) if len(text) <= 40 else text[:40] + "...")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        self.status, self.code, self.message = status, code, message
+
+
+class RequestGuard:
+    """Pure ASGI middleware: authentication and the body limit, before the app reads anything.
+
+    ``token()`` returns the configured token (or None: mutations are then refused with 403).
+    Mutating methods always need it; reads under ``/api/`` need it unless ``public_reads``. The
+    body is then read here, at most ``max_body_bytes`` of it (Content-Length is checked first; a
+    chunked body is counted as it arrives), and replayed to the app. Every refusal is the JSON
+    error shape with ``Connection: close``: the unread rest of the body is never received.
+    """
+
+    def __init__(self, app: Asgi, *, token: Callable[[], str | None], token_hint: str, public_reads: bool,
+                 max_body_bytes: int):
+        self.app, self.token, self.token_hint = app, token, token_hint
+        self.public_reads, self.max_body_bytes = public_reads, max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        try:
+            self._authorise(scope, headers)
+            body = await self._read_body(headers, receive)
+        except _Refused as exc:
+            await _send_refusal(send, exc)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _authorise(self, scope: dict, headers: dict[str, str]) -> None:
+        method, path = scope.get("method", "GET").upper(), scope.get("path", "")
+        if method not in MUTATING and (self.public_reads or not path.startswith("/api/")):
+            return
+        expected = self.token()
+        if not expected:
+            raise _Refused(403, "forbidden", f"no API token configured (set {self.token_hint})")
+        got = bearer_token(headers.get("authorization"))
+        if got is None or not hmac.compare_digest(got.encode(), expected.encode()):
+            raise _Refused(401, "unauthorized", "missing or wrong bearer token")
+
+    async def _read_body(self, headers: dict[str, str], receive: Callable[[], Awaitable[dict]]) -> bytes:
+        limit = self.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit() or len(declared.strip()) > 18:
+                raise _Refused(400, "bad_request", f"invalid Content-Length {declared[:40]!r}")
+            if int(declared) > limit:
+                raise _Refused(413, "payload_too_large", f"request body of {int(declared)} bytes is over "
+                                                         f"the limit of {limit} bytes (api.max_body_bytes)")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":   # the client went away
+                raise _Refused(400, "bad_request", "the client disconnected before sending its body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _Refused(413, "payload_too_large",
+                               f"request body is over the limit of {limit} bytes (api.max_body_bytes)")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Callable[[], Awaitable[dict]]) -> Callable[[], Awaitable[dict]]:
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()     # http.disconnect, for whoever waits for it
+
+    return replay
+
+
+async def _send_refusal(send: Callable[[dict], Awaitable[None]], exc: _Refused) -> None:
+    payload = json.dumps(error_body(exc.code, exc.message)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+               (b"connection", b"close")]
+    if exc.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="sentinel"'))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error in the documented shape, whoever raised it."""
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_req: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse({"error": {"code": "not_found", "message": str(exc)}}, status_code=404)
+        return JSONResponse(error_body("not_found", str(exc)), status_code=404)
 
     @app.exception_handler(StateError)
     async def _state(_req: Request, exc: StateError) -> JSONResponse:
-        return JSONResponse({"error": {"code": "conflict", "message": str(exc)}}, status_code=409)
+        return JSONResponse(error_body("conflict", str(exc)), status_code=409)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+        return JSONResponse(error_body("invalid_request", f"{where}: {first.get('msg', 'invalid')}{more}"),
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(_req: Request, _exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this response, so uvicorn logs the traceback (as JSON, through
+        # Sentinel's handler); the client gets no detail, which may hold anything
+        return JSONResponse(error_body("internal", "internal error; the daemon's log has the details"), status_code=500)
+
+
+def create_app(daemon: Any) -> FastAPI:
+    """The API: the routes behind ``RequestGuard`` (added as the outermost app middleware, so it
+    runs before routing and before any body is read)."""
+    cfg = daemon.cfg
+    app = FastAPI(title="Sentinel", version="1", docs_url="/docs", redoc_url=None,
+                  dependencies=[Depends(ids_in_range)])
+    _install_error_handlers(app)
 
     def token() -> str | None:
-        return read_secret(cfg.api.token_env, cfg.api.token_file)
+        value = read_secret(cfg.api.token_env, cfg.api.token_file)
+        SECRETS.add(value)
+        return value
 
-    def authorise(req: Request, *, mutate: bool) -> None:
-        if not mutate and cfg.api.public_reads:
-            return
-        expected = token()
-        if not expected:
-            raise ApiError(403, "forbidden", f"no API token configured (set {cfg.api.token_env} or api.token_file)")
-        got = req.headers.get("authorization", "")
-        if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), expected.encode()):
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+    token()
+    _routes(app, daemon)
+    app.add_middleware(RequestGuard, token=token, token_hint=f"{cfg.api.token_env} or api.token_file",
+                       public_reads=cfg.api.public_reads,
+                       # stand-in configs (tests, embedders) without the key get the documented default
+                       max_body_bytes=getattr(cfg.api, "max_body_bytes", ApiConfig.model_fields["max_body_bytes"].default))
+    return app
 
-    def actor(req: Request) -> str:
-        return req.headers.get("x-sentinel-actor", "api")
 
+def _actor(req: Request) -> str:
+    return req.headers.get("x-sentinel-actor", "api")
+
+
+def _routes(app: FastAPI, daemon: Any) -> None:
+    _health_routes(app, daemon)
+    _run_routes(app, daemon)
+    _incident_routes(app, daemon)
+    _silence_routes(app, daemon)
+
+
+def _health_routes(app: FastAPI, daemon: Any) -> None:
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "state": daemon.state.value}
@@ -81,9 +253,12 @@ def create_app(daemon: Any) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(daemon.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def _run_routes(app: FastAPI, daemon: Any) -> None:
+    cfg = daemon.cfg
+
     @app.get("/api/v1/pairs")
     def pairs(req: Request) -> dict[str, Any]:
-        authorise(req, mutate=False)
         nxt = daemon.next_run_times()
         return {"pairs": [{"name": name, "classes": p.classes, "critical_classes": p.critical_classes,
                            "models": p.hashes, "pending_samples": daemon.store.pending_count(name),
@@ -92,12 +267,10 @@ def create_app(daemon: Any) -> FastAPI:
 
     @app.get("/api/v1/runs")
     def runs(req: Request, pair: str | None = None, limit: int = 50) -> dict[str, Any]:
-        authorise(req, mutate=False)
         return {"runs": daemon.store.list_runs(pair=pair, limit=max(1, min(limit, 1000)))}
 
     @app.get("/api/v1/runs/{run_id}")
     def run(req: Request, run_id: int) -> dict[str, Any]:
-        authorise(req, mutate=False)
         r = daemon.store.get_run(run_id)
         if r is None:
             raise NotFoundError("run", run_id)
@@ -105,7 +278,6 @@ def create_app(daemon: Any) -> FastAPI:
 
     @app.get("/api/v1/runs/{run_id}/report")
     def report(req: Request, run_id: int) -> FileResponse:
-        authorise(req, mutate=False)
         r = daemon.store.get_run(run_id)
         if r is None:
             raise NotFoundError("run", run_id)
@@ -115,7 +287,6 @@ def create_app(daemon: Any) -> FastAPI:
 
     @app.post("/api/v1/runs")
     def revalidate(req: Request, pair: str | None = None) -> JSONResponse:
-        authorise(req, mutate=True)
         names = [pair] if pair else sorted(daemon.pairs)
         unknown = [n for n in names if n not in daemon.pairs]
         if unknown:
@@ -131,23 +302,22 @@ def create_app(daemon: Any) -> FastAPI:
         """{"reason": "..."}: accept the run's performance as the new normal (docs/performance.md)."""
         from .perf.accepted import accept_run, kept_models
 
-        authorise(req, mutate=True)
         if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"reason": "..."}')
         kept = kept_models(cfg)
         try:
-            return accept_run(daemon.store, run_id, actor=actor(req), reason=body["reason"], kept=kept)
+            return accept_run(daemon.store, run_id, actor=_actor(req), reason=body["reason"], kept=kept)
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
 
+
+def _incident_routes(app: FastAPI, daemon: Any) -> None:
     @app.get("/api/v1/incidents")
     def incidents(req: Request, state: str | None = None, pair: str | None = None, limit: int = 100) -> dict[str, Any]:
-        authorise(req, mutate=False)
         return {"incidents": daemon.incidents.list(state=state, pair=pair, limit=max(1, min(limit, 1000)))}
 
     @app.get("/api/v1/incidents/{incident_id}")
     def incident(req: Request, incident_id: int) -> dict[str, Any]:
-        authorise(req, mutate=False)
         return daemon.incidents.get(incident_id)
 
     def note_of(body: Any) -> str | None:
@@ -159,21 +329,20 @@ def create_app(daemon: Any) -> FastAPI:
 
     @app.post("/api/v1/incidents/{incident_id}/ack")
     def ack(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
-        authorise(req, mutate=True)
-        daemon.incidents.ack(incident_id, actor(req), note=note_of(body))
+        daemon.incidents.ack(incident_id, _actor(req), note=note_of(body))
         return daemon.incidents.get(incident_id)
 
     @app.post("/api/v1/incidents/{incident_id}/resolve")
     def resolve(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
-        authorise(req, mutate=True)
-        daemon.incidents.resolve(incident_id, actor(req), note=note_of(body))
+        daemon.incidents.resolve(incident_id, _actor(req), note=note_of(body))
         return daemon.incidents.get(incident_id)
 
+
+def _silence_routes(app: FastAPI, daemon: Any) -> None:
     # Silences: {"matchers": ["pair=triage", "check=~decision_.*"], "duration": "2h", "author": "alice",
     # "reason": "retraining"}; the author defaults to the X-Sentinel-Actor header.
     @app.get("/api/v1/silences")
     def silences(req: Request, all: bool = False) -> dict[str, Any]:  # noqa: A002 - the query parameter's name
-        authorise(req, mutate=False)
         return {"silences": daemon.incidents.silences(active_only=not all)}
 
     @app.post("/api/v1/silences")
@@ -181,7 +350,6 @@ def create_app(daemon: Any) -> FastAPI:
         from .durations import parse_duration
         from .incidents.matchers import parse_matcher
 
-        authorise(req, mutate=True)
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "body must be a JSON object with matchers, duration, reason")
         unknown = sorted(set(body) - {"matchers", "duration", "author", "reason"})
@@ -193,7 +361,7 @@ def create_app(daemon: Any) -> FastAPI:
                 raise ValueError("matchers must be a list of strings like \"pair=triage\"")
             matchers = [parse_matcher(str(m)) for m in raw]
             duration = parse_duration(body.get("duration")) if body.get("duration") is not None else None
-            created = daemon.incidents.add_silence(matchers, author=str(body.get("author") or actor(req)),
+            created = daemon.incidents.add_silence(matchers, author=str(body.get("author") or _actor(req)),
                                                    reason=str(body.get("reason") or ""), duration=duration)
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
@@ -201,7 +369,4 @@ def create_app(daemon: Any) -> FastAPI:
 
     @app.delete("/api/v1/silences/{silence_id}")
     def expire(req: Request, silence_id: int) -> dict[str, Any]:
-        authorise(req, mutate=True)
-        return daemon.incidents.expire_silence(silence_id, actor(req))
-
-    return app
+        return daemon.incidents.expire_silence(silence_id, _actor(req))

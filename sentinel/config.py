@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .redact import SECRETS, url_secrets
 from .suggest import did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
@@ -208,6 +209,8 @@ class ApiConfig(Strict):
     token_env: str = "SENTINEL_API_TOKEN"
     token_file: str | None = None
     public_reads: bool = True
+    # request bodies above this are refused with 413 before they are read further (api.py)
+    max_body_bytes: int = Field(1_000_000, ge=1)
 
 
 class HealthConfig(Strict):
@@ -414,3 +417,39 @@ def read_secret(env_name: str | None, file: str | None = None, *, environ: Mappi
         except OSError:
             return None
     return None
+
+
+def config_secrets(cfg: Any, environ: Any = None) -> list[str]:
+    """Every secret value a ``Config`` names: the API token, the store URL's password, the SASL
+    password, and each notifier's URL (``url``/``url_env``), ``secret_env`` and every
+    ``params.*_env`` / ``params.*_file`` value (routing keys, SMTP passwords...)."""
+    out: list[str | None] = [read_secret(cfg.api.token_env, cfg.api.token_file, environ=environ)]
+    out += _store_secrets(cfg.store.url)
+    k = cfg.kafka
+    out.append(read_secret(k.sasl_password_env, k.sasl_password_file, environ=environ))
+    for ncfg in cfg.notifiers.values():
+        out += url_secrets(ncfg.url)
+        out += url_secrets(read_secret(ncfg.url_env, environ=environ))
+        out.append(read_secret(ncfg.secret_env, environ=environ))
+        for key, value in (ncfg.params or {}).items():
+            if isinstance(value, str) and key.endswith("_env"):
+                out.append(read_secret(value, environ=environ))
+            elif isinstance(value, str) and key.endswith("_file"):
+                out.append(read_secret(None, value, environ=environ))
+    return [v for v in out if v]
+
+
+def _store_secrets(url: str) -> list[str]:
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+    except Exception:  # an unparsable URL fails later, with its own (redacted) error
+        return []
+    return [str(password)] if password else []
+
+
+def register_secrets(cfg: Any, environ: Any = None) -> None:
+    """Add every secret ``cfg`` names to ``SECRETS`` (call once at start): from then on no log line
+    shows one of them."""
+    SECRETS.add(*config_secrets(cfg, environ))

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .config import Config, read_secret
+from .config import Config, read_secret, register_secrets
 from .errors import MessageError, SentinelError
 from .messages import PairShape, decode_label, decode_traffic
 from .metrics import Metrics
@@ -129,6 +129,7 @@ class Daemon:
         from .notifiers.outbox import OutboxDispatcher
 
         cfg = self.cfg
+        register_secrets(cfg)   # every configured secret is masked in every log line from here on
         log.info("starting", extra={"config": cfg.source, "pairs": sorted(cfg.pairs)})
         # config problems first (notifiers, escalation policies): fail fast, before loading models
         notifiers = build_notifiers(cfg)
@@ -465,6 +466,9 @@ class Daemon:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]") or "0.0.0.0", int(port)))
         self.api_port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(self), log_level="warning", lifespan="off", access_log=False)
+        # log_config=None: uvicorn's loggers propagate to Sentinel's handler (JSON, secrets
+        # scrubbed) instead of printing plain-text tracebacks among the JSON lines
+        config = uvicorn.Config(create_app(self), log_level="warning", lifespan="off", access_log=False,
+                                log_config=None)
         self._api_server = uvicorn.Server(config)
         self._spawn(lambda: self._api_server.run(sockets=[sock]), "api")

@@ -225,3 +225,32 @@ def test_retryable_classification(receiver):
             hook.send({"version": 1}, idempotency_key="k")
         assert info.value.retryable is retryable and info.value.status == status
         assert "abc123" not in str(info.value)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://hooks.slack.com/services/T0/B0/XXXXSECRET", "https://hooks.slack.com"),
+    ("http://user:pw0rd-secret@am.internal:9093/am/x?token=abc123#frag", "http://am.internal:9093"),
+    ("https://[2001:db8::1]:8443/hook", "https://[2001:db8::1]:8443"),
+    ("http://Example.COM/path;params?q=1", "http://example.com"),
+    ("not a url", "<url>"),
+    ("http://[::1", "<invalid url>"),
+])
+def test_a_url_is_shown_as_scheme_and_host_only(url, shown):
+    from sentinel.redact import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_webhook_errors_and_repr_never_show_the_path_or_query(store, clock):
+    open_incidents(store, clock)
+    url = f"http://127.0.0.1:{free_port()}/hooks/PATHSECRET0123?token=QUERYSECRET"
+    hook = WebhookNotifier("hook", url, timeout=2)
+    assert "PATHSECRET" not in repr(hook) and "QUERYSECRET" not in repr(hook)
+    d = OutboxDispatcher(store, {"hook": hook}, clock=clock, max_attempts={"hook": 1})
+    assert d.dispatch_due()["failed"] == 1
+    [row] = outbox(store)
+    assert row["last_error"].startswith(f"hook: POST http://127.0.0.1:{url.split(':')[2].split('/')[0]} failed")
+    assert "PATHSECRET" not in row["last_error"] and "QUERYSECRET" not in row["last_error"]
+    with pytest.raises(ConfigError) as err:
+        WebhookNotifier("bad", "ftp://u:PASSSECRET@host/PATHSECRET")
+    assert "PASSSECRET" not in str(err.value) and "PATHSECRET" not in str(err.value) and "ftp://host" in str(err.value)

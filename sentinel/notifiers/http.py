@@ -3,8 +3,9 @@ Alertmanager). Standard library only (``urllib.request``): one POST needs no cli
 
 Outcome classification (``DeliveryError.retryable``): 2xx is delivered; 408, 429, 5xx, refused
 connections, timeouts and dropped connections may succeed later; every other status, redirects
-included (not followed), will not. Neither the URL's query string nor its credentials (often a
-token) ever reach a log line or an error message.
+included (not followed), will not. The URL is a secret as a whole (Slack's secret is its path):
+errors show ``scheme://host[:port]`` only, and a receiver's reply quoted in an error is scrubbed of
+the URL's parts (a proxy's "Cannot POST /services/..." page would otherwise repeat it).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any, Mapping
 
 from ..config import read_secret
 from ..errors import ConfigError
+from ..redact import SECRETS, redact_url
 from .base import DeliveryError
 
 _MAX_ERROR_BODY = 200
@@ -35,7 +37,11 @@ class HttpPoster:
     (a ConfigError naming ``notifiers.<name>.<field>``)."""
 
     def __init__(self, name: str, url: str, *, timeout: float = 5.0, field: str = "url"):
-        parsed = urllib.parse.urlsplit(url)
+        SECRETS.add_url(url)
+        try:
+            parsed = urllib.parse.urlsplit(url)
+        except ValueError:
+            raise ConfigError("notifiers", f"{name}.{field}", "not a valid URL") from None
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             # urllib would also open file:// and ftp:// URLs; notifiers speak HTTP(S) only.
             raise ConfigError("notifiers", f"{name}.{field}", f"must be an http(s) URL, got {redact_url(url)!r}")
@@ -63,7 +69,7 @@ class HttpPoster:
     def _status_error(self, exc: urllib.error.HTTPError) -> DeliveryError:
         status = exc.code
         try:
-            snippet = exc.read(_MAX_ERROR_BODY).decode("utf-8", "replace").strip()
+            snippet = SECRETS.scrub(exc.read(_MAX_ERROR_BODY).decode("utf-8", "replace").strip())
         except Exception:  # the body is only a hint for the operator
             snippet = ""
         finally:
@@ -86,18 +92,6 @@ def url_from_config(name: str, cfg: Any, *, environ: Mapping[str, str] | None = 
         where = f"neither url nor the env var {cfg.url_env!r} (url_env) is set" if cfg.url_env else "url (or url_env) is required"
         raise ConfigError("notifiers", f"{name}.url", where)
     return url
-
-
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]/path`` without credentials, query string or fragment."""
-    try:
-        p = urllib.parse.urlsplit(url)
-        host = p.hostname or ""
-        if p.port:
-            host = f"{host}:{p.port}"
-        return urllib.parse.urlunsplit((p.scheme, host, p.path, "", ""))
-    except ValueError:
-        return "<invalid url>"
 
 
 def _describe(reason: object) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import Connection
 
+from ..redact import scrub
 from ..storage.outbox import FAILED, PENDING, SENT, OutboxRecords, OutboxStore, row_dict  # noqa: F401
 from ..storage.repository import Store, as_utc, utcnow
 from .base import DeliveryError, Notifier
@@ -133,10 +134,11 @@ class OutboxDispatcher:
         try:
             notifier.send(row.payload, idempotency_key=row.idempotency_key)
         except DeliveryError as exc:
-            error, retryable, retry_after = str(exc), exc.retryable, exc.retry_after
+            error, retryable, retry_after = scrub(str(exc)), exc.retryable, exc.retry_after
         except Exception as exc:  # a bug in a (possibly user-written) notifier: retry, but say so
             log.exception("notifier %s raised unexpectedly for %s", target, row.idempotency_key)
-            error, retryable, retry_after = f"{target}: unexpected {type(exc).__name__}: {exc}", True, None
+            # str(exc) of a user's notifier may repeat its URL or key: scrub what is stored and shown
+            error, retryable, retry_after = scrub(f"{target}: unexpected {type(exc).__name__}: {exc}"), True, None
         else:
             self.outbox.mark_sent(row.id, self._now(), attempts)
             return "sent"

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from ..config import read_secret
 from ..errors import ConfigError
+from ..redact import SECRETS
 from .base import notifier_params
 from .http import HttpPoster, url_from_config
 from .render import evidence_lines, links, summary, what_happened
@@ -38,6 +39,7 @@ class PagerDutyNotifier:
                  sentinel_url: str | None = None, source: str = "sentinel"):
         self.name = name
         self._http = HttpPoster(name, url, timeout=timeout)
+        SECRETS.add(routing_key)   # in every request body: a receiver's error may quote it
         self._routing_key = routing_key
         self.sentinel_url, self.source = sentinel_url, source
 

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from ..config import read_secret
 from ..errors import ConfigError
+from ..redact import SECRETS
 from .base import DeliveryError, notifier_params
 from .render import summary, text_body, what_happened
 
@@ -46,6 +47,7 @@ class SmtpNotifier:
             raise ConfigError("notifiers", f"{name}.params", f"not an email address: {bad[0]!r}")
         self.name, self.host, self.port, self.sender, self.to = name, host, int(port), sender, list(to)
         self.timeout, self.starttls, self.use_ssl = timeout, starttls, use_ssl
+        SECRETS.add(password)
         self.username, self._password, self.sentinel_url = username, password, sentinel_url
 
     @classmethod
@@ -99,10 +101,11 @@ class SmtpNotifier:
             raise DeliveryError(self.name, f"{where} rejected the login (SMTP {exc.smtp_code})", retryable=False) from None
         except smtplib.SMTPResponseException as exc:
             # 4xx are temporary by definition (greylisting, a full queue); 5xx are not
-            raise DeliveryError(self.name, f"{where} answered {exc.smtp_code}: {_text(exc.smtp_error)}",
+            raise DeliveryError(self.name, f"{where} answered {exc.smtp_code}: {SECRETS.scrub(_text(exc.smtp_error))}",
                                 retryable=400 <= exc.smtp_code < 500, status=exc.smtp_code) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(self.name, f"{where} failed: {type(exc).__name__}: {exc}"[:300], retryable=True) from None
+            raise DeliveryError(self.name, f"{where} failed: {type(exc).__name__}: {SECRETS.scrub(str(exc))}"[:300],
+                                retryable=True) from None
         if refused:
             # accepted for some recipients: retrying would mail the others twice, so report, don't retry
             raise DeliveryError(self.name, f"{where} refused some recipients ({_codes(refused)})", retryable=False)

@@ -10,7 +10,8 @@ from typing import Any, Callable, Mapping
 
 from ..config import NotifierConfig, read_secret
 from ..errors import ConfigError
-from .http import HttpPoster, redact_url, url_from_config
+from ..redact import SECRETS, redact_url
+from .http import HttpPoster, url_from_config
 
 __all__ = ["WebhookNotifier", "redact_url"]
 
@@ -43,8 +44,8 @@ class WebhookNotifier:
 
     Outcome: any 2xx is delivered. 408, 429, 5xx, connection errors and timeouts are retryable
     (``Retry-After`` is passed on); other statuses, including redirects (not followed), are
-    permanent. Neither the secret nor the URL's query string (often a token) is ever logged or put
-    into an error message.
+    permanent. Neither the secret nor the URL beyond ``scheme://host[:port]`` (its path and query
+    often are the token) is ever logged or put into an error message.
     """
 
     def __init__(self, name: str, url: str, *, secret: str | None = None, timeout: float = 5.0,
@@ -55,6 +56,7 @@ class WebhookNotifier:
             raise ConfigError("notifiers", f"{name}.headers", f"{', '.join(bad)} is set by Sentinel and cannot be overridden")
         self.name = name
         self._safe_url = self._http.safe_url
+        SECRETS.add(secret)
         self._secret = secret.encode() if secret else None
         self.timeout = timeout
         self.headers = dict(headers or {})
