@@ -238,29 +238,29 @@ def test_notifier_config_mistakes(cfg, expect):
 
 # -- notifier URLs and keys are secrets: errors show scheme://host[:port] only ----------------------
 
-def test_slack_error_shows_neither_the_url_path_nor_an_echo_of_it(store, serve):
+def test_slack_error_shows_neither_the_url_path_nor_an_echo_of_it(store, serve, clock):
     """Slack's secret is the URL path; a proxy's 404 page that repeats the path is scrubbed too."""
     rx = serve(lambda req: (404, f"Cannot POST {req['path']}".encode()))
     token = "XoXoTOKEN0123456789abcdefgh"
     slack = build_notifier("slack", NotifierConfig(type="slack", url=f"{rx.url}/services/T01/B02/{token}"))
     assert token not in repr(slack)
-    _, outcomes, d = lifecycle(store, slack, steps=("open",))
+    _, outcomes, d = lifecycle(store, clock, slack, steps=("open",))
     assert outcomes == [{"sent": 0, "retry": 0, "failed": 1, "skipped": 0}]
     [row] = d.failed()
     assert row["last_error"].startswith(f"slack: POST http://127.0.0.1:{rx.port} answered HTTP 404: Cannot POST")
     assert token not in row["last_error"] and "/services" not in row["last_error"] and "/hook" not in row["last_error"]
 
 
-def test_pagerduty_routing_key_quoted_by_a_receiver_is_scrubbed(store, serve):
+def test_pagerduty_routing_key_quoted_by_a_receiver_is_scrubbed(store, serve, clock):
     rx = serve(lambda req: (400, b"rejected: " + req["body"][:120]))
     pd = PagerDutyNotifier("pd", ROUTING_KEY, url=rx.url)
-    _, _, d = lifecycle(store, pd, steps=("open",))
+    _, _, d = lifecycle(store, clock, pd, steps=("open",))
     [row] = d.failed()
     assert "HTTP 400: rejected:" in row["last_error"] and ROUTING_KEY not in row["last_error"]
     assert rx.requests and ROUTING_KEY.encode() in rx.requests[0]["body"]   # it was sent, only not repeated
 
 
-def test_a_plugin_exception_repeating_its_secret_is_scrubbed_in_last_error(store):
+def test_a_plugin_exception_repeating_its_secret_is_scrubbed_in_last_error(store, clock):
     from sentinel.redact import SECRETS
 
     key = "plugin-key-0123456789abcdef"
@@ -272,7 +272,7 @@ def test_a_plugin_exception_repeating_its_secret_is_scrubbed_in_last_error(store
             raise RuntimeError(f"cannot reach https://api.example/v1?key={key}")
 
     SECRETS.add(key)
-    _, outcomes, d = lifecycle(store, Leaky(), steps=("open",))
+    _, outcomes, d = lifecycle(store, clock, Leaky(), steps=("open",))
     assert outcomes[0]["retry"] == 1
     with store.engine.connect() as conn:
         from sentinel.storage import tables as t

@@ -33,7 +33,6 @@ from sentinel.storage.repository import SampleIn, utcnow
 
 from pairs import example_config, traffic_lines
 from receivers import Receiver, free_port, pagerduty_handler
-from receivers import no_proxy  # noqa: F401  (fixture)
 from stores import PG_ADMIN, _pg_database, _pg_drop, _pg_reason
 from test_incident_daemon import IdleSource
 from test_incident_daemon import wait_for as _wait_for
