@@ -170,21 +170,33 @@ def check_input(x: np.ndarray, input_shape: tuple[int, ...], where: str) -> np.n
 
 class ModelFileRunner:
     """What the built-in runners share (a convenience, not part of the :class:`Runner` protocol):
-    the model file checked and hashed, the output mode checked, the thread count kept, the load-time
-    probe batch, input checking and the conversion to probabilities. A subclass sets
-    ``runtime``, loads its engine after ``super().__init__``, sets ``input_shape`` and calls
-    :meth:`_probe_outputs`, and implements :meth:`_raw` (the engine's scores for a checked batch)."""
+    the constructor the protocol names, with the model file checked and hashed, the output mode
+    checked and the thread count kept; the load-time probe batch; input checking and the
+    conversion to probabilities. A subclass sets ``runtime`` and implements :meth:`_open` (load
+    the engine) and :meth:`_raw` (the engine's scores for a checked batch)."""
 
     runtime: str = ""
     input_shape: tuple[int, ...]
-    n_outputs: int
+    providers: list[str]
 
-    def __init__(self, path: str | Path, *, role: str, output: str = "probabilities", threads: int | None = None):
+    def __init__(self, path: str | Path, *, role: str, output: str = "probabilities", threads: int | None = None,
+                 providers: list[str] | None = None, **options: Any):
         self.path, self.sha256 = check_model_file(path)
         self.role = role
         self.output = check_output_mode(self.path, output)
         # what actually runs, recorded with every performance measurement
         self.threads: int | None = int(threads) if threads is not None else None
+        declared = self._open(providers, **options)
+        probed = self._probe_outputs()
+        if declared is not None and declared != probed:
+            raise ModelLoadError(self.path, f"graph declares {declared} outputs but returns {probed}")
+        self.n_outputs: int = probed
+
+    def _open(self, providers: list[str] | None, **options: Any) -> int | None:
+        """Load the engine (with ``self.threads``), set ``input_shape`` and ``providers`` (what
+        executes), and return the class count the graph declares (None: it does not say).
+        Raises :class:`ModelLoadError` naming what is wrong with the file."""
+        raise NotImplementedError
 
     def _raw(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -1,8 +1,6 @@
 """ONNX Runtime runner, typically for the compressed (int8) candidate."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 
@@ -28,26 +26,17 @@ class OnnxRunner(ModelFileRunner):
 
     runtime = "onnxruntime"
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        role: str,
-        output: str = "probabilities",
-        threads: int | None = None,
-        providers: list[str] | None = None,
-    ):
-        super().__init__(path, role=role, output=output, threads=threads)
+    def _open(self, providers: list[str] | None) -> int | None:
         options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers or DEFAULT_PROVIDERS))
         except Exception as exc:  # ORT raises InvalidProtobuf/Fail/NoSuchFile/ValueError...
             raise ModelLoadError(self.path, f"not a loadable ONNX model ({first_line(exc, 160)})") from exc
 
         # what actually runs, recorded with every performance measurement
-        self.providers: list[str] = list(self._session.get_providers())
+        self.providers = list(self._session.get_providers())
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             # Multi-input models need a feature-to-input mapping Sentinel does not have yet.
@@ -64,8 +53,7 @@ class OnnxRunner(ModelFileRunner):
         # A fixed batch dim (common in models exported without dynamic_axes) is honoured by
         # chunking rather than rejected.
         self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
-
-        self.n_outputs: int = self._probe_outputs()
+        return None   # read from the probe batch: ONNX output shapes are often symbolic
 
     def _raw(self, x: np.ndarray) -> np.ndarray:
         if self._fixed_batch is None:

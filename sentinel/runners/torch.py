@@ -18,7 +18,6 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,30 +76,16 @@ class TorchRunner(ModelFileRunner):
 
     runtime = "torch"
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        role: str,
-        output: str = "probabilities",
-        threads: int | None = None,
-        providers: list[str] | None = None,
-        input_shape: tuple[int, ...] | list[int] | None = None,
-    ):
-        super().__init__(path, role=role, output=output, threads=threads)
-        if threads is not None:
-            torch.set_num_threads(int(threads))
+    def _open(self, providers: list[str] | None, input_shape: tuple[int, ...] | list[int] | None = None) -> int | None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         given_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
-        self.providers: list[str] = ["cpu"]   # this runner always executes on CPU
-
+        self.providers = ["cpu"]   # this runner always executes on CPU
         self._module, shape, n_outputs = self._load(given_shape)
         if given_shape is not None and shape != given_shape:
             raise ModelLoadError(self.path, f"input_shape {list(given_shape)} given but the model expects {list(shape)}")
-        self.input_shape: tuple[int, ...] = shape
-        probed = self._probe_outputs()   # first-call setup is ~1 ms here
-        if n_outputs is not None and n_outputs != probed:
-            raise ModelLoadError(self.path, f"graph declares {n_outputs} outputs but returns {probed}")
-        self.n_outputs: int = probed
+        self.input_shape = shape
+        return n_outputs   # the probe batch that follows absorbs first-call setup (~1 ms here)
 
     # -- loading ---------------------------------------------------------------------------
 
