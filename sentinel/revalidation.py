@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .checks.base import Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
-from .checks.data import reference_data, run_data
+from .checks.data import model_inputs, reference_data, run_data, samples_reference
 from .checks.perf import GAUGE_TYPE
 from .config import Config, ConfigError
 from .errors import MessageError, RunCancelled, check_cancel
@@ -239,7 +239,7 @@ class Revalidator:
         """Both models on ``samples`` and on the reference window; ``measure=False`` skips the
         latency/perf measurement (a report being rebuilt does not need it)."""
         n = len(samples)
-        x = np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((n, *loaded.shape.input_shape))
+        x = model_inputs(samples, loaded.shape.input_shape)
         paired = PairedRunner(loaded.baseline, loaded.candidate)
         history = perf_history(self.store, loaded.name, self.cfg.perf.history_runs)
         perf, latency = None, {"baseline": np.zeros(0), "candidate": np.zeros(0)}
@@ -268,19 +268,15 @@ class Revalidator:
         if reference_runs is None and spec is not None and spec.kind == "pinned":
             from .checks.scenarios import read_rows
             rows = read_rows(spec.file, spec.sha256)
-            x, attrs, labels = rows.inputs, rows.attributes, rows.labels
-            source: dict[str, Any] = {"kind": "pinned", "file": rows.path, "sha256": rows.sha256}
-        else:
-            ref_samples, used = self._reference_samples(loaded, before_run, reference_runs, getattr(spec, "min_rows", 0))
-            if not ref_samples:
-                return None
-            x = np.asarray([s.inputs for s in ref_samples], dtype=np.float32)
-            attrs = [dict(s.attributes) for s in ref_samples]
-            labels = [s.label for s in ref_samples]
-            source = {"kind": "runs", "run_ids": used, **{k: v for k, v in sample_record(ref_samples, {}).items()
-                                                         if k in ("count", "ids_sha256")}}
-        x = x.reshape((len(x), *loaded.shape.input_shape))
-        return reference_data(source, x, attrs, labels, loaded.classes, data.predict)
+            return reference_data({"kind": "pinned", "file": rows.path, "sha256": rows.sha256},
+                                  rows.inputs.reshape((len(rows.inputs), *loaded.shape.input_shape)),
+                                  rows.attributes, rows.labels, loaded.classes, data.predict)
+        ref_samples, used = self._reference_samples(loaded, before_run, reference_runs, getattr(spec, "min_rows", 0))
+        if not ref_samples:
+            return None
+        digest = {k: v for k, v in sample_record(ref_samples, {}).items() if k in ("count", "ids_sha256")}
+        return samples_reference({"kind": "runs", "run_ids": used, **digest}, ref_samples, loaded.shape.input_shape,
+                                 loaded.classes, data.predict)
 
     def _reference_samples(self, loaded: LoadedPair, before_run: int | None, reference_runs: list[int] | None,
                            min_rows: int | None) -> tuple[list[Any], list[int]]:
