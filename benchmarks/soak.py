@@ -34,6 +34,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from sentinel.sampling import Sampler  # noqa: E402
 from sentinel.sources.kafka import make_producer  # noqa: E402
+from sentinel.storage.repository import in_sample  # noqa: E402
 from sentinel.testing.broker import unique_name  # noqa: E402
 from sentinel.testing.hostile import FAMILIES, QUARANTINE, HostileGenerator  # noqa: E402
 
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             traffic.stop.set()
         traffic.done.wait(120)
         sampler = Sampler(args.sampling_rate, seed=SAMPLING_SEED)
-        skipped = {i for i, mid in enumerate(traffic.ids) if mid is not None and not sampler.keeps(PAIR, mid)}
+        skipped = {i for i, mid in enumerate(traffic.ids) if mid is not None and not in_sample(sampler.key(PAIR, mid), args.sampling_rate)}
         drained = drain(sup, b.store, traffic, len(skipped), 120)
         consumed = sup.metric("sentinel_messages_consumed_total") if sup.alive() else None
         stop_code = sup.stop() if sup.alive() else None

@@ -71,6 +71,20 @@ class KafkaConfig(Strict):
         return v
 
 
+class IngestConfig(Strict):
+    """Where traffic comes from: ``source`` names a built-in source (``kafka``, ``file``: see
+    ``sentinel.sources.base.SOURCES``) or a ``module:Class``; ``file`` is the JSON-lines file the
+    ``file`` source reads (relative to the config file)."""
+    source: str = "kafka"
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _file_given(self) -> "IngestConfig":
+        if self.source == "file" and not self.file:
+            raise ValueError("source 'file' needs ingest.file, the JSON-lines file to read")
+        return self
+
+
 class ModelSpec(Strict):
     path: str
     runtime: str = "onnxruntime"        # torch | onnxruntime | module:Class
@@ -221,7 +235,7 @@ class HealthConfig(Strict):
     # broker TCP checks and store write probes are reused this long (keeps /readyz cheap)
     cache_seconds: float = Field(2.0, ge=0, le=60)
     # with no successful store write for this long, /readyz probes that writes are allowed
-    # (an UPDATE rolled back); 0 turns the probe off
+    # (a row inserted and rolled back); 0 turns the probe off
     write_probe_seconds: float = Field(10, ge=0)
     # the consumer without a group coordinator this long (broker reachable or not) is "broker"
     coordinator_grace_seconds: float = Field(15, gt=0)
@@ -239,6 +253,7 @@ class LoggingConfig(Strict):
 class Config(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     pairs: dict[str, PairConfig] = Field(min_length=1)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     revalidation: RevalidationConfig = Field(default_factory=RevalidationConfig)

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .config import Config, read_secret, register_secrets
+from .config import Config, register_secrets
 from .errors import MessageError, SentinelError
 from .messages import PairShape, decode_label, decode_traffic
 from .metrics import Metrics
@@ -449,10 +449,10 @@ class Daemon:
         self.health.bind(self.metrics)
 
     def _kafka_source(self) -> Any:
-        from .sources.kafka import KafkaSource
+        """The source ``ingest.source`` names (``kafka`` by default), from ``SOURCES``."""
+        from .sources.base import build_source
 
-        k = self.cfg.kafka
-        return KafkaSource(k, password=read_secret(k.sasl_password_env, k.sasl_password_file))
+        return build_source(self.cfg)
 
     def _start_api(self) -> None:
         import socket

@@ -9,7 +9,7 @@ Parts (README, Operations: readiness):
   not serve the group);
 * ``store`` — the last store write did not fail (``daemon.write_error``); when nothing was
   written for ``health.write_probe_seconds``, a probe that really needs write permission passes
-  (:func:`probe_writes`), result reused for ``health.cache_seconds``;
+  (``Store.probe_writes``, bounded), result reused for ``health.cache_seconds``;
 * ``ingest`` — ingest stored a batch, or had nothing known to be behind (lag 0), within
   ``health.stall_seconds`` (also exported as ``sentinel_ingest_stalled``);
 * ``scheduler`` — no pair's revalidation is overdue by more than
@@ -21,21 +21,18 @@ changed; its attributes are set by the ingest and revalidation threads (plain as
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import Engine, text
-
 PARTS = ("daemon", "models", "broker", "store", "ingest", "scheduler")
 # how long /readyz waits for a broker ping or a write probe before calling the part failing
 # (the chart's readiness probe waits 5 s for the whole answer)
 CHECK_TIMEOUT_SECONDS = 2.5
-# PostgreSQL lock_not_available: the probe waited for a row lock (a migration, another
-# replica's probe). The table is writable, just busy: not a failure.
-_PG_LOCK_NOT_AVAILABLE = "55P03"
+# the write probe's own bound (Store.probe_writes: statement/lock timeouts, SQLite busy wait),
+# inside CHECK_TIMEOUT_SECONDS
+PROBE_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -54,47 +51,6 @@ def describe_error(exc: BaseException, limit: int = 300) -> str:
     first = (str(orig).strip().splitlines() or [""])[0]
     out = f"{type(orig).__name__}: {first}" if first else type(orig).__name__
     return out[:limit]
-
-
-def probe_writes(engine: Engine, timeout_s: float = 2.0) -> None:
-    """Raise when the store refuses writes; return when it accepts them. Changes nothing.
-
-    It updates ``alembic_version`` (every Sentinel store has it, one row) to its own value in a
-    transaction that is rolled back. ``SHOW transaction_read_only`` would only catch a read-only
-    setting (``default_transaction_read_only``, a hot standby); the UPDATE also catches revoked
-    privileges and anything else that refuses writes, the way the next ingest would meet it. It
-    is bounded (statement and lock timeouts on PostgreSQL, a 1 s busy wait on SQLite through its
-    own connection, so it never waits behind the daemon's 30 s busy timeout) and leaves one dead
-    tuple per probe for autovacuum.
-    """
-    ms = max(1, int(timeout_s * 1000))
-    if engine.url.get_backend_name() == "sqlite":
-        db = engine.url.database
-        if not db or db == ":memory:":
-            return
-        conn = sqlite3.connect(db, timeout=min(1.0, timeout_s), isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("UPDATE alembic_version SET version_num = version_num")
-            conn.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc):   # busy with another writer means writable
-                raise
-        finally:
-            conn.close()
-        return
-    with engine.connect() as conn:
-        tx = conn.begin()
-        try:
-            if engine.url.get_backend_name() == "postgresql":
-                conn.execute(text(f"SET LOCAL statement_timeout = {ms}"))
-                conn.execute(text(f"SET LOCAL lock_timeout = {max(1, ms // 2)}"))
-            conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
-        except Exception as exc:
-            if getattr(getattr(exc, "orig", None), "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
-                raise
-        finally:
-            tx.rollback()
 
 
 class _Cached:
@@ -245,7 +201,7 @@ class Health:
 
     def _probe_store(self) -> Part:
         try:
-            probe_writes(self.daemon.store.engine)
+            self.daemon.store.probe_writes(timeout_s=PROBE_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - any refusal is the answer
             return Part(False, f"writes refused: {describe_error(exc)}")
         return OK

@@ -412,7 +412,3 @@ def decode_label(value: bytes | str | None, pairs: Mapping[str, PairShape]) -> L
     classes = pairs[model].classes if isinstance(model, str) and model in pairs else (
         next(iter(pairs.values())).classes if len(pairs) == 1 else None)
     return LabelMessage(mid, normalise_label(obj["label"], classes))
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None

@@ -2,7 +2,14 @@
 passed in so tests use a fresh one instead of the process-global default."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# sentinel_check_status values, a dashboard contract (the gauge's help text is made from it);
+# a status not listed is shown as error
+STATUS_VALUES = {"pass": 0, "insufficient_data": 1, "warn": 2, "error": 3, "fail": 4}
+LATENCY_QUANTILES = ("p50", "p95", "p99")
 
 
 class Metrics:
@@ -21,9 +28,8 @@ class Metrics:
                                       buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600), registry=r)
         self.check_value = Gauge("sentinel_check_value", "Latest value of a check", ["pair", "check", "slice"],
                                  registry=r)
-        self.check_status = Gauge("sentinel_check_status",
-                                  "Latest check status: 0 pass, 1 insufficient_data, 2 warn, 3 error, 4 fail",
-                                  ["pair", "check", "slice"], registry=r)
+        self.check_status = Gauge("sentinel_check_status", "Latest check status: " + ", ".join(
+                                  f"{v} {k}" for k, v in STATUS_VALUES.items()), ["pair", "check", "slice"], registry=r)
         self.inference_latency = Gauge("sentinel_inference_latency_seconds",
                                        "Latency per call measured in the latest run", ["pair", "role", "quantile"],
                                        registry=r)
@@ -37,3 +43,26 @@ class Metrics:
                            ["part"], registry=r)
         self.notifications = Counter("sentinel_notifications_total", "Notification attempts by outcome",
                                      ["target", "outcome"], registry=r)
+
+    def observe_run(self, pair: str, status: str, results: Sequence[Any] = (), seconds: float | None = None, *,
+                    latency_type: str | None = None) -> None:
+        """One revalidation of ``pair`` ended with ``status``: count it, observe its duration
+        (``seconds``, None: not observed, e.g. a run that errored) and set each result's
+        ``sentinel_check_value`` / ``sentinel_check_status``. The latency gauges come from the
+        result of check type ``latency_type`` on the overall slice measured at batch 1 (found
+        by type, not name, so a renamed check keeps its gauges; the caller names the type:
+        metrics sit beside the flow and import none of it)."""
+        self.runs.labels(pair, status).inc()
+        if seconds is not None:
+            self.run_duration.observe(seconds)
+        for r in results:
+            if r.value is not None:
+                self.check_value.labels(pair, r.check, r.slice).set(r.value)
+            self.check_status.labels(pair, r.check, r.slice).set(STATUS_VALUES.get(r.status, STATUS_VALUES["error"]))
+            if (latency_type is not None and r.type == latency_type and r.slice == "overall"
+                    and r.evidence.get("batch_size") == 1):
+                for role in ("baseline", "candidate"):
+                    for q in LATENCY_QUANTILES:
+                        v = r.evidence.get(role, {}).get(q)
+                        if v is not None:
+                            self.inference_latency.labels(pair, role, q).set(v)

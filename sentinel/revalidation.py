@@ -6,50 +6,36 @@ Used by the scheduled job in the daemon, by ``sentinel revalidate`` and by ``sen
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import platform
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks.base import SEVERITY_ORDER, Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
-from .checks.data import reference_data, run_data
+from .checks.base import Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
+from .checks.data import model_inputs, reference_data, run_data, samples_reference
 from .checks.perf import GAUGE_TYPE
 from .config import Config, ConfigError
-from .errors import RunCancelled, check_cancel
-from .messages import PairShape
+from .errors import MessageError, RunCancelled, check_cancel
+from .messages import PairShape, decode_traffic
+from .perf.accepted import keep_accepted
+from .perf.history import joins_history, perf_history
+from .perf.measure import measure_run, perf_record
+from .record import run_record, sample_record
 from .registry import PluginError
 from .runners.base import ModelLoadError, Runner, load_runner
 from .runners.paired import PairedRunner
-from .perf.accepted import ab_sessions, candidate_sha_of, choose_reference, kept_models
-from .perf.fingerprint import fingerprint
-from .perf.measure import measure_pair
-from .perf.timing import sketch
+from .sources.base import SourceError
+from .sources.file import FileSource
+from .storage.repository import Sample
 
 log = logging.getLogger("sentinel.revalidation")
 
-PACKAGES = ("sentinel-ml", "torch", "onnxruntime", "numpy", "scipy", "evidently", "sqlalchemy", "kafka-python")
-LATENCY_CALLS = 50     # batch-1 timed calls per role when perf measurement is disabled
-LATENCY_WARMUP = 3
 REFERENCE_MAX_RUNS = 50   # accepted runs a reference window may span (reference.min_rows)
-PERF_HISTORY_SCAN = 50  # earlier runs scanned for accepted performance history
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 @dataclass
@@ -135,7 +121,10 @@ class Revalidator:
     in; ``report_writer(run, loaded, data) -> path`` writes the run's report (``data``: the RunData the
     checks saw, for the Evidently section). ``cancel`` (a threading.Event the daemon sets when it
     gives up on a run at shutdown) is checked between stages: the run then stops, starts no child
-    process, and is recorded as abandoned unless the daemon already marked it so."""
+    process, and is recorded as abandoned unless the daemon already marked it so.
+
+    It orchestrates: the data the checks see is built by sentinel.checks.data, the performance
+    measurement and history by sentinel.perf, the reproducibility record by sentinel.record."""
 
     def __init__(self, cfg: Config, store: Any, pairs: dict[str, LoadedPair], *, incidents: Any | None = None,
                  metrics: Any | None = None, report_writer: Callable[..., str | None] | None = None,
@@ -155,34 +144,34 @@ class Revalidator:
         if samples is None and self.store.pending_count(pair) < self.cfg.revalidation.min_samples:
             log.info("revalidation skipped", extra={"pair": pair, "reason": "no pending samples"})
             return None
-        record = self._record(loaded, trigger)
+        record = run_record(self.cfg, loaded, trigger)
         run_id = self.store.create_run(pair, trigger, record)
         self.active_run = (run_id, pair)
         try:
-            return self._run(loaded, run_id, record, t0, samples, source)
+            evaluated = self._evaluate_run(loaded, run_id, record, samples, source)
+            return None if evaluated is None else self._finish(loaded, run_id, record, t0, *evaluated)
         finally:
             self.active_run = None
 
-    def _run(self, loaded: LoadedPair, run_id: int, record: dict[str, Any], t0: float,
-             samples: Sequence[Any] | None, source: dict[str, Any] | None) -> RunOutcome | None:
+    def _evaluate_run(self, loaded: LoadedPair, run_id: int, record: dict[str, Any], samples: Sequence[Any] | None,
+                      source: dict[str, Any] | None) -> tuple[Sequence[Any], list[CheckResult], RunData] | None:
+        """Claim the window (unless ``samples`` are given), evaluate the checks and complete
+        ``record``. A cancelled run is recorded as abandoned (None); a failed one as error, and
+        the exception goes on."""
         pair = loaded.name
         claimed = samples is None
         try:
             check_cancel(self.cancel, "claiming the window")
             if samples is None:
                 samples = self.store.claim_window(pair, run_id)
-                record["samples"] = _sample_record(samples, source or {"kind": "kafka"})
+                record["samples"] = sample_record(samples, source or {"kind": self.cfg.ingest.source})
             else:
-                record["samples"] = _sample_record(samples, source or {"kind": "direct"})
+                record["samples"] = sample_record(samples, source or {"kind": "direct"})
             results, data, perf = self.evaluate_data(loaded, samples, before_run=run_id)
             if data.reference is not None:
                 record["reference"] = data.reference.source
             if perf is not None:
-                # accepted runs become the reference of later ones; a run whose perf_history
-                # warned or failed is kept out so a regression never becomes the new normal
-                perf["accepted"] = not any(r.evidence.get("kind") == "perf_history" and r.status in ("warn", "fail")
-                                           for r in results)
-                record["perf"] = perf
+                record["perf"] = {**perf, "accepted": joins_history(results)}
         except RunCancelled as exc:
             log.info("revalidation cancelled", extra={"pair": pair, "run_id": run_id, "stage": exc.stage})
             self.store.finish_run(run_id, status="abandoned", n_samples=0, record=record, results=[],
@@ -192,8 +181,15 @@ class Revalidator:
             log.exception("revalidation failed", extra={"pair": pair, "run_id": run_id})
             if self.store.finish_run(run_id, status="error", n_samples=0, record=record, results=[],
                                      error=f"{type(exc).__name__}: {exc}", release_window=claimed) and self.metrics:
-                self.metrics.runs.labels(pair, "error").inc()
+                self.metrics.observe_run(pair, "error")
             raise
+        return samples, results, data
+
+    def _finish(self, loaded: LoadedPair, run_id: int, record: dict[str, Any], t0: float, samples: Sequence[Any],
+                results: list[CheckResult], data: RunData) -> RunOutcome | None:
+        """Store the evaluated run, keep its accepted candidate, write its report, hand its
+        results to the incident engine and the metrics."""
+        pair = loaded.name
         status = worst([r.status for r in results]) if results else "insufficient_data"
         record["duration_seconds"] = round(self.clock() - t0, 3)
         if not self.store.finish_run(run_id, status=status, n_samples=len(samples), record=record,
@@ -203,7 +199,7 @@ class Revalidator:
                         extra={"pair": pair, "run_id": run_id, "status": status})
             return None
         if (record.get("perf") or {}).get("accepted"):
-            self._keep_accepted(loaded)
+            keep_accepted(self.cfg, self.store, self.pairs, pair, loaded.candidate)
         outcome = RunOutcome(run_id, pair, status, len(samples), results, None, record)
         if self.report_writer is not None:
             try:
@@ -214,7 +210,8 @@ class Revalidator:
                 log.exception("report failed", extra={"pair": pair, "run_id": run_id})
         if self.incidents is not None:
             outcome.incidents = self.incidents.process_run(pair, run_id, results, report_path=outcome.report_path)
-        self._observe(outcome, self.clock() - t0)
+        if self.metrics is not None:
+            self.metrics.observe_run(pair, status, results, self.clock() - t0, latency_type=GAUGE_TYPE)
         log.info("revalidation finished", extra={"pair": pair, "run_id": run_id, "status": status,
                                                  "n_samples": len(samples)})
         return outcome
@@ -235,46 +232,25 @@ class Revalidator:
         for check in loaded.checks:
             check_cancel(self.cancel, f"check {check.name}")
             results.extend(evaluate_check(check, data))
-        record = data.perf.to_record() if data.perf is not None else None
-        served = data.served_latency
-        if served is not None and served.size:
-            record = record or {}
-            record["served"] = {"field": self.cfg.perf.served_latency_field, "n": int(served.size),
-                                "sketch": sketch(served)}
-        return results, data, record
+        return results, data, perf_record(data.perf, data.served_latency, self.cfg.perf.served_latency_field)
 
     def build_data(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
                    reference_runs: list[int] | None = None, measure: bool = True) -> RunData:
         """Both models on ``samples`` and on the reference window; ``measure=False`` skips the
         latency/perf measurement (a report being rebuilt does not need it)."""
         n = len(samples)
-        x = np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((n, *loaded.shape.input_shape))
+        x = model_inputs(samples, loaded.shape.input_shape)
         paired = PairedRunner(loaded.baseline, loaded.candidate)
-        perf = None
-        history = self._perf_history(loaded.name)
+        history = perf_history(self.store, loaded.name, self.cfg.perf.history_runs)
+        perf, latency = None, {"baseline": np.zeros(0), "candidate": np.zeros(0)}
         if n:
             check_cancel(self.cancel, "inference")
             out = paired.run(x, loaded.batch_size)
             base, cand = out.baseline, out.candidate
-            if not measure:
-                latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
-            elif self.cfg.perf.enabled:
-                pc = self.cfg.pairs[loaded.name]
-                reference, sessions = self._accepted_reference(loaded, history)
-                try:
-                    perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
-                                        settings=self.cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate},
-                                        accepted=sessions, reference=reference, cancel=self.cancel)
-                finally:
-                    for r in [r for group in (sessions or {}).values() for r in group]:
-                        r.close()
-                latency = dict(perf.timing(1).seconds)
-            else:
-                latency = _time_calls(paired, x)
+            if measure:
+                perf, latency = measure_run(self.cfg, loaded, paired, x, history, cancel=self.cancel)
         else:
-            k = len(loaded.classes)
-            base = cand = np.zeros((0, k))
-            latency = {"baseline": np.zeros(0), "candidate": np.zeros(0)}
+            base = cand = np.zeros((0, len(loaded.classes)))
         data = run_data(loaded, samples, x, base, cand, latency=latency, seed=self.cfg.revalidation.seed, perf=perf,
                         perf_history=history, predict=_predictor(paired, loaded.batch_size),
                         served_field=self.cfg.perf.served_latency_field)
@@ -292,120 +268,34 @@ class Revalidator:
         if reference_runs is None and spec is not None and spec.kind == "pinned":
             from .checks.scenarios import read_rows
             rows = read_rows(spec.file, spec.sha256)
-            x, attrs, labels = rows.inputs, rows.attributes, rows.labels
-            source: dict[str, Any] = {"kind": "pinned", "file": rows.path, "sha256": rows.sha256}
-        else:
-            min_rows = getattr(spec, "min_rows", 0) or 0
-            ref_samples: list[Any] = []
-            used: list[int] = []
-            for run_id in (reference_runs if reference_runs is not None
-                           else self.store.accepted_runs(loaded.name, before_run, limit=REFERENCE_MAX_RUNS)):
-                try:
-                    ref_samples += run_samples(self.store, self.store.get_run(run_id), loaded.shape)
-                except ConfigError as exc:   # a file-based run whose file is gone or changed
-                    log.warning("reference run skipped", extra={"pair": loaded.name, "run_id": run_id,
-                                                                "reason": str(exc)})
-                    continue
-                used.append(run_id)
-                if reference_runs is None and len(ref_samples) >= min_rows:
-                    break
-            if not ref_samples:
-                return None
-            x = np.asarray([s.inputs for s in ref_samples], dtype=np.float32)
-            attrs = [dict(s.attributes) for s in ref_samples]
-            labels = [s.label for s in ref_samples]
-            source = {"kind": "runs", "run_ids": used, **{k: v for k, v in _sample_record(ref_samples, {}).items()
-                                                         if k in ("count", "ids_sha256")}}
-        x = x.reshape((len(x), *loaded.shape.input_shape))
-        return reference_data(source, x, attrs, labels, loaded.classes, data.predict)
+            return reference_data({"kind": "pinned", "file": rows.path, "sha256": rows.sha256},
+                                  rows.inputs.reshape((len(rows.inputs), *loaded.shape.input_shape)),
+                                  rows.attributes, rows.labels, loaded.classes, data.predict)
+        ref_samples, used = self._reference_samples(loaded, before_run, reference_runs, getattr(spec, "min_rows", 0))
+        if not ref_samples:
+            return None
+        digest = {k: v for k, v in sample_record(ref_samples, {}).items() if k in ("count", "ids_sha256")}
+        return samples_reference({"kind": "runs", "run_ids": used, **digest}, ref_samples, loaded.shape.input_shape,
+                                 loaded.classes, data.predict)
 
-    def _perf_history(self, pair: str) -> list[dict[str, Any]]:
-        """Perf records of the pair's earlier accepted runs, newest first (checks gate them by
-        fingerprint; see sentinel.checks.perf)."""
-        if not hasattr(self.store, "list_runs"):
-            return []
-        out = []
-        for run in self.store.list_runs(pair, limit=PERF_HISTORY_SCAN):
-            perf = (run.get("record") or {}).get("perf")
-            if run.get("status") not in ("running", "error") and perf and perf.get("accepted"):
-                out.append({**perf, "run_id": run["id"], "models": (run.get("record") or {}).get("models", {})})
-            if len(out) >= self.cfg.perf.history_runs:
+    def _reference_samples(self, loaded: LoadedPair, before_run: int | None, reference_runs: list[int] | None,
+                           min_rows: int | None) -> tuple[list[Any], list[int]]:
+        """The samples of ``reference_runs`` (a replay), else of the pair's accepted runs before
+        ``before_run``, newest first, until there are ``min_rows``; and the runs they came from."""
+        ref_samples: list[Any] = []
+        used: list[int] = []
+        for run_id in (reference_runs if reference_runs is not None
+                       else self.store.accepted_runs(loaded.name, before_run, limit=REFERENCE_MAX_RUNS)):
+            try:
+                ref_samples += run_samples(self.store, self.store.get_run(run_id), loaded.shape)
+            except ConfigError as exc:   # a file-based run whose file is gone or changed
+                log.warning("reference run skipped", extra={"pair": loaded.name, "run_id": run_id,
+                                                            "reason": str(exc)})
+                continue
+            used.append(run_id)
+            if reference_runs is None and len(ref_samples) >= (min_rows or 0):
                 break
-        return out
-
-    def _accepted_reference(self, loaded: LoadedPair, history: list[dict[str, Any]]
-                            ) -> tuple[dict[str, Any], dict[str, list[Runner]] | None]:
-        """What perf_history judges this run's candidate against, and, when the accepted file is
-        to be timed alongside, fresh sessions of both files created in balanced order
-        (sentinel.perf.accepted.ab_sessions; the caller closes them)."""
-        fp = fingerprint({"baseline": loaded.baseline, "candidate": loaded.candidate})
-        ref = choose_reference(history, fingerprint_id=fp["id"], control=loaded.baseline.sha256,
-                               candidate_sha=loaded.candidate.sha256, kept=kept_models(self.cfg))
-        if ref["kind"] != "accepted_model":
-            return ref, None
-        spec = self.cfg.pairs[loaded.name].candidate
-        c = loaded.candidate
-        expected = {"candidate": c.sha256, "accepted": ref["sha256"]}
-        made: list[Runner] = []
-
-        def load(path: Any, role: str) -> Runner:
-            r = load_runner(path, runtime=c.runtime, role=role, output=spec.output,
-                            threads=getattr(c, "threads", None), providers=spec.providers)
-            made.append(r)
-            if r.sha256 != expected[role]:
-                raise ModelLoadError(path, f"now holds other bytes (sha256 {r.sha256[:12]}, expected "
-                                           f"{expected[role][:12]})")
-            return r
-
-        try:
-            return ref, ab_sessions(load, c.path, ref["path"], self.cfg.perf.ab_sessions)
-        except (ModelLoadError, PluginError) as exc:
-            for r in made:
-                r.close()
-            return {**ref, "kind": "unavailable", "reason": str(exc)}, None
-
-    def _keep_accepted(self, loaded: LoadedPair) -> None:
-        """Copy the accepted candidate file into perf.accepted_models_dir (so a later candidate
-        can be timed against it after a redeploy overwrote the path), and drop copies no run in
-        the pair's history refers to any more (copies only ever become unreferenced when a new
-        one is added, so pruning goes with keeping). Best effort: the run is already stored."""
-        kept = kept_models(self.cfg)
-        sha = loaded.candidate.sha256
-        if kept is None or kept.find(sha) is not None:   # the steady state: nothing new to keep or prune
-            return
-        try:
-            kept.keep(loaded.candidate.path, sha)
-            referenced = {s for pair in self.pairs for h in self._perf_history(pair) if (s := candidate_sha_of(h))}
-            kept.prune(referenced | {sha})
-        except (OSError, ValueError) as exc:
-            log.warning("accepted candidate not kept", extra={"pair": loaded.name, "reason": str(exc)})
-
-    def _record(self, loaded: LoadedPair, trigger: str) -> dict[str, Any]:
-        return {"pair": loaded.name, "trigger": trigger, "models": loaded.hashes,
-                "config_hash": self.cfg.config_hash(), "config_source": self.cfg.source,
-                "seeds": {"sampling": self.cfg.sampling.seed, "revalidation": self.cfg.revalidation.seed},
-                "sampling": {"rate": self.cfg.sampling.rate, "window": self.cfg.sampling.window},
-                "checks": [{"name": c.name, "type": type(c).__name__} for c in loaded.checks],
-                "suites": loaded.suites,
-                "packages": package_versions(), "host": platform.node(), "machine": platform.machine()}
-
-    def _observe(self, outcome: RunOutcome, seconds: float) -> None:
-        m = self.metrics
-        if m is None:
-            return
-        m.runs.labels(outcome.pair, outcome.status).inc()
-        m.run_duration.observe(seconds)
-        for r in outcome.results:
-            if r.value is not None:
-                m.check_value.labels(outcome.pair, r.check, r.slice).set(r.value)
-            m.check_status.labels(outcome.pair, r.check, r.slice).set(SEVERITY_ORDER.get(r.status, 3))
-            # the same-run timing at batch 1 (latency_p95, slice overall) feeds the latency gauges
-            if r.type == GAUGE_TYPE and r.slice == "overall" and r.evidence.get("batch_size") == 1:
-                for role in ("baseline", "candidate"):
-                    for q in ("p50", "p95", "p99"):
-                        v = r.evidence.get(role, {}).get(q)
-                        if v is not None:
-                            m.inference_latency.labels(outcome.pair, role, q).set(v)
+        return ref_samples, used
 
 
 def _predictor(paired: PairedRunner, batch_size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -416,58 +306,31 @@ def _predictor(paired: PairedRunner, batch_size: int) -> Callable[[np.ndarray], 
     return predict
 
 
-def _time_calls(paired: PairedRunner, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Batch-1 latency of each role on the same rows, interleaved by the paired runner, after a
-    warm-up that is not counted."""
-    rows = x[: LATENCY_CALLS + LATENCY_WARMUP]
-    if len(rows) <= LATENCY_WARMUP:
-        rows = np.concatenate([rows] * (LATENCY_WARMUP + 2))[: LATENCY_WARMUP + 2]
-    paired.run(rows[:LATENCY_WARMUP], 1)
-    out = paired.run(rows[LATENCY_WARMUP:], 1)
-    return {k: np.asarray(v, dtype=float) for k, v in out.latency.items()}
-
-
-def _sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, Any]:
-    """What a run used, enough to reproduce it: the ids (hashed), count, and per-partition offsets."""
-    ids = sorted(str(s.msg_id) for s in samples)
-    offsets: dict[str, dict[str, int]] = {}
-    for s in samples:
-        if getattr(s, "topic", None) is None:
-            continue
-        key = f"{s.topic}/{s.partition}"
-        o = offsets.setdefault(key, {"min": s.offset, "max": s.offset, "count": 0})
-        o["min"], o["max"], o["count"] = min(o["min"], s.offset), max(o["max"], s.offset), o["count"] + 1
-    return {**source, "count": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-            "offsets": offsets}
-
-
-def read_input_file(path: str, cfg: Any, shapes: dict[str, Any]) -> tuple[dict[str, list[Any]], dict[str, Any], int]:
-    """Decode a JSON-lines file of traffic messages into per-pair samples. Bad lines are reported
-    (file:line: reason) and skipped; the file's sha256 goes into the run record."""
-    from .errors import MessageError
-    from .messages import decode_traffic
-    from .storage.repository import Sample
-
-    p = Path(path)
+def read_input_file(path: str, shapes: dict[str, PairShape]) -> tuple[dict[str, list[Any]], dict[str, Any], int]:
+    """The samples of a JSON-lines file of traffic messages, by pair, read through the file
+    source (sentinel.sources.file) and the traffic decoder. Bad lines are reported
+    (file:line: reason) and skipped; the file's path and sha256 go into the run record (the
+    source returned); the count of bad lines comes last."""
+    src = FileSource(path)
     try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read input file ({exc.strerror})") from None
+        src.start()
+    except SourceError as exc:
+        raise ConfigError(path, "", f"cannot read input file ({exc.problem})") from None
     by_pair: dict[str, list[Any]] = {}
     bad = 0
-    for lineno, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            m = decode_traffic(line, shapes)
-        except MessageError as exc:
-            bad += 1
-            print(f"{path}:{lineno}: skipped: {exc}", file=sys.stderr)
-            continue
-        by_pair.setdefault(m.pair, []).append(
-            Sample(id=lineno, pair=m.pair, msg_id=m.id, ts=m.ts, topic=None, partition=None, offset=None,
-                   inputs=m.inputs, attributes=m.attributes, label=m.label, extra=m.extra))
-    source = {"kind": "file", "path": str(p.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
+    while records := src.poll(0):
+        for r in records:
+            try:
+                m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms)
+            except MessageError as exc:
+                bad += 1
+                print(f"{path}:{r.offset}: skipped: {exc}", file=sys.stderr)
+                continue
+            by_pair.setdefault(m.pair, []).append(
+                Sample(id=r.offset, pair=m.pair, msg_id=m.id, ts=m.ts, topic=None, partition=None, offset=None,
+                       inputs=m.inputs, attributes=m.attributes, label=m.label, extra=m.extra))
+    source = {"kind": "file", "path": str(Path(path).resolve()), "sha256": src.sha256}
+    src.close()
     return by_pair, source, bad
 
 
@@ -475,9 +338,9 @@ def run_samples(store: Any, run: dict[str, Any], shape: PairShape) -> list[Any]:
     """The samples a stored run used: its claimed window, or its input file re-read and verified
     against the sha256 the run recorded (a run on a file keeps the path and hash, not a copy)."""
     used = (run.get("record") or {}).get("samples", {})
-    if used.get("kind") != "file":
+    if used.get("kind") != "file" or "path" not in used:   # a window (from any source) claimed in the store
         return store.run_samples(run["id"])
-    by_pair, source, _ = read_input_file(used["path"], None, {run["pair"]: shape})
+    by_pair, source, _ = read_input_file(used["path"], {run["pair"]: shape})
     if source["sha256"] != used.get("sha256"):
         raise ConfigError(used["path"], "", f"input file changed since run {run['id']} "
                                             f"(sha256 {source['sha256'][:12]}, run used {used.get('sha256', '')[:12]})")

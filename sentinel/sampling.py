@@ -5,7 +5,8 @@ when its key is below ``rate``; each pair's window then holds the ``window`` kep
 smallest keys (bottom-k sampling, the order-free form of a reservoir: a uniform random sample of
 everything seen since the last run, bounded in size). Because the decision depends only on the id,
 a message redelivered after a crash gets the same decision, two replicas agree, and a run can be
-reproduced from its seed. The store applies the window when it writes (``Store.ingest``).
+reproduced from its seed. The store applies the rate and the window when it writes
+(``Store.ingest``; the rate test is ``sentinel.storage.repository.in_sample``).
 
 Stratified sampling (``stratify_by: [region]``) keeps one such window per stratum, so a rare
 group (a small region, a protected attribute value) keeps enough samples for per-slice checks
@@ -32,6 +33,3 @@ class Sampler:
     def key(self, pair: str, msg_id: str) -> float:
         h = hashlib.blake2b(f"{self.seed}\x1f{pair}\x1f{msg_id}".encode(), digest_size=8).digest()
         return int.from_bytes(h, "big") / 2**64
-
-    def keeps(self, pair: str, msg_id: str) -> bool:
-        return self.key(pair, msg_id) < self.rate

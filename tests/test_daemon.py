@@ -89,8 +89,8 @@ def test_every_message_is_stored_or_quarantined_and_offsets_committed(tmp_path, 
         assert (s, distinct, q) == (300, 300, 25)
         reasons = {r["reason"] for r in d.store.quarantined()}
         assert reasons == {"invalid_json", "shape_mismatch", "missing_id", "not_an_object", "non_finite"}
-        assert d.metrics.messages_consumed._value.get() >= n
-        assert d.metrics.messages_quarantined.labels("invalid_json")._value.get() == 5
+        assert d.metrics.registry.get_sample_value("sentinel_messages_consumed_total") >= n
+        assert d.metrics.registry.get_sample_value("sentinel_messages_quarantined_total", {"reason": "invalid_json"}) == 5
         while d.store.count("labels") < 30 and time.monotonic() < deadline:
             d.ingest_once()
         run = d.store.create_run("triage", "test", {})

@@ -19,9 +19,10 @@ from sqlalchemy.pool import NullPool
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
 from sentinel.examples.traffic import ordinary_traffic
-from sentinel.health import probe_writes
+from sentinel.health import PROBE_TIMEOUT_SECONDS
 from sentinel.sources.kafka import make_producer
 from sentinel.storage import open_store
+from sentinel.storage.repository import Store
 
 from pairs import example_config, traffic_lines
 from stores import PG_ADMIN, pg_url, store_url  # noqa: F401 - fixtures
@@ -142,14 +143,39 @@ def set_next_run(d, when):
 # the write probe
 
 
+def probe_writes(engine):
+    """The readiness probe (bounded) on ``engine``'s store."""
+    Store(engine).probe_writes(timeout_s=PROBE_TIMEOUT_SECONDS)
+
+
 def test_write_probe_passes_on_a_writable_store_and_changes_nothing(store_url):
     store = open_store(store_url)
     with store.engine.connect() as c:
         before = c.execute(text("SELECT version_num FROM alembic_version")).all()
     probe_writes(store.engine)
     probe_writes(store.engine)
+    store.probe_writes()          # the unbounded probe ingest uses before splitting a batch
     with store.engine.connect() as c:
         assert c.execute(text("SELECT version_num FROM alembic_version")).all() == before
+    assert store.count("quarantine") == 0          # the probe row was rolled back
+    store.dispose()
+
+
+def test_write_probe_on_a_busy_sqlite_store_is_bounded_and_counts_as_writable(tmp_path):
+    import sqlite3
+
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    holder = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")              # another writer holds the write lock
+    try:
+        t0 = time.monotonic()
+        probe_writes(store.engine)
+        assert time.monotonic() - t0 < 10          # its own 1 s busy wait, not the store's 30 s
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with store.engine.connect() as c:              # the connection went back with the 30 s wait
+        assert c.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 30000
     store.dispose()
 
 

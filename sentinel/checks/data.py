@@ -113,6 +113,11 @@ def served_latency_seconds(samples: Sequence[Any], field_name: str) -> np.ndarra
     return np.asarray(out, dtype=float)
 
 
+def model_inputs(samples: Sequence[Any], input_shape: Sequence[int]) -> np.ndarray:
+    """The samples' inputs as one float32 array ``(n, *input_shape)`` (also when n is 0)."""
+    return np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((len(samples), *input_shape))
+
+
 def run_data(pair: Any, samples: Sequence[Any], x: np.ndarray, baseline: np.ndarray, candidate: np.ndarray,
              **context: Any) -> RunData:
     """The RunData of ``samples`` (stored samples or decoded messages: ``label``, ``attributes``,
@@ -126,6 +131,13 @@ def run_data(pair: Any, samples: Sequence[Any], x: np.ndarray, baseline: np.ndar
                    baseline=baseline, candidate=candidate, labels=label_indices([s.label for s in samples], pair.classes),
                    attributes=[dict(s.attributes) for s in samples], inputs=x, served_latency=served,
                    feature_names=list(features) if features else None, **context)
+
+
+def samples_reference(source: dict[str, Any], samples: Sequence[Any], input_shape: Sequence[int],
+                      classes: Sequence[str], predict: Predict) -> ReferenceData:
+    """:func:`reference_data` of stored (or file) samples: their inputs, attributes and labels."""
+    return reference_data(source, model_inputs(samples, input_shape), [dict(s.attributes) for s in samples],
+                          [s.label for s in samples], classes, predict)
 
 
 def reference_data(source: dict[str, Any], x: np.ndarray, attributes: list[dict[str, str]], labels: Sequence[Any],

@@ -39,7 +39,7 @@ def revalidate(cfg: Any, *, pair: str | None, input_file: str | None, as_json: b
     given: dict[str, list[Any]] | None = None
     source = None
     if input_file:
-        given, source, _bad = read_input_file(input_file, cfg, {n: p.shape for n, p in loaded.items()})
+        given, source, _bad = read_input_file(input_file, {n: p.shape for n, p in loaded.items()})
     outcomes = []
     for name in names:
         samples = given.get(name, []) if given is not None else None

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-# events that mean "someone should look at this"; acknowledged and resolved are the others
-TRIGGER_EVENTS = frozenset({"opened", "reopened", "escalated", "unsilenced"})
-
-
 def is_trigger(payload: Mapping[str, Any]) -> bool:
+    """The event means "someone should look at this" (opened, reopened, escalated,
+    unsilenced...): anything but acknowledged and resolved."""
     return payload.get("event") not in ("acknowledged", "resolved")
 
 

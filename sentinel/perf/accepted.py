@@ -18,11 +18,19 @@ the next run what to compare with:
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from ..registry import PluginError
+from ..runners.base import ModelLoadError, load_runner, sha256_file
+from .fingerprint import fingerprint
+from .history import perf_history
+
+log = logging.getLogger("sentinel.perf")
 
 
 def candidate_sha_of(entry: dict[str, Any]) -> str | None:
@@ -81,8 +89,6 @@ class AcceptedModels:
         """Copy ``path`` in as ``<sha256><suffix>`` unless it is there; the copy is written to a
         temporary name and renamed, so a crash never leaves a truncated file under the final name.
         Raises ValueError when the file's bytes are not ``sha256`` (it changed under us)."""
-        from ..runners.base import sha256_file
-
         existing = self.find(sha256)
         if existing is not None:
             return existing
@@ -120,8 +126,6 @@ def accept_run(store: Any, run_id: int, *, actor: str, reason: str, kept: Accept
     later candidates are timed against. Keeps a copy of that file when the recorded path still
     holds it. Returns ``{"run_id", "pair", "accepted_by", "kept", "warning"}``; raises
     NotFoundError / StateError naming what is wrong, and ValueError for an empty reason."""
-    from ..runners.base import sha256_file
-
     if not reason or not reason.strip():
         raise ValueError("a reason is required: it is kept in the run record")
     perf = store.accept_perf(run_id, actor=actor, reason=reason.strip())
@@ -153,3 +157,55 @@ def ab_sessions(load: Any, candidate_path: str | Path, accepted_path: str | Path
         role = pattern[i % 4]
         out[role].append(load(candidate_path if role == "candidate" else accepted_path, role))
     return out
+
+
+def accepted_reference(cfg: Any, pair: str, baseline: Any, candidate: Any, history: list[dict[str, Any]]
+                       ) -> tuple[dict[str, Any], dict[str, list[Any]] | None]:
+    """What perf_history judges this run's ``candidate`` runner against (:func:`choose_reference`
+    on the pair's ``history``), and, when the accepted file is to be timed alongside, fresh
+    sessions of both files created in balanced order (:func:`ab_sessions`; the caller closes
+    them). A file that cannot be loaded, or now holds other bytes, makes the reference
+    ``unavailable`` with the reason."""
+    fp = fingerprint({"baseline": baseline, "candidate": candidate})
+    ref = choose_reference(history, fingerprint_id=fp["id"], control=baseline.sha256,
+                           candidate_sha=candidate.sha256, kept=kept_models(cfg))
+    if ref["kind"] != "accepted_model":
+        return ref, None
+    spec = cfg.pairs[pair].candidate
+    expected = {"candidate": candidate.sha256, "accepted": ref["sha256"]}
+    made: list[Any] = []
+
+    def load(path: Any, role: str) -> Any:
+        r = load_runner(path, runtime=candidate.runtime, role=role, output=spec.output,
+                        threads=getattr(candidate, "threads", None), providers=spec.providers)
+        made.append(r)
+        if r.sha256 != expected[role]:
+            raise ModelLoadError(path, f"now holds other bytes (sha256 {r.sha256[:12]}, expected "
+                                       f"{expected[role][:12]})")
+        return r
+
+    try:
+        return ref, ab_sessions(load, candidate.path, ref["path"], cfg.perf.ab_sessions)
+    except (ModelLoadError, PluginError) as exc:
+        for r in made:
+            r.close()
+        return {**ref, "kind": "unavailable", "reason": str(exc)}, None
+
+
+def keep_accepted(cfg: Any, store: Any, pairs: Iterable[str], pair: str, candidate: Any) -> None:
+    """Copy ``pair``'s accepted ``candidate`` file into perf.accepted_models_dir (so a later
+    candidate can be timed against it after a redeploy overwrote the path), and drop copies no
+    run in the history of ``pairs`` refers to any more (copies only ever become unreferenced
+    when a new one is added, so pruning goes with keeping). Best effort: the run is already
+    stored, so a failure is logged, not raised."""
+    kept = kept_models(cfg)
+    sha = candidate.sha256
+    if kept is None or kept.find(sha) is not None:   # the steady state: nothing new to keep or prune
+        return
+    try:
+        kept.keep(candidate.path, sha)
+        referenced = {s for p in pairs for h in perf_history(store, p, cfg.perf.history_runs)
+                      if (s := candidate_sha_of(h))}
+        kept.prune(referenced | {sha})
+    except (OSError, ValueError) as exc:
+        log.warning("accepted candidate not kept", extra={"pair": pair, "reason": str(exc)})

@@ -1,4 +1,6 @@
-"""One revalidation's performance measurement of a model pair (see docs/performance.md)."""
+"""One revalidation's performance measurement of a model pair (see docs/performance.md): the
+interleaved timing and memory probes when ``perf.enabled``, else a short batch-1 timing that only
+feeds the latency check; and the perf record a run stores."""
 from __future__ import annotations
 
 import os
@@ -10,9 +12,55 @@ from typing import Any
 import numpy as np
 
 from ..errors import check_cancel
+from .accepted import accepted_reference
 from .fingerprint import fingerprint
 from .memory import collect, session_peak_memory
-from .timing import PerfMeasurement, Timing, time_interleaved
+from .timing import PerfMeasurement, Timing, sketch, time_interleaved
+
+LATENCY_CALLS = 50     # batch-1 timed calls per role when perf measurement is disabled
+LATENCY_WARMUP = 3
+
+
+def measure_run(cfg: Any, loaded: Any, paired: Any, x: np.ndarray, history: list[dict[str, Any]], *,
+                cancel: threading.Event | None = None) -> tuple[PerfMeasurement | None, dict[str, np.ndarray]]:
+    """The run's performance measurement (None when ``perf.enabled`` is false) and the per-call
+    batch-1 seconds of each role the latency check reads. ``loaded`` is the pair (``name``,
+    ``baseline``, ``candidate``, ``batch_size``), ``paired`` its PairedRunner, ``x`` the rows,
+    ``history`` its accepted perf history (the candidate is timed against the accepted file
+    when :func:`~sentinel.perf.accepted.accepted_reference` finds one)."""
+    if not cfg.perf.enabled:
+        return None, time_calls(paired, x)
+    pc = cfg.pairs[loaded.name]
+    reference, sessions = accepted_reference(cfg, loaded.name, loaded.baseline, loaded.candidate, history)
+    try:
+        perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
+                            settings=cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate},
+                            accepted=sessions, reference=reference, cancel=cancel)
+    finally:
+        for r in [r for group in (sessions or {}).values() for r in group]:
+            r.close()
+    return perf, dict(perf.timing(1).seconds)
+
+
+def time_calls(paired: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Batch-1 latency of each role on the same rows, interleaved by the paired runner, after a
+    warm-up that is not counted (the latency check's input when perf measurement is off)."""
+    rows = x[: LATENCY_CALLS + LATENCY_WARMUP]
+    if len(rows) <= LATENCY_WARMUP:
+        rows = np.concatenate([rows] * (LATENCY_WARMUP + 2))[: LATENCY_WARMUP + 2]
+    paired.run(rows[:LATENCY_WARMUP], 1)
+    out = paired.run(rows[LATENCY_WARMUP:], 1)
+    return {k: np.asarray(v, dtype=float) for k, v in out.latency.items()}
+
+
+def perf_record(perf: PerfMeasurement | None, served: np.ndarray | None, served_field: str) -> dict[str, Any] | None:
+    """What the run record keeps under ``perf``: the measurement, and a sketch of the served
+    latency the messages reported (``served``, seconds); None when there is neither."""
+    record = perf.to_record() if perf is not None else None
+    if served is not None and served.size:
+        record = record or {}
+        record["served"] = {"field": served_field, "n": int(served.size), "sketch": sketch(served)}
+    return record
 
 
 def measure_pair(baseline: Any, candidate: Any, x: np.ndarray, *, serving_batch_size: int, settings: Any,

@@ -168,6 +168,64 @@ def check_input(x: np.ndarray, input_shape: tuple[int, ...], where: str) -> np.n
     return x
 
 
+class ModelFileRunner:
+    """What the built-in runners share (a convenience, not part of the :class:`Runner` protocol):
+    the constructor the protocol names, with the model file checked and hashed, the output mode
+    checked and the thread count kept; the load-time probe batch; input checking and the
+    conversion to probabilities. A subclass sets ``runtime`` and implements :meth:`_open` (load
+    the engine) and :meth:`_raw` (the engine's scores for a checked batch)."""
+
+    runtime: str = ""
+    input_shape: tuple[int, ...]
+    providers: list[str]
+
+    def __init__(self, path: str | Path, *, role: str, output: str = "probabilities", threads: int | None = None,
+                 providers: list[str] | None = None, **options: Any):
+        self.path, self.sha256 = check_model_file(path)
+        self.role = role
+        self.output = check_output_mode(self.path, output)
+        # what actually runs, recorded with every performance measurement
+        self.threads: int | None = int(threads) if threads is not None else None
+        declared = self._open(providers, **options)
+        probed = self._probe_outputs()
+        if declared is not None and declared != probed:
+            raise ModelLoadError(self.path, f"graph declares {declared} outputs but returns {probed}")
+        self.n_outputs: int = probed
+
+    def _open(self, providers: list[str] | None, **options: Any) -> int | None:
+        """Load the engine (with ``self.threads``), set ``input_shape`` and ``providers`` (what
+        executes), and return the class count the graph declares (None: it does not say).
+        Raises :class:`ModelLoadError` naming what is wrong with the file."""
+        raise NotImplementedError
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _probe_outputs(self) -> int:
+        """Run one probe batch at load: it proves the model runs, gives the class count when the
+        graph does not record it, and absorbs first-call setup that would otherwise inflate the
+        first measured batch latency. Returns the class count."""
+        try:
+            probe = np.asarray(self._raw(np.zeros((2, *self.input_shape), dtype=np.float32)))
+        except Exception as exc:
+            raise ModelLoadError(self.path, f"model fails on a probe batch of shape {(2, *self.input_shape)} "
+                                            f"({first_line(exc, 120)})") from exc
+        if probe.ndim != 2:
+            raise ModelLoadError(self.path, f"model output must be 2-D (rows, classes), got shape {probe.shape}")
+        return int(probe.shape[1])
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        where = f"{self.role} {self.path}"
+        x = check_input(x, self.input_shape, where)
+        if len(x) == 0:   # some engines reject a zero batch (exported programs); nothing to compute anyway
+            return np.zeros((0, self.n_outputs), dtype=np.float64)
+        return to_probabilities(self._raw(x), output=self.output, n_outputs=self.n_outputs, n_rows=len(x), where=where)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(role={self.role!r}, path={str(self.path)!r}, input_shape={self.input_shape}, "
+                f"n_outputs={self.n_outputs})")
+
+
 def load_runner(
     path: str | Path,
     *,

@@ -1,24 +1,15 @@
 """ONNX Runtime runner, typically for the compressed (int8) candidate."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 
-from .base import (
-    ModelLoadError,
-    check_input,
-    check_model_file,
-    check_output_mode,
-    first_line,
-    to_probabilities,
-)
+from .base import ModelFileRunner, ModelLoadError, first_line
 
 DEFAULT_PROVIDERS = ["CPUExecutionProvider"]
 
 
-class OnnxRunner:
+class OnnxRunner(ModelFileRunner):
     """Runs an ONNX model with one float input through an ``onnxruntime.InferenceSession``.
 
     The first graph output is used as the class scores. The per-sample input shape is read
@@ -35,29 +26,17 @@ class OnnxRunner:
 
     runtime = "onnxruntime"
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        role: str,
-        output: str = "probabilities",
-        threads: int | None = None,
-        providers: list[str] | None = None,
-    ):
-        self.path, self.sha256 = check_model_file(path)
-        self.role = role
-        self.output = check_output_mode(self.path, output)
+    def _open(self, providers: list[str] | None) -> int | None:
         options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers or DEFAULT_PROVIDERS))
         except Exception as exc:  # ORT raises InvalidProtobuf/Fail/NoSuchFile/ValueError...
             raise ModelLoadError(self.path, f"not a loadable ONNX model ({first_line(exc, 160)})") from exc
 
         # what actually runs, recorded with every performance measurement
-        self.providers: list[str] = list(self._session.get_providers())
-        self.threads: int | None = int(threads) if threads is not None else None
+        self.providers = list(self._session.get_providers())
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             # Multi-input models need a feature-to-input mapping Sentinel does not have yet.
@@ -74,19 +53,9 @@ class OnnxRunner:
         # A fixed batch dim (common in models exported without dynamic_axes) is honoured by
         # chunking rather than rejected.
         self._fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+        return None   # read from the probe batch: ONNX output shapes are often symbolic
 
-        # One probe batch at load: proves the graph runs, gives the class count even when the
-        # output shape is symbolic, and absorbs first-call setup so it does not land in the
-        # first measured batch latency.
-        try:
-            probe = self._run(np.zeros((2, *self.input_shape), dtype=np.float32))
-        except Exception as exc:
-            raise ModelLoadError(self.path, f"model fails on a probe batch of shape {(2, *self.input_shape)} ({first_line(exc, 120)})") from exc
-        if probe.ndim != 2:
-            raise ModelLoadError(self.path, f"model output must be 2-D (rows, classes), got shape {probe.shape}")
-        self.n_outputs: int = int(probe.shape[1])
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _raw(self, x: np.ndarray) -> np.ndarray:
         if self._fixed_batch is None:
             return np.asarray(self._session.run([self._output_name], {self._input_name: x})[0])
         b = self._fixed_batch
@@ -100,16 +69,5 @@ class OnnxRunner:
             parts.append(out[: b - pad])
         return np.concatenate(parts)
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        where = f"{self.role} {self.path}"
-        x = check_input(x, self.input_shape, where)
-        if len(x) == 0:
-            return np.zeros((0, self.n_outputs), dtype=np.float64)
-        raw = self._run(x)
-        return to_probabilities(raw, output=self.output, n_outputs=self.n_outputs, n_rows=len(x), where=where)
-
     def close(self) -> None:
         self._session = None
-
-    def __repr__(self) -> str:
-        return f"OnnxRunner(role={self.role!r}, path={str(self.path)!r}, input_shape={self.input_shape}, n_outputs={self.n_outputs})"

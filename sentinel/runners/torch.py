@@ -18,20 +18,12 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import (
-    ModelLoadError,
-    check_input,
-    check_model_file,
-    check_output_mode,
-    first_line,
-    to_probabilities,
-)
+from .base import ModelFileRunner, ModelLoadError, first_line
 
 #: Name of the TorchScript extra file holding the per-sample input shape as a JSON list.
 INPUT_SHAPE_EXTRA = "input_shape"
@@ -65,7 +57,7 @@ def _weights_only_torch_load() -> Iterator[None]:
                     os.environ[key] = value
 
 
-class TorchRunner:
+class TorchRunner(ModelFileRunner):
     """Runs a torch model on CPU under ``torch.inference_mode()``.
 
     Args:
@@ -84,36 +76,16 @@ class TorchRunner:
 
     runtime = "torch"
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        role: str,
-        output: str = "probabilities",
-        threads: int | None = None,
-        providers: list[str] | None = None,
-        input_shape: tuple[int, ...] | list[int] | None = None,
-    ):
-        self.path, self.sha256 = check_model_file(path)
-        self.role = role
-        self.output = check_output_mode(self.path, output)
-        if threads is not None:
-            torch.set_num_threads(int(threads))
+    def _open(self, providers: list[str] | None, input_shape: tuple[int, ...] | list[int] | None = None) -> int | None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         given_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
-        self.providers: list[str] = ["cpu"]   # this runner always executes on CPU
-        self.threads: int | None = int(threads) if threads is not None else None
-
+        self.providers = ["cpu"]   # this runner always executes on CPU
         self._module, shape, n_outputs = self._load(given_shape)
         if given_shape is not None and shape != given_shape:
             raise ModelLoadError(self.path, f"input_shape {list(given_shape)} given but the model expects {list(shape)}")
-        self.input_shape: tuple[int, ...] = shape
-        # One probe batch at load: proves the module runs, gives the class count when the
-        # graph does not record it, and absorbs first-call setup (~1 ms here) that would
-        # otherwise inflate the first measured batch latency.
-        probed = self._probe_n_outputs()
-        if n_outputs is not None and n_outputs != probed:
-            raise ModelLoadError(self.path, f"graph declares {n_outputs} outputs but returns {probed}")
-        self.n_outputs: int = probed
+        self.input_shape = shape
+        return n_outputs   # the probe batch that follows absorbs first-call setup (~1 ms here)
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -197,16 +169,6 @@ class TorchRunner:
             )
         return module, shape, None
 
-    def _probe_n_outputs(self) -> int:
-        try:
-            with torch.inference_mode():
-                out = self._call(np.zeros((2, *self.input_shape), dtype=np.float32))
-        except Exception as exc:
-            raise ModelLoadError(self.path, f"model fails on a probe batch of shape {(2, *self.input_shape)} ({first_line(exc, 120)})") from exc
-        if out.ndim != 2:
-            raise ModelLoadError(self.path, f"model output must be 2-D (rows, classes), got shape {out.shape}")
-        return int(out.shape[1])
-
     # -- inference -------------------------------------------------------------------------
 
     def _call(self, x: np.ndarray) -> np.ndarray:
@@ -215,17 +177,9 @@ class TorchRunner:
             out = out[0]
         return out.detach().cpu().numpy()
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        where = f"{self.role} {self.path}"
-        x = check_input(x, self.input_shape, where)
-        if len(x) == 0:  # exported programs reject a zero batch; nothing to compute anyway
-            return np.zeros((0, self.n_outputs), dtype=np.float64)
+    def _raw(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            raw = self._call(x)
-        return to_probabilities(raw, output=self.output, n_outputs=self.n_outputs, n_rows=len(x), where=where)
+            return self._call(x)
 
     def close(self) -> None:
         self._module = None
-
-    def __repr__(self) -> str:
-        return f"TorchRunner(role={self.role!r}, path={str(self.path)!r}, input_shape={self.input_shape}, n_outputs={self.n_outputs})"

@@ -11,21 +11,37 @@ job, so a malformed message is quarantined there and never stops the source) and
 A crash between ``write`` and ``commit`` re-delivers those records on restart; the store drops
 the repeats by message ``id``. Committing before the write would lose them instead.
 
-Sources are chosen by name in config through :data:`SOURCES` (a short name to an import string;
-any other ``module:Class`` is imported as is, see :mod:`sentinel.registry`).
+Sources are chosen by name in config (``ingest.source``, default ``kafka``) through
+:data:`SOURCES` (a short name to an import string; any other ``module:Class`` is imported as is,
+see :mod:`sentinel.registry`). The chosen class is built with ``cls.from_config(cfg)`` (the whole
+:class:`sentinel.config.Config`), which must do no I/O: connecting is :meth:`Source.start`'s job.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
-from ..errors import SentinelError
+from ..errors import ConfigError, SentinelError
+from ..registry import PluginError, resolve
 
 #: Built-in sources by name. Values are ``module:Class`` import strings so that choosing a
 #: source does not import every client library.
 SOURCES: dict[str, str] = {
     "kafka": "sentinel.sources.kafka:KafkaSource",
+    "file": "sentinel.sources.file:FileSource",
 }
+
+
+def build_source(cfg: Any) -> "Source":
+    """The source ``cfg.ingest.source`` names, built from ``cfg`` (not started). An unknown or
+    unimportable name is a ConfigError at ``ingest.source``."""
+    try:
+        cls = resolve("source", cfg.ingest.source, SOURCES)
+    except PluginError as exc:
+        raise ConfigError(cfg.source, "ingest.source", str(exc)) from None
+    if not callable(getattr(cls, "from_config", None)):
+        raise ConfigError(cfg.source, "ingest.source", f"{cfg.ingest.source!r} has no from_config(cfg) to build it")
+    return cls.from_config(cfg)
 
 
 class SourceError(SentinelError):

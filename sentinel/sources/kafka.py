@@ -69,6 +69,12 @@ class KafkaSource:
         self._lock = threading.Lock()
         self._coordinator_lost_at: float | None = None   # monotonic; None while one is known
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> "KafkaSource":
+        """The daemon's Kafka source: ``cfg.kafka``, the SASL password read now."""
+        k = cfg.kafka
+        return cls(k, password=read_secret(k.sasl_password_env, k.sasl_password_file))
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @property

@@ -26,8 +26,6 @@ from .records import RecordsStore, utc_dict
 
 MAX_RUN_IDS = 50                      # run ids an incident read lists (most recent)
 RUN_EVENTS = ("opened", "reopened", "updated")   # the audit events that count a run towards an incident
-_INCIDENT_TIMES = ("opened_at", "updated_at", "resolved_at")
-_SILENCE_TIMES = ("starts_at", "ends_at", "created_at")
 
 I, E, S, X, Q = t.incidents, t.incident_events, t.incident_streaks, t.escalations, t.silences
 _COUNTED = and_(E.c.action.in_(RUN_EVENTS), E.c.run_id.is_not(None))    # built once: every read uses it
@@ -129,7 +127,7 @@ class IncidentRecords:
 
     def events(self, incident_id: int) -> list[dict[str, Any]]:
         """Oldest first."""
-        return [utc_dict(r, ("at",)) for r in
+        return [utc_dict(r) for r in
                 self.conn.execute(select(E).where(E.c.incident_id == incident_id).order_by(E.c.id))]
 
     def run_ids(self, incident_ids: Sequence[int], limit: int = MAX_RUN_IDS) -> dict[int, list[int]]:
@@ -202,7 +200,7 @@ class IncidentRecords:
             q = q.where(Q.c.ends_at > ending_after)
         if silence_id is not None:
             q = q.where(Q.c.id == silence_id)
-        return [utc_dict(r, _SILENCE_TIMES) for r in self.conn.execute(q)]
+        return [utc_dict(r) for r in self.conn.execute(q)]
 
     def end_silence(self, silence_id: int, now: dt.datetime) -> None:
         self.conn.execute(update(Q).where(Q.c.id == silence_id).values(ends_at=now))
@@ -210,7 +208,7 @@ class IncidentRecords:
 
 def incident_dict(row: Any, run_ids: Sequence[int]) -> dict[str, Any]:
     """What every incident read returns (see the module docstring)."""
-    d = utc_dict(row, _INCIDENT_TIMES)
+    d = utc_dict(row)
     evidence = {k: v for k, v in (d.get("evidence") or {}).items() if k != "run_ids"}
     d["evidence"] = evidence
     d["run_ids"] = list(run_ids)

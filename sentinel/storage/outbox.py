@@ -16,12 +16,11 @@ from . import tables as t
 from .records import RecordsStore, utc_dict
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
-_DATETIMES = ("next_attempt_at", "created_at", "sent_at")
 
 
 def row_dict(row: Any) -> dict[str, Any]:
     """An outbox row as a dict, its datetimes in UTC."""
-    return utc_dict(row, _DATETIMES)
+    return utc_dict(row)
 
 
 class OutboxRecords:

@@ -1,24 +1,30 @@
-"""What the storage classes share: row → dict in UTC, and the records pattern (SQL on one
-connection, handed out inside a transaction or a read)."""
+"""What the storage classes share, at the bottom of the storage package: time in UTC, row → dict
+in UTC (every read that hands out rows as dicts goes through :func:`utc_dict`), and the records
+pattern (SQL on one connection, handed out inside a transaction or a read)."""
 from __future__ import annotations
 
+import datetime as dt
 from contextlib import contextmanager
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from sqlalchemy import Connection
-
-from .repository import Store, as_utc
 
 R = TypeVar("R")
 
 
-def utc_dict(row: Any, datetime_keys: Iterable[str]) -> dict[str, Any]:
-    """``row`` as a plain dict, its ``datetime_keys`` (those present) as aware UTC datetimes
-    (SQLite hands datetimes back naive; everything Sentinel stores is UTC)."""
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands datetimes back naive; everything Sentinel stores is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def utc_dict(row: Any) -> dict[str, Any]:
+    """``row`` as a plain dict, every datetime in it as an aware UTC datetime."""
     d = dict(row._mapping)
-    for k in datetime_keys:
-        if k in d:
-            d[k] = as_utc(d[k])
+    for k, v in d.items():
+        if isinstance(v, dt.datetime):
+            d[k] = as_utc(v)
     return d
 
 
@@ -27,8 +33,10 @@ class RecordsStore(Generic[R]):
     done through them commits together or not at all), ``read()`` on a plain connection."""
     records: Callable[[Connection], R]
 
-    def __init__(self, store: Store):
-        self._store = store       # the engine is looked up per call: a store may be swapped in tests
+    def __init__(self, store: Any):
+        # a sentinel.storage.repository.Store (not imported: that module builds on this one); its
+        # engine is looked up per call, since a store may be swapped in tests
+        self._store = store
 
     @contextmanager
     def begin(self) -> Iterator[R]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from contextlib import contextmanager
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -19,19 +19,15 @@ from sqlalchemy.engine import make_url
 
 from ..errors import SentinelError
 from . import tables as t
+from .records import as_utc, utc_dict
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30000   # how long a SQLite write waits for another writer's lock
+_PG_LOCK_NOT_AVAILABLE = "55P03"
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands datetimes back naive; everything Sentinel stores is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -49,6 +45,13 @@ class SampleIn:
     extra: dict[str, Any] | None = None
     stratum: str = ""
     raw: bytes | str | None = field(default=None, repr=False, compare=False)   # the record's value
+
+
+def in_sample(sample_key: float, rate: float) -> bool:
+    """The sampling decision (sentinel.sampling): a message whose key is below ``rate`` is kept.
+    The store applies it when it writes (:meth:`Store.ingest`); anyone predicting what the store
+    keeps asks here."""
+    return sample_key < rate
 
 
 OTHER_STRATUM = "(other)"
@@ -89,14 +92,11 @@ class IngestResult:
     evicted: int = 0         # pushed out of a full window by a sample with a smaller key
     quarantined: int = 0
     labels: int = 0
-    stored_by_pair: dict[str, int] = field(default_factory=dict)
     rejected: list[QuarantineIn] = field(default_factory=list)   # refused by the store, quarantined
 
     def add(self, other: "IngestResult") -> None:
         for name in ("stored", "duplicates", "not_sampled", "evicted", "quarantined", "labels"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for pair, n in other.stored_by_pair.items():
-            self.stored_by_pair[pair] = self.stored_by_pair.get(pair, 0) + n
         self.rejected.extend(other.rejected)
 
 
@@ -152,10 +152,6 @@ class Store:
         self.engine = engine
 
     # -- lifecycle -----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=False)
-
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
         from alembic import command
@@ -173,11 +169,6 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-    @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, samples: Sequence[SampleIn], labels: Sequence[LabelIn], quarantined: Sequence[QuarantineIn],
@@ -243,19 +234,46 @@ class Store:
         res.rejected.append(q)
 
     def _write_problem(self) -> str | None:
-        """None when the store takes writes (a probe row written and rolled back), else why not."""
+        """None when the store takes writes (:meth:`probe_writes`), else why not."""
         try:
-            with self.engine.connect() as conn:
-                tx = conn.begin()
-                try:
-                    conn.execute(insert(t.quarantine).values(
-                        topic="(probe)", partition=-1, offset=-1, reason="probe", detail="", raw="",
-                        value_sha256="", stored_at=utcnow()))
-                finally:
-                    tx.rollback()
+            self.probe_writes()
         except Exception as exc:   # noqa: BLE001
             return one_line(exc)
         return None
+
+    def probe_writes(self, timeout_s: float | None = None) -> None:
+        """Raise when the store refuses writes; return when it takes them. Leaves nothing behind.
+
+        A quarantine row is inserted in a transaction that is rolled back: that needs the write
+        permission ingest needs, on every backend, so it catches a read-only database
+        (``default_transaction_read_only``, a hot standby), revoked privileges and anything
+        else that refuses writes, the way the next ingest would meet it (``SHOW
+        transaction_read_only`` would only catch the first). With ``timeout_s`` (readiness) it
+        is bounded: statement and lock timeouts on PostgreSQL, a busy wait of at most 1 s on
+        SQLite instead of the connection's 30 s; and a store that is only busy (a lock another
+        writer holds past the bound: a migration, another replica's probe) counts as writable.
+        Without it the engine's own timeouts apply and a busy store is an error (ingest's
+        question is whether a write goes through now)."""
+        backend = self.engine.url.get_backend_name()
+        ms = max(1, int(timeout_s * 1000)) if timeout_s is not None else None
+        with self.engine.connect() as conn:
+            if ms is not None and backend == "sqlite":   # on the driver's connection: no transaction begun
+                conn.connection.driver_connection.execute(f"PRAGMA busy_timeout = {min(ms, 1000)}")
+            tx = conn.begin()
+            try:
+                if ms is not None and backend == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, ms // 2)}")
+                conn.execute(insert(t.quarantine).values(
+                    topic="(probe)", partition=-1, offset=-1, reason="probe", detail="", raw="",
+                    value_sha256="", stored_at=utcnow()))
+            except Exception as exc:
+                if ms is None or not _only_busy(exc):
+                    raise
+            finally:
+                tx.rollback()
+                if ms is not None and backend == "sqlite":
+                    conn.connection.driver_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
     def _write(self, items: Sequence[Any], opts: tuple[int, float, int | None]) -> IngestResult:
         """One transaction: quarantine rows, labels, then samples (per pair, window applied)."""
@@ -288,7 +306,7 @@ class Store:
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.quarantine).order_by(t.quarantine.c.id.desc()).limit(limit))
-            return [dict(r._mapping) for r in rows]
+            return [utc_dict(r) for r in rows]
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, pair: str, trigger: str, record: dict[str, Any]) -> int:
@@ -395,8 +413,8 @@ class Store:
             row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
             if row is None:
                 return None
-            run = _row(row)
-            run["results"] = [_row(r) for r in conn.execute(
+            run = utc_dict(row)
+            run["results"] = [utc_dict(r) for r in conn.execute(
                 select(t.check_results).where(t.check_results.c.run_id == run_id).order_by(t.check_results.c.id))]
             return run
 
@@ -405,7 +423,7 @@ class Store:
             q = select(t.runs).order_by(t.runs.c.id.desc()).limit(limit)
             if pair:
                 q = q.where(t.runs.c.pair == pair)
-            return [_row(r) for r in conn.execute(q)]
+            return [utc_dict(r) for r in conn.execute(q)]
 
     # -- schedules -------------------------------------------------------------------------------
     def sync_schedules(self, intervals: dict[str, float], now: dt.datetime | None = None
@@ -524,14 +542,6 @@ def _lock_running(conn: Connection, run_id: int) -> bool:
                         .values(status="running")).rowcount == 1
 
 
-def _row(row: Any) -> dict[str, Any]:
-    d = dict(row._mapping)
-    for k, v in d.items():
-        if isinstance(v, dt.datetime):
-            d[k] = as_utc(v)
-    return d
-
-
 def _chunks(seq: list[Any], n: int) -> Iterator[list[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -641,7 +651,7 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
             res.duplicates += 1
             continue
         seen.add(s.msg_id)
-        if s.sample_key >= rate:
+        if not in_sample(s.sample_key, rate):
             res.not_sampled += 1
             continue
         stratum = fit_stratum(s.stratum)
@@ -662,7 +672,15 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
             label=s.label, extra=s.extra, stored_at=now, stratum=stratum))
         pending[stratum] = pending.get(stratum, 0) + 1
         res.stored += 1
-        res.stored_by_pair[pair] = res.stored_by_pair.get(pair, 0) + 1
+
+
+def _only_busy(exc: BaseException) -> bool:
+    """A write that waited for a lock past its bound (PostgreSQL lock_not_available, SQLite
+    "database is locked"): the store is writable, just busy."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.OperationalError):
+        return "locked" in str(orig)
+    return getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -671,7 +689,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # write locks the scheduler thread and the consumer take in turn.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

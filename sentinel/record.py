@@ -1,0 +1,52 @@
+"""The reproducibility record of a run: what it is enough to know to run it again (model hashes,
+config hash, seeds, sampling settings, checks and suites, package versions, host) and which
+samples it used. The revalidation adds, as it learns them, the reference window, the
+performance measurement and the duration (sentinel/revalidation.py).
+
+Duck-typed on purpose (a :class:`sentinel.config.Config`, a loaded pair): this module sits
+beside the flow and imports none of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+from importlib import metadata as importlib_metadata
+from typing import Any, Sequence
+
+PACKAGES = ("sentinel-ml", "torch", "onnxruntime", "numpy", "scipy", "evidently", "sqlalchemy", "kafka-python")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_record(cfg: Any, loaded: Any, trigger: str) -> dict[str, Any]:
+    """The record a run of ``loaded`` (a sentinel.revalidation.LoadedPair) starts with."""
+    return {"pair": loaded.name, "trigger": trigger, "models": loaded.hashes,
+            "config_hash": cfg.config_hash(), "config_source": cfg.source,
+            "seeds": {"sampling": cfg.sampling.seed, "revalidation": cfg.revalidation.seed},
+            "sampling": {"rate": cfg.sampling.rate, "window": cfg.sampling.window},
+            "checks": [{"name": c.name, "type": type(c).__name__} for c in loaded.checks],
+            "suites": loaded.suites,
+            "packages": package_versions(), "host": platform.node(), "machine": platform.machine()}
+
+
+def sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, Any]:
+    """What a run used, enough to reproduce it: ``source`` (where the samples came from), the
+    ids (hashed), count, and per-partition offsets."""
+    ids = sorted(str(s.msg_id) for s in samples)
+    offsets: dict[str, dict[str, int]] = {}
+    for s in samples:
+        if getattr(s, "topic", None) is None:
+            continue
+        key = f"{s.topic}/{s.partition}"
+        o = offsets.setdefault(key, {"min": s.offset, "max": s.offset, "count": 0})
+        o["min"], o["max"], o["count"] = min(o["min"], s.offset), max(o["max"], s.offset), o["count"] + 1
+    return {**source, "count": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+            "offsets": offsets}
