@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
-from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, one_line, open_store,
+from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, one_line,
                                  raw_text, value_sha256)
 
 log = logging.getLogger("sentinel.daemon")
