@@ -23,8 +23,6 @@ from typing import Any, Callable
 from .config import Config, read_secret, register_secrets
 from .errors import MessageError, SentinelError
 from .messages import PairShape, decode_label, decode_traffic
-from .app import App, build
-from .metrics import Metrics
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
@@ -84,12 +82,12 @@ def _quarantined(r: Any, reason: str, detail: str) -> QuarantineIn:
 
 
 class Daemon:
-    def __init__(self, cfg: Config | App, *, metrics: Metrics | None = None, install_signals: bool = True,
+    def __init__(self, app: Any, *, install_signals: bool = True,
                  source_factory: Callable[[Config], Any] | None = None, serve_api: bool | None = None,
                  on_run: Callable[[Any], None] | None = None):
-        """``cfg``: an ``App`` (sentinel/app.py), or a ``Config`` to build one from (with ``metrics``);
-        ``start`` resolves it."""
-        self.app = cfg if isinstance(cfg, App) else build(cfg, metrics=metrics or Metrics(), load_models=False)
+        """``app``: the ``App`` to run (``sentinel.app.build(cfg)``); ``start`` resolves it. The daemon
+        does not build its object graph: whoever starts it (the CLI, the demo, a test) does, once."""
+        self.app = app
         cfg = self.cfg = self.app.cfg
         self.metrics = self.app.metrics
         self.install_signals = install_signals

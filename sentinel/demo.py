@@ -138,6 +138,7 @@ def _start_broker_and_receiver(out: Path, t0: float) -> tuple[Any, ThreadingHTTP
 
 def _start_daemon(cfg: Any, t0: float, runs: list[Any]) -> tuple[Any, threading.Thread] | None:
     """The daemon in a thread, each run's outcome appended to ``runs``; None if it failed to start."""
+    from .app import build
     from .daemon import Daemon
 
     def on_run(outcome: Any) -> None:
@@ -146,7 +147,7 @@ def _start_daemon(cfg: Any, t0: float, runs: list[Any]) -> tuple[Any, threading.
         detail = f"flip rate {flips.value:.3f}" if flips is not None and flips.value is not None else ""
         _say(t0, f"revalidation run {outcome.run_id}: {outcome.status.upper()} on {outcome.n_samples} samples {detail}")
 
-    daemon = Daemon(cfg, install_signals=False, on_run=on_run)
+    daemon = Daemon(build(cfg, load_models=False), install_signals=False, on_run=on_run)
     _say(t0, "loading the example pair (torch baseline, int8 ONNX candidate) and starting the daemon")
     dthread = threading.Thread(target=daemon.run, name="sentinel-daemon", daemon=True)
     dthread.start()
