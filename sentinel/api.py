@@ -12,10 +12,11 @@ make the daemon hold more than that in memory. Ids outside the id columns' range
 """
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -200,13 +201,26 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("internal", "internal error; the daemon's log has the details"), status_code=500)
 
 
-def create_app(daemon: Any) -> FastAPI:
-    """The API: the routes behind ``RequestGuard`` (added as the outermost app middleware, so it
-    runs before routing and before any body is read)."""
-    cfg = daemon.cfg
-    app = FastAPI(title="Sentinel", version="1", docs_url="/docs", redoc_url=None,
+class Control(Protocol):
+    """What the API needs of the process serving it, beyond the ``App`` (sentinel/app.py): the
+    daemon (``sentinel.daemon.Daemon``) is one. ``health`` is None until the daemon built it."""
+    state: Any                 # an enum whose .value is starting/started/stopping/stopped
+    health: Any                # sentinel.health.Health (``report()`` is what /readyz serves) or None
+
+    def next_run_times(self) -> dict[str, dt.datetime | None]: ...
+
+    def revalidate(self, pair: str, trigger: str = "manual") -> Any: ...
+
+
+def create_app(app: Any, control: Control | None = None) -> FastAPI:
+    """The API over ``app`` (a ``sentinel.app.App``: cfg, store, pairs, incidents, metrics) and
+    ``control`` (the running daemon; default: ``app`` itself, for stand-ins that carry both): the
+    routes behind ``RequestGuard`` (added as the outermost app middleware, so it runs before
+    routing and before any body is read)."""
+    cfg = app.cfg
+    api = FastAPI(title="Sentinel", version="1", docs_url="/docs", redoc_url=None,
                   dependencies=[Depends(ids_in_range)])
-    _install_error_handlers(app)
+    _install_error_handlers(api)
 
     def token() -> str | None:
         value = read_secret(cfg.api.token_env, cfg.api.token_file)
@@ -214,90 +228,90 @@ def create_app(daemon: Any) -> FastAPI:
         return value
 
     token()
-    _routes(app, daemon)
-    app.add_middleware(RequestGuard, token=token, token_hint=f"{cfg.api.token_env} or api.token_file",
+    _routes(api, app, app if control is None else control)
+    api.add_middleware(RequestGuard, token=token, token_hint=f"{cfg.api.token_env} or api.token_file",
                        public_reads=cfg.api.public_reads,
                        # stand-in configs (tests, embedders) without the key get the documented default
                        max_body_bytes=getattr(cfg.api, "max_body_bytes", ApiConfig.model_fields["max_body_bytes"].default))
-    return app
+    return api
 
 
 def _actor(req: Request) -> str:
     return req.headers.get("x-sentinel-actor", "api")
 
 
-def _routes(app: FastAPI, daemon: Any) -> None:
-    _health_routes(app, daemon)
-    _run_routes(app, daemon)
-    _incident_routes(app, daemon)
-    _silence_routes(app, daemon)
+def _routes(api: FastAPI, app: Any, control: Control) -> None:
+    _health_routes(api, app, control)
+    _run_routes(api, app, control)
+    _incident_routes(api, app)
+    _silence_routes(api, app)
 
 
-def _health_routes(app: FastAPI, daemon: Any) -> None:
-    @app.get("/healthz")
+def _health_routes(api: FastAPI, app: Any, control: Control) -> None:
+    @api.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "state": daemon.state.value}
+        return {"status": "ok", "state": control.state.value}
 
-    @app.get("/readyz")
+    @api.get("/readyz")
     def readyz() -> JSONResponse:
         """503 naming each failing part with its reason (sentinel/health.py); /healthz is liveness."""
-        health = getattr(daemon, "health", None)
+        health = getattr(control, "health", None)
         if health is None:   # before start() built it
-            body = {"ready": False, "problems": [f"daemon: {daemon.state.value}"],
-                    "parts": {"daemon": {"ok": False, "reason": f"the daemon is {daemon.state.value}"}}}
+            body = {"ready": False, "problems": [f"daemon: {control.state.value}"],
+                    "parts": {"daemon": {"ok": False, "reason": f"the daemon is {control.state.value}"}}}
         else:
             body = health.report()
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @app.get("/metrics")
+    @api.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(daemon.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _run_routes(app: FastAPI, daemon: Any) -> None:
-    cfg = daemon.cfg
+def _run_routes(api: FastAPI, app: Any, control: Control) -> None:
+    cfg = app.cfg
 
-    @app.get("/api/v1/pairs")
+    @api.get("/api/v1/pairs")
     def pairs(req: Request) -> dict[str, Any]:
-        nxt = daemon.next_run_times()
+        nxt = control.next_run_times()
         return {"pairs": [{"name": name, "classes": p.classes, "critical_classes": p.critical_classes,
-                           "models": p.hashes, "pending_samples": daemon.store.pending_count(name),
+                           "models": p.hashes, "pending_samples": app.store.pending_count(name),
                            "next_run": nxt.get(name).isoformat() if nxt.get(name) else None}
-                          for name, p in daemon.pairs.items()]}
+                          for name, p in app.pairs.items()]}
 
-    @app.get("/api/v1/runs")
+    @api.get("/api/v1/runs")
     def runs(req: Request, pair: str | None = None, limit: int = 50) -> dict[str, Any]:
-        return {"runs": daemon.store.list_runs(pair=pair, limit=max(1, min(limit, 1000)))}
+        return {"runs": app.store.list_runs(pair=pair, limit=max(1, min(limit, 1000)))}
 
-    @app.get("/api/v1/runs/{run_id}")
+    @api.get("/api/v1/runs/{run_id}")
     def run(req: Request, run_id: int) -> dict[str, Any]:
-        r = daemon.store.get_run(run_id)
+        r = app.store.get_run(run_id)
         if r is None:
             raise NotFoundError("run", run_id)
         return r
 
-    @app.get("/api/v1/runs/{run_id}/report")
+    @api.get("/api/v1/runs/{run_id}/report")
     def report(req: Request, run_id: int) -> FileResponse:
-        r = daemon.store.get_run(run_id)
+        r = app.store.get_run(run_id)
         if r is None:
             raise NotFoundError("run", run_id)
         if not r.get("report_path") or not Path(r["report_path"]).exists():
             raise ApiError(404, "not_found", f"run {run_id} has no report file")
         return FileResponse(r["report_path"], media_type="text/html")
 
-    @app.post("/api/v1/runs")
+    @api.post("/api/v1/runs")
     def revalidate(req: Request, pair: str | None = None) -> JSONResponse:
-        names = [pair] if pair else sorted(daemon.pairs)
-        unknown = [n for n in names if n not in daemon.pairs]
+        names = [pair] if pair else sorted(app.pairs)
+        unknown = [n for n in names if n not in app.pairs]
         if unknown:
-            raise ApiError(404, "not_found", f"no pair {unknown[0]!r}; pairs are {sorted(daemon.pairs)}")
+            raise ApiError(404, "not_found", f"no pair {unknown[0]!r}; pairs are {sorted(app.pairs)}")
         out = []
         for name in names:
-            o = daemon.revalidate(name, trigger="api")
+            o = control.revalidate(name, trigger="api")
             out.append({"pair": name, "run_id": o.run_id if o else None, "status": o.status if o else "skipped"})
         return JSONResponse({"runs": out}, status_code=201)
 
-    @app.post("/api/v1/runs/{run_id}/accept")
+    @api.post("/api/v1/runs/{run_id}/accept")
     def accept(req: Request, run_id: int, body: Any = Body(None)) -> dict[str, Any]:
         """{"reason": "..."}: accept the run's performance as the new normal (docs/performance.md)."""
         from .perf.accepted import accept_run, kept_models
@@ -306,19 +320,19 @@ def _run_routes(app: FastAPI, daemon: Any) -> None:
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"reason": "..."}')
         kept = kept_models(cfg)
         try:
-            return accept_run(daemon.store, run_id, actor=_actor(req), reason=body["reason"], kept=kept)
+            return accept_run(app.store, run_id, actor=_actor(req), reason=body["reason"], kept=kept)
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
 
 
-def _incident_routes(app: FastAPI, daemon: Any) -> None:
-    @app.get("/api/v1/incidents")
+def _incident_routes(api: FastAPI, app: Any) -> None:
+    @api.get("/api/v1/incidents")
     def incidents(req: Request, state: str | None = None, pair: str | None = None, limit: int = 100) -> dict[str, Any]:
-        return {"incidents": daemon.incidents.list(state=state, pair=pair, limit=max(1, min(limit, 1000)))}
+        return {"incidents": app.incidents.list(state=state, pair=pair, limit=max(1, min(limit, 1000)))}
 
-    @app.get("/api/v1/incidents/{incident_id}")
+    @api.get("/api/v1/incidents/{incident_id}")
     def incident(req: Request, incident_id: int) -> dict[str, Any]:
-        return daemon.incidents.get(incident_id)
+        return app.incidents.get(incident_id)
 
     def note_of(body: Any) -> str | None:
         if body is None:
@@ -327,25 +341,25 @@ def _incident_routes(app: FastAPI, daemon: Any) -> None:
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"note": "..."}')
         return body.get("note") or None
 
-    @app.post("/api/v1/incidents/{incident_id}/ack")
+    @api.post("/api/v1/incidents/{incident_id}/ack")
     def ack(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
-        daemon.incidents.ack(incident_id, _actor(req), note=note_of(body))
-        return daemon.incidents.get(incident_id)
+        app.incidents.ack(incident_id, _actor(req), note=note_of(body))
+        return app.incidents.get(incident_id)
 
-    @app.post("/api/v1/incidents/{incident_id}/resolve")
+    @api.post("/api/v1/incidents/{incident_id}/resolve")
     def resolve(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
-        daemon.incidents.resolve(incident_id, _actor(req), note=note_of(body))
-        return daemon.incidents.get(incident_id)
+        app.incidents.resolve(incident_id, _actor(req), note=note_of(body))
+        return app.incidents.get(incident_id)
 
 
-def _silence_routes(app: FastAPI, daemon: Any) -> None:
+def _silence_routes(api: FastAPI, app: Any) -> None:
     # Silences: {"matchers": ["pair=triage", "check=~decision_.*"], "duration": "2h", "author": "alice",
     # "reason": "retraining"}; the author defaults to the X-Sentinel-Actor header.
-    @app.get("/api/v1/silences")
+    @api.get("/api/v1/silences")
     def silences(req: Request, all: bool = False) -> dict[str, Any]:  # noqa: A002 - the query parameter's name
-        return {"silences": daemon.incidents.silences(active_only=not all)}
+        return {"silences": app.incidents.silences(active_only=not all)}
 
-    @app.post("/api/v1/silences")
+    @api.post("/api/v1/silences")
     def silence(req: Request, body: Any = Body(None)) -> JSONResponse:
         from .durations import parse_duration
         from .incidents.matchers import parse_matcher
@@ -361,12 +375,12 @@ def _silence_routes(app: FastAPI, daemon: Any) -> None:
                 raise ValueError("matchers must be a list of strings like \"pair=triage\"")
             matchers = [parse_matcher(str(m)) for m in raw]
             duration = parse_duration(body.get("duration")) if body.get("duration") is not None else None
-            created = daemon.incidents.add_silence(matchers, author=str(body.get("author") or _actor(req)),
+            created = app.incidents.add_silence(matchers, author=str(body.get("author") or _actor(req)),
                                                    reason=str(body.get("reason") or ""), duration=duration)
         except ValueError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         return JSONResponse(jsonable(created), status_code=201)
 
-    @app.delete("/api/v1/silences/{silence_id}")
+    @api.delete("/api/v1/silences/{silence_id}")
     def expire(req: Request, silence_id: int) -> dict[str, Any]:
-        return daemon.incidents.expire_silence(silence_id, _actor(req))
+        return app.incidents.expire_silence(silence_id, _actor(req))

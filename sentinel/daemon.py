@@ -23,12 +23,10 @@ from typing import Any, Callable
 from .config import Config, register_secrets
 from .errors import MessageError, SentinelError
 from .messages import PairShape, decode_label, decode_traffic
-from .metrics import Metrics
 from .perf.memory import kill_children_now, terminate_children
-from .reports import write_run_report
-from .revalidation import LoadedPair, Revalidator, load_pair, resolve_report_dir
+from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
-from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, one_line, open_store,
+from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, one_line,
                                  raw_text, value_sha256)
 
 log = logging.getLogger("sentinel.daemon")
@@ -84,11 +82,14 @@ def _quarantined(r: Any, reason: str, detail: str) -> QuarantineIn:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, *, metrics: Metrics | None = None, install_signals: bool = True,
+    def __init__(self, app: Any, *, install_signals: bool = True,
                  source_factory: Callable[[Config], Any] | None = None, serve_api: bool | None = None,
                  on_run: Callable[[Any], None] | None = None):
-        self.cfg = cfg
-        self.metrics = metrics or Metrics()
+        """``app``: the ``App`` to run (``sentinel.app.build(cfg)``); ``start`` resolves it. The daemon
+        does not build its object graph: whoever starts it (the CLI, the demo, a test) does, once."""
+        self.app = app
+        cfg = self.cfg = self.app.cfg
+        self.metrics = self.app.metrics
         self.install_signals = install_signals
         self.source_factory = source_factory
         self.serve_api = cfg.api.enabled if serve_api is None else serve_api
@@ -117,35 +118,20 @@ class Daemon:
         self._api_server: Any = None
         self._signals = 0
         self._forced = False              # a second signal: shutdown skips its waits
-        self._cancel = threading.Event()  # set when the revalidation in progress is given up
+        self._cancel = self.app.cancel    # set when the revalidation in progress is given up
         self.sampler = Sampler(cfg.sampling.rate, cfg.sampling.window, cfg.sampling.seed,
                                tuple(cfg.sampling.stratify_by))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        from .incidents.engine import IncidentEngine
-        from .incidents.escalation import load_policies
-        from .notifiers.base import build_notifiers
-        from .notifiers.outbox import OutboxDispatcher
-
         cfg = self.cfg
         register_secrets(cfg)   # every configured secret is masked in every log line from here on
         log.info("starting", extra={"config": cfg.source, "pairs": sorted(cfg.pairs)})
         # config problems first (notifiers, escalation policies): fail fast, before loading models
-        notifiers = build_notifiers(cfg)
-        policies = load_policies(cfg.escalation, base_dir=cfg.base_dir, targets=notifiers, source=cfg.source)
-        self.pairs = {name: load_pair(cfg, name) for name in cfg.pairs}
-        self.store = open_store(cfg.store.url, echo=cfg.store.echo)
+        app = self.app.load()
+        self.pairs, self.store = app.pairs, app.store
         self._recover_abandoned_runs()
-        self.incidents = IncidentEngine.from_config(cfg, self.store, policies=policies)
-        self.dispatcher = OutboxDispatcher(
-            self.store, notifiers, max_attempts={n: c.max_attempts for n, c in cfg.notifiers.items()},
-            backoff_seconds=min((c.backoff_seconds for c in cfg.notifiers.values()), default=1.0),
-            on_outcome=lambda target, outcome: self.metrics.notifications.labels(target, outcome).inc())
-        reports = resolve_report_dir(cfg)
-        self.revalidator = Revalidator(cfg, self.store, self.pairs, incidents=self.incidents, metrics=self.metrics,
-                                       report_writer=lambda run, loaded, data=None: write_run_report(run, reports, data),
-                                       cancel=self._cancel)
+        self.incidents, self.dispatcher, self.revalidator = app.incidents, app.dispatcher, app.revalidator
         self._start_scheduler()
         self.source = self.source_factory(cfg) if self.source_factory else self._kafka_source()
         self.source.start()
@@ -468,7 +454,7 @@ class Daemon:
         self.api_port = sock.getsockname()[1]
         # log_config=None: uvicorn's loggers propagate to Sentinel's handler (JSON, secrets
         # scrubbed) instead of printing plain-text tracebacks among the JSON lines
-        config = uvicorn.Config(create_app(self), log_level="warning", lifespan="off", access_log=False,
+        config = uvicorn.Config(create_app(self.app, self), log_level="warning", lifespan="off", access_log=False,
                                 log_config=None)
         self._api_server = uvicorn.Server(config)
         self._spawn(lambda: self._api_server.run(sockets=[sock]), "api")

@@ -72,18 +72,57 @@ def _say(t0: float, msg: str) -> None:
 
 
 def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7) -> int:
-    from .printing import print_incident, print_results
     from .config import parse_config
-    from .daemon import Daemon
-    from .examples.traffic import drifted_traffic, ordinary_traffic
     from .logs import setup_logging
     from .sources.kafka import make_producer
-    from .testing.broker import TansuBroker
 
     t0 = time.monotonic()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    broker, receiver, webhook = _start_broker_and_receiver(out, t0)
+    cfg = parse_config(demo_config(out, broker.bootstrap, webhook, seed), source="<demo>", base_dir=out)
+    (out / "sentinel.yaml").write_text(_yaml(demo_config(out, broker.bootstrap, webhook, seed)))
+    setup_logging(cfg.logging.level, cfg.logging.format)
+
+    runs: list[Any] = []
+    started = _start_daemon(cfg, t0, runs)
+    if started is None:
+        broker.stop()
+        return 1
+    daemon, dthread = started
+    producer = make_producer([broker.bootstrap])
+    stop = threading.Event()
+    produced = {"n": 0, "bad": 0, "phase": "ordinary"}
+    pthread = threading.Thread(target=_produce, args=(producer, np.random.default_rng(seed), stop, produced, t0),
+                               name="demo-producer", daemon=True)
+    pthread.start()
+    _say(t0, f"producing ~{RATE} messages/s of ordinary traffic for {PHASE_SECONDS:.0f}s, then drifted traffic")
+
+    code = 1
+    try:
+        incident = _wait_for_incident(daemon, runs, produced, t0, max_seconds)
+        stop.set()
+        if incident is None:
+            _say(t0, f"no incident within {max_seconds:.0f}s: the demo did not show what it should")
+        else:
+            code = 0
+            _show_incident(incident, runs, daemon, out)
+    finally:
+        stop.set()
+        daemon.stop()
+        dthread.join(timeout=15)
+        producer.close(timeout=2)
+        receiver.shutdown()
+        broker.stop()
+        _say(t0, "demo finished")
+    return code
+
+
+def _start_broker_and_receiver(out: Path, t0: float) -> tuple[Any, ThreadingHTTPServer, str]:
+    """A local Tansu broker with the demo's topics, and a webhook receiver recording deliveries."""
+    from .testing.broker import TansuBroker
+
     _say(t0, "starting a local Kafka-compatible broker (Tansu)")
     broker = TansuBroker(log_path=out / "broker.log")
     broker.start()
@@ -94,12 +133,13 @@ def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7) -> int:
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     webhook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     _say(t0, f"broker at {broker.bootstrap}; webhook receiver at {webhook}")
+    return broker, receiver, webhook
 
-    cfg = parse_config(demo_config(out, broker.bootstrap, webhook, seed), source="<demo>", base_dir=out)
-    (out / "sentinel.yaml").write_text(_yaml(demo_config(out, broker.bootstrap, webhook, seed)))
-    setup_logging(cfg.logging.level, cfg.logging.format)
 
-    runs: list[Any] = []
+def _start_daemon(cfg: Any, t0: float, runs: list[Any]) -> tuple[Any, threading.Thread] | None:
+    """The daemon in a thread, each run's outcome appended to ``runs``; None if it failed to start."""
+    from .app import build
+    from .daemon import Daemon
 
     def on_run(outcome: Any) -> None:
         runs.append(outcome)
@@ -107,7 +147,7 @@ def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7) -> int:
         detail = f"flip rate {flips.value:.3f}" if flips is not None and flips.value is not None else ""
         _say(t0, f"revalidation run {outcome.run_id}: {outcome.status.upper()} on {outcome.n_samples} samples {detail}")
 
-    daemon = Daemon(cfg, install_signals=False, on_run=on_run)
+    daemon = Daemon(build(cfg, load_models=False), install_signals=False, on_run=on_run)
     _say(t0, "loading the example pair (torch baseline, int8 ONNX candidate) and starting the daemon")
     dthread = threading.Thread(target=daemon.run, name="sentinel-daemon", daemon=True)
     dthread.start()
@@ -115,93 +155,81 @@ def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7) -> int:
         time.sleep(0.1)
     if not dthread.is_alive():
         _say(t0, "the daemon failed to start (see log above)")
-        broker.stop()
-        return 1
+        return None
     _say(t0, f"daemon started; API on http://127.0.0.1:{daemon.api_port} ; revalidating every {REVALIDATE_EVERY:.0f}s")
+    return daemon, dthread
 
-    producer = make_producer([broker.bootstrap])
-    rng = np.random.default_rng(seed)
-    stop = threading.Event()
-    produced = {"n": 0, "bad": 0, "phase": "ordinary"}
 
-    def produce() -> None:
-        i = 0
-        start = time.monotonic()
-        while not stop.is_set():
-            drift = time.monotonic() - start >= PHASE_SECONDS
-            if drift and produced["phase"] == "ordinary":
-                produced["phase"] = "drifted"
-                _say(t0, ">>> injecting drift: traffic moves near the decision boundary, "
-                         "where the int8 candidate disagrees with the baseline")
-            x, y = (drifted_traffic if drift else ordinary_traffic)(rng, RATE // 5)
-            for row, label in zip(x, y):
-                i += 1
-                msg = {"id": f"req-{i}", "inputs": [round(float(v), 6) for v in row],
-                       "attributes": {"region": "eu" if i % 3 else "us"}}
-                producer.send("traffic", key=msg["id"].encode(), value=json.dumps(msg).encode())
-                if i % 4 == 0:   # ground truth arrives later for some requests
-                    producer.send("traffic-labels", value=json.dumps({"id": msg["id"], "label": int(label)}).encode())
-                produced["n"] += 1
-            if i % 500 < RATE // 5:   # now and then a malformed message: quarantined, never fatal
-                producer.send("traffic", value=b'{"id": "broken", "inputs": [1, 2]}')
-                producer.send("traffic", value=b"not json at all")
-                produced["bad"] += 2
-            producer.flush()
-            stop.wait(0.2)
+def _produce(producer: Any, rng: np.random.Generator, stop: threading.Event, produced: dict[str, Any],
+             t0: float) -> None:
+    """Ordinary traffic for PHASE_SECONDS, then drifted traffic, labels for some, malformed now and then."""
+    from .examples.traffic import drifted_traffic, ordinary_traffic
 
-    pthread = threading.Thread(target=produce, name="demo-producer", daemon=True)
-    pthread.start()
-    _say(t0, f"producing ~{RATE} messages/s of ordinary traffic for {PHASE_SECONDS:.0f}s, then drifted traffic")
+    i = 0
+    start = time.monotonic()
+    while not stop.is_set():
+        drift = time.monotonic() - start >= PHASE_SECONDS
+        if drift and produced["phase"] == "ordinary":
+            produced["phase"] = "drifted"
+            _say(t0, ">>> injecting drift: traffic moves near the decision boundary, "
+                     "where the int8 candidate disagrees with the baseline")
+        x, y = (drifted_traffic if drift else ordinary_traffic)(rng, RATE // 5)
+        for row, label in zip(x, y):
+            i += 1
+            msg = {"id": f"req-{i}", "inputs": [round(float(v), 6) for v in row],
+                   "attributes": {"region": "eu" if i % 3 else "us"}}
+            producer.send("traffic", key=msg["id"].encode(), value=json.dumps(msg).encode())
+            if i % 4 == 0:   # ground truth arrives later for some requests
+                producer.send("traffic-labels", value=json.dumps({"id": msg["id"], "label": int(label)}).encode())
+            produced["n"] += 1
+        if i % 500 < RATE // 5:   # now and then a malformed message: quarantined, never fatal
+            producer.send("traffic", value=b'{"id": "broken", "inputs": [1, 2]}')
+            producer.send("traffic", value=b"not json at all")
+            produced["bad"] += 2
+        producer.flush()
+        stop.wait(0.2)
 
-    incident = None
+
+def _wait_for_incident(daemon: Any, runs: list[Any], produced: dict[str, Any], t0: float,
+                       max_seconds: float) -> dict[str, Any] | None:
+    """Progress every 5 s until an incident is open and its webhook arrived (or time is up)."""
     last = 0.0
-    code = 1
-    try:
-        while time.monotonic() - t0 < max_seconds:
-            time.sleep(0.5)
-            if time.monotonic() - last >= 5:
-                last = time.monotonic()
-                m = daemon.metrics
-                _say(t0, f"produced {produced['n']} (+{produced['bad']} malformed, phase {produced['phase']}); "
-                         f"consumed {int(m.messages_consumed._value.get())}, stored {int(m.samples_stored._value.get())}, "
-                         f"quarantined {int(sum(c._value.get() for c in m.messages_quarantined._metrics.values()))}; "
-                         f"runs {len(runs)}")
-            opened = daemon.incidents.list(state="open") if daemon.incidents else []
-            if opened and any(r.get("body", {}).get("event") == "opened" for r in _Receiver.received):
-                incident = daemon.incidents.get(opened[-1]["id"])
-                break
-        stop.set()
-        if incident is None:
-            _say(t0, f"no incident within {max_seconds:.0f}s: the demo did not show what it should")
-        else:
-            code = 0
-            run = next((r for r in runs if r.run_id == incident["last_run_id"]), runs[-1] if runs else None)
-            print()
-            print("=" * 78)
-            print("INCIDENT OPENED")
-            print("=" * 78)
-            print_incident(incident)
-            if run is not None:
-                print()
-                print_results(run)
-            print()
-            print(f"webhook deliveries received: {len(_Receiver.received)} "
-                  f"(event {_Receiver.received[0]['body'].get('event')!r}, idempotency key "
-                  f"{_Receiver.received[0]['headers'].get('Idempotency-Key')})")
-            report = incident.get("evidence", {}).get("report") or (run.report_path if run else None)
-            print(f"report: {report}")
-            print(f"report over HTTP: http://127.0.0.1:{daemon.api_port}/api/v1/runs/{incident['last_run_id']}/report")
-            print(f"config used: {out / 'sentinel.yaml'}  ·  database: {out / 'sentinel.db'}")
-            print(f"try: sentinel incidents list --config {out / 'sentinel.yaml'}")
-    finally:
-        stop.set()
-        daemon.stop()
-        dthread.join(timeout=15)
-        producer.close(timeout=2)
-        receiver.shutdown()
-        broker.stop()
-        _say(t0, "demo finished")
-    return code
+    while time.monotonic() - t0 < max_seconds:
+        time.sleep(0.5)
+        if time.monotonic() - last >= 5:
+            last = time.monotonic()
+            m = daemon.metrics
+            _say(t0, f"produced {produced['n']} (+{produced['bad']} malformed, phase {produced['phase']}); "
+                     f"consumed {int(m.messages_consumed._value.get())}, stored {int(m.samples_stored._value.get())}, "
+                     f"quarantined {int(sum(c._value.get() for c in m.messages_quarantined._metrics.values()))}; "
+                     f"runs {len(runs)}")
+        opened = daemon.incidents.list(state="open") if daemon.incidents else []
+        if opened and any(r.get("body", {}).get("event") == "opened" for r in _Receiver.received):
+            return daemon.incidents.get(opened[-1]["id"])
+    return None
+
+
+def _show_incident(incident: dict[str, Any], runs: list[Any], daemon: Any, out: Path) -> None:
+    from .printing import print_incident, print_results
+
+    run = next((r for r in runs if r.run_id == incident["last_run_id"]), runs[-1] if runs else None)
+    print()
+    print("=" * 78)
+    print("INCIDENT OPENED")
+    print("=" * 78)
+    print_incident(incident)
+    if run is not None:
+        print()
+        print_results(run)
+    print()
+    print(f"webhook deliveries received: {len(_Receiver.received)} "
+          f"(event {_Receiver.received[0]['body'].get('event')!r}, idempotency key "
+          f"{_Receiver.received[0]['headers'].get('Idempotency-Key')})")
+    report = incident.get("evidence", {}).get("report") or (run.report_path if run else None)
+    print(f"report: {report}")
+    print(f"report over HTTP: http://127.0.0.1:{daemon.api_port}/api/v1/runs/{incident['last_run_id']}/report")
+    print(f"config used: {out / 'sentinel.yaml'}  ·  database: {out / 'sentinel.db'}")
+    print(f"try: sentinel incidents list --config {out / 'sentinel.yaml'}")
 
 
 def _yaml(obj: Any) -> str:

@@ -152,6 +152,36 @@ def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
                     f"<td style='color:{colour};font-weight:bold'>{_e(r['status'])}</td><td>{value}</td>"
                     f"<td>{'' if r['warn'] is None else _e(r['warn'])}</td><td>{'' if r['fail'] is None else _e(r['fail'])}</td>"
                     f"<td>{r['n']}</td><td>{_p_adjusted(r)}</td><td>{_decided(r)}</td><td>{_e(r['message'])}</td></tr>")
+    sections = _evidence_sections(results)
+    perf = _perf_section(results)
+    if perf:
+        sections.append(perf)
+    summary = _attention(failing)
+    record = json.dumps(run.get("record", {}), indent=2, sort_keys=True, default=str)
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>Sentinel run {run['id']} ({_e(run['pair'])})</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}pre{{background:#f6f8fa;padding:1em;overflow:auto}}</style>
+</head><body>
+<h1>Sentinel run {run['id']}: pair {_e(run['pair'])}</h1>
+<p>Status: <b style="color:{STATUS_COLOURS.get(run['status'], '#000')}">{_e(run['status'])}</b> ·
+trigger {_e(run['trigger'])} · started {_e(run['started_at'])} · finished {_e(run.get('finished_at'))} ·
+{run['n_samples']} samples</p>
+<h2>What needs attention</h2>{summary}
+<h2>Per-slice table</h2>{_slice_table(results)}
+<h2>Check results</h2>
+<p>Statistical checks alarm only when a change is significant at their false-alarm rate after family-wise
+control (p_adj below) <i>and</i> at least their warn/fail level (the minimum effect size).</p>
+<table><tr><th>check</th><th>slice</th><th>status</th><th>value</th><th>warn</th><th>fail</th><th>n</th><th>p_adj</th><th>decided by</th><th>message</th></tr>
+{''.join(rows)}</table>
+{''.join(sections)}
+<h2>Reproducibility record</h2><pre>{_e(record)}</pre>
+{_evidently_section(evidently)}
+</body></html>"""
+
+
+def _evidence_sections(results: list[dict[str, Any]]) -> list[str]:
+    """The charts and tables each result's evidence carries (reliability, confidence, flips, latency)."""
     sections = []
     for r in results:
         ev = r.get("evidence") or {}
@@ -179,31 +209,7 @@ def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
                 for role in ("baseline", "candidate"))
             sections.append("<h3>Latency per call (ms)</h3><table><tr><th>role</th><th>p50</th><th>p95</th>"
                             f"<th>p99</th><th>calls</th></tr>{lrows}</table>")
-    perf = _perf_section(results)
-    if perf:
-        sections.append(perf)
-    summary = _attention(failing)
-    record = json.dumps(run.get("record", {}), indent=2, sort_keys=True, default=str)
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Sentinel run {run['id']} ({_e(run['pair'])})</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}pre{{background:#f6f8fa;padding:1em;overflow:auto}}</style>
-</head><body>
-<h1>Sentinel run {run['id']}: pair {_e(run['pair'])}</h1>
-<p>Status: <b style="color:{STATUS_COLOURS.get(run['status'], '#000')}">{_e(run['status'])}</b> ·
-trigger {_e(run['trigger'])} · started {_e(run['started_at'])} · finished {_e(run.get('finished_at'))} ·
-{run['n_samples']} samples</p>
-<h2>What needs attention</h2>{summary}
-<h2>Per-slice table</h2>{_slice_table(results)}
-<h2>Check results</h2>
-<p>Statistical checks alarm only when a change is significant at their false-alarm rate after family-wise
-control (p_adj below) <i>and</i> at least their warn/fail level (the minimum effect size).</p>
-<table><tr><th>check</th><th>slice</th><th>status</th><th>value</th><th>warn</th><th>fail</th><th>n</th><th>p_adj</th><th>decided by</th><th>message</th></tr>
-{''.join(rows)}</table>
-{''.join(sections)}
-<h2>Reproducibility record</h2><pre>{_e(record)}</pre>
-{_evidently_section(evidently)}
-</body></html>"""
+    return sections
 
 
 def _evidently_section(doc: str | None) -> str:

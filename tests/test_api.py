@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sentinel.config import load_config
+from sentinel.app import build
 from sentinel.daemon import Daemon
 from sentinel.examples.traffic import ordinary_traffic
 from sentinel.sources.kafka import make_producer
@@ -28,7 +29,7 @@ def live(tmp_path, broker, topic, monkeypatch):
     p.close()
     cfg = load_config(example_config(tmp_path, candidate="damaged.int8.onnx", bootstrap=broker.bootstrap, topic=topic,
                                      api={"enabled": True, "listen": "127.0.0.1:0"}))
-    d = Daemon(cfg, install_signals=False)
+    d = Daemon(build(cfg, load_models=False), install_signals=False)
     d.start()
     deadline = time.monotonic() + 60
     while d.store.pending_count("triage") < 300 and time.monotonic() < deadline:
@@ -125,7 +126,7 @@ def served(tmp_path, store_url, monkeypatch):  # noqa: F811
     saved = root.handlers[:], root.level
     buf = io.StringIO()
     setup_logging("INFO", "json", stream=buf)
-    d = Daemon(cfg, install_signals=False, source_factory=lambda c: IdleSource())
+    d = Daemon(build(cfg, load_models=False), install_signals=False, source_factory=lambda c: IdleSource())
     try:
         d.start()
         run_id = d.store.create_run("triage", "t", {})

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from sentinel.config import load_config
+from sentinel.app import build
 from sentinel.daemon import Daemon
 from sentinel.examples.traffic import ordinary_traffic
 from sentinel.sources.kafka import KafkaSource, make_producer
@@ -76,7 +77,7 @@ def test_every_message_is_stored_or_quarantined_and_offsets_committed(tmp_path, 
     kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "labels_topic": labels_topic,
              "group_id": f"g-{topic}", "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}
     cfg = load_config(example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, kafka=kafka))
-    d = Daemon(cfg, install_signals=False, serve_api=False)
+    d = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     d.start()
     try:
         deadline = time.monotonic() + 60
@@ -188,12 +189,12 @@ def test_sigterm_stops_within_ten_seconds(tmp_path, broker, topic):
 def test_schedule_survives_a_restart(tmp_path, broker, topic):
     cfg = load_config(example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic,
                                      revalidation={"interval_seconds": 3600}))
-    d = Daemon(cfg, install_signals=False, serve_api=False)
+    d = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     d.start()
     first = d.next_run_times()["triage"]
     d.shutdown()
     time.sleep(1.1)
-    d = Daemon(cfg, install_signals=False, serve_api=False)
+    d = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     d.start()
     try:
         # the stored job keeps its next run time; a naive re-add would push it an hour on

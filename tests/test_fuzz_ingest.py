@@ -237,7 +237,8 @@ def test_the_daemon_keeps_a_batch_while_postgresql_refuses_connections(tmp_path,
     from sqlalchemy.engine import make_url
 
     from sentinel.config import load_config
-    from sentinel.daemon import Daemon
+    from sentinel.app import build
+from sentinel.daemon import Daemon
     from sentinel.sources.kafka import make_producer
 
     from pairs import example_config
@@ -249,7 +250,7 @@ def test_the_daemon_keeps_a_batch_while_postgresql_refuses_connections(tmp_path,
     kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "group_id": f"g-{topic}",
              "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "poll_timeout_ms": 200}
     cfg = load_config(example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, kafka=kafka, store_url=url))
-    d = Daemon(cfg, install_signals=False, serve_api=False)
+    d = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     d.start()
     try:
         assert d.last_write_ok == 0.0 and d.write_error is None

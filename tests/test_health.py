@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from sentinel.config import load_config
+from sentinel.app import build
 from sentinel.daemon import Daemon
 from sentinel.examples.traffic import ordinary_traffic
 from sentinel.health import PROBE_TIMEOUT_SECONDS
@@ -44,7 +45,7 @@ def daemon(tmp_path, broker, topic, request):
     health = getattr(request, "param", {})
     cfg = load_config(example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, health=health,
                                      api={"enabled": True, "listen": "127.0.0.1:0"}))
-    d = Daemon(cfg, install_signals=False)
+    d = Daemon(build(cfg, load_models=False), install_signals=False)
     d.start()
     yield d
     d.shutdown()

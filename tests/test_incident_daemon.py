@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from sentinel.config import load_config
+from sentinel.app import build
 from sentinel.daemon import Daemon
 from sentinel.examples.traffic import ordinary_traffic
 from sentinel.sampling import Sampler
@@ -55,7 +56,7 @@ def test_daemon_opens_escalates_and_acks_an_incident(tmp_path, monkeypatch):
                                          "lead": {"type": "webhook", "url": rx.url + "/lead"}},
                               api={"enabled": True, "listen": "127.0.0.1:0"})
     cfg = load_config(cfg_path)
-    daemon = Daemon(cfg, install_signals=False, source_factory=lambda c: IdleSource())
+    daemon = Daemon(build(cfg, load_models=False), install_signals=False, source_factory=lambda c: IdleSource())
     daemon.start()
     try:
         x, _ = ordinary_traffic(np.random.default_rng(3), 400)

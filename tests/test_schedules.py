@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Column, Float, LargeBinary, MetaData, String, Table, create_engine, inspect, select
 
 from sentinel.config import load_config
+from sentinel.app import build
 from sentinel.daemon import Daemon
 from sentinel.storage import open_store
 from sentinel.storage.repository import MIGRATIONS, SampleIn, Store, make_engine
@@ -86,7 +87,7 @@ def test_migration_carries_next_run_times_over_without_unpickling(tmp_path, stor
 
     cfg = load_config(example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, store_url=store_url,
                                      revalidation={"interval_seconds": 3600}))
-    d = Daemon(cfg, install_signals=False, serve_api=False)
+    d = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     d.start()
     try:
         assert not marker.exists()

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from sentinel.config import load_config
+from sentinel.app import build
 from sentinel.daemon import Daemon
 from sentinel.examples.traffic import ordinary_traffic
 from sentinel.logs import JsonFormatter, setup_logging
@@ -266,7 +267,7 @@ def test_no_secret_leaves(level, tmp_path, broker, topic, store_with_password, v
     # leaves, and a consumer-group join that sometimes stalls on the shared test broker (0 records,
     # no assignment after 120 s, seen before this change too) must not decide it. The SASL password
     # is still read from its env var at start; test_sasl_failure_does_not_print_the_password sends it.
-    d = Daemon(load_config(cfg_path), install_signals=False, source_factory=lambda c: IdleSource())
+    d = Daemon(build(load_config(cfg_path), load_models=False), install_signals=False, source_factory=lambda c: IdleSource())
     responses, cli = [], []
     try:
         d.start()

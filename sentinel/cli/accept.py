@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..errors import StateError
-from .common import EXIT_OK, config_arg, load, open_store
+from .common import EXIT_OK, app_of, config_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +23,10 @@ def run(args: argparse.Namespace) -> int:
     (sentinel.perf.accepted.accept_run)."""
     from ..perf.accepted import accept_run, kept_models
 
-    cfg = load(args)
-    kept = kept_models(cfg)
+    app = app_of(args)
+    kept = kept_models(app.cfg)
     try:
-        out = accept_run(open_store(cfg), args.run_id, actor=args.actor, reason=args.reason, kept=kept)
+        out = accept_run(app.store, args.run_id, actor=args.actor, reason=args.reason, kept=kept)
     except ValueError as exc:
         raise StateError(str(exc)) from None
     by = out["accepted_by"] or {}

@@ -1,5 +1,5 @@
-"""What several commands share: exit codes, the ``--config`` option, and opening the store and
-the incident engine the way one-shot commands do."""
+"""What several commands share: exit codes, the ``--config`` option, and the ``App``
+(sentinel/app.py) a one-shot command works with."""
 from __future__ import annotations
 
 import argparse
@@ -19,23 +19,8 @@ def load(args: argparse.Namespace) -> Any:
     return load_config(args.config)
 
 
-def open_store(cfg: Any) -> Any:
-    from ..storage import open_store as _open
-    return _open(cfg.store.url, echo=cfg.store.echo)
-
-
-def incident_engine(cfg: Any, store: Any) -> Any:
-    from ..incidents.engine import IncidentEngine
-    return IncidentEngine.from_config(cfg, store)
-
-
-def deliver_outbox(cfg: Any, store: Any) -> None:
-    """One-shot commands deliver what they queued (the daemon retries anything left pending)."""
-    from ..notifiers.base import build_notifiers
-    from ..notifiers.outbox import OutboxDispatcher
-
-    if not cfg.notifiers:
-        return
-    notifiers = build_notifiers(cfg)
-    OutboxDispatcher(store, notifiers, max_attempts={n: c.max_attempts for n, c in cfg.notifiers.items()}
-                     ).dispatch_due()
+def app_of(args: argparse.Namespace, *, pairs: Any = None) -> Any:
+    """The ``App`` for ``--config``, every part resolved on first use (a command that only reads
+    incidents loads no model). ``pairs``: only these configured pairs."""
+    from ..app import build
+    return build(load(args), load_models=False, pairs=pairs)

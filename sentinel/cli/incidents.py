@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from ..errors import SentinelError
-from .common import EXIT_OK, config_arg, deliver_outbox, incident_engine, load, open_store
+from .common import EXIT_OK, app_of, config_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,9 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load(args)
-    store = open_store(cfg)
-    engine = incident_engine(cfg, store)
+    app = app_of(args)
+    engine = app.incidents
     if args.action == "list":
         return _list(engine, args)
     if args.action == "show":
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         engine.ack(args.id, args.actor, note=args.note)
     else:
         engine.resolve(args.id, args.actor, note=args.note)
-    deliver_outbox(cfg, store)
+    app.deliver_outbox()
     print(f"incident #{args.id}: {engine.get(args.id)['state']}")
     return EXIT_OK
 

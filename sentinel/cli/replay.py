@@ -5,7 +5,7 @@ import argparse
 
 from ..checks.perf import TIMING_TYPES
 from ..errors import ConfigError, NotFoundError
-from .common import EXIT_FAILED, EXIT_OK, config_arg, load, open_store
+from .common import EXIT_FAILED, EXIT_OK, app_of, config_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,19 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Re-evaluate a run's stored samples with the configured models; prints old vs new status and
     whether the model hashes and config hash still match the run's record."""
-    from ..revalidation import Revalidator, load_pair, run_samples
+    from ..revalidation import run_samples
 
-    cfg, run_id = load(args), args.run_id
-    store = open_store(cfg)
+    app, run_id = app_of(args), args.run_id
+    cfg, store = app.cfg, app.store
     run = store.get_run(run_id)
     if run is None:
         raise NotFoundError("run", run_id)
     if run["pair"] not in cfg.pairs:
         raise ConfigError(cfg.source, "pairs", f"run {run_id} is for pair {run['pair']!r}, not in this config")
-    loaded = load_pair(cfg, run["pair"])
+    loaded = app.pair(run["pair"])
     samples = run_samples(store, run, loaded.shape)
     rec = run["record"]
-    results = Revalidator(cfg, store, {run["pair"]: loaded}).evaluate(
+    results = app.evaluator(run["pair"]).evaluate(
         loaded, samples, before_run=run_id, reference_runs=(rec.get("reference") or {}).get("run_ids"))
     same_models = rec.get("models", {}) == loaded.hashes
     same_config = rec.get("config_hash") == cfg.config_hash()

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError
-from .common import EXIT_OK, config_arg, load, open_store
+from .common import EXIT_OK, app_of, config_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,18 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return report(load(args), args.run_id, rewrite=args.rewrite, open_it=args.open)
+    return report(app_of(args), args.run_id, rewrite=args.rewrite, open_it=args.open)
 
 
-def report(cfg: Any, run_id: int, *, rewrite: bool = False, open_it: bool = False) -> int:
+def report(app: Any, run_id: int, *, rewrite: bool = False, open_it: bool = False) -> int:
     """Print the path of the run's report, writing it first when it is missing (or --rewrite).
     A rewrite re-runs the models on the run's stored samples and reference window (when the pair
     is still configured) so the Evidently section can be rebuilt; otherwise it holds the stored
     results only."""
-    from ..reports import write_run_report
-    from ..revalidation import Revalidator, load_pair, resolve_report_dir, run_samples
+    from ..revalidation import run_samples
 
-    store = open_store(cfg)
+    cfg, store = app.cfg, app.store
     run = store.get_run(run_id)
     if run is None:
         raise NotFoundError("run", run_id)
@@ -37,13 +36,13 @@ def report(cfg: Any, run_id: int, *, rewrite: bool = False, open_it: bool = Fals
     if rewrite or not path or not Path(path).exists():
         data = None
         if run["pair"] in cfg.pairs:
-            loaded = load_pair(cfg, run["pair"])
+            loaded = app.pair(run["pair"])
             samples = run_samples(store, run, loaded.shape)
             if samples:
-                data = Revalidator(cfg, store, {run["pair"]: loaded}).build_data(
+                data = app.evaluator(run["pair"]).build_data(
                     loaded, samples, before_run=run_id,
                     reference_runs=(run["record"].get("reference") or {}).get("run_ids"), measure=False)
-        path = write_run_report(run, resolve_report_dir(cfg), data)
+        path = app.write_report(run, data)
         store.set_report_path(run_id, path)
     print(path)
     if open_it:

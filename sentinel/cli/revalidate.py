@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
-from .common import EXIT_OK, config_arg, deliver_outbox, incident_engine, load, open_store
+from .common import EXIT_OK, config_arg, load
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,23 +19,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return revalidate(load(args), pair=args.pair, input_file=args.input, as_json=args.json)
+    from ..app import build
+
+    cfg = load(args)
+    if args.pair is not None and args.pair not in cfg.pairs:
+        raise ConfigError(cfg.source, "pairs", f"no pair {args.pair!r}; configured pairs are {sorted(cfg.pairs)}")
+    app = build(cfg, load_models=False, pairs=[args.pair] if args.pair else sorted(cfg.pairs))
+    return revalidate(app, input_file=args.input, as_json=args.json)
 
 
-def revalidate(cfg: Any, *, pair: str | None, input_file: str | None, as_json: bool) -> int:
-    from ..metrics import Metrics
+def revalidate(app: Any, *, input_file: str | None, as_json: bool) -> int:
+    """One revalidation of each of ``app.pair_names`` (on the stored window, or on ``input_file``)."""
     from ..printing import print_results
-    from ..reports import write_run_report
-    from ..revalidation import Revalidator, load_pair, overall_exit_code, read_input_file, resolve_report_dir
+    from ..revalidation import overall_exit_code, read_input_file
 
-    if pair is not None and pair not in cfg.pairs:
-        raise ConfigError(cfg.source, "pairs", f"no pair {pair!r}; configured pairs are {sorted(cfg.pairs)}")
-    names = [pair] if pair else sorted(cfg.pairs)
-    loaded = {n: load_pair(cfg, n) for n in names}
-    store = open_store(cfg)
-    reports = resolve_report_dir(cfg)
-    reval = Revalidator(cfg, store, loaded, incidents=incident_engine(cfg, store), metrics=Metrics(),
-                        report_writer=lambda run, lp, data=None: write_run_report(run, reports, data))
+    names = list(app.pair_names)
+    loaded = app.pairs   # models first: a broken model file is reported before the store is opened
+    reval = app.revalidator
     given: dict[str, list[Any]] | None = None
     source = None
     if input_file:
@@ -51,7 +51,7 @@ def revalidate(cfg: Any, *, pair: str | None, input_file: str | None, as_json: b
             print(f"{name}: no pending samples in the store; nothing to revalidate", file=sys.stderr)
             continue
         outcomes.append(o)
-    deliver_outbox(cfg, store)
+    app.deliver_outbox()
     if as_json:
         print(json.dumps([{"run_id": o.run_id, "pair": o.pair, "status": o.status, "n_samples": o.n_samples,
                            "report": o.report_path, "results": [r.to_row() for r in o.results]}

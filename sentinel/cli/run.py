@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .common import config_arg, load
+from .common import app_of, config_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,9 +16,9 @@ def run(args: argparse.Namespace) -> int:
     from ..daemon import Daemon
     from ..logs import setup_logging
 
-    cfg = load(args)
-    setup_logging(cfg.logging.level, cfg.logging.format)
-    code = Daemon(cfg).run()
+    app = app_of(args)
+    setup_logging(app.cfg.logging.level, app.cfg.logging.format)
+    code = Daemon(app).run()
     sys.stdout.flush()
     sys.stderr.flush()
     # a revalidation abandoned at shutdown may still hold a worker thread: do not wait for it

@@ -27,8 +27,7 @@ def write_mlp(path: str | Path, *, n_inputs: int = 30, width: int = 256, layers:
     """Write the model to ``path`` (weights drawn from ``seed``; the extra branch does not change
     them). ``extra_width`` (default ``width``) sizes the extra layers, to tune the slowdown finely.
     ``tag`` goes into the file's doc string: the same model, other bytes (a re-export)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     init, nodes = [], []
@@ -77,6 +76,14 @@ def write_mlp(path: str | Path, *, n_inputs: int = 30, width: int = 256, layers:
         nodes.append(helper.make_node("Add", [logits, "extra_zero"], ["logits_plus"]))
         logits = "logits_plus"
     nodes.append(helper.make_node("Softmax", [logits], ["probs"], axis=1))
+    return _save_mlp(path, nodes, init, n_inputs=n_inputs, n_classes=n_classes, tag=tag)
+
+
+def _save_mlp(path: str | Path, nodes: list, init: list, *, n_inputs: int, n_classes: int, tag: str) -> Path:
+    """The graph of ``nodes`` (input ``x``, output ``probs``), checked and written to ``path``."""
+    import onnx
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", n_inputs])],
                               [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", n_classes])], init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
