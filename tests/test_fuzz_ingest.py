@@ -238,7 +238,7 @@ def test_the_daemon_keeps_a_batch_while_postgresql_refuses_connections(tmp_path,
 
     from sentinel.config import load_config
     from sentinel.app import build
-from sentinel.daemon import Daemon
+    from sentinel.daemon import Daemon
     from sentinel.sources.kafka import make_producer
 
     from pairs import example_config
