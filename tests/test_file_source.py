@@ -8,6 +8,7 @@ import pytest
 
 from sentinel.cli import main
 from sentinel.config import load_config
+from sentinel.app import build
 from sentinel.daemon import Daemon
 from sentinel.errors import ConfigError
 from sentinel.examples.traffic import ordinary_traffic
@@ -85,7 +86,7 @@ def test_the_daemon_ingests_a_file_source_chosen_in_config(tmp_path):
     lines.insert(10, b"not json")
     path = write_lines(tmp_path / "traffic.jsonl", lines)
     cfg = load_config(example_config(tmp_path, ingest={"source": "file", "file": path.name}))
-    d = Daemon(cfg, install_signals=False, serve_api=False)
+    d = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     d.start()
     try:
         assert isinstance(d.source, FileSource)
