@@ -4,6 +4,8 @@ SMTP server (aiosmtpd), a local Kafka-compatible broker (Tansu) for the guard ac
 mistakes that must fail at start with one line naming the key."""
 from __future__ import annotations
 
+import datetime as dt
+
 import json
 import os
 import random
@@ -114,6 +116,9 @@ def alertmanager(tmp_path_factory):
 
 
 def test_alertmanager_receives_the_alert_and_resolution_ends_it(store, alertmanager, clock):
+    # a real Alertmanager compares endsAt (event time + 7 d hold) with its own clock: the injected
+    # clock must start now, not at the suite's fixed date (which stopped working 7 days after it)
+    clock.now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     am = build_notifier("alertmanager", NotifierConfig(type="alertmanager", url=alertmanager.url,
                                                        params={"labels": {"team": "ml"}}))
     ch, outcomes, _ = lifecycle(store, clock, am, steps=("open", "ack"))
