@@ -21,13 +21,13 @@ import time
 from typing import Any, Callable
 
 from .config import Config, register_secrets
-from .errors import MessageError, SentinelError
+from .errors import MessageError, SentinelError, one_line
 from .messages import PairShape, decode_label, decode_traffic
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
-from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, one_line,
-                                 raw_text, value_sha256)
+from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, raw_text,
+                                 value_sha256)
 
 log = logging.getLogger("sentinel.daemon")
 

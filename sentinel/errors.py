@@ -53,3 +53,12 @@ def check_cancel(cancel: threading.Event | None, stage: str) -> None:
     """A cooperative cancel point: raise RunCancelled when ``cancel`` is set."""
     if cancel is not None and cancel.is_set():
         raise RunCancelled(stage)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of an error, from the driver's own exception when SQLAlchemy wrapped
+    one (SQLAlchemy's text would add the statement and its parameters, which may hold message data)."""
+    orig = getattr(exc, "orig", None)
+    base = orig if isinstance(orig, BaseException) else exc
+    first = (str(base).strip().splitlines() or [""])[0]
+    return (f"{type(base).__name__}: {first}" if first else type(base).__name__)[:limit]

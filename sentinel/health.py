@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .errors import one_line
+
 PARTS = ("daemon", "models", "broker", "store", "ingest", "scheduler")
 # how long /readyz waits for a broker ping or a write probe before calling the part failing
 # (the chart's readiness probe waits 5 s for the whole answer)
@@ -42,15 +44,6 @@ class Part:
 
 
 OK = Part(True)
-
-
-def describe_error(exc: BaseException, limit: int = 300) -> str:
-    """``Type: first line`` of a store error, from the driver's own exception when SQLAlchemy
-    wrapped one (SQLAlchemy's text would add the statement and its parameters: message data)."""
-    orig = getattr(exc, "orig", None) or exc
-    first = (str(orig).strip().splitlines() or [""])[0]
-    out = f"{type(orig).__name__}: {first}" if first else type(orig).__name__
-    return out[:limit]
 
 
 class _Cached:
@@ -175,7 +168,7 @@ class Health:
         try:
             due = d.next_run_times()
         except Exception as exc:  # noqa: BLE001 - the scheduler's own failure is the answer
-            return Part(False, f"next run times unavailable: {describe_error(exc)}")
+            return Part(False, f"next run times unavailable: {one_line(exc)}")
         for pair, at in sorted(due.items()):
             if at is None:
                 continue   # paused or not scheduled: no run is owed
@@ -193,7 +186,7 @@ class Health:
         try:
             ok = bool(source.ping())
         except Exception as exc:  # noqa: BLE001 - ping must never raise, but say so if it does
-            return Part(False, f"broker check failed: {describe_error(exc)}")
+            return Part(False, f"broker check failed: {one_line(exc)}")
         if ok:
             return OK
         servers = ",".join(getattr(source, "servers", []) or ["?"])
@@ -203,5 +196,5 @@ class Health:
         try:
             self.daemon.store.probe_writes(timeout_s=PROBE_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - any refusal is the answer
-            return Part(False, f"writes refused: {describe_error(exc)}")
+            return Part(False, f"writes refused: {one_line(exc)}")
         return OK

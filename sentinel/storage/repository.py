@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 
-from ..errors import SentinelError
+from ..errors import SentinelError, one_line
 from . import tables as t
 from .records import as_utc, utc_dict
 
@@ -590,15 +590,6 @@ def is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(exc, sa_exc.InterfaceError)
     return isinstance(exc, (sa_exc.DisconnectionError, sa_exc.TimeoutError, ConnectionError))
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """A database error, short: the driver's own message (without SQLAlchemy's statement and
-    parameters, which may hold the data), first line only, with the error's class."""
-    orig = getattr(exc, "orig", None)
-    base = orig if isinstance(orig, BaseException) else exc
-    text = str(base).strip().splitlines()[0] if str(base).strip() else ""
-    return f"{type(base).__name__}: {text}"[:limit]
 
 
 def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
