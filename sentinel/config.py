@@ -74,9 +74,11 @@ class KafkaConfig(Strict):
 class IngestConfig(Strict):
     """Where traffic comes from: ``source`` names a built-in source (``kafka``, ``file``: see
     ``sentinel.sources.base.SOURCES``) or a ``module:Class``; ``file`` is the JSON-lines file the
-    ``file`` source reads (relative to the config file)."""
+    ``file`` source reads (relative to the config file). ``max_message_bytes``: a traffic message
+    longer than this is quarantined ``too_large``."""
     source: str = "kafka"
     file: str | None = None
+    max_message_bytes: int = Field(1_000_000, ge=1024, le=64_000_000)
 
     @model_validator(mode="after")
     def _file_given(self) -> "IngestConfig":
@@ -85,12 +87,39 @@ class IngestConfig(Strict):
         return self
 
 
+OutputKind = Literal["probabilities", "logits", "multilabel", "multilabel_logits"]
+
+
 class ModelSpec(Strict):
+    """One model file. ``output``: what its scores are (``probabilities``/``logits`` of one label
+    per row; ``multilabel``/``multilabel_logits``: an independent probability, or logit, per label).
+    ``output_name``: the graph output holding the scores (default: the first).
+    ``embedding_output``: a graph output holding a per-row embedding, for embedding drift."""
     path: str
     runtime: str = "onnxruntime"        # torch | onnxruntime | module:Class
-    output: Literal["probabilities", "logits"] = "probabilities"
+    output: OutputKind = "probabilities"
+    output_name: str | None = None
+    embedding_output: str | None = None
     threads: int | None = Field(None, ge=1)
     providers: list[str] | None = None
+
+
+class InputConfig(Strict):
+    """Per model input: ``pad`` fills its dynamic dimensions when rows of different lengths share
+    a batch (e.g. the tokenizer's pad id for ``input_ids``)."""
+    pad: float = 0
+
+
+class TextConfig(Strict):
+    """A pair whose messages may carry ``"text"``: ``tokenizer`` is a ``tokenizer.json`` for the
+    ``tokenizers`` library (relative to the config file, read offline), ``max_length`` the token
+    limit (longer texts are truncated and counted); the ``*_input`` keys name the model inputs the
+    token ids, attention mask and token type ids go to (``null``: the model takes none)."""
+    tokenizer: str
+    max_length: int = Field(128, ge=2, le=65536)
+    ids_input: str = "input_ids"
+    mask_input: str | None = "attention_mask"
+    type_ids_input: str | None = None
 
 
 class CheckSpec(Strict):
@@ -129,6 +158,14 @@ class PairConfig(Strict):
     critical_classes: list[str] = Field(default_factory=list)
     features: list[str] | None = None   # order of named features in `inputs` objects
     batch_size: int = Field(256, ge=1)
+    # typed inputs (sentinel.tensors): per-input pad values, raw text, what the inputs are
+    inputs: dict[str, InputConfig] = Field(default_factory=dict)
+    text: TextConfig | None = None
+    modality: Literal["auto", "tabular", "text", "image", "tensor"] = "auto"
+    image_layout: Literal["NCHW", "NHWC"] = "NCHW"
+    # rows of different lengths: "bucket" sorts each window by length before batching (less
+    # padding), "pad" batches in window order; either pads each batch to its longest row
+    batching: Literal["bucket", "pad"] = "bucket"
     interval_seconds: float | None = Field(None, gt=0)   # overrides revalidation.interval_seconds
     checks: list[CheckSpec] | None = None                # overrides the top-level checks
 

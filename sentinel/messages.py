@@ -44,11 +44,16 @@ _INDEX = re.compile(r"[0-9]{1,9}")      # ASCII digits only: "²".isdigit() is T
 
 @dataclass(frozen=True)
 class PairShape:
-    """What a pair's models accept: the per-sample input shape and, for named features, their order."""
+    """What a pair's models accept: the per-sample input shape and, for named features, their order.
+    ``signature`` (sentinel.tensors.Signature) is every typed input the models take (None: one
+    float32 input of ``input_shape``); ``text`` the pair's tokenizer (sentinel.text), when its
+    messages may carry raw text."""
     name: str
     input_shape: tuple[int, ...]
     classes: tuple[str, ...]
     features: tuple[str, ...] | None = None
+    signature: Any = None
+    text: Any = None
 
     @property
     def size(self) -> int:

@@ -21,14 +21,21 @@ class ReferenceData:
     candidate: np.ndarray         # (m, k)
     attributes: list[dict[str, str]]
     labels: np.ndarray | None = None
+    # typed inputs (see RunData): every row's named tensors, the raw texts and their token
+    # statistics, the models' embeddings by role
+    rows: list[dict[str, np.ndarray]] | None = None
+    texts: list[str | None] | None = None
+    text_stats: dict[str, np.ndarray] | None = None
+    embeddings: dict[str, np.ndarray] | None = None
 
     @property
     def n(self) -> int:
         return int(self.baseline.shape[0])
 
 
-# (x) -> (baseline probabilities, candidate probabilities): both models on new rows
-Predict = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
+# (x) -> (baseline probabilities, candidate probabilities): both models on new rows; ``x`` is a
+# stacked array (a single fixed-shape input) or a list of rows (sentinel.tensors.Row)
+Predict = Callable[[Any], "tuple[np.ndarray, np.ndarray]"]
 
 
 @dataclass
@@ -56,6 +63,25 @@ class RunData:
     perf: Any = None
     perf_history: list[dict[str, Any]] = field(default_factory=list)
     served_latency: np.ndarray | None = None
+    # typed inputs (sentinel.tensors). ``inputs`` above is the stacked array when the models take
+    # one fixed-shape input (tabular rows, a fixed-size image), else None; ``rows`` always holds
+    # every row's named tensors (dtype kept, variable lengths unpadded). ``modality`` is what the
+    # inputs are: "tabular", "text", "image" or "tensor". ``texts`` are the messages' raw texts
+    # (None where a row came as tensors) and ``text_stats`` their per-row token statistics
+    # (arrays keyed "n_tokens", "unknown_share", "truncated", ...). ``encode_texts`` turns texts
+    # into rows with the pair's tokenizer (None without one). ``embeddings`` are the models'
+    # embedding outputs by role (None when no embedding output is configured). ``output_kind`` is
+    # "single" (one label per row, rows of baseline/candidate sum to 1) or "multilabel" (an
+    # independent probability per label).
+    signature: Any = None
+    rows: list[dict[str, np.ndarray]] | None = None
+    modality: str = "tabular"
+    image_layout: str = "NCHW"
+    texts: list[str | None] | None = None
+    text_stats: dict[str, np.ndarray] | None = None
+    encode_texts: Callable[[list[str]], list[dict[str, np.ndarray]]] | None = None
+    embeddings: dict[str, np.ndarray] | None = None
+    output_kind: str = "single"
 
     @property
     def n(self) -> int:

@@ -1,0 +1,248 @@
+"""Typed model inputs: what a model declares it takes (:class:`TensorSpec`, :class:`Signature`),
+one traffic row's inputs (a :data:`Row`: input name -> array without the batch dimension), rows
+batched for a model (:func:`collate`, padding dynamic dimensions to the longest row of the batch)
+and the compact binary form rows are stored in (:func:`encode_row` / :func:`decode_row`).
+
+A single-input float model (the tabular case) is the signature with one spec; everything else
+(transformers with ``input_ids`` + ``attention_mask`` of variable length, NCHW image tensors) is
+the same code with more specs. Nothing here unpickles: the binary form is a fixed header plus
+raw little-endian array bytes.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+#: dtypes a model input may declare, by numpy name
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+#: ONNX Runtime's type strings (``NodeArg.type``) -> numpy dtype names
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
+              "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+Row = dict[str, np.ndarray]          # one sample's inputs, no batch dimension
+Batch = dict[str, np.ndarray]        # a batch's inputs, batch dimension first
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input. ``shape`` is the per-row shape (the batch dimension left out); ``None``
+    marks a dynamic dimension (e.g. sequence length). ``pad`` fills dynamic dimensions when rows
+    of different lengths share a batch."""
+    name: str
+    dtype: str = "float32"
+    shape: tuple[int | None, ...] = ()
+    pad: float = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"input {self.name!r}: dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+
+    @property
+    def static(self) -> bool:
+        return all(d is not None for d in self.shape)
+
+    @property
+    def is_integer(self) -> bool:
+        return np.issubdtype(np.dtype(self.dtype), np.integer) or self.dtype == "bool"
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name} {self.dtype}[{dims}]"
+
+    def misfit(self, shape: tuple[int, ...]) -> str | None:
+        """Why an array of per-row ``shape`` does not fit this input (None: it fits)."""
+        if len(shape) != len(self.shape):
+            return (f"input {self.name!r} has {len(shape)} dimension(s) {list(shape)}, the model expects "
+                    f"{len(self.shape)} {['?' if d is None else d for d in self.shape]}")
+        for i, (got, want) in enumerate(zip(shape, self.shape)):
+            if want is not None and got != want:
+                return f"input {self.name!r} dimension {i} is {got}, the model expects {want}"
+            if want is None and got < 1:
+                return f"input {self.name!r} dimension {i} is empty"
+        return None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The inputs a model takes, in the model's order."""
+    inputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def single(cls, shape: Sequence[int], name: str = "input", dtype: str = "float32") -> "Signature":
+        return cls((TensorSpec(name, dtype, tuple(int(d) for d in shape)),))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.inputs)
+
+    def spec(self, name: str) -> TensorSpec:
+        for s in self.inputs:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def is_single(self) -> bool:
+        """One input of fixed shape: rows stack into one array (the tabular and simple image case)."""
+        return len(self.inputs) == 1 and self.inputs[0].static
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The per-row shape of a single fixed-shape input (None otherwise)."""
+        return tuple(int(d) for d in self.inputs[0].shape) if self.is_single else None  # type: ignore[arg-type]
+
+    def with_pads(self, pads: Mapping[str, float]) -> "Signature":
+        return Signature(tuple(replace(s, pad=pads[s.name]) if s.name in pads else s for s in self.inputs))
+
+    def differences(self, other: "Signature") -> list[str]:
+        """What differs between two models' inputs (names, dtypes, fixed dimensions), in words;
+        empty when a baseline and a candidate can take the same rows."""
+        out: list[str] = []
+        mine, theirs = {s.name: s for s in self.inputs}, {s.name: s for s in other.inputs}
+        for name in mine.keys() - theirs.keys():
+            out.append(f"input {name!r} is taken by the first model only")
+        for name in theirs.keys() - mine.keys():
+            out.append(f"input {name!r} is taken by the second model only")
+        for name in mine.keys() & theirs.keys():
+            a, b = mine[name], theirs[name]
+            if a.dtype != b.dtype:
+                out.append(f"input {name!r} is {a.dtype} in the first model, {b.dtype} in the second")
+            if len(a.shape) != len(b.shape) or any(x is not None and y is not None and x != y
+                                                   for x, y in zip(a.shape, b.shape)):
+                out.append(f"input {name!r} has shape {a.describe()} in the first model, {b.describe()} in the second")
+        return sorted(out)
+
+    def describe(self) -> str:
+        return ", ".join(s.describe() for s in self.inputs)
+
+
+def cast(value: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """``value`` as ``spec``'s dtype; integers must be whole and in range (an int64 id of 3.5 or
+    1e30 is a bad input, not something to round)."""
+    dtype = np.dtype(spec.dtype)
+    arr = np.asarray(value)
+    if arr.dtype == dtype:
+        return arr
+    if dtype == np.bool_:
+        if arr.dtype != np.bool_ and not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"input {spec.name!r} is bool: values must be 0/1 or true/false")
+        return arr.astype(np.bool_)
+    if np.issubdtype(dtype, np.integer):
+        if arr.dtype.kind == "f" and arr.size and not np.all(np.mod(arr, 1) == 0):
+            raise ValueError(f"input {spec.name!r} is {spec.dtype}: values must be whole numbers")
+        info = np.iinfo(dtype)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise ValueError(f"input {spec.name!r} is {spec.dtype}: values must lie in {info.min}..{info.max}")
+        return arr.astype(dtype)
+    if np.issubdtype(dtype, np.floating) and arr.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = arr.astype(dtype)
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"input {spec.name!r} has values beyond the range of {spec.dtype}")
+        return out
+    return arr.astype(dtype)
+
+
+def collate(rows: Sequence[Mapping[str, np.ndarray]], signature: Signature) -> Batch:
+    """Rows as one batch per input: each input cast to its dtype, and dynamic dimensions padded
+    (with the input's ``pad``) to the longest row of these rows."""
+    out: Batch = {}
+    for spec in signature.inputs:
+        dtype = np.dtype(spec.dtype)
+        if spec.static:
+            shape = tuple(int(d) for d in spec.shape)  # type: ignore[arg-type]
+            if not rows:
+                out[spec.name] = np.zeros((0, *shape), dtype=dtype)
+                continue
+            out[spec.name] = np.ascontiguousarray(np.stack([np.asarray(r[spec.name]) for r in rows]).astype(dtype, copy=False))
+            continue
+        arrays = [np.asarray(r[spec.name]) for r in rows]
+        if not arrays:
+            out[spec.name] = np.zeros((0, *[d or 0 for d in spec.shape]), dtype=dtype)
+            continue
+        longest = tuple(max(a.shape[i] for a in arrays) for i in range(len(spec.shape)))
+        batch = np.full((len(arrays), *longest), spec.pad, dtype=dtype)
+        for i, a in enumerate(arrays):
+            batch[(i, *(slice(0, d) for d in a.shape))] = a
+        out[spec.name] = batch
+    return out
+
+
+def rows_of(x: np.ndarray, name: str = "input") -> list[Row]:
+    """A stacked single-input array ``(n, ...)`` as rows."""
+    return [{name: r} for r in np.asarray(x)]
+
+
+def stack_single(rows: Sequence[Mapping[str, np.ndarray]], signature: Signature) -> np.ndarray:
+    """Rows of a single fixed-shape input as one ``(n, *shape)`` array of its dtype."""
+    spec = signature.inputs[0]
+    return collate(rows, signature)[spec.name]
+
+
+def row_length(row: Mapping[str, np.ndarray], signature: Signature) -> int:
+    """A row's length along its first dynamic dimension (0 when every input is fixed): what
+    rows are bucketed by."""
+    for spec in signature.inputs:
+        for i, d in enumerate(spec.shape):
+            if d is None:
+                return int(np.asarray(row[spec.name]).shape[i])
+    return 0
+
+
+# -- binary storage -----------------------------------------------------------------------------
+# "ST1" | u8 count | per array: u8 name length, name (UTF-8), u8 dtype code, u8 ndim, u32 dims...,
+# raw little-endian bytes. About 8 + 4·ndim bytes of overhead per array.
+
+_MAGIC = b"ST1"
+_CODES = {name: i for i, name in enumerate(DTYPES)}
+
+
+def encode_row(row: Mapping[str, np.ndarray]) -> bytes:
+    """One row's arrays, typed, in the compact binary form the store keeps."""
+    parts = [_MAGIC, struct.pack("<B", len(row))]
+    for name, value in row.items():
+        arr = np.asarray(value)
+        if arr.dtype.name not in _CODES:
+            raise ValueError(f"input {name!r}: dtype {arr.dtype} cannot be stored")
+        key = name.encode("utf-8")
+        if len(key) > 255 or arr.ndim > 255:
+            raise ValueError(f"input {name[:40]!r}: name or rank too long to store")
+        parts.append(struct.pack("<B", len(key)) + key + struct.pack("<BB", _CODES[arr.dtype.name], arr.ndim))
+        parts.append(struct.pack(f"<{arr.ndim}I", *arr.shape))
+        parts.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+    return b"".join(parts)
+
+
+def decode_row(data: bytes | bytearray | memoryview) -> Row:
+    """The row :func:`encode_row` wrote. Raises ValueError on anything else."""
+    buf = memoryview(bytes(data))
+    if bytes(buf[:3]) != _MAGIC:
+        raise ValueError("not a stored row (bad magic)")
+    (count,), pos = struct.unpack_from("<B", buf, 3), 4
+    out: Row = {}
+    for _ in range(count):
+        (klen,) = struct.unpack_from("<B", buf, pos)
+        name = bytes(buf[pos + 1:pos + 1 + klen]).decode("utf-8")
+        pos += 1 + klen
+        code, ndim = struct.unpack_from("<BB", buf, pos)
+        pos += 2
+        shape = struct.unpack_from(f"<{ndim}I", buf, pos)
+        pos += 4 * ndim
+        dtype = np.dtype(DTYPES[code]).newbyteorder("<")
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if pos + size > len(buf):
+            raise ValueError("stored row is truncated")
+        out[name] = np.frombuffer(buf[pos:pos + size], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+        pos += size
+    if pos != len(buf):
+        raise ValueError("stored row has trailing bytes")
+    return out
+
+
+def row_to_json(row: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """A row as plain JSON (named tensors as nested lists), e.g. for a report or a replay file."""
+    return {k: np.asarray(v).tolist() for k, v in row.items()}

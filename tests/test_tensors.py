@@ -1,0 +1,69 @@
+"""sentinel.tensors: typed specs, per-batch padding, and the binary form rows are stored in."""
+import numpy as np
+import pytest
+
+from sentinel.tensors import Signature, TensorSpec, cast, collate, decode_row, encode_row, row_length
+
+TEXT = Signature((TensorSpec("input_ids", "int64", (None,)), TensorSpec("attention_mask", "int64", (None,))))
+
+
+def test_collate_pads_dynamic_dims_to_the_longest_row_of_the_batch():
+    rows = [{"input_ids": np.array([101, 7, 102]), "attention_mask": np.ones(3, dtype=np.int64)},
+            {"input_ids": np.array([101, 102]), "attention_mask": np.ones(2, dtype=np.int64)}]
+    batch = collate(rows, TEXT.with_pads({"input_ids": 0}))
+    assert batch["input_ids"].dtype == np.int64 and batch["input_ids"].shape == (2, 3)
+    assert batch["input_ids"][1].tolist() == [101, 102, 0]
+    assert batch["attention_mask"][1].tolist() == [1, 1, 0]
+    assert [row_length(r, TEXT) for r in rows] == [3, 2]
+
+
+def test_collate_keeps_fixed_inputs_and_dtypes():
+    sig = Signature((TensorSpec("pixels", "float32", (1, 8, 8)),))
+    batch = collate([{"pixels": np.zeros((1, 8, 8))}] * 3, sig)
+    assert batch["pixels"].shape == (3, 1, 8, 8) and batch["pixels"].dtype == np.float32
+    assert collate([], sig)["pixels"].shape == (0, 1, 8, 8)
+    assert sig.is_single and sig.input_shape == (1, 8, 8) and not TEXT.is_single
+
+
+@pytest.mark.parametrize("row", [
+    {"x": np.arange(30, dtype=np.float32)},
+    {"input_ids": np.arange(256, dtype=np.int64), "attention_mask": np.ones(256, dtype=np.int64)},
+    {"pixels": np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)},
+    {"flags": np.array([True, False]), "h": np.ones((2, 2), dtype=np.float16), "i": np.array([-3], dtype=np.int32)},
+])
+def test_rows_round_trip_typed_and_compact(row):
+    data = encode_row(row)
+    back = decode_row(data)
+    assert list(back) == list(row)
+    for k in row:
+        assert back[k].dtype == row[k].dtype and back[k].shape == row[k].shape
+        assert np.array_equal(back[k], row[k])
+    raw = sum(v.nbytes for v in row.values())
+    assert len(data) == raw + 4 + sum(3 + len(k) + 4 * v.ndim for k, v in row.items())
+
+
+@pytest.mark.parametrize("bad", [b"", b"XX1\x00", encode_row({"x": np.arange(4.0)})[:-3],
+                                 encode_row({"x": np.arange(4.0)}) + b"\x00"])
+def test_decode_refuses_what_encode_did_not_write(bad):
+    with pytest.raises(ValueError):
+        decode_row(bad)
+
+
+def test_cast_refuses_fractions_and_out_of_range_for_integer_inputs():
+    spec = TensorSpec("input_ids", "int64", (None,))
+    assert cast(np.array([1.0, 2.0]), spec).dtype == np.int64
+    with pytest.raises(ValueError, match="whole numbers"):
+        cast(np.array([1.5]), spec)
+    with pytest.raises(ValueError, match="lie in"):
+        cast(np.array([1e30]), TensorSpec("i", "int32", (None,)))
+    with pytest.raises(ValueError, match="range of float16"):
+        cast(np.array([1e6]), TensorSpec("h", "float16", (1,)))
+
+
+def test_differences_name_what_differs():
+    other = Signature((TensorSpec("input_ids", "int32", (None,)), TensorSpec("token_type_ids", "int64", (None,))))
+    diff = TEXT.differences(other)
+    assert any("attention_mask" in d and "first model only" in d for d in diff)
+    assert any("token_type_ids" in d and "second model only" in d for d in diff)
+    assert any("int64 in the first model, int32" in d for d in diff)
+    assert TEXT.differences(TEXT) == []
