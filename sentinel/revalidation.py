@@ -17,11 +17,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .checks.base import Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
-from .checks.data import model_inputs, reference_data, run_data, samples_reference
+from .checks.data import label_indices, run_data
 from .checks.perf import GAUGE_TYPE
 from .config import Config, ConfigError
 from .errors import MessageError, RunCancelled, check_cancel
 from .messages import PairShape, decode_traffic
+from .pair_inputs import (PairInputs, pair_inputs, runner_options, sample_rows, sample_texts, signature_of,
+                          text_record, text_stats)
 from .perf.accepted import keep_accepted
 from .perf.history import joins_history, perf_history
 from .perf.measure import measure_run, perf_record
@@ -50,6 +52,13 @@ class LoadedPair:
     shape: PairShape
     suites: list[dict[str, Any]] = field(default_factory=list)   # record of each applying suite file
     reference: Any = None           # the suites' ReferenceSpec (None: the last accepted run)
+    inputs: PairInputs | None = None   # what both models take (None: one float input of shape.input_shape)
+
+    @property
+    def io(self) -> PairInputs:
+        if self.inputs is None:
+            self.inputs = PairInputs(signature_of(self.baseline))
+        return self.inputs
 
     @property
     def hashes(self) -> dict[str, dict[str, str]]:
@@ -65,43 +74,51 @@ class LoadedPair:
 
 
 def load_pair(cfg: Config, name: str) -> LoadedPair:
-    """Load both models of a pair and check them against the config; every problem is a ConfigError
-    naming the config file and key."""
+    """Load both models of a pair and check them against the config and each other; every problem
+    is a ConfigError naming the config file and key."""
     pc = cfg.pairs[name]
     runners: dict[str, Runner] = {}
-    for role in ("baseline", "candidate"):
-        spec = getattr(pc, role)
-        key = f"pairs.{name}.{role}"
-        path = cfg.resolve_path(spec.path)
-        if not path.exists():
-            raise ConfigError(cfg.source, key + ".path", f"model file not found: {path}")
-        try:
-            # threads are always set (perf.threads when the model does not say): timings taken
-            # with an engine-chosen thread count are not comparable across hosts or runs
-            runners[role] = load_runner(path, runtime=spec.runtime, role=role, output=spec.output,
-                                        threads=spec.threads if spec.threads is not None else cfg.perf.threads,
-                                        providers=spec.providers)
-        except (ModelLoadError, PluginError) as exc:
-            raise ConfigError(cfg.source, key, str(exc)) from None
-        r = runners[role]
-        if r.n_outputs != len(pc.classes):
-            raise ConfigError(cfg.source, key, f"model {path.name} outputs {r.n_outputs} values per row but "
-                                               f"pairs.{name}.classes lists {len(pc.classes)} classes {pc.classes}")
-    b, c = runners["baseline"], runners["candidate"]
-    if tuple(b.input_shape) != tuple(c.input_shape):
-        raise ConfigError(cfg.source, f"pairs.{name}", f"baseline input shape {list(b.input_shape)} differs from "
-                                                       f"candidate input shape {list(c.input_shape)}")
-    if pc.features is not None and len(pc.features) != int(np.prod(b.input_shape)):
-        raise ConfigError(cfg.source, f"pairs.{name}.features",
-                          f"lists {len(pc.features)} features but the models take {int(np.prod(b.input_shape))} values")
+    try:
+        for role in ("baseline", "candidate"):
+            runners[role] = _load_runner(cfg, name, role)
+        b, c = runners["baseline"], runners["candidate"]
+        inputs = pair_inputs(cfg, name, b, c)
+    except ConfigError:
+        for r in runners.values():
+            r.close()
+        raise
     from .checks.suites import load_suites, specs_for_pair
 
     specs, suites = specs_for_pair(cfg, name, load_suites(cfg))   # every spec's params are checked there
     checks = [build_check(spec) for spec in specs]
     reference = next((s.reference for s in suites if s.reference is not None), None)
-    shape = PairShape(name, tuple(b.input_shape), tuple(pc.classes), tuple(pc.features) if pc.features else None)
+    sig = inputs.signature
+    shape = PairShape(name, tuple(sig.input_shape or ()), tuple(pc.classes), tuple(pc.features) if pc.features else None,
+                      signature=sig, text=inputs.text)
     return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape,
-                      suites=[s.record for s in suites], reference=reference)
+                      suites=[s.record for s in suites], reference=reference, inputs=inputs)
+
+
+def _load_runner(cfg: Config, name: str, role: str) -> Runner:
+    pc = cfg.pairs[name]
+    spec = getattr(pc, role)
+    key = f"pairs.{name}.{role}"
+    path = cfg.resolve_path(spec.path)
+    if not path.exists():
+        raise ConfigError(cfg.source, key + ".path", f"model file not found: {path}")
+    try:
+        # threads are always set (perf.threads when the model does not say): timings taken
+        # with an engine-chosen thread count are not comparable across hosts or runs
+        r = load_runner(path, runtime=spec.runtime, role=role, output=spec.output,
+                        threads=spec.threads if spec.threads is not None else cfg.perf.threads,
+                        providers=spec.providers, **runner_options(spec))
+    except (ModelLoadError, PluginError) as exc:
+        raise ConfigError(cfg.source, key, str(exc)) from None
+    if r.n_outputs != len(pc.classes):
+        r.close()
+        raise ConfigError(cfg.source, key, f"model {path.name} outputs {r.n_outputs} values per row but "
+                                           f"pairs.{name}.classes lists {len(pc.classes)} classes {pc.classes}")
+    return r
 
 
 @dataclass
@@ -132,6 +149,8 @@ class Revalidator:
         self.cfg, self.store, self.pairs = cfg, store, pairs
         self.incidents, self.metrics, self.report_writer, self.clock = incidents, metrics, report_writer, clock
         self.cancel = cancel
+        # per pair: (reference rows + model files, both models' outputs on them)
+        self._reference_cache: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self.active_run: tuple[int, str] | None = None   # (run id, pair) while a run is in progress
 
     def run(self, pair: str, *, trigger: str = "schedule", samples: Sequence[Any] | None = None,
@@ -168,6 +187,7 @@ class Revalidator:
             else:
                 record["samples"] = sample_record(samples, source or {"kind": "direct"})
             results, data, perf = self.evaluate_data(loaded, samples, before_run=run_id)
+            record.update(data.notes)    # what the run learnt about its inputs and outputs
             if data.reference is not None:
                 record["reference"] = data.reference.source
             if perf is not None:
@@ -238,45 +258,78 @@ class Revalidator:
                    reference_runs: list[int] | None = None, measure: bool = True) -> RunData:
         """Both models on ``samples`` and on the reference window; ``measure=False`` skips the
         latency/perf measurement (a report being rebuilt does not need it)."""
-        n = len(samples)
-        x = model_inputs(samples, loaded.shape.input_shape)
-        paired = PairedRunner(loaded.baseline, loaded.candidate)
+        io = loaded.io
+        rows = sample_rows(samples, io.signature)
+        x = io.model_input(rows)
+        paired = self._paired(loaded)
         history = perf_history(self.store, loaded.name, self.cfg.perf.history_runs)
         perf, latency = None, {"baseline": np.zeros(0), "candidate": np.zeros(0)}
-        if n:
+        embeddings, notes = None, {}
+        if rows:
             check_cancel(self.cancel, "inference")
             out = paired.run(x, loaded.batch_size)
-            base, cand = out.baseline, out.candidate
+            base, cand, embeddings = out.baseline, out.candidate, _embeddings(out)
+            notes["outputs"] = _output_note(out)
             if measure:
                 perf, latency = measure_run(self.cfg, loaded, paired, x, history, cancel=self.cancel)
         else:
             base = cand = np.zeros((0, len(loaded.classes)))
-        data = run_data(loaded, samples, x, base, cand, latency=latency, seed=self.cfg.revalidation.seed, perf=perf,
-                        perf_history=history, predict=_predictor(paired, loaded.batch_size),
-                        served_field=self.cfg.perf.served_latency_field)
+        texts = sample_texts(samples)
+        stats = text_stats(io, texts)
+        if (note := text_record(io, texts, stats)) is not None:
+            notes["text"] = note
+        data = run_data(loaded, samples, x if io.stacked else None, base, cand, latency=latency,
+                        seed=self.cfg.revalidation.seed, perf=perf, perf_history=history,
+                        predict=_predictor(paired, loaded.batch_size), served_field=self.cfg.perf.served_latency_field,
+                        signature=io.signature, rows=rows, modality=io.modality, image_layout=io.image_layout,
+                        texts=texts, text_stats=stats, encode_texts=io.text.encode if io.text is not None else None,
+                        embeddings=embeddings, output_kind=io.output_kind, notes=notes)
         check_cancel(self.cancel, "the reference window")
         data.reference = self._reference(loaded, data, before_run=before_run, reference_runs=reference_runs)
         return data
+
+    def _paired(self, loaded: LoadedPair) -> PairedRunner:
+        return PairedRunner(loaded.baseline, loaded.candidate, signature=loaded.io.signature,
+                            batching=loaded.io.batching)
 
     def _reference(self, loaded: LoadedPair, data: RunData, *, before_run: int | None,
                    reference_runs: list[int] | None) -> ReferenceData | None:
         """Both current models' outputs on the reference rows (so a change of traffic, not of
         models, is what the drift checks compare). The reference is the pinned data set, or the
         traffic of the last accepted run, with earlier accepted runs added (newest first) while it
-        has fewer than the suite's ``reference.min_rows`` rows."""
+        has fewer than the suite's ``reference.min_rows`` rows. Outputs are kept per (reference
+        rows, model files): an unchanged reference is not run through both models again."""
         spec = loaded.reference
         if reference_runs is None and spec is not None and spec.kind == "pinned":
             from .checks.scenarios import read_rows
-            rows = read_rows(spec.file, spec.sha256)
-            return reference_data({"kind": "pinned", "file": rows.path, "sha256": rows.sha256},
-                                  rows.inputs.reshape((len(rows.inputs), *loaded.shape.input_shape)),
-                                  rows.attributes, rows.labels, loaded.classes, data.predict)
+            got = read_rows(spec.file, spec.sha256)
+            source = {"kind": "pinned", "file": got.path, "sha256": got.sha256}
+            rows = getattr(got, "rows", None)
+            if rows is None:   # flat numeric data sets
+                rows = sample_rows([_Inputs(v) for v in got.inputs], loaded.io.signature)
+            return self._reference_of(loaded, source, rows, got.attributes, got.labels, getattr(got, "texts", None))
         ref_samples, used = self._reference_samples(loaded, before_run, reference_runs, getattr(spec, "min_rows", 0))
         if not ref_samples:
             return None
         digest = {k: v for k, v in sample_record(ref_samples, {}).items() if k in ("count", "ids_sha256")}
-        return samples_reference({"kind": "runs", "run_ids": used, **digest}, ref_samples, loaded.shape.input_shape,
-                                 loaded.classes, data.predict)
+        return self._reference_of(loaded, {"kind": "runs", "run_ids": used, **digest},
+                                  sample_rows(ref_samples, loaded.io.signature), [dict(s.attributes) for s in ref_samples],
+                                  [s.label for s in ref_samples], sample_texts(ref_samples))
+
+    def _reference_of(self, loaded: LoadedPair, source: dict[str, Any], rows: list[Any], attributes: list[dict[str, str]],
+                      labels: Sequence[Any], texts: list[str | None] | None) -> ReferenceData:
+        io = loaded.io
+        key = (loaded.name, source.get("ids_sha256") or source.get("sha256"), source.get("count", len(rows)),
+               loaded.baseline.sha256, loaded.candidate.sha256)
+        cached = self._reference_cache.get(loaded.name)
+        if cached is not None and cached[0] == key:
+            out = cached[1]
+        else:
+            out = self._paired(loaded).run(io.model_input(rows), loaded.batch_size)
+            self._reference_cache[loaded.name] = (key, out)
+        return ReferenceData(source, io.model_input(rows) if io.stacked else None, out.baseline, out.candidate,
+                             attributes, label_indices(labels, loaded.classes), rows=rows, texts=texts,
+                             text_stats=text_stats(io, texts), embeddings=_embeddings(out))
 
     def _reference_samples(self, loaded: LoadedPair, before_run: int | None, reference_runs: list[int] | None,
                            min_rows: int | None) -> tuple[list[Any], list[int]]:
@@ -298,9 +351,27 @@ class Revalidator:
         return ref_samples, used
 
 
-def _predictor(paired: PairedRunner, batch_size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Both models on rows a check makes up (perturbations, scenario data sets, the reference)."""
-    def predict(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Inputs:
+    inputs: Any
+
+
+def _embeddings(out: Any) -> dict[str, np.ndarray] | None:
+    """Each role's embedding output (None unless both models give one)."""
+    emb = getattr(out, "embeddings", None) or {}
+    return dict(emb) if emb and all(v is not None for v in emb.values()) else None
+
+
+def _output_note(out: Any) -> dict[str, Any]:
+    """What the run records about the models' outputs: how far each role's probability rows were
+    from summing to 1 before renormalising (quantized softmax outputs are approximate)."""
+    return {"max_row_sum_deviation": {role: round(float(v), 6) for role, v in (getattr(out, "deviation", None) or {}).items()}}
+
+
+def _predictor(paired: PairedRunner, batch_size: int) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+    """Both models on rows a check makes up (perturbations, scenario data sets): a stacked array
+    or a list of rows."""
+    def predict(x: Any) -> tuple[np.ndarray, np.ndarray]:
         out = paired.run(x, batch_size)
         return out.baseline, out.candidate
     return predict

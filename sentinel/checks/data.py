@@ -82,6 +82,8 @@ class RunData:
     encode_texts: Callable[[list[str]], list[dict[str, np.ndarray]]] | None = None
     embeddings: dict[str, np.ndarray] | None = None
     output_kind: str = "single"
+    # what the run records about its inputs and outputs (token truncation, output row-sum deviation)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:

@@ -1,0 +1,175 @@
+"""What a pair's two models take, settled once when the pair is loaded: the typed signature both
+models agree on (with the configured pad values), the tokenizer for raw-text messages, what the
+inputs are (tabular, text, image, tensor) and what the outputs are (one label per row, or
+independent labels). Also the samples' rows in that signature, and what a run records about them.
+
+Every disagreement between the models and the config is a ConfigError naming the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .tensors import Row, Signature, TensorSpec, stack_single
+
+MULTILABEL_OUTPUTS = ("multilabel", "multilabel_logits")
+
+
+@dataclass(frozen=True)
+class PairInputs:
+    signature: Signature
+    text: Any = None                  # sentinel.text.TextEncoder, or None
+    modality: str = "tabular"
+    image_layout: str = "NCHW"
+    batching: str = "bucket"
+    output_kind: str = "single"
+
+    @property
+    def stacked(self) -> bool:
+        """Rows stack into one array (one fixed-shape input): the checks see ``RunData.inputs``."""
+        return self.signature.is_single
+
+    def model_input(self, rows: Sequence[Row]) -> Any:
+        """What the paired runner takes: one stacked array, or the rows themselves."""
+        return stack_single(rows, self.signature) if self.stacked else list(rows)
+
+
+def signature_of(runner: Any) -> Signature:
+    """A runner's signature; runners that only say ``input_shape`` take one float32 input."""
+    sig = getattr(runner, "signature", None)
+    if isinstance(sig, Signature):
+        return sig
+    return Signature.single(tuple(runner.input_shape))
+
+
+def pair_signature(cfg: Any, name: str, baseline: Any, candidate: Any) -> Signature:
+    """The signature both models of pair ``name`` take, with the configured pads."""
+    pc = cfg.pairs[name]
+    b, c = signature_of(baseline), signature_of(candidate)
+    diff = b.differences(c)
+    if diff:
+        words = "; ".join(d.replace("first model", "baseline").replace("second model", "candidate") for d in diff)
+        raise ConfigError(cfg.source, f"pairs.{name}", f"baseline and candidate take different inputs: {words}")
+    unknown = sorted(set(pc.inputs) - set(b.names))
+    if unknown:
+        raise ConfigError(cfg.source, f"pairs.{name}.inputs", f"{unknown} are not inputs of the models "
+                                                              f"(they take {b.describe()})")
+    return b.with_pads({k: v.pad for k, v in pc.inputs.items()})
+
+
+def _text_encoder(cfg: Any, name: str, sig: Signature) -> tuple[Any, Signature]:
+    """The pair's tokenizer (None without ``text``), and the signature with the tokenizer's pad id
+    for the ids input unless a pad is configured."""
+    pc = cfg.pairs[name]
+    if pc.text is None:
+        return None, sig
+    key = f"pairs.{name}.text"
+    for field in ("ids_input", "mask_input", "type_ids_input"):
+        target = getattr(pc.text, field)
+        if target is not None and target not in sig.names:
+            raise ConfigError(cfg.source, f"{key}.{field}", f"{target!r} is not an input of the models "
+                                                            f"(they take {sig.describe()})")
+    path = cfg.resolve_path(pc.text.tokenizer)
+    if not path.exists():
+        raise ConfigError(cfg.source, f"{key}.tokenizer", f"tokenizer file not found: {path}")
+    from .text import TextEncoder
+    try:
+        enc = TextEncoder.load(path, max_length=pc.text.max_length, ids_input=pc.text.ids_input,
+                               mask_input=pc.text.mask_input, type_ids_input=pc.text.type_ids_input)
+    except Exception as exc:   # the tokenizers library raises its own exception types
+        raise ConfigError(cfg.source, f"{key}.tokenizer", f"{path}: not a tokenizer.json the tokenizers "
+                                                          f"library can read ({' '.join(str(exc).split())[:160]})") from None
+    if pc.text.ids_input not in pc.inputs and getattr(enc, "pad_id", None) is not None:
+        sig = sig.with_pads({pc.text.ids_input: enc.pad_id})
+    return enc, sig
+
+
+def modality(pc: Any, sig: Signature, has_text: bool) -> str:
+    """What the inputs are: the configured ``modality``, or guessed from the signature: text with a
+    tokenizer or integer inputs of dynamic length, image for one float input of rank 3, tabular for
+    one float input of rank 1, else tensor."""
+    if pc.modality != "auto":
+        return pc.modality
+    if has_text or any(s.is_integer and not s.static for s in sig.inputs):
+        return "text"
+    if len(sig.inputs) == 1 and not sig.inputs[0].is_integer:
+        rank = len(sig.inputs[0].shape)
+        return {1: "tabular", 3: "image"}.get(rank, "tensor")
+    return "tensor"
+
+
+def pair_inputs(cfg: Any, name: str, baseline: Any, candidate: Any) -> PairInputs:
+    pc = cfg.pairs[name]
+    sig = pair_signature(cfg, name, baseline, candidate)
+    enc, sig = _text_encoder(cfg, name, sig)
+    if pc.features is not None:
+        width = int(np.prod(sig.input_shape)) if sig.is_single else None
+        if width != len(pc.features):
+            raise ConfigError(cfg.source, f"pairs.{name}.features",
+                              f"lists {len(pc.features)} features but the models take "
+                              f"{f'{width} values' if width is not None else sig.describe()}")
+    kinds = {pc.baseline.output in MULTILABEL_OUTPUTS, pc.candidate.output in MULTILABEL_OUTPUTS}
+    if len(kinds) != 1:
+        raise ConfigError(cfg.source, f"pairs.{name}.candidate.output",
+                          f"baseline output is {pc.baseline.output!r}, candidate {pc.candidate.output!r}: both "
+                          "models must give one label per row, or both independent labels")
+    return PairInputs(sig, enc, modality(pc, sig, enc is not None), pc.image_layout, pc.batching,
+                      "multilabel" if kinds == {True} else "single")
+
+
+def runner_options(spec: Any) -> dict[str, Any]:
+    """The load_runner options a model spec sets beyond the common ones (only those set, so a
+    plug-in runtime that takes none keeps working)."""
+    return {k: getattr(spec, k) for k in ("output_name", "embedding_output") if getattr(spec, k, None)}
+
+
+def as_row(inputs: Any, sig: Signature) -> Row:
+    """A stored or decoded sample's inputs as a row of ``sig``: rows pass through; a legacy flat
+    list of floats, or a row with one array under another name, goes to a single-input model's
+    input, reshaped to its shape."""
+    if isinstance(inputs, Mapping):
+        if len(inputs) == 1 and len(sig.inputs) == 1 and sig.inputs[0].name not in inputs:
+            (value,) = inputs.values()
+            return {sig.inputs[0].name: _reshaped(value, sig.inputs[0])}
+        return {k: np.asarray(v) for k, v in inputs.items()}
+    return {sig.inputs[0].name: _reshaped(inputs, sig.inputs[0])}
+
+
+def _reshaped(value: Any, spec: TensorSpec) -> np.ndarray:
+    arr = np.asarray(value, dtype=spec.dtype)
+    if spec.static and arr.shape != spec.shape:
+        return arr.reshape(spec.shape)
+    return arr
+
+
+def sample_rows(samples: Sequence[Any], sig: Signature) -> list[Row]:
+    return [as_row(s.inputs, sig) for s in samples]
+
+
+def sample_texts(samples: Sequence[Any]) -> list[str | None] | None:
+    """The samples' raw texts; None when no sample came as text."""
+    texts = [getattr(s, "text", None) for s in samples]
+    return texts if any(t is not None for t in texts) else None
+
+
+def text_record(inputs: PairInputs, texts: list[str | None] | None, stats: dict[str, np.ndarray] | None
+                ) -> dict[str, Any] | None:
+    """What a run records about its raw texts: the tokenizer's sha256 and limit, how many rows
+    came as text and how many of those were truncated."""
+    if inputs.text is None:
+        return None
+    n_text = sum(t is not None for t in texts) if texts else 0
+    truncated = int(np.asarray(stats["truncated"]).sum()) if stats and "truncated" in stats else 0
+    return {"tokenizer_sha256": inputs.text.sha256, "max_length": inputs.text.max_length,
+            "rows_with_text": n_text, "truncated": truncated}
+
+
+def text_stats(inputs: PairInputs, texts: list[str | None] | None) -> dict[str, np.ndarray] | None:
+    """Per-row token statistics of the texts, when every row came as text (rows sent as tensors
+    have no text to describe; the checks then describe their token ids)."""
+    if inputs.text is None or not texts or any(t is None for t in texts):
+        return None
+    return inputs.text.stats(list(texts))
