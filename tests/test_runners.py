@@ -213,10 +213,16 @@ def test_torch_format_is_recognised_by_content(tmp_path, rows, baseline):
         load_runner(unrelated, runtime="torch", role="baseline")
 
 
-def test_multi_input_onnx_is_rejected_naming_inputs(tmp_path):
-    path = tiny_onnx(tmp_path / "two.onnx", inputs=2)
-    with pytest.raises(ModelLoadError, match=r"expected exactly one input, the model has 2: x, extra1"):
-        load_runner(path, runtime="onnxruntime", role="candidate")
+def test_multi_input_onnx_is_taken_with_every_input_by_name(tmp_path):
+    # Once refused ("expected exactly one input"); the signature now lists every graph input.
+    runner = load_runner(tiny_onnx(tmp_path / "two.onnx", inputs=2), runtime="onnxruntime", role="candidate", output="logits")
+    assert runner.signature.names == ("x", "extra1") and runner.input_shape is None
+    proba = runner.predict_proba({"x": X4, "extra1": np.zeros_like(X4)})
+    np.testing.assert_allclose(proba, softmax_ref(X4.astype(np.float64) @ W), atol=1e-6)
+    with pytest.raises(ValueError, match="missing input 'extra1'"):
+        runner.predict_proba({"x": X4})
+    with pytest.raises(ValueError, match="pass a mapping of input name to array"):
+        runner.predict_proba(X4)
 
 
 def test_bad_output_mode(tmp_path):
