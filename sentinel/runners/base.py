@@ -30,7 +30,7 @@ from .batches import batch_size, check_batch, chunked, probe_batch
 from .scores import OUTPUT_MODES, QUANTIZED_SUM_TOLERANCE, convert_scores, softmax, to_probabilities
 
 __all__ = ["OUTPUT_MODES", "QUANTIZED_SUM_TOLERANCE", "RUNTIMES", "ModelFileRunner", "ModelLoadError", "Runner",
-           "RunnerOutput", "check_batch", "load_runner", "sha256_file", "softmax", "to_probabilities"]
+           "RunnerOutput", "check_batch", "load_runner", "output_options", "sha256_file", "softmax", "to_probabilities"]
 
 #: Built-in runtimes. Any other name that looks like ``module:Class`` is imported as is
 #: (uvicorn style), so a deployment can plug in its own runner without touching Sentinel.
@@ -267,6 +267,13 @@ class ModelFileRunner:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(role={self.role!r}, path={str(self.path)!r}, "
                 f"inputs={self.signature.describe()!r}, n_outputs={self.n_outputs})")
+
+
+def output_options(spec: Any) -> dict[str, str]:
+    """The load options naming a model's outputs, from a :class:`sentinel.config.ModelSpec`
+    (``output_name``, ``embedding_output``; those left unset are left out)."""
+    names = {k: getattr(spec, k, None) for k in ("output_name", "embedding_output")}
+    return {k: v for k, v in names.items() if v is not None}
 
 
 def load_runner(

@@ -35,6 +35,10 @@ def check_batch(x: np.ndarray | Mapping[str, Any], signature: Signature, where: 
     dimension first) as a batch the model takes: every input present, of the right rank and fixed
     dimensions, cast to its declared dtype (whole numbers for integer inputs), C-contiguous.
     Raises ValueError naming the input and dimension."""
+    if isinstance(x, np.ndarray) and len(signature.inputs) == 1:
+        spec = signature.inputs[0]
+        if x.dtype == spec.dtype and x.flags.c_contiguous and spec.misfit(x.shape[1:]) is None:
+            return {spec.name: x}   # the common case, kept cheap: it runs on every timed call
     if not isinstance(x, Mapping):
         if len(signature.inputs) != 1:
             raise ValueError(f"{where}: the model takes {len(signature.inputs)} inputs ({', '.join(signature.names)}): "

@@ -59,13 +59,20 @@ def pair_differences(baseline: Signature, candidate: Signature) -> list[str]:
     return baseline.differences(candidate)
 
 
+def model_batch(rows: Sequence[Row], signature: Signature) -> np.ndarray | Batch:
+    """Rows collated into what a runner takes: one array for a single-input model (each runner
+    feeds it under its own input name), else input name -> padded batch array."""
+    batch = collate(rows, signature)
+    return next(iter(batch.values())) if len(batch) == 1 else batch
+
+
 def _describe(r: Runner) -> str:
     return f"{r.role} {r.path} ({r.runtime}, inputs {signature_of(r).describe()}, n_outputs={r.n_outputs})"
 
 
 def _call(r: Any, batch: np.ndarray | Batch) -> RunnerOutput:
     if isinstance(batch, dict) and len(batch) == 1:
-        batch = next(iter(batch.values()))   # a single input goes in under the model's own name
+        batch = next(iter(batch.values()))   # a single input goes in under each model's own name
     run = getattr(r, "run", None)   # a plug-in runner may only have predict_proba
     return run(batch) if callable(run) else RunnerOutput(np.asarray(r.predict_proba(batch), dtype=np.float64))
 
@@ -134,7 +141,7 @@ class PairedRunner:
             rows = self._checked_rows(x)
             n = len(rows)
             order = self._order(rows)
-            batches = [(idx, collate([rows[i] for i in idx], self.signature))
+            batches = [(idx, model_batch([rows[i] for i in idx], self.signature))
                        for idx in (order[lo:lo + batch_size] for lo in range(0, n, batch_size))]
         return self._run_batches(batches, n)
 
