@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from torch.utils._pytree import tree_leaves
 
 from ..tensors import Batch, Signature, TensorSpec
