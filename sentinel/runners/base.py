@@ -181,7 +181,8 @@ class ModelFileRunner:
 
     Options common to both built-in runtimes: ``output_name``, the graph output holding the
     scores (default: the first output), and ``embedding_output``, a graph output holding a
-    per-row embedding returned by :meth:`run` as float64 ``(n, d)``.
+    per-row embedding returned by :meth:`run` as float64 ``(n, d)``; ``embedding_dim`` is its
+    width ``d`` (None when none is configured), read from the probe batch at load.
     """
 
     runtime: str = ""
