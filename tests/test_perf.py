@@ -437,3 +437,30 @@ def test_only_a_finished_run_with_a_perf_measurement_can_be_accepted(tmp_path):
     got = store.accept_perf(measured, actor="ana", reason="on purpose")
     assert got["accepted"] and got["accepted_by"]["actor"] == "ana"
     assert store.get_run(measured)["record"]["perf"]["accepted_by"]["reason"] == "on purpose"
+
+
+def test_rows_of_a_text_pair_are_timed_padded_per_batch_and_probed_at_their_length(tmp_path):
+    from sentinel.config import ModelSpec, PerfConfig
+    from sentinel.perf.measure import measure_pair, time_calls
+    from sentinel.runners.paired import PairedRunner
+    from sentinel.testing import models
+
+    built = models.build("text", tmp_path)
+    base = load_runner(built.pt2, runtime="torch", role="baseline", threads=1, embedding_output="1")
+    cand = load_runner(built.int8, runtime="onnxruntime", role="candidate", threads=1)
+    rows = models.rows("text", 40, seed=1)
+    seconds = time_calls(PairedRunner(base, cand), rows[:2])   # short: tiled, as for stacked rows
+    assert seconds["baseline"].size == seconds["candidate"].size == 2 and (seconds["candidate"] > 0).all()
+    specs = {"baseline": ModelSpec(path=str(built.pt2), runtime="torch", embedding_output="1"),
+             "candidate": ModelSpec(path=str(built.int8))}
+    m = measure_pair(base, cand, rows, serving_batch_size=8, specs=specs,
+                     settings=PerfConfig(budget_seconds=0.2, warmup_seconds=0, max_calls=50))
+    assert [t.batch_size for t in m.timings] == [1, 8] and all(t.calls >= 20 for t in m.timings)
+    assert set(m.memory) == {"baseline", "candidate"}
+    for role, mem in m.memory.items():   # the probe ran a serving batch of valid ids and masks
+        assert mem.get("peak_rss_delta_bytes", -1) >= 0, (role, mem)
+    longest = max(len(r["input_ids"]) for r in rows)
+    short = session_peak_memory(path=str(built.int8), runtime="onnxruntime", role="candidate", output="probabilities",
+                                threads=1, providers=None, batch_size=8, sha256="t", length=longest,
+                                options={"embedding_output": "nope"})
+    assert "embedding_output 'nope' is not an output" in collect(short)["error"]   # options reach the probe

@@ -213,10 +213,16 @@ def test_torch_format_is_recognised_by_content(tmp_path, rows, baseline):
         load_runner(unrelated, runtime="torch", role="baseline")
 
 
-def test_multi_input_onnx_is_rejected_naming_inputs(tmp_path):
-    path = tiny_onnx(tmp_path / "two.onnx", inputs=2)
-    with pytest.raises(ModelLoadError, match=r"expected exactly one input, the model has 2: x, extra1"):
-        load_runner(path, runtime="onnxruntime", role="candidate")
+def test_multi_input_onnx_is_taken_with_every_input_by_name(tmp_path):
+    # Once refused ("expected exactly one input"); the signature now lists every graph input.
+    runner = load_runner(tiny_onnx(tmp_path / "two.onnx", inputs=2), runtime="onnxruntime", role="candidate", output="logits")
+    assert runner.signature.names == ("x", "extra1") and runner.input_shape is None
+    proba = runner.predict_proba({"x": X4, "extra1": np.zeros_like(X4)})
+    np.testing.assert_allclose(proba, softmax_ref(X4.astype(np.float64) @ W), atol=1e-6)
+    with pytest.raises(ValueError, match="missing input 'extra1'"):
+        runner.predict_proba({"x": X4})
+    with pytest.raises(ValueError, match="pass a mapping of input name to array"):
+        runner.predict_proba(X4)
 
 
 def test_bad_output_mode(tmp_path):
@@ -345,3 +351,19 @@ def test_mismatched_pair_raises(tmp_path, baseline):
 def test_paired_rejects_bad_batch_size(baseline, candidate):
     with pytest.raises(ValueError, match="batch_size"):
         PairedRunner(baseline, candidate).run(load_reference().x, batch_size=0)
+
+
+def test_pt2_with_a_fixed_batch_is_chunked_and_multi_input_fixed_batches_too(tmp_path):
+    class TwoInputs(torch.nn.Module):   # logits = x @ W + 0 * offset: the second input is fed by name
+        def forward(self, x, offset):
+            return x @ torch.from_numpy(W) + 0.0 * offset.sum(-1, keepdim=True)
+
+    ep = torch.export.export(TwoInputs(), (torch.zeros(3, 4), torch.zeros(3, 2, dtype=torch.float16)))  # batch fixed at 3
+    torch.export.save(ep, str(tmp_path / "fixed.pt2"))
+    runner = load_runner(tmp_path / "fixed.pt2", runtime="torch", role="baseline", output="logits")
+    assert runner.signature.describe() == "x float32[4], offset float16[2]" and runner._fixed_batch == 3
+    batch = {"x": X4, "offset": np.ones((4, 2))}   # 4 rows: a full chunk of 3 and one filled up
+    np.testing.assert_allclose(runner.predict_proba(batch), softmax_ref(X4.astype(np.float64) @ W), atol=1e-6)
+    onnx_runner = load_runner(tiny_onnx(tmp_path / "fixed2.onnx", batch=3, inputs=2), runtime="onnxruntime",
+                              role="candidate", output="logits")
+    np.testing.assert_allclose(onnx_runner.predict_proba({"x": X4, "extra1": X4}), softmax_ref(X4.astype(np.float64) @ W), atol=1e-6)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..registry import PluginError
-from ..runners.base import ModelLoadError, load_runner, sha256_file
+from ..runners.base import ModelLoadError, load_runner, output_options, sha256_file
 from .fingerprint import fingerprint
 from .history import perf_history
 
@@ -177,7 +177,8 @@ def accepted_reference(cfg: Any, pair: str, baseline: Any, candidate: Any, histo
 
     def load(path: Any, role: str) -> Any:
         r = load_runner(path, runtime=candidate.runtime, role=role, output=spec.output,
-                        threads=getattr(candidate, "threads", None), providers=spec.providers)
+                        threads=getattr(candidate, "threads", None), providers=spec.providers,
+                        **output_options(spec))
         made.append(r)
         if r.sha256 != expected[role]:
             raise ModelLoadError(path, f"now holds other bytes (sha256 {r.sha256[:12]}, expected "

@@ -58,9 +58,8 @@ def _reset_peak() -> bool:
 def _child(spec: dict[str, Any]) -> dict[str, Any]:
     import importlib
 
-    import numpy as np
-
     from ..runners.base import load_runner
+    from ..runners.batches import PROBE_LENGTH, probe_batch
 
     module = _RUNTIME_IMPORTS.get(spec["runtime"])
     if module:
@@ -69,8 +68,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     before = _status_kb("VmRSS")
     exact = _reset_peak()
     runner = load_runner(spec["path"], runtime=spec["runtime"], role=spec["role"], output=spec["output"],
-                         threads=spec["threads"], providers=spec["providers"])
-    runner.predict_proba(np.zeros((spec["batch_size"], *runner.input_shape), dtype=np.float32))
+                         threads=spec["threads"], providers=spec["providers"], **spec.get("options", {}))
+    # one serving batch of valid inputs for whatever the model takes, dynamic dims at `length`
+    runner.run(probe_batch(runner.signature, spec["batch_size"], spec.get("length") or PROBE_LENGTH))
     peak = _status_kb("VmHWM")
     if before is None or peak is None:
         return {"error": "no /proc/self/status on this platform"}
@@ -80,14 +80,18 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def session_peak_memory(*, path: str, runtime: str, role: str, output: str, threads: int | None,
                         providers: list[str] | None, batch_size: int, sha256: str,
-                        cancel: threading.Event | None = None) -> subprocess.Popen[str] | dict[str, Any]:
+                        cancel: threading.Event | None = None, length: int | None = None,
+                        options: dict[str, Any] | None = None) -> subprocess.Popen[str] | dict[str, Any]:
     """Start measuring one session; returns a cached result or a running ``Popen`` for :func:`collect`
-    (an error result, and no process, once ``cancel`` is set)."""
-    key = (sha256, runtime, output, threads, tuple(providers or ()), batch_size)
+    (an error result, and no process, once ``cancel`` is set). ``length``: the length of the
+    probe rows' dynamic dimensions (sequence length; default 8); ``options``: load options
+    (``output_name``, ``embedding_output``)."""
+    options = dict(options or {})
+    key = (sha256, runtime, output, threads, tuple(providers or ()), batch_size, length, tuple(sorted(options.items())))
     if key in _cache:
         return _cache[key]
     spec = {"path": path, "runtime": runtime, "role": role, "output": output, "threads": threads,
-            "providers": providers, "batch_size": batch_size}
+            "providers": providers, "batch_size": batch_size, "length": length, "options": options}
     with _live_lock:
         if cancel is not None and cancel.is_set():
             return {"error": "memory probe not started: the revalidation was cancelled"}

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..runners.paired import model_batch, signature_of
+from ..tensors import Batch, Row, Signature
 
 ROLES = ("baseline", "candidate")
 #: Latency distributions are stored as this many evenly spaced quantiles (a sketch): enough for
@@ -64,20 +67,32 @@ def sketch(v: np.ndarray, points: int = SKETCH_POINTS) -> list[float]:
     return [float(x) for x in np.quantile(v, (np.arange(points) + 0.5) / points)]
 
 
-def batches(x: np.ndarray, batch_size: int, count: int) -> list[np.ndarray]:
-    """``count`` batches of ``batch_size`` rows cycling through ``x`` (tiled when it is short)."""
+def batches(x: np.ndarray | Sequence[Row], batch_size: int, count: int,
+            signature: Signature | None = None) -> list[np.ndarray | Batch]:
+    """``count`` batches of ``batch_size`` rows cycling through ``x`` (tiled when it is short).
+    ``x`` is a stacked array, or rows collated per batch with ``signature`` (padded to each
+    batch's longest row, as a paired run does)."""
     if len(x) == 0:
         raise ValueError("no rows to time")
     if len(x) < batch_size:
-        x = np.concatenate([x] * (-(-batch_size // len(x))))
+        reps = -(-batch_size // len(x))
+        x = np.concatenate([x] * reps) if isinstance(x, np.ndarray) else list(x) * reps
     starts = [(i * batch_size) % (len(x) - batch_size + 1) for i in range(count)]
-    return [np.ascontiguousarray(x[s:s + batch_size]) for s in starts]
+    if isinstance(x, np.ndarray):
+        return [np.ascontiguousarray(x[s:s + batch_size]) for s in starts]
+    if signature is None:
+        raise ValueError("timing rows needs the models' signature to batch them")
+    return [model_batch(x[s:s + batch_size], signature) for s in starts]
 
 
-def time_interleaved(runners: dict[str, Any], x: np.ndarray, batch_size: int, *, budget_seconds: float,
+def time_interleaved(runners: dict[str, Any], x: np.ndarray | Sequence[Row], batch_size: int, *, budget_seconds: float,
                      warmup_seconds: float = 0.3, max_calls: int = 20000, min_calls: int = 20,
-                     clock: Callable[[], float] = time.perf_counter) -> Timing:
+                     clock: Callable[[], float] = time.perf_counter, signature: Signature | None = None) -> Timing:
     """Time ``predict_proba`` of each runner on the same batches, alternating which goes first.
+
+    ``x``: a stacked array or a sequence of rows, batched with ``signature`` (default: the
+    first runner's) and padded per batch like a paired run; the batches are built before
+    timing, so collating is not timed.
 
     Runs rounds (one call per role) until ``budget_seconds`` of timed rounds have passed or
     ``max_calls`` rounds are done (at least ``min_calls``), after ``warmup_seconds`` of
@@ -91,7 +106,9 @@ def time_interleaved(runners: dict[str, Any], x: np.ndarray, batch_size: int, *,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     roles = list(runners)
-    pool = batches(x, batch_size, 64)
+    if signature is None and not isinstance(x, np.ndarray) and roles:
+        signature = signature_of(runners[roles[0]])
+    pool = batches(x, batch_size, 64, signature)
     start = clock()
     warm = 0
     while clock() - start < warmup_seconds or warm < 2:

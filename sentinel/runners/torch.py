@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_leaves
 
-from .base import ModelFileRunner, ModelLoadError, first_line
+from ..tensors import Batch, Signature, TensorSpec
+from .base import ModelFileRunner, ModelLoadError, first_line, pick_output
 
 #: Name of the TorchScript extra file holding the per-sample input shape as a JSON list.
 INPUT_SHAPE_EXTRA = "input_shape"
@@ -60,11 +62,23 @@ def _weights_only_torch_load() -> Iterator[None]:
 class TorchRunner(ModelFileRunner):
     """Runs a torch model on CPU under ``torch.inference_mode()``.
 
+    The signature of a ``.pt2`` archive is read from the exported program: its user inputs, in
+    order, with each placeholder's recorded dtype and shape (symbolic dimensions, those exported
+    with ``torch.export.Dim``, are dynamic; the first is the batch). Inputs are passed
+    positionally in that order (keyword inputs by their keyword). A TorchScript file takes one
+    float32 input whose per-row shape is its ``input_shape`` extra file (or option).
+
+    Outputs: the scores are the first output unless ``output_name`` says otherwise; with
+    ``embedding_output`` a second one is returned. A model returning a tuple (or list) is
+    addressed by index (``output_name: "0"``, ``embedding_output: "1"``); one returning a dict
+    by its keys (``"embedding"``), which ``torch.export`` records; the exported graph's own
+    output node names are accepted too.
+
     Args:
-        path: an archive written by ``torch.export.save`` (``.pt2``; exported with a
-            dynamic batch dimension) or a TorchScript file (``.pt``/``.ts``/``.torchscript``).
+        path: an archive written by ``torch.export.save`` (``.pt2``) or a TorchScript file
+            (``.pt``/``.ts``/``.torchscript``).
         role: ``"baseline"`` or ``"candidate"``.
-        output: ``"probabilities"`` or ``"logits"`` (see :func:`~sentinel.runners.load_runner`).
+        output: an output kind (:data:`~sentinel.runners.scores.OUTPUT_MODES`).
         threads: if given, ``torch.set_num_threads(threads)``. Note this is process wide in
             torch: the last runner loaded wins.
         providers: ignored (ONNX Runtime only); accepted so every runtime has one signature.
@@ -76,20 +90,27 @@ class TorchRunner(ModelFileRunner):
 
     runtime = "torch"
 
-    def _open(self, providers: list[str] | None, input_shape: tuple[int, ...] | list[int] | None = None) -> int | None:
+    def _open(self, providers: list[str] | None, input_shape: tuple[int, ...] | list[int] | None = None,
+              **options: Any) -> int | None:
+        if options:
+            raise ModelLoadError(self.path, f"unknown option(s) for torch: {', '.join(sorted(options))}")
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         given_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
         self.providers = ["cpu"]   # this runner always executes on CPU
-        self._module, shape, n_outputs = self._load(given_shape)
-        if given_shape is not None and shape != given_shape:
-            raise ModelLoadError(self.path, f"input_shape {list(given_shape)} given but the model expects {list(shape)}")
-        self.input_shape = shape
-        return n_outputs   # the probe batch that follows absorbs first-call setup (~1 ms here)
+        self._module, n_outputs, out_names = self._load(given_shape)
+        expected = self.signature.input_shape
+        if given_shape is not None and expected != given_shape:
+            raise ModelLoadError(self.path, f"input_shape {list(given_shape)} given but the model expects "
+                                            f"{list(expected) if expected is not None else self.signature.describe()}")
+        score = pick_output(self.path, self.output_name, out_names, "output_name") or 0
+        self._picks = (score, pick_output(self.path, self.embedding_output, out_names, "embedding_output"))
+        # the graph's class count is that of its first output; the probe batch absorbs first-call setup
+        return n_outputs if score == 0 else None
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load(self, given_shape: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...], int | None]:
+    def _load(self, given_shape: tuple[int, ...] | None) -> tuple[Any, int | None, list[str]]:
         # Both formats are zip archives; tell them apart by content rather than by suffix so
         # a mis-named file still loads and a wrong one gets a precise message.
         try:
@@ -112,7 +133,7 @@ class TorchRunner(ModelFileRunner):
         except Exception as exc:  # each torch loader raises its own zoo of exceptions
             raise ModelLoadError(self.path, f"{_NOT_TORCH} ({first_line(exc, 160)})") from exc
 
-    def _load_export(self, names: list[str], _given: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...], int | None]:
+    def _load_export(self, names: list[str], _given: tuple[int, ...] | None) -> tuple[Any, int | None, list[str]]:
         # torch.export.load unpickles in a few places: Python objects stored as constants
         # (plain pickle.loads) and, as fallbacks, torch.load(weights_only=False) for sample
         # inputs, tensor subclasses and the legacy format. Refuse archives carrying pickled
@@ -123,31 +144,33 @@ class TorchRunner(ModelFileRunner):
         # An open file rather than the path: torch only accepts paths ending in ".pt2".
         with _weights_only_torch_load(), open(self.path, "rb") as fh:
             ep = torch.export.load(fh)
-        user_inputs = list(ep.graph_signature.user_inputs)
-        if len(user_inputs) != 1:
-            raise ModelLoadError(self.path, f"expected one input, the exported program has {len(user_inputs)}: {user_inputs}")
         nodes = {node.name: node for node in ep.graph.nodes}
-        val = nodes[user_inputs[0]].meta.get("val")
-        if val is None:
-            raise ModelLoadError(self.path, "exported program does not record its input shape")
-        try:
-            # dim 0 is the (symbolic) batch; the rest must be fixed for a per-row model.
-            shape = tuple(int(d) for d in val.shape[1:])
-        except (TypeError, RuntimeError) as exc:
-            raise ModelLoadError(self.path, f"input shape {tuple(val.shape)} is not fixed beyond the batch dimension ({exc})") from exc
-        n_outputs = None
-        out_node = next((n for n in ep.graph.nodes if n.op == "output"), None)
-        if out_node is not None and out_node.args and out_node.args[0]:
-            first = out_node.args[0][0]
-            out_val = getattr(first, "meta", {}).get("val")
-            if out_val is not None and len(out_val.shape) == 2:
-                try:
-                    n_outputs = int(out_val.shape[-1])
-                except (TypeError, RuntimeError):
-                    n_outputs = None
-        return ep.module(), shape, n_outputs
+        user_inputs = list(ep.graph_signature.user_inputs)
+        specs = [self._spec(name, nodes[name].meta.get("val")) for name in user_inputs]
+        self.signature = Signature(tuple(s for s, _ in specs))
+        fixed = {b for _, b in specs if b is not None}
+        self._fixed_batch = min(fixed) if fixed else None
+        self._n_positional = _positional_count(ep.call_spec.in_spec, len(user_inputs))
+        out_spec = ep.call_spec.out_spec
+        out_names = ([str(k) for k in out_spec.context] if out_spec is not None and out_spec.type is dict
+                     else [str(n) for n in ep.graph_signature.user_outputs])
+        return ep.module(), _declared_classes(ep), out_names
 
-    def _load_torchscript(self, _names: list[str], given_shape: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...], int | None]:
+    def _spec(self, name: str, val: Any) -> tuple[TensorSpec, int | None]:
+        """One exported input as a TensorSpec (batch dimension dropped) and its fixed batch size
+        (None: dynamic)."""
+        if val is None or not isinstance(val, torch.Tensor):
+            raise ModelLoadError(self.path, f"exported input {name!r} is not a tensor with a recorded shape ({type(val).__name__})")
+        if val.dim() < 1:
+            raise ModelLoadError(self.path, f"exported input {name!r} is a scalar; every input needs a batch dimension")
+        dims = [None if isinstance(d, torch.SymInt) else int(d) for d in val.shape]
+        dtype = str(val.dtype).removeprefix("torch.")
+        try:
+            return TensorSpec(name, dtype, tuple(dims[1:])), dims[0]
+        except ValueError as exc:
+            raise ModelLoadError(self.path, str(exc)) from None
+
+    def _load_torchscript(self, _names: list[str], given_shape: tuple[int, ...] | None) -> tuple[Any, int | None, list[str]]:
         extra = {INPUT_SHAPE_EXTRA: ""}
         with warnings.catch_warnings():
             # TorchScript is deprecated upstream but still a supported input format here.
@@ -167,19 +190,48 @@ class TorchRunner(ModelFileRunner):
                 self.path,
                 f"TorchScript file has no {INPUT_SHAPE_EXTRA!r} extra file; pass input_shape=... to the runner",
             )
-        return module, shape, None
+        self.signature = Signature.single(shape)
+        self._n_positional = 1
+        return module, None, []
 
     # -- inference -------------------------------------------------------------------------
 
-    def _call(self, x: np.ndarray) -> np.ndarray:
-        out = self._module(torch.from_numpy(x))
-        if isinstance(out, (tuple, list)):  # models returning (probs, ...) : use the first
-            out = out[0]
-        return out.detach().cpu().numpy()
-
-    def _raw(self, x: np.ndarray) -> np.ndarray:
+    def _outputs(self, batch: Batch) -> tuple[np.ndarray, np.ndarray | None]:
+        tensors = [torch.from_numpy(batch[name]) for name in self.signature.names]
+        k = self._n_positional
+        kwargs = dict(zip(self.signature.names[k:], tensors[k:]))
         with torch.inference_mode():
-            return self._call(x)
+            out = self._module(*tensors[:k], **kwargs)
+        flat = [out] if isinstance(out, torch.Tensor) else tree_leaves(out)
+        score, embed = self._picks
+        if max(score, embed or 0) >= len(flat):
+            raise ValueError(f"the model returns {len(flat)} output(s); output index {max(score, embed or 0)} does not exist")
+        return _numpy(flat[score]), None if embed is None else _numpy(flat[embed])
 
     def close(self) -> None:
         self._module = None
+
+
+def _numpy(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def _positional_count(in_spec: Any, n_inputs: int) -> int:
+    """How many of an exported program's inputs are positional (the rest are keywords, in the
+    order ``graph_signature.user_inputs`` lists them)."""
+    try:
+        children = in_spec.children() if hasattr(in_spec, "children") else in_spec.children_specs
+        return n_inputs - len(children[1].context or [])
+    except (AttributeError, ValueError, TypeError):
+        return n_inputs
+
+
+def _declared_classes(ep: Any) -> int | None:
+    """The class count of the first output, when the exported graph records it as 2-D."""
+    out_node = next((n for n in ep.graph.nodes if n.op == "output"), None)
+    if out_node is None or not out_node.args or not out_node.args[0]:
+        return None
+    out_val = getattr(out_node.args[0][0], "meta", {}).get("val")
+    if out_val is None or len(out_val.shape) != 2 or isinstance(out_val.shape[-1], torch.SymInt):
+        return None
+    return int(out_val.shape[-1])
