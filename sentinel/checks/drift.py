@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .data import RunData, slice_rows, slices
+from .descriptors import window_descriptors
 from .result import CheckResult, decided_by, deciding, worst
 from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
 
@@ -128,6 +129,7 @@ class _DriftCheck(StatisticalCheck):
             ref_rows = slice_rows(data.reference.attributes, sname)
             for j, col in enumerate(names):
                 r, c = ref[ref_rows, j].astype(float), cur[rows, j].astype(float)
+                r, c = r[np.isfinite(r)], c[np.isfinite(c)]     # a descriptor unknown for a row (NaN)
                 label = f"{self.prefix}={col}" if sname == "overall" else f"{self.prefix}={col},{sname}"
                 if min(r.size, c.size) < 2:
                     findings.append(Finding(label, None, int(min(r.size, c.size)), f"drift of {col}"))
@@ -158,16 +160,45 @@ class _DriftCheck(StatisticalCheck):
         return [summary] + results
 
 
+def drift_columns(data: RunData) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The columns ``data_drift`` tests, for any RunData with a reference: (names, current
+    ``(n, m)``, reference ``(r, m)``). Tabular inputs: one column per feature. Text, images and
+    other tensors: per-row descriptors (sentinel.checks.descriptors): tokens and characters,
+    per-channel mean/std with brightness and contrast, per-input mean/std/length; only the
+    descriptors both windows have. NaN marks a row where a descriptor is unknown."""
+    ref = data.reference
+    assert ref is not None
+    if data.modality == "tabular":
+        cur = _flat(data.inputs, data.rows, data.signature, data.n)
+        return data.features_for(cur.shape[1]), cur, _flat(ref.inputs, ref.rows, data.signature, ref.n)
+    cur_d = window_descriptors(data, data.modality, data.signature, data.image_layout)
+    ref_d = window_descriptors(ref, data.modality, data.signature, data.image_layout)
+    names = [k for k in cur_d if k in ref_d]
+    return (names, np.column_stack([cur_d[k] for k in names]) if names else np.zeros((data.n, 0)),
+            np.column_stack([ref_d[k] for k in names]) if names else np.zeros((ref.n, 0)))
+
+
+def _flat(inputs: np.ndarray | None, rows: list | None, signature: Any, n: int) -> np.ndarray:
+    """Tabular inputs as ``(n, features)`` float64: the stacked array, else the rows' one input."""
+    if inputs is None and rows is not None:
+        name = signature.names[0] if signature is not None and signature.inputs else next(iter(rows[0]), None) if rows else None
+        inputs = np.stack([np.asarray(r[name], dtype=float) for r in rows]) if rows else np.zeros((0, 0))
+    if inputs is None:
+        raise ValueError("data_drift: the window has neither stacked inputs nor rows")
+    arr = np.asarray(inputs, dtype=float)
+    return arr.reshape(n, int(np.prod(arr.shape[1:])))
+
+
 class DataDriftCheck(_DriftCheck):
-    """Per-feature drift of the model inputs vs the reference window (inputs wider than
-    ``params.max_columns`` are left to prediction drift). Slices: ``feature=<name>``."""
+    """Drift of the model inputs vs the reference window, per column of :func:`drift_columns`:
+    each feature of tabular inputs (inputs wider than ``params.max_columns`` are left to
+    prediction drift), per-row descriptors of text, images and other tensors (never a test per
+    token position or pixel). Slices: ``feature=<name>``."""
     type = "data_drift"
     prefix = "feature"
 
     def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-        cur = data.flat_inputs()
-        ref = data.reference.inputs.reshape(data.reference.n, cur.shape[1])
-        names = data.features()
+        names, cur, ref = drift_columns(data)
         m = min(len(names), int(self.params["max_columns"]))
         return names[:m], cur[:, :m], ref[:, :m], list(self.params["slice_by"])
 
@@ -181,7 +212,7 @@ class PredictionDriftCheck(_DriftCheck):
 
     def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
         k = len(data.classes)
-        keep = list(range(k)) if k > 2 else [data.classes.index((data.critical_classes or data.classes)[0])]
+        keep = list(range(k)) if k > 2 or data.output_kind == "multilabel" else [data.classes.index((data.critical_classes or data.classes)[0])]
         names = [f"p({data.classes[i]})" for i in keep]
         return names, data.candidate[:, keep], data.reference.candidate[:, keep], list(self.params["slice_by"])
 
