@@ -41,12 +41,13 @@ def _evidently() -> Any:
     return get_registered_stattest, ColumnType
 
 
-def choose_method(ref: np.ndarray, cur: np.ndarray) -> tuple[str, str]:
-    """(method, column type) for one column, from the number of distinct values it takes."""
+def choose_method(ref: np.ndarray, cur: np.ndarray, ordinal: bool = False) -> tuple[str, str]:
+    """(method, column type) for one column, from the number of distinct values it takes;
+    ``ordinal`` columns (descriptors such as a count of tokens) are numeric unless two-valued."""
     distinct = np.unique(np.concatenate([ref, cur])).size
     if distinct <= 2:
         return "z", "cat"
-    if distinct <= CATEGORICAL_MAX:
+    if distinct <= CATEGORICAL_MAX and not ordinal:
         return "chisquare", "cat"
     return "ks", "num"
 
@@ -111,6 +112,10 @@ class _DriftCheck(StatisticalCheck):
         """(names, current (n, m), reference (r, m), slice_by for this check)"""
         raise NotImplementedError
 
+    def ordinal(self, data: RunData) -> bool:
+        """Whether the columns are ordered quantities (tested as numeric with few values too)."""
+        return False
+
     def evaluate(self, data: RunData) -> list[CheckResult]:
         if data.reference is None or data.reference.n == 0:
             return [CheckResult(self.name, "overall", "insufficient_data", None, data.n,
@@ -134,7 +139,7 @@ class _DriftCheck(StatisticalCheck):
                 if min(r.size, c.size) < 2:
                     findings.append(Finding(label, None, int(min(r.size, c.size)), f"drift of {col}"))
                     continue
-                method, ctype = choose_method(r, c)
+                method, ctype = choose_method(r, c, ordinal=self.ordinal(data))
                 method = overrides.get(col, method)
                 p, score, how = column_test(r, c, method, ctype, permutations, rng)
                 eff = effect_size(r, c, ctype)
@@ -201,6 +206,9 @@ class DataDriftCheck(_DriftCheck):
         names, cur, ref = drift_columns(data)
         m = min(len(names), int(self.params["max_columns"]))
         return names[:m], cur[:, :m], ref[:, :m], list(self.params["slice_by"])
+
+    def ordinal(self, data: RunData) -> bool:
+        return data.modality != "tabular"     # descriptors: counts, shares, means
 
 
 class PredictionDriftCheck(_DriftCheck):
