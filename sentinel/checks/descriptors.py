@@ -119,8 +119,9 @@ def image_batch(inputs: np.ndarray | None, rows: Sequence[Mapping[str, np.ndarra
 
 
 def image_descriptors(images: np.ndarray | list[np.ndarray], layout: str = "NCHW") -> dict[str, np.ndarray]:
-    """Per row: each channel's mean and standard deviation, brightness (BT.601 luma of RGB, the
-    channel mean otherwise) and contrast (standard deviation of that brightness image)."""
+    """Per row: each channel's mean and standard deviation (when there are several channels),
+    brightness (BT.601 luma of RGB, the channel mean otherwise) and contrast (standard deviation
+    of that brightness image)."""
     if isinstance(images, list):
         parts = [image_descriptors(a[None], layout) for a in images]
         keys = list(dict.fromkeys(k for p in parts for k in p))
@@ -130,7 +131,7 @@ def image_descriptors(images: np.ndarray | list[np.ndarray], layout: str = "NCHW
         raise ValueError(f"images must have 3 dimensions per row (C,H,W or H,W,C), got {list(x.shape[1:])}")
     x = np.moveaxis(x, 1 + channel_axis(layout), 1).reshape(x.shape[0], x.shape[1 + channel_axis(layout)], -1)
     out: dict[str, np.ndarray] = {}
-    for c in range(x.shape[1]):
+    for c in range(x.shape[1] if x.shape[1] > 1 else 0):     # one channel: its mean/std are brightness/contrast
         out[f"ch{c}_mean"], out[f"ch{c}_std"] = x[:, c].mean(axis=1), x[:, c].std(axis=1)
     gray = np.tensordot(LUMA, x, axes=([0], [1])) if x.shape[1] == 3 else x.mean(axis=1)
     out["brightness"], out["contrast"] = gray.mean(axis=1), gray.std(axis=1)
