@@ -83,13 +83,17 @@ def test_lines_that_do_not_fit_the_models_name_the_line(tmp_path, line, problem)
 
 
 @pytest.mark.parametrize("line, problem", [
-    ('{"inputs": {"x": [1, [2]]}}', "line 1: input 'x' is not a non-empty array of numbers"),
-    ('{"inputs": {"x": ["a"]}}', "line 1: input 'x' is not a non-empty array of numbers"),
+    ('{"inputs": {"x": [1, [2]]}}', "line 1: input 'x' is not a non-empty array of finite numbers"),
+    ('{"inputs": {"x": ["a"]}}', "line 1: input 'x' is not a non-empty array of finite numbers"),
     ('{"text": 5}', "line 1: 'text' must be a string"),
     ('{"text": "hi", "inputs": [1]}', "line 1: give 'inputs' or 'text', not both"),
     ('{"id": 1}', "line 1: a message needs 'inputs'"),
     ('[1, 2]', "line 1: not a message"),
-    ('{"inputs": [1, "x"]}', "line 1: 'inputs' is not a flat array of numbers"),
+    ('{"inputs": [1, "x"]}', "line 1: 'inputs' is not a flat array of finite numbers"),
+    ('{"inputs": [1, NaN]}', "line 1: 'inputs' is not a flat array of finite numbers"),
+    ('{"inputs": {"x": [Infinity]}}', "line 1: input 'x' is not a non-empty array of finite numbers"),
+    ('{"inputs": ' + "[" * 5000 + "]" * 5000 + "}", "line 1: arrays nest too deep"),
+    ('{"inputs": [1', "line 1: not JSON"),
 ])
 def test_malformed_lines_are_refused_when_read(tmp_path, line, problem):
     p = tmp_path / "bad.jsonl"

@@ -12,7 +12,7 @@ from pydantic import field_validator
 
 from .data import OVERALL, RunData, slice_rows, slices
 from .result import CheckResult
-from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
+from .statistical import Finding, StatisticalCheck, StatisticalParams, Test, open_unit
 from .stats import binom_greater, mcnemar_greater, rate_increase, wilson_interval
 
 
@@ -54,9 +54,7 @@ class DecisionParams(StatisticalParams):
     @field_validator("threshold")
     @classmethod
     def _threshold(cls, v: float) -> float:
-        if not 0 < v < 1:
-            raise ValueError(f"must be between 0 and 1, got {v}")
-        return v
+        return open_unit(v)
 
 
 def _rate(k: int, n: int) -> float | None:

@@ -93,8 +93,10 @@ def _read_line(out: Rows, name: str, lineno: int, line: str) -> None:
     where = f"{name} line {lineno}"
     try:
         obj = json.loads(line)
+    except RecursionError:
+        raise DataSetError("file", f"{where}: arrays nest too deep") from None
     except ValueError as exc:
-        raise DataSetError("file", f"{where}: not JSON ({exc.msg})") from None
+        raise DataSetError("file", f"{where}: not JSON ({getattr(exc, 'msg', exc)})") from None
     if not isinstance(obj, dict):
         raise DataSetError("file", f"{where}: not a message (a JSON object)")
     flat, row, text = None, None, obj.get("text")
@@ -108,14 +110,16 @@ def _read_line(out: Rows, name: str, lineno: int, line: str) -> None:
                 arr = np.asarray(tensor) if isinstance(tensor, (list, int, float, bool)) else None
             except ValueError:      # ragged nested lists
                 arr = None
-            if arr is None or arr.dtype.kind not in "biuf" or arr.size == 0:
-                raise DataSetError("file", f"{where}: input {str(key)[:40]!r} is not a non-empty array of numbers")
+            if arr is None or arr.dtype.kind not in "biuf" or arr.size == 0 or not np.all(np.isfinite(arr)):
+                raise DataSetError("file", f"{where}: input {str(key)[:40]!r} is not a non-empty array of finite numbers")
             row[str(key)] = arr
     elif isinstance(value, list):
         try:
             flat = [float(v) for v in value]
+            if not all(np.isfinite(flat)):
+                raise ValueError("not finite")
         except (ValueError, TypeError):
-            raise DataSetError("file", f"{where}: 'inputs' is not a flat array of numbers") from None
+            raise DataSetError("file", f"{where}: 'inputs' is not a flat array of finite numbers") from None
     elif text is None:
         raise DataSetError("file", f"{where}: a message needs 'inputs' (a flat array of numbers or an object of "
                                    f"named tensors) or 'text'")
