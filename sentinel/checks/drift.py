@@ -3,9 +3,12 @@ black-box shift detection, the approach that did best in Rabanser et al., "Faili
 2019) against the reference window. The only module that imports Evidently (lazily: the import
 costs 5-7 s and ~290 MB, so only runs that use these checks pay it).
 
-Per column the statistical method is chosen and recorded: ``ks`` for numeric columns, ``z``
-(two-sample proportions) for two-valued ones, ``chisquare`` for up to ``CATEGORICAL_MAX``
-values; ``params.methods`` overrides it per column with any Evidently method name. Evidently
+The columns of data drift are the features of tabular inputs and, for text, images and other
+tensors, per-row descriptors (:func:`drift_columns`, sentinel.checks.descriptors): never one
+test per token position or pixel. Per column the statistical method is chosen and recorded:
+``ks`` for numeric columns, ``z`` (two-sample proportions) for two-valued ones, ``chisquare``
+for up to ``CATEGORICAL_MAX`` values of a tabular feature (descriptors, which are ordered
+quantities, stay ``ks``); ``params.methods`` overrides it per column with any Evidently method name. Evidently
 computes each column's score. Where that score is a valid two-sample p-value (``TWO_SAMPLE_P``)
 it is used as is; every other score (distances such as wasserstein, psi, jensenshannon, and
 Evidently's chisquare, which treats the reference counts as exact and so false-alarms far above
