@@ -9,9 +9,9 @@ from sklearn.datasets import load_digits
 from sentinel.checks.base import ReferenceData, RunData, build_check
 from sentinel.checks.descriptors import image_descriptors
 from sentinel.checks.drift import drift_columns
-from sentinel.checks.perturb import shift
+from sentinel.checks.perturb import shift_image
 from sentinel.config import CheckSpec
-from sentinel.tensors import Signature, rows_of
+from sentinel.tensors import Signature, TensorSpec, rows_of
 
 CLASSES = [str(i) for i in range(10)]
 DIGITS = load_digits()
@@ -111,13 +111,12 @@ def test_image_drift_catches_a_brightness_change_and_has_no_pixel_columns(layout
 
 
 def test_shift_moves_images_and_repeats_the_edge():
-    img = np.arange(16, dtype=float).reshape(1, 1, 4, 4)
-    out = shift(np.repeat(img, 8, axis=0), 1, (2, 3), np.random.default_rng(0))
-    assert out.shape == (8, 1, 4, 4)
-    for o in out:       # every image is one of the four one-pixel shifts
-        assert any(np.array_equal(o[0], m) for m in (
-            np.vstack([img[0, 0, :1], img[0, 0, :3]]), np.vstack([img[0, 0, 1:], img[0, 0, 3:]]),
-            np.hstack([img[0, 0, :, :1], img[0, 0, :, :3]]), np.hstack([img[0, 0, :, 1:], img[0, 0, :, 3:]])))
+    g = np.arange(16, dtype=float).reshape(4, 4)
+    expect = [np.vstack([g[:1], g[:3]]), np.vstack([g[1:], g[3:]]),                 # down, up
+              np.hstack([g[:, :1], g[:, :3]]), np.hstack([g[:, 1:], g[:, 3:]])]     # right, left
+    for d in range(4):
+        assert np.array_equal(shift_image(g[None], 1, (1, 2), d)[0], expect[d])          # NCHW row (C,H,W)
+        assert np.array_equal(shift_image(g[:, :, None], 1, (0, 1), d)[..., 0], expect[d])  # NHWC row (H,W,C)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -131,6 +130,24 @@ def test_robustness_on_images_catches_a_brittle_candidate(brittle, layout):
         assert (r.status == "fail") is bool(brittle), (r.slice, r.message)
     # the baseline itself is shaken a little by every perturbation: they do change the images
     assert all(r.evidence["flip_rate"]["baseline"] > 0 for r in res.values())
+
+
+def test_images_of_different_sizes_are_perturbed_each_and_handed_over_as_rows():
+    sig = Signature((TensorSpec("image", "float32", (1, None, None)),))
+    rows = [{"image": X[i, :, :8 - i % 3, :]} for i in range(150)]
+    got = []
+
+    def predict(rs):
+        got.append(rs)
+        p = np.tile([0.5, 0.5], (len(rs), 1))
+        return p, p
+    p = np.tile([0.5, 0.5], (150, 1))
+    data = RunData("d", ["a", "b"], [], p, p, None, [{}] * 150, {}, rows=rows, predict=predict, signature=sig,
+                   modality="image")
+    res = check("robustness", params={"noise_scales": [0.1], "brightness": [0.1], "shifts": [1]}).evaluate(data)
+    assert {r.slice for r in res} == {"noise=0.1", "brightness=0.1", "shift=1"}
+    assert all(isinstance(g, list) and [r["image"].shape for r in g] == [r["image"].shape for r in rows] for g in got)
+    assert all(r["image"].dtype == np.float32 for g in got for r in g)
 
 
 def test_robustness_on_image_rows_hands_rows_to_the_models():

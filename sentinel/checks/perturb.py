@@ -178,46 +178,47 @@ def typos(text: str, q: float, rng: np.random.Generator) -> str:
 # -- images -------------------------------------------------------------------------------------
 
 def _image(data: RunData, idx: np.ndarray, params: Mapping[str, Any], rng: np.random.Generator) -> list[Perturbation]:
+    """Noise, brightness and shift on each image (rows of different sizes each on their own);
+    the scales come from the whole window: each channel's sd, the 1-99% pixel range."""
     name = image_input(data.signature) or (next(iter(data.rows[0])) if data.rows else "input")
-    x = (np.asarray(data.inputs)[idx] if data.inputs is not None
-         else np.stack([np.asarray(data.rows[i][name]) for i in idx])).astype(np.float64)
-    if x.ndim != 4:
+    images = ([np.asarray(a, dtype=np.float64) for a in np.asarray(data.inputs)[idx]] if data.inputs is not None
+              else [np.asarray(data.rows[i][name], dtype=np.float64) for i in idx])
+    if not images or any(a.ndim != 3 for a in images):
         return []
-    c_ax = 1 + channel_axis(data.image_layout)
-    others = tuple(a for a in range(4) if a != c_ax)
-    std = x.std(axis=others, keepdims=True)
-    lo, hi = x.min(), x.max()
-    span = float(np.percentile(x, 99) - np.percentile(x, 1)) if x.size else 0.0
+    c_ax = channel_axis(data.image_layout)
+    by_channel = np.concatenate([np.moveaxis(a, c_ax, 0).reshape(a.shape[c_ax], -1) for a in images], axis=1)
+    std = by_channel.std(axis=1)
+    std_shape = [1, 1, 1]
+    std_shape[c_ax] = -1
+    std = std.reshape(std_shape)
+    lo, hi = float(by_channel.min()), float(by_channel.max())
+    span = float(np.percentile(by_channel, 99) - np.percentile(by_channel, 1))
+    hw = (0, 1) if data.image_layout == "NHWC" else (1, 2)
     every = np.arange(len(idx))
 
-    def feed(xp: np.ndarray) -> Any:
+    def feed(new: list[np.ndarray]) -> Any:
         if data.inputs is not None:
-            return xp.astype(np.asarray(data.inputs).dtype)
+            return np.stack(new).astype(np.asarray(data.inputs).dtype)
         spec = data.signature.spec(name) if data.signature is not None and name in data.signature.names else None
-        return model_feed([{**data.rows[i], name: cast(xp[j], spec) if spec else xp[j]} for j, i in enumerate(idx)],
+        return model_feed([{**data.rows[i], name: cast(new[j], spec) if spec else new[j]} for j, i in enumerate(idx)],
                           data.signature)
-    found = [Perturbation(f"noise={s:g}", every, lambda s=s: feed(x + rng.standard_normal(x.shape) * std * float(s)))
-             for s in params["noise_scales"]]
-    found += [Perturbation(f"brightness={b:g}", every, lambda b=b: feed(np.clip(x + float(b) * span, lo, hi)))
-              for b in params["brightness"]]
-    hw = (1, 2) if data.image_layout == "NHWC" else (2, 3)
-    found += [Perturbation(f"shift={k:d}", every, lambda k=k: feed(shift(x, int(k), hw, rng))) for k in params["shifts"]]
+    found = [Perturbation(f"noise={s:g}", every, lambda s=s: feed(
+        [a + rng.standard_normal(a.shape) * std * float(s) for a in images])) for s in params["noise_scales"]]
+    found += [Perturbation(f"brightness={b:g}", every, lambda b=b: feed(
+        [np.clip(a + float(b) * span, lo, hi) for a in images])) for b in params["brightness"]]
+    found += [Perturbation(f"shift={k:d}", every, lambda k=k: feed(
+        [shift_image(a, int(k), hw, int(d)) for a, d in zip(images, rng.integers(0, 4, len(images)))]))
+        for k in params["shifts"]]
     return found
 
 
-def shift(x: np.ndarray, k: int, axes: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Each image moved ``k`` pixels up, down, left or right (drawn per image), the edge pixels
-    repeated into the space left behind."""
-    out = np.empty_like(x)
-    directions = rng.integers(0, 4, x.shape[0])
-    for i, d in enumerate(directions):
-        axis, sign = axes[int(d) // 2] - 1, 1 if d % 2 == 0 else -1
-        img = x[i]
-        size = img.shape[axis]
-        k_eff = min(k, size - 1)
-        src = np.clip(np.arange(size) - sign * k_eff, 0, size - 1)
-        out[i] = np.take(img, src, axis=axis)
-    return out
+def shift_image(img: np.ndarray, k: int, axes: tuple[int, int], direction: int) -> np.ndarray:
+    """One image moved ``k`` pixels along its height (direction 0/1: down/up) or width (2/3:
+    right/left) axis in ``axes``, the edge pixels repeated into the space left behind."""
+    axis, sign = axes[direction // 2], 1 if direction % 2 == 0 else -1
+    size = img.shape[axis]
+    src = np.clip(np.arange(size) - sign * min(k, size - 1), 0, size - 1)
+    return np.take(img, src, axis=axis)
 
 
 # -- other tensors ------------------------------------------------------------------------------
