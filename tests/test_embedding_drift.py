@@ -97,3 +97,5 @@ def test_a_changed_embedding_width_is_an_error_for_that_role():
 def test_params_are_checked():
     with pytest.raises(CheckParamError, match="unknown param .*did you mean 'max_rows'"):
         check(params={"max_row": 10})
+    with pytest.raises(CheckParamError, match="roles: must be a non-empty list of baseline and candidate"):
+        check(params={"roles": ["teacher"]})

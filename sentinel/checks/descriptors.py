@@ -21,6 +21,7 @@ from .data import mask_input, token_ids_input
 
 LUMA = np.array([0.299, 0.587, 0.114])     # ITU-R BT.601 weights: brightness of an RGB image
 PUNCTUATION = frozenset(string.punctuation)
+CHUNK = 256                                # images per step of image_descriptors
 
 
 def text_descriptors(rows: Sequence[Mapping[str, np.ndarray]] | None, texts: Sequence[str | None] | None,
@@ -126,15 +127,24 @@ def image_descriptors(images: np.ndarray | list[np.ndarray], layout: str = "NCHW
         parts = [image_descriptors(a[None], layout) for a in images]
         keys = list(dict.fromkeys(k for p in parts for k in p))
         return {k: np.asarray([p[k][0] if k in p else np.nan for p in parts]) for k in keys}
-    x = np.asarray(images, dtype=float)
+    x = np.asarray(images)
     if x.ndim != 4:
         raise ValueError(f"images must have 3 dimensions per row (C,H,W or H,W,C), got {list(x.shape[1:])}")
-    x = np.moveaxis(x, 1 + channel_axis(layout), 1).reshape(x.shape[0], x.shape[1 + channel_axis(layout)], -1)
+    chunks = [_image_chunk(x[i:i + CHUNK], layout) for i in range(0, len(x), CHUNK)] or [_image_chunk(x, layout)]
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _image_chunk(x: np.ndarray, layout: str) -> dict[str, np.ndarray]:
+    """:func:`image_descriptors` of a few rows (float32 pixels, float64 sums: a 10,000-image
+    window never becomes one float64 copy)."""
+    c_ax = 1 + channel_axis(layout)
+    x = np.moveaxis(x.astype(np.float32, copy=False), c_ax, 1).reshape(x.shape[0], x.shape[c_ax], -1)
     out: dict[str, np.ndarray] = {}
     for c in range(x.shape[1] if x.shape[1] > 1 else 0):     # one channel: its mean/std are brightness/contrast
-        out[f"ch{c}_mean"], out[f"ch{c}_std"] = x[:, c].mean(axis=1), x[:, c].std(axis=1)
-    gray = np.tensordot(LUMA, x, axes=([0], [1])) if x.shape[1] == 3 else x.mean(axis=1)
-    out["brightness"], out["contrast"] = gray.mean(axis=1), gray.std(axis=1)
+        out[f"ch{c}_mean"] = x[:, c].mean(axis=1, dtype=np.float64)
+        out[f"ch{c}_std"] = x[:, c].std(axis=1, dtype=np.float64)
+    gray = np.tensordot(LUMA.astype(np.float32), x, axes=([0], [1])) if x.shape[1] == 3 else x.mean(axis=1)
+    out["brightness"], out["contrast"] = gray.mean(axis=1, dtype=np.float64), gray.std(axis=1, dtype=np.float64)
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import field_validator
 
 from .data import OVERALL, RunData, slice_rows, slices
 from .result import CheckResult
@@ -29,6 +30,21 @@ class EmbeddingDriftParams(StatisticalParams):
     permutations: int = 0
     max_rows: int = 500
     seed: int = 0
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: list[str]) -> list[str]:
+        unknown = [r for r in v if r not in ROLES]
+        if unknown or not v:
+            raise ValueError(f"must be a non-empty list of {' and '.join(ROLES)}, got {v}")
+        return v
+
+    @field_validator("max_rows")
+    @classmethod
+    def _max_rows(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"must be at least 2, got {v}")
+        return v
 
 
 def median_bandwidth(z: np.ndarray) -> float:
