@@ -74,6 +74,7 @@ CHECKS: dict[str, str] = {
     "fairness": "sentinel.checks.fairness:FairnessCheck",
     "robustness": "sentinel.checks.robustness:RobustnessCheck",
     "data_drift": "sentinel.checks.drift:DataDriftCheck",
+    "embedding_drift": "sentinel.checks.embedding:EmbeddingDriftCheck",
     "prediction_drift": "sentinel.checks.drift:PredictionDriftCheck",
     "scenario": "sentinel.checks.scenarios:ScenarioCheck",
     "latency_p95": "sentinel.checks.perf:LatencyP95Check",

@@ -7,6 +7,7 @@ import numpy as np
 
 from .data import OVERALL, RunData, slices
 from .result import CheckResult
+from .safety import DecisionParams, not_multilabel
 from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
 from .stats import mcnemar_greater, paired_mean_greater
 
@@ -40,7 +41,7 @@ class CalibrationParams(StatisticalParams):
     bins: int = 10
 
 
-class ConfidenceParams(StatisticalParams):
+class ConfidenceParams(DecisionParams):
     low_margin: float = 0.2
 
 
@@ -56,6 +57,9 @@ class CalibrationCheck(StatisticalCheck):
     Params = CalibrationParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
+        skipped = not_multilabel(self, data, "calibration")
+        if skipped:
+            return skipped
         labels = data.labels if data.labels is not None else np.full(data.n, -1)
         if not (labels >= 0).any():
             return [CheckResult(self.name, OVERALL, "insufficient_data", None, 0,
@@ -81,7 +85,12 @@ class CalibrationCheck(StatisticalCheck):
         return self.decide(findings)
 
 
-def _top_and_margin(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _top_and_margin(p: np.ndarray, kind: str = "single", threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the probability of the decision and its margin over the alternative. Multilabel:
+    each label is a two-way decision (probability max(p, 1-p), margin 2|p - threshold|, which is
+    top - second at 0.5), and a row is as uncertain as its least certain label."""
+    if kind == "multilabel":
+        return np.maximum(p, 1 - p).min(axis=1), (2 * np.abs(p - threshold)).min(axis=1)
     s = np.sort(p, axis=1)
     return s[:, -1], s[:, -1] - s[:, -2]
 
@@ -96,7 +105,8 @@ def _distribution(v: np.ndarray) -> dict:
 class ConfidenceCheck(StatisticalCheck):
     """Confidence and uncertainty, candidate vs baseline on the same rows, no labels needed.
     A decision is *low confidence* when its margin (top probability - second) is below
-    ``params.low_margin`` (default 0.2): the rows a deployment would route to human review.
+    ``params.low_margin`` (default 0.2; multilabel outputs: the least certain label's
+    2|p - ``params.threshold``|): the rows a deployment would route to human review.
     Value: the low-confidence share the candidate added; test: exact one-sided McNemar (rows
     low-confidence only for the candidate vs only for the baseline); ``warn``/``fail`` are minimum
     share increases. Evidence: histograms and quantiles of top probability and margin."""
@@ -105,8 +115,9 @@ class ConfidenceCheck(StatisticalCheck):
     Params = ConfidenceParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
-        tb, mb = _top_and_margin(data.baseline) if data.n else (np.zeros(0), np.zeros(0))
-        tc, mc = _top_and_margin(data.candidate) if data.n else (np.zeros(0), np.zeros(0))
+        how = (data.output_kind, float(self.params["threshold"]))
+        tb, mb = _top_and_margin(data.baseline, *how) if data.n else (np.zeros(0), np.zeros(0))
+        tc, mc = _top_and_margin(data.candidate, *how) if data.n else (np.zeros(0), np.zeros(0))
         low_b, low_c = mb < self.params["low_margin"], mc < self.params["low_margin"]
         findings = []
         for name, rows in slices(data.attributes, self.params["slice_by"]):

@@ -4,11 +4,17 @@ building both from the samples and the models' outputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..tensors import Signature, stack_single
+
 OVERALL = "overall"
+MODALITIES = ("tabular", "text", "image", "tensor")
+#: input names that mark a token-id model (the first integer input so named holds the ids)
+TOKEN_ID_NAMES = ("input_ids", "ids", "token_ids", "tokens")
+MASK_NAMES = ("attention_mask", "mask", "input_mask")
 
 
 @dataclass
@@ -16,7 +22,7 @@ class ReferenceData:
     """The window a run is compared with: the traffic of the pair's last accepted run (status
     pass or warn) or a pinned data set, with both current models' outputs on its rows."""
     source: dict[str, Any]        # {"kind": "run", "run_id": ...} or {"kind": "pinned", "file": ..., "sha256": ...}
-    inputs: np.ndarray            # (m, ...) float32
+    inputs: np.ndarray | None     # (m, ...) stacked single input; None for several / variable-length inputs
     baseline: np.ndarray          # (m, k)
     candidate: np.ndarray         # (m, k)
     attributes: list[dict[str, str]]
@@ -95,7 +101,10 @@ class RunData:
         return self.inputs.reshape(self.n, int(np.prod(self.inputs.shape[1:])))
 
     def features(self) -> list[str]:
-        width = int(np.prod(self.inputs.shape[1:])) if self.inputs is not None else 0
+        return self.features_for(int(np.prod(self.inputs.shape[1:])) if self.inputs is not None else 0)
+
+    def features_for(self, width: int) -> list[str]:
+        """Names of ``width`` tabular features: the pair's feature names when they fit, else x0, x1..."""
         if self.feature_names and len(self.feature_names) == width:
             return list(self.feature_names)
         return [f"x{i}" for i in range(width)]
@@ -141,36 +150,135 @@ def served_latency_seconds(samples: Sequence[Any], field_name: str) -> np.ndarra
     return np.asarray(out, dtype=float)
 
 
+def modality_of(signature: Signature | None, pair_modality: str = "auto", has_text: bool = False) -> str:
+    """What a pair's inputs are, for the checks that look at inputs (drift descriptors,
+    perturbations). ``pair_modality`` other than ``auto`` wins; ``auto`` is ``text`` when the pair
+    has a tokenizer or an integer input named like token ids, ``image`` for one float input of
+    three per-row dimensions (C,H,W or H,W,C), ``tabular`` for one 1-D float (or integer) input
+    and for the legacy pair without a signature, else ``tensor``."""
+    if pair_modality != "auto":
+        if pair_modality not in MODALITIES:
+            raise ValueError(f"modality must be auto or one of {', '.join(MODALITIES)}, not {pair_modality!r}")
+        return pair_modality
+    if has_text:
+        return "text"
+    if signature is None or not signature.inputs:
+        return "tabular"
+    if token_ids_input(signature) is not None:
+        return "text"
+    if len(signature.inputs) == 1:
+        spec = signature.inputs[0]
+        if len(spec.shape) == 1 and spec.static:
+            return "tabular"
+        if not spec.is_integer and len(spec.shape) == 3:
+            return "image"
+    return "tensor"
+
+
+def token_ids_input(signature: Signature | None) -> str | None:
+    """The integer input holding token ids (by name, see ``TOKEN_ID_NAMES``), or None."""
+    for spec in signature.inputs if signature is not None else ():
+        if spec.is_integer and spec.name.lower() in TOKEN_ID_NAMES and len(spec.shape) == 1:
+            return spec.name
+    return None
+
+
+def mask_input(signature: Signature | None) -> str | None:
+    """The integer input holding the attention mask (by name, see ``MASK_NAMES``), or None."""
+    for spec in signature.inputs if signature is not None else ():
+        if spec.name.lower() in MASK_NAMES and len(spec.shape) == 1:
+            return spec.name
+    return None
+
+
+def _as_row(inputs: Any, signature: Signature | None) -> dict[str, np.ndarray]:
+    """One sample's inputs as a row: a mapping of named tensors as it is, a legacy flat array
+    (``Sample.inputs`` before typed inputs) under the signature's single input name."""
+    if isinstance(inputs, Mapping):
+        return {str(k): np.asarray(v) for k, v in inputs.items()}
+    name = signature.names[0] if signature is not None and signature.inputs else "input"
+    arr = np.asarray(inputs)
+    if signature is not None and signature.is_single:
+        arr = arr.reshape(signature.input_shape)
+    return {name: arr}
+
+
+def sample_rows(samples: Sequence[Any], signature: Signature | None = None) -> list[dict[str, np.ndarray]]:
+    """Every sample's inputs as a row (named tensors, dtype kept, variable lengths unpadded)."""
+    return [_as_row(s.inputs, signature) for s in samples]
+
+
+def stacked(rows: Sequence[Mapping[str, np.ndarray]], signature: Signature | None) -> np.ndarray | None:
+    """Rows as one ``(n, *shape)`` array when the models take one fixed-shape input, else None."""
+    if signature is None or not signature.is_single:
+        return None
+    return stack_single(rows, signature)
+
+
 def model_inputs(samples: Sequence[Any], input_shape: Sequence[int]) -> np.ndarray:
-    """The samples' inputs as one float32 array ``(n, *input_shape)`` (also when n is 0)."""
-    return np.asarray([s.inputs for s in samples], dtype=np.float32).reshape((len(samples), *input_shape))
+    """The samples' inputs as one float32 array ``(n, *input_shape)`` (also when n is 0); a
+    sample's inputs may be a flat list (legacy) or a one-input row."""
+    def flat(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            if len(v) != 1:
+                raise ValueError(f"model_inputs needs one input per row, got {sorted(v)}")
+            return np.asarray(next(iter(v.values())))
+        return v
+    return np.asarray([flat(s.inputs) for s in samples], dtype=np.float32).reshape((len(samples), *input_shape))
 
 
-def run_data(pair: Any, samples: Sequence[Any], x: np.ndarray, baseline: np.ndarray, candidate: np.ndarray,
+def model_feed(rows: Sequence[Mapping[str, np.ndarray]], signature: Signature | None) -> Any:
+    """What ``Predict`` takes for ``rows``: the stacked array for a single fixed-shape input (or
+    without a signature: the rows' one array each, stacked), else the list of rows."""
+    if signature is None:
+        return np.stack([np.asarray(next(iter(r.values()))) for r in rows]) if rows else np.zeros((0,))
+    x = stacked(rows, signature)
+    return x if x is not None else list(rows)
+
+
+def run_data(pair: Any, samples: Sequence[Any], x: np.ndarray | None, baseline: np.ndarray, candidate: np.ndarray,
              **context: Any) -> RunData:
     """The RunData of ``samples`` (stored samples or decoded messages: ``label``, ``attributes``,
     ``extra``): ``pair`` is the loaded pair (``name``, ``classes``, ``critical_classes``,
-    ``shape.features``), ``x`` the model inputs, ``baseline``/``candidate`` the models' outputs on
-    them. ``served_field`` names the served-latency field; ``context`` holds the other RunData
-    fields (``latency``, ``seed``, ``perf``, ``perf_history``, ``predict``)."""
+    ``shape.features``), ``x`` the stacked model inputs (None for several or variable-length
+    inputs), ``baseline``/``candidate`` the models' outputs on them. ``served_field`` names the
+    served-latency field; ``context`` holds the other RunData fields (``latency``, ``seed``,
+    ``perf``, ``perf_history``, ``predict``, and the typed-input fields ``signature``, ``rows``,
+    ``modality``, ``image_layout``, ``texts``, ``text_stats``, ``encode_texts``, ``embeddings``,
+    ``output_kind``). ``rows`` defaults to the samples' rows when a signature is given."""
     served = served_latency_seconds(samples, context.pop("served_field"))
     features = pair.shape.features
+    if context.get("signature") is not None and context.get("rows") is None:
+        context["rows"] = sample_rows(samples, context["signature"])
     return RunData(pair=pair.name, classes=pair.classes, critical_classes=pair.critical_classes,
                    baseline=baseline, candidate=candidate, labels=label_indices([s.label for s in samples], pair.classes),
                    attributes=[dict(s.attributes) for s in samples], inputs=x, served_latency=served,
                    feature_names=list(features) if features else None, **context)
 
 
-def samples_reference(source: dict[str, Any], samples: Sequence[Any], input_shape: Sequence[int],
-                      classes: Sequence[str], predict: Predict) -> ReferenceData:
-    """:func:`reference_data` of stored (or file) samples: their inputs, attributes and labels."""
-    return reference_data(source, model_inputs(samples, input_shape), [dict(s.attributes) for s in samples],
-                          [s.label for s in samples], classes, predict)
+def samples_reference(source: dict[str, Any], samples: Sequence[Any], input_shape: Sequence[int] | None,
+                      classes: Sequence[str], predict: Predict, *, signature: Signature | None = None,
+                      **fields: Any) -> ReferenceData:
+    """:func:`reference_data` of stored (or file) samples: their inputs, attributes and labels.
+    With a ``signature`` the samples' rows are kept (``rows``) and the models get what they take
+    (the stacked array or the rows); ``fields`` are the other ReferenceData fields (``texts``,
+    ``text_stats``, ``embeddings``)."""
+    attrs, labels = [dict(s.attributes) for s in samples], [s.label for s in samples]
+    if signature is None:
+        return reference_data(source, model_inputs(samples, input_shape or ()), attrs, labels, classes, predict,
+                              **fields)
+    rows = sample_rows(samples, signature)
+    fields.setdefault("texts", [getattr(s, "text", None) for s in samples])
+    return reference_data(source, model_feed(rows, signature), attrs, labels, classes, predict, rows=rows, **fields)
 
 
-def reference_data(source: dict[str, Any], x: np.ndarray, attributes: list[dict[str, str]], labels: Sequence[Any],
-                   classes: Sequence[str], predict: Predict) -> ReferenceData:
-    """Both current models' outputs on the reference rows ``x`` (so a change of traffic, not of
-    models, is what the drift checks compare); ``labels`` are class names or None."""
+def reference_data(source: dict[str, Any], x: Any, attributes: list[dict[str, str]], labels: Sequence[Any],
+                   classes: Sequence[str], predict: Predict, **fields: Any) -> ReferenceData:
+    """Both current models' outputs on the reference rows ``x`` (a stacked array or a list of
+    rows; so a change of traffic, not of models, is what the drift checks compare); ``labels``
+    are class names or None; ``fields`` are ``rows``, ``texts``, ``text_stats``, ``embeddings``."""
     pb, pc = predict(x)
-    return ReferenceData(source, x, pb, pc, attributes, label_indices(labels, classes))
+    inputs = x if isinstance(x, np.ndarray) else None
+    if inputs is None and fields.get("rows") is None:
+        fields["rows"] = list(x)
+    return ReferenceData(source, inputs, pb, pc, attributes, label_indices(labels, classes), **fields)

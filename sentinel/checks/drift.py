@@ -3,9 +3,12 @@ black-box shift detection, the approach that did best in Rabanser et al., "Faili
 2019) against the reference window. The only module that imports Evidently (lazily: the import
 costs 5-7 s and ~290 MB, so only runs that use these checks pay it).
 
-Per column the statistical method is chosen and recorded: ``ks`` for numeric columns, ``z``
-(two-sample proportions) for two-valued ones, ``chisquare`` for up to ``CATEGORICAL_MAX``
-values; ``params.methods`` overrides it per column with any Evidently method name. Evidently
+The columns of data drift are the features of tabular inputs and, for text, images and other
+tensors, per-row descriptors (:func:`drift_columns`, sentinel.checks.descriptors): never one
+test per token position or pixel. Per column the statistical method is chosen and recorded:
+``ks`` for numeric columns, ``z`` (two-sample proportions) for two-valued ones, ``chisquare``
+for up to ``CATEGORICAL_MAX`` values of a tabular feature (descriptors, which are ordered
+quantities, stay ``ks``); ``params.methods`` overrides it per column with any Evidently method name. Evidently
 computes each column's score. Where that score is a valid two-sample p-value (``TWO_SAMPLE_P``)
 it is used as is; every other score (distances such as wasserstein, psi, jensenshannon, and
 Evidently's chisquare, which treats the reference counts as exact and so false-alarms far above
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .data import RunData, slice_rows, slices
+from .descriptors import window_descriptors
 from .result import CheckResult, decided_by, deciding, worst
 from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
 
@@ -40,12 +44,13 @@ def _evidently() -> Any:
     return get_registered_stattest, ColumnType
 
 
-def choose_method(ref: np.ndarray, cur: np.ndarray) -> tuple[str, str]:
-    """(method, column type) for one column, from the number of distinct values it takes."""
+def choose_method(ref: np.ndarray, cur: np.ndarray, ordinal: bool = False) -> tuple[str, str]:
+    """(method, column type) for one column, from the number of distinct values it takes;
+    ``ordinal`` columns (descriptors such as a count of tokens) are numeric unless two-valued."""
     distinct = np.unique(np.concatenate([ref, cur])).size
     if distinct <= 2:
         return "z", "cat"
-    if distinct <= CATEGORICAL_MAX:
+    if distinct <= CATEGORICAL_MAX and not ordinal:
         return "chisquare", "cat"
     return "ks", "num"
 
@@ -110,6 +115,10 @@ class _DriftCheck(StatisticalCheck):
         """(names, current (n, m), reference (r, m), slice_by for this check)"""
         raise NotImplementedError
 
+    def ordinal(self, data: RunData) -> bool:
+        """Whether the columns are ordered quantities (tested as numeric with few values too)."""
+        return False
+
     def evaluate(self, data: RunData) -> list[CheckResult]:
         if data.reference is None or data.reference.n == 0:
             return [CheckResult(self.name, "overall", "insufficient_data", None, data.n,
@@ -128,11 +137,12 @@ class _DriftCheck(StatisticalCheck):
             ref_rows = slice_rows(data.reference.attributes, sname)
             for j, col in enumerate(names):
                 r, c = ref[ref_rows, j].astype(float), cur[rows, j].astype(float)
+                r, c = r[np.isfinite(r)], c[np.isfinite(c)]     # a descriptor unknown for a row (NaN)
                 label = f"{self.prefix}={col}" if sname == "overall" else f"{self.prefix}={col},{sname}"
                 if min(r.size, c.size) < 2:
                     findings.append(Finding(label, None, int(min(r.size, c.size)), f"drift of {col}"))
                     continue
-                method, ctype = choose_method(r, c)
+                method, ctype = choose_method(r, c, ordinal=self.ordinal(data))
                 method = overrides.get(col, method)
                 p, score, how = column_test(r, c, method, ctype, permutations, rng)
                 eff = effect_size(r, c, ctype)
@@ -158,18 +168,50 @@ class _DriftCheck(StatisticalCheck):
         return [summary] + results
 
 
+def drift_columns(data: RunData) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The columns ``data_drift`` tests, for any RunData with a reference: (names, current
+    ``(n, m)``, reference ``(r, m)``). Tabular inputs: one column per feature. Text, images and
+    other tensors: per-row descriptors (sentinel.checks.descriptors): tokens and characters,
+    per-channel mean/std with brightness and contrast, per-input mean/std/length; only the
+    descriptors both windows have. NaN marks a row where a descriptor is unknown."""
+    ref = data.reference
+    assert ref is not None
+    if data.modality == "tabular":
+        cur = _flat(data.inputs, data.rows, data.signature, data.n)
+        return data.features_for(cur.shape[1]), cur, _flat(ref.inputs, ref.rows, data.signature, ref.n)
+    cur_d = window_descriptors(data, data.modality, data.signature, data.image_layout)
+    ref_d = window_descriptors(ref, data.modality, data.signature, data.image_layout)
+    names = [k for k in cur_d if k in ref_d]
+    return (names, np.column_stack([cur_d[k] for k in names]) if names else np.zeros((data.n, 0)),
+            np.column_stack([ref_d[k] for k in names]) if names else np.zeros((ref.n, 0)))
+
+
+def _flat(inputs: np.ndarray | None, rows: list | None, signature: Any, n: int) -> np.ndarray:
+    """Tabular inputs as ``(n, features)`` float64: the stacked array, else the rows' one input."""
+    if inputs is None and rows is not None:
+        name = signature.names[0] if signature is not None and signature.inputs else next(iter(rows[0]), None) if rows else None
+        inputs = np.stack([np.asarray(r[name], dtype=float) for r in rows]) if rows else np.zeros((0, 0))
+    if inputs is None:
+        raise ValueError("data_drift: the window has neither stacked inputs nor rows")
+    arr = np.asarray(inputs, dtype=float)
+    return arr.reshape(n, int(np.prod(arr.shape[1:])))
+
+
 class DataDriftCheck(_DriftCheck):
-    """Per-feature drift of the model inputs vs the reference window (inputs wider than
-    ``params.max_columns`` are left to prediction drift). Slices: ``feature=<name>``."""
+    """Drift of the model inputs vs the reference window, per column of :func:`drift_columns`:
+    each feature of tabular inputs (inputs wider than ``params.max_columns`` are left to
+    prediction drift), per-row descriptors of text, images and other tensors (never a test per
+    token position or pixel). Slices: ``feature=<name>``."""
     type = "data_drift"
     prefix = "feature"
 
     def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-        cur = data.flat_inputs()
-        ref = data.reference.inputs.reshape(data.reference.n, cur.shape[1])
-        names = data.features()
+        names, cur, ref = drift_columns(data)
         m = min(len(names), int(self.params["max_columns"]))
         return names[:m], cur[:, :m], ref[:, :m], list(self.params["slice_by"])
+
+    def ordinal(self, data: RunData) -> bool:
+        return data.modality != "tabular"     # descriptors: counts, shares, means
 
 
 class PredictionDriftCheck(_DriftCheck):
@@ -181,7 +223,7 @@ class PredictionDriftCheck(_DriftCheck):
 
     def columns(self, data: RunData) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
         k = len(data.classes)
-        keep = list(range(k)) if k > 2 else [data.classes.index((data.critical_classes or data.classes)[0])]
+        keep = list(range(k)) if k > 2 or data.output_kind == "multilabel" else [data.classes.index((data.critical_classes or data.classes)[0])]
         names = [f"p({data.classes[i]})" for i in keep]
         return names, data.candidate[:, keep], data.reference.candidate[:, keep], list(self.params["slice_by"])
 

@@ -6,12 +6,12 @@ import numpy as np
 
 from .data import RunData
 from .result import CheckResult, decided_by, deciding, worst
-from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
-from .safety import decisions
+from .statistical import Finding, StatisticalCheck, Test
+from .safety import DecisionParams, class_decisions
 from .stats import group_shift
 
 
-class FairnessParams(StatisticalParams):
+class FairnessParams(DecisionParams):
     groups: list[str] | None = None
     positive_class: str | None = None
 
@@ -39,8 +39,9 @@ class FairnessCheck(StatisticalCheck):
                                 "no groups: set params.groups (or slice_by) to attributes such as region")]
         pos_name = self.params["positive_class"] or (data.critical_classes or data.classes[-1:])[0]
         pos = data.classes.index(pos_name)
-        b = (decisions(data.baseline) == pos).astype(int)
-        c = (decisions(data.candidate) == pos).astype(int)
+        kind, t = data.output_kind, float(self.params["threshold"])
+        b = class_decisions(data.baseline, kind, t)[:, pos].astype(int)
+        c = class_decisions(data.candidate, kind, t)[:, pos].astype(int)
         d = c - b
         labels = data.labels if data.labels is not None else np.full(data.n, -1)
         positives = labels == pos

@@ -1,12 +1,18 @@
 """Safety checks on paired outputs: decisions that flip between baseline and candidate, and the
-critical classes' recall when labels are known."""
+critical classes' recall when labels are known.
+
+Decisions: a single-label model decides its top class (argmax); a multilabel model
+(``output_kind == "multilabel"``: an independent probability per label) decides each label on
+its own, positive when its probability reaches ``params.threshold`` (default 0.5). A row's
+decision flips when any of its labels does."""
 from __future__ import annotations
 
 import numpy as np
+from pydantic import field_validator
 
 from .data import OVERALL, RunData, slice_rows, slices
 from .result import CheckResult
-from .statistical import Finding, StatisticalCheck, StatisticalParams, Test
+from .statistical import Finding, StatisticalCheck, StatisticalParams, Test, open_unit
 from .stats import binom_greater, mcnemar_greater, rate_increase, wilson_interval
 
 
@@ -14,11 +20,48 @@ def decisions(p: np.ndarray) -> np.ndarray:
     return p.argmax(axis=1) if p.size else np.zeros(0, dtype=int)
 
 
+def class_decisions(p: np.ndarray, kind: str = "single", threshold: float = 0.5) -> np.ndarray:
+    """``(n, k)`` bool: which classes each row decides (one per row for a single-label model,
+    every label at or above ``threshold`` for a multilabel one)."""
+    p = np.asarray(p)
+    if kind == "multilabel":
+        return p >= threshold
+    out = np.zeros(p.shape, dtype=bool)
+    if p.size:
+        out[np.arange(p.shape[0]), p.argmax(axis=1)] = True
+    return out
+
+
+def flipped(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: rows whose decisions differ (``class_decisions`` of two models)."""
+    return (a != b).any(axis=1) if a.ndim == 2 else a != b
+
+
+def not_multilabel(check: "StatisticalCheck", data: RunData, what: str) -> list[CheckResult] | None:
+    """The result of a check that has no meaning on multilabel outputs (its labels are one class
+    per row), or None when the outputs are single-label."""
+    if data.output_kind != "multilabel":
+        return None
+    return [CheckResult(check.name, OVERALL, "insufficient_data", None, data.n,
+                        f"{what} is not applicable to multilabel outputs (labels here are one class per row)",
+                        check.warn, check.fail, {"output_kind": "multilabel"})]
+
+
+class DecisionParams(StatisticalParams):
+    """Params of checks that turn probabilities into decisions."""
+    threshold: float = 0.5
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: float) -> float:
+        return open_unit(v)
+
+
 def _rate(k: int, n: int) -> float | None:
     return k / n if n else None
 
 
-class DecisionFlipParams(StatisticalParams):
+class DecisionFlipParams(DecisionParams):
     critical_warn: float | None = None
     critical_fail: float | None = None
     critical_min_samples: int = 30
@@ -31,7 +74,8 @@ class CriticalRecallParams(StatisticalParams):
 
 
 class DecisionFlipCheck(StatisticalCheck):
-    """Share of rows where the candidate's decision (argmax) differs from the baseline's.
+    """Share of rows where the candidate's decision (argmax; for multilabel outputs any label's
+    decision at ``params.threshold``) differs from the baseline's.
 
     Findings: ``overall`` and one per slice (``params.slice_by``: ``region=eu``) on the flip rate;
     one per class ``class=<name>`` on the share of the baseline's decisions for that class that
@@ -54,39 +98,45 @@ class DecisionFlipCheck(StatisticalCheck):
     Params = DecisionFlipParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
-        b, c = decisions(data.baseline), decisions(data.candidate)
+        kind, t = data.output_kind, float(self.params["threshold"])
+        b, c = class_decisions(data.baseline, kind, t), class_decisions(data.candidate, kind, t)
         ref = data.reference
-        rb, rc = (decisions(ref.baseline), decisions(ref.candidate)) if ref is not None else (None, None)
-        k = len(data.classes)
+        rb, rc = (class_decisions(ref.baseline, kind, t), class_decisions(ref.candidate, kind, t)) if ref else (None, None)
         findings = []
         for name, rows in slices(data.attributes, self.params["slice_by"]):
             ref_rows = slice_rows(ref.attributes, name) if ref is not None else None
-            flips = b[rows] != c[rows]
-            ref_counts = (int((rb[ref_rows] != rc[ref_rows]).sum()), ref_rows.size) if ref is not None else None
-            matrix = np.zeros((k, k), dtype=int)
-            np.add.at(matrix, (b[rows], c[rows]), 1)
-            direction = {cls: {"missed": int(((b[rows] == i) & (c[rows] != i)).sum()),
-                               "added": int(((c[rows] == i) & (b[rows] != i)).sum())}
-                         for i, cls in enumerate(data.classes)}
+            flips = flipped(b[rows], c[rows])
+            ref_counts = (int(flipped(rb[ref_rows], rc[ref_rows]).sum()), ref_rows.size) if ref is not None else None
             findings.append(self._finding(name, int(flips.sum()), int(rows.size), ref_counts, "flip rate",
-                                          self.warn, self.fail, None, False, {
-                                              "classes": data.classes, "flip_matrix": matrix.tolist(),
-                                              "by_class": direction}))
+                                          self.warn, self.fail, None, False, self._flip_evidence(data, b[rows], c[rows])))
         for i, cls in enumerate(data.classes):
             critical = cls in data.critical_classes
-            mask = b == i
-            missed = int((c[mask] != i).sum())
-            ref_counts = None
-            if ref is not None:
-                rmask = rb == i
-                ref_counts = (int((rc[rmask] != i).sum()), int(rmask.sum()))
+            mask = b[:, i]
+            missed = int((~c[mask, i]).sum())
+            ref_counts = (int((~rc[rb[:, i], i]).sum()), int(rb[:, i].sum())) if ref is not None else None
             warn = self.params["critical_warn"] if critical and self.params["critical_warn"] is not None else self.warn
             fail = self.params["critical_fail"] if critical and self.params["critical_fail"] is not None else self.fail
             findings.append(self._finding(
                 f"class={cls}", missed, int(mask.sum()), ref_counts, f"missed {cls} rate", warn, fail,
                 int(self.params["critical_min_samples"]), critical,
-                {"missed": missed, "added": int(((c == i) & (b != i)).sum()), "baseline_decisions": int(mask.sum())}))
+                {"missed": missed, "added": int((c[:, i] & ~b[:, i]).sum()), "baseline_decisions": int(mask.sum())}))
         return self.decide(findings)
+
+    def _flip_evidence(self, data: RunData, b: np.ndarray, c: np.ndarray) -> dict:
+        """The direction of the flips per class, and the flip matrix (single-label) or the
+        flips per label (multilabel)."""
+        ev: dict = {"classes": data.classes, "by_class": {
+            cls: {"missed": int((b[:, i] & ~c[:, i]).sum()), "added": int((c[:, i] & ~b[:, i]).sum())}
+            for i, cls in enumerate(data.classes)}}
+        if data.output_kind == "multilabel":
+            ev.update(output_kind="multilabel", threshold=float(self.params["threshold"]),
+                      label_flips={cls: int((b[:, i] != c[:, i]).sum()) for i, cls in enumerate(data.classes)})
+            return ev
+        k = len(data.classes)
+        matrix = np.zeros((k, k), dtype=int)
+        np.add.at(matrix, (b.argmax(axis=1), c.argmax(axis=1)), 1)
+        ev["flip_matrix"] = matrix.tolist()
+        return ev
 
     def _finding(self, name: str, k: int, n: int, ref: tuple[int, int] | None, what: str, warn: float | None,
                  fail: float | None, min_samples: int | None, critical: bool, evidence: dict) -> Finding:
@@ -118,6 +168,9 @@ class CriticalRecallCheck(StatisticalCheck):
     Params = CriticalRecallParams
 
     def evaluate(self, data: RunData) -> list[CheckResult]:
+        skipped = not_multilabel(self, data, "critical_recall")
+        if skipped:
+            return skipped
         targets = self.params["classes"] or data.critical_classes or data.classes[-1:]
         labels = data.labels if data.labels is not None else np.full(data.n, -1)
         if not (labels >= 0).any():

@@ -44,6 +44,13 @@ class Finding:
     primary: bool = False       # an overall-level finding: primary findings share half the budget
 
 
+def open_unit(v: float) -> float:
+    """``v`` when it lies strictly between 0 and 1 (a rate, a probability threshold)."""
+    if not 0 < v < 1:
+        raise ValueError(f"must be between 0 and 1, got {v}")
+    return v
+
+
 class StatisticalParams(CheckParams):
     """Params every statistical check accepts (a suite's ``defaults`` fill them in)."""
     false_alarm_rate: float = 0.01
@@ -53,9 +60,7 @@ class StatisticalParams(CheckParams):
     @field_validator("false_alarm_rate")
     @classmethod
     def _rate(cls, v: float) -> float:
-        if not 0 < v < 1:
-            raise ValueError(f"must be between 0 and 1, got {v}")
-        return v
+        return open_unit(v)
 
     @field_validator("family")
     @classmethod
