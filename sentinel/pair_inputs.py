@@ -12,7 +12,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .checks.data import modality_of
 from .errors import ConfigError
+from .runners.paired import pair_differences, signature_of
 from .tensors import Row, Signature, TensorSpec, stack_single
 
 MULTILABEL_OUTPUTS = ("multilabel", "multilabel_logits")
@@ -37,19 +39,11 @@ class PairInputs:
         return stack_single(rows, self.signature) if self.stacked else list(rows)
 
 
-def signature_of(runner: Any) -> Signature:
-    """A runner's signature; runners that only say ``input_shape`` take one float32 input."""
-    sig = getattr(runner, "signature", None)
-    if isinstance(sig, Signature):
-        return sig
-    return Signature.single(tuple(runner.input_shape))
-
-
 def pair_signature(cfg: Any, name: str, baseline: Any, candidate: Any) -> Signature:
     """The signature both models of pair ``name`` take, with the configured pads."""
     pc = cfg.pairs[name]
     b, c = signature_of(baseline), signature_of(candidate)
-    diff = b.differences(c)
+    diff = pair_differences(b, c)
     if diff:
         words = "; ".join(d.replace("first model", "baseline").replace("second model", "candidate") for d in diff)
         raise ConfigError(cfg.source, f"pairs.{name}", f"baseline and candidate take different inputs: {words}")
@@ -87,20 +81,6 @@ def _text_encoder(cfg: Any, name: str, sig: Signature) -> tuple[Any, Signature]:
     return enc, sig
 
 
-def modality(pc: Any, sig: Signature, has_text: bool) -> str:
-    """What the inputs are: the configured ``modality``, or guessed from the signature: text with a
-    tokenizer or integer inputs of dynamic length, image for one float input of rank 3, tabular for
-    one float input of rank 1, else tensor."""
-    if pc.modality != "auto":
-        return pc.modality
-    if has_text or any(s.is_integer and not s.static for s in sig.inputs):
-        return "text"
-    if len(sig.inputs) == 1 and not sig.inputs[0].is_integer:
-        rank = len(sig.inputs[0].shape)
-        return {1: "tabular", 3: "image"}.get(rank, "tensor")
-    return "tensor"
-
-
 def pair_inputs(cfg: Any, name: str, baseline: Any, candidate: Any) -> PairInputs:
     pc = cfg.pairs[name]
     sig = pair_signature(cfg, name, baseline, candidate)
@@ -116,14 +96,8 @@ def pair_inputs(cfg: Any, name: str, baseline: Any, candidate: Any) -> PairInput
         raise ConfigError(cfg.source, f"pairs.{name}.candidate.output",
                           f"baseline output is {pc.baseline.output!r}, candidate {pc.candidate.output!r}: both "
                           "models must give one label per row, or both independent labels")
-    return PairInputs(sig, enc, modality(pc, sig, enc is not None), pc.image_layout, pc.batching,
+    return PairInputs(sig, enc, modality_of(sig, pc.modality, has_text=enc is not None), pc.image_layout, pc.batching,
                       "multilabel" if kinds == {True} else "single")
-
-
-def runner_options(spec: Any) -> dict[str, Any]:
-    """The load_runner options a model spec sets beyond the common ones (only those set, so a
-    plug-in runtime that takes none keeps working)."""
-    return {k: getattr(spec, k) for k in ("output_name", "embedding_output") if getattr(spec, k, None)}
 
 
 def as_row(inputs: Any, sig: Signature) -> Row:

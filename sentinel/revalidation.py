@@ -22,15 +22,14 @@ from .checks.perf import GAUGE_TYPE
 from .config import Config, ConfigError
 from .errors import MessageError, RunCancelled, check_cancel
 from .messages import PairShape, decode_traffic
-from .pair_inputs import (PairInputs, pair_inputs, runner_options, sample_rows, sample_texts, signature_of,
-                          text_record, text_stats)
+from .pair_inputs import PairInputs, pair_inputs, sample_rows, sample_texts, text_record, text_stats
 from .perf.accepted import keep_accepted
 from .perf.history import joins_history, perf_history
 from .perf.measure import measure_run, perf_record
 from .record import run_record, sample_record
 from .registry import PluginError
-from .runners.base import ModelLoadError, Runner, load_runner
-from .runners.paired import PairedRunner
+from .runners.base import ModelLoadError, Runner, load_runner, output_options
+from .runners.paired import PairedRunner, signature_of
 from .sources.base import SourceError
 from .sources.file import FileSource
 from .storage.repository import Sample
@@ -111,7 +110,7 @@ def _load_runner(cfg: Config, name: str, role: str) -> Runner:
         # with an engine-chosen thread count are not comparable across hosts or runs
         r = load_runner(path, runtime=spec.runtime, role=role, output=spec.output,
                         threads=spec.threads if spec.threads is not None else cfg.perf.threads,
-                        providers=spec.providers, **runner_options(spec))
+                        providers=spec.providers, **output_options(spec))
     except (ModelLoadError, PluginError) as exc:
         raise ConfigError(cfg.source, key, str(exc)) from None
     if r.n_outputs != len(pc.classes):
@@ -301,13 +300,12 @@ class Revalidator:
         rows, model files): an unchanged reference is not run through both models again."""
         spec = loaded.reference
         if reference_runs is None and spec is not None and spec.kind == "pinned":
-            from .checks.scenarios import read_rows
+            from .checks.scenarios import model_rows, read_rows
             got = read_rows(spec.file, spec.sha256)
-            source = {"kind": "pinned", "file": got.path, "sha256": got.sha256}
-            rows = getattr(got, "rows", None)
-            if rows is None:   # flat numeric data sets
-                rows = sample_rows([_Inputs(v) for v in got.inputs], loaded.io.signature)
-            return self._reference_of(loaded, source, rows, got.attributes, got.labels, getattr(got, "texts", None))
+            io = loaded.io
+            rows = model_rows(got, io.signature, io.text.encode if io.text is not None else None)
+            return self._reference_of(loaded, {"kind": "pinned", "file": got.path, "sha256": got.sha256}, rows,
+                                      got.attributes, got.labels, got.texts)
         ref_samples, used = self._reference_samples(loaded, before_run, reference_runs, getattr(spec, "min_rows", 0))
         if not ref_samples:
             return None
@@ -349,11 +347,6 @@ class Revalidator:
             if reference_runs is None and len(ref_samples) >= (min_rows or 0):
                 break
         return ref_samples, used
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    inputs: Any
 
 
 def _embeddings(out: Any) -> dict[str, np.ndarray] | None:
