@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .tensors import Row
+from .tensors import Row, Signature
 
 # where the tokenizer's own unknown / padding token is not stated, the usual names
 _UNK_NAMES = ("[UNK]", "<unk>", "<UNK>", "[unk]")
@@ -108,6 +108,26 @@ class TextEncoder:
                 unknown[i] = float(np.mean(ids == self.unk_id)) if ids.size else 0.0
         n_chars = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
         return {"n_tokens": n_tokens, "n_chars": n_chars, "unknown_share": unknown, "truncated": truncated}
+
+    def misfit(self, signature: Signature) -> list[str]:
+        """Why this tokenizer's rows cannot feed a model of ``signature``, in words (empty: they
+        can). For the pair loader to refuse a config whose ``text`` keys name the wrong inputs."""
+        out = []
+        for name in self.input_names:
+            if name not in signature.names:
+                out.append(f"the tokenizer fills input {name!r}, which the model does not take "
+                           f"(it takes {signature.describe()})")
+                continue
+            spec = signature.spec(name)
+            if len(spec.shape) != 1 or not spec.is_integer:
+                out.append(f"input {name!r} is {spec.describe()}: token inputs are 1-D integers")
+            elif spec.shape[0] is not None and spec.shape[0] < self.max_length:
+                out.append(f"input {name!r} has a fixed length of {spec.shape[0]}, below max_length {self.max_length}")
+        for spec in signature.inputs:
+            if spec.name not in self.input_names:
+                out.append(f"the model takes input {spec.name!r}, which text messages do not fill "
+                           "(name it in ids_input, mask_input or type_ids_input)")
+        return out
 
     def describe(self) -> dict[str, Any]:
         """What the run record keeps about the tokenizer."""

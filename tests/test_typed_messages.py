@@ -300,3 +300,14 @@ def test_the_message_size_limit_comes_from_the_caller():
     assert e.value.reason == "too_large" and "limit 2048" in e.value.detail
     _, _, bad = decode_batch([RawRecord("t", 0, 0, None, value, None)], shapes, Sampler(), None, max_bytes=2048)
     assert [q.reason for q in bad] == ["too_large"]
+
+
+def test_a_tokenizer_that_does_not_fit_the_models_inputs_is_described():
+    text = TextEncoder.from_tokenizer(word_level(), max_length=8)
+    assert text.misfit(IDS) == []
+    problems = text.misfit(Signature((TensorSpec("input_ids", "float32", (None,)), TensorSpec("token_type_ids", "int64", (None,)),
+                                      TensorSpec("attention_mask", "int64", (4,)))))
+    assert problems == ["input 'input_ids' is input_ids float32[?]: token inputs are 1-D integers",
+                        "input 'attention_mask' has a fixed length of 4, below max_length 8",
+                        "the model takes input 'token_type_ids', which text messages do not fill "
+                        "(name it in ids_input, mask_input or type_ids_input)"]
