@@ -248,12 +248,21 @@ def row_to_json(row: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {k: np.asarray(v).tolist() for k, v in row.items()}
 
 
-def adopt(row: Mapping[str, np.ndarray], signature: Signature) -> Row:
+def as_row(inputs: Mapping[str, np.ndarray] | Sequence[float]) -> Row:
+    """A row as it is; a plain list of numbers (what samples held before typed inputs) in the
+    legacy form: one float32 1-D array named ``input``."""
+    if isinstance(inputs, Mapping):
+        return dict(inputs)
+    return {"input": np.asarray(inputs, dtype=np.float32).reshape(-1)}
+
+
+def adopt(row: Mapping[str, np.ndarray] | Sequence[float], signature: Signature) -> Row:
     """A stored row as ``signature``'s inputs. Rows stored before typed inputs (and rows of a
     legacy single-input message) hold one flat float32 array named ``input``: for a model with
     one fixed-shape input it becomes that input, under the model's name, reshaped to its shape
     and cast to its dtype. A row whose names already match is returned as it is. Raises
     ValueError saying what the row holds and what the model takes otherwise."""
+    row = as_row(row)
     if not signature.is_single:
         if all(n in row for n in signature.names):
             return {n: row[n] for n in signature.names}

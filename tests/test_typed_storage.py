@@ -145,3 +145,8 @@ def test_adopt_refuses_a_row_that_fits_no_input():
         adopt({"input": np.float32([1, 2, 3, 4])}, Signature((*ids.inputs, TensorSpec("m", "int64", (None,)))))
     with pytest.raises(ValueError, match="the model takes x float32\\[3\\]"):
         adopt({"input": np.float32([1, 2, 3, 4])}, Signature.single((3,), "x"))
+
+
+def test_adopt_takes_a_plain_list_as_the_legacy_float_input():
+    got = adopt([1, 2, 3, 4], Signature.single((2, 2), "x"))
+    assert got["x"].dtype == np.float32 and got["x"].tolist() == [[1.0, 2.0], [3.0, 4.0]]

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 
 from ..errors import SentinelError, one_line
-from ..tensors import Row, decode_row, encode_row
+from ..tensors import Row, as_row, decode_row, encode_row
 from . import tables as t
 from .records import as_utc, utc_dict
 
@@ -673,11 +672,8 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
 
 def stored_inputs(inputs: Row | Sequence[float]) -> bytes:
     """A sample's inputs in the stored binary form. A plain list of numbers (what samples held
-    before typed inputs) is kept the way migration 0006 converted old rows: one float32 1-D
-    array named ``input``."""
-    if not isinstance(inputs, dict):
-        inputs = {"input": np.asarray(inputs, dtype=np.float32).reshape(-1)}
-    return encode_row(inputs)
+    before typed inputs) is kept the way migration 0006 converted old rows (``as_row``)."""
+    return encode_row(as_row(inputs))
 
 
 def _only_busy(exc: BaseException) -> bool:
