@@ -154,6 +154,11 @@ def _parse_int(digits: str) -> int | float:
 
 
 _DECODER = json.JSONDecoder(parse_int=_parse_int)   # one instance: json.loads(**kw) builds one per call
+# The parse_int hook costs a Python call per integer (half the decode time of a message of token
+# ids). A text without a run of digits that could be a longer integer (somewhere, strings
+# included) is read by the plain decoder, whose integers are then exactly what the hook keeps.
+_PLAIN_DECODER = json.JSONDecoder()
+_MAYBE_LONG_INT = re.compile(r"-[0-9]{%d}|[0-9]{%d}" % (_MAX_EXACT_INT_CHARS, _MAX_EXACT_INT_CHARS + 1))
 
 
 def parse_json(value: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
@@ -170,7 +175,7 @@ def parse_json(value: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES) ->
         # checked before json.loads, whose recursion a few thousand brackets exhaust
         raise MessageError("too_deep", f"arrays/objects nest {depth} deep, limit {MAX_DEPTH}")
     try:
-        obj = _DECODER.decode(text)
+        obj = (_DECODER if _MAYBE_LONG_INT.search(text) else _PLAIN_DECODER).decode(text)
     except ValueError as exc:
         raise MessageError("invalid_json", f"not JSON ({' '.join(str(exc).split())[:120]})") from None
     if not isinstance(obj, dict):

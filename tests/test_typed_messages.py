@@ -311,3 +311,15 @@ def test_a_tokenizer_that_does_not_fit_the_models_inputs_is_described():
                         "input 'attention_mask' has a fixed length of 4, below max_length 8",
                         "the model takes input 'token_type_ids', which text messages do not fill "
                         "(name it in ids_input, mask_input or type_ids_input)"]
+
+
+@pytest.mark.parametrize("literal,value", [("9223372036854775807", 9223372036854775807),      # 19 characters
+                                           ("-922337203685477580", -922337203685477580),
+                                           ("-9223372036854775807", -9.223372036854776e18),   # 20: a double
+                                           ("12345678901234567890", 1.2345678901234567e19)])
+def test_integers_read_the_same_whether_or_not_the_message_has_long_digit_runs(literal, value):
+    from sentinel.messages import parse_json
+
+    plain = parse_json('{"x": %s}' % literal)["x"]
+    with_run = parse_json('{"x": %s, "note": "%s"}' % (literal, "1" * 30))["x"]    # digits in a string
+    assert plain == with_run == value and type(plain) is type(with_run) is type(value)
