@@ -155,10 +155,22 @@ def _parse_int(digits: str) -> int | float:
 
 _DECODER = json.JSONDecoder(parse_int=_parse_int)   # one instance: json.loads(**kw) builds one per call
 # The parse_int hook costs a Python call per integer (half the decode time of a message of token
-# ids). A text without a run of digits that could be a longer integer (somewhere, strings
-# included) is read by the plain decoder, whose integers are then exactly what the hook keeps.
+# ids). A longer message without a run of digits that could be a longer integer (anywhere, strings
+# included) is read by the plain decoder, whose integers are then exactly what the hook keeps. The
+# runs are found on the raw bytes (UTF-8 puts no ASCII digit inside a multi-byte character):
+# digits mapped to "0", "-" kept, the rest blanked, then two substring searches (a regular
+# expression over the text costs more than the decoding it would save).
 _PLAIN_DECODER = json.JSONDecoder()
-_MAYBE_LONG_INT = re.compile(r"-[0-9]{%d}|[0-9]{%d}" % (_MAX_EXACT_INT_CHARS, _MAX_EXACT_INT_CHARS + 1))
+_PLAIN_FROM = 512     # bytes; below, few integers, and the scan would cost more than it saves
+_DIGITS = bytes(48 if 48 <= i <= 57 else (45 if i == 45 else 32) for i in range(256))
+_LONG_RUNS = (b"0" * (_MAX_EXACT_INT_CHARS + 1), b"-" + b"0" * _MAX_EXACT_INT_CHARS)
+
+
+def _decoder_for(value: bytes | str) -> json.JSONDecoder:
+    if len(value) < _PLAIN_FROM:
+        return _DECODER
+    mapped = (value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)).translate(_DIGITS)
+    return _DECODER if _LONG_RUNS[0] in mapped or _LONG_RUNS[1] in mapped else _PLAIN_DECODER
 
 
 def parse_json(value: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
@@ -175,7 +187,7 @@ def parse_json(value: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES) ->
         # checked before json.loads, whose recursion a few thousand brackets exhaust
         raise MessageError("too_deep", f"arrays/objects nest {depth} deep, limit {MAX_DEPTH}")
     try:
-        obj = (_DECODER if _MAYBE_LONG_INT.search(text) else _PLAIN_DECODER).decode(text)
+        obj = _decoder_for(value).decode(text)
     except ValueError as exc:
         raise MessageError("invalid_json", f"not JSON ({' '.join(str(exc).split())[:120]})") from None
     if not isinstance(obj, dict):

@@ -313,13 +313,18 @@ def test_a_tokenizer_that_does_not_fit_the_models_inputs_is_described():
                         "(name it in ids_input, mask_input or type_ids_input)"]
 
 
-@pytest.mark.parametrize("literal,value", [("9223372036854775807", 9223372036854775807),      # 19 characters
-                                           ("-922337203685477580", -922337203685477580),
-                                           ("-9223372036854775807", -9.223372036854776e18),   # 20: a double
-                                           ("12345678901234567890", 1.2345678901234567e19)])
-def test_integers_read_the_same_whether_or_not_the_message_has_long_digit_runs(literal, value):
-    from sentinel.messages import parse_json
+@pytest.mark.parametrize("literal,value,plain_decoder", [
+    ("9223372036854775807", 9223372036854775807, True),        # 19 characters: exact
+    ("-922337203685477580", -922337203685477580, True),
+    ("-9223372036854775807", -9.223372036854776e18, False),    # 20 characters: a double
+    ("12345678901234567890", 1.2345678901234567e19, False)])
+def test_integers_read_the_same_whether_or_not_the_message_has_long_digit_runs(literal, value, plain_decoder):
+    from sentinel.messages import _PLAIN_DECODER, _PLAIN_FROM, _decoder_for, parse_json
 
-    plain = parse_json('{"x": %s}' % literal)["x"]
-    with_run = parse_json('{"x": %s, "note": "%s"}' % (literal, "1" * 30))["x"]    # digits in a string
-    assert plain == with_run == value and type(plain) is type(with_run) is type(value)
+    pad = "x" * _PLAIN_FROM           # long enough for the plain decoder when no digit run is long
+    long_msg = ('{"x": %s, "pad": "%s"}' % (literal, pad)).encode()
+    assert (_decoder_for(long_msg) is _PLAIN_DECODER) == plain_decoder
+    short = parse_json('{"x": %s}' % literal)["x"]
+    plain = parse_json(long_msg)["x"]
+    with_run = parse_json(('{"x": %s, "note": "%s", "pad": "%s"}' % (literal, "1" * 30, pad)).encode())["x"]
+    assert short == plain == with_run == value and type(short) is type(plain) is type(with_run) is type(value)
