@@ -79,7 +79,9 @@ class TextEncoder:
         return {n: (self.pad_id if n == self.ids_input else 0) for n in self.input_names}
 
     def _encodings(self, texts: Sequence[str]) -> list[Any]:
-        return self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        # encode_batch_fast (tokenizers >= 0.20) skips character offsets, which Sentinel never reads
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        return encode(list(texts), add_special_tokens=True)
 
     def encode(self, texts: Sequence[str]) -> list[Row]:
         """One row per text: int64 arrays of the row's own length (at most ``max_length``)."""
