@@ -150,3 +150,27 @@ def test_adopt_refuses_a_row_that_fits_no_input():
 def test_adopt_takes_a_plain_list_as_the_legacy_float_input():
     got = adopt([1, 2, 3, 4], Signature.single((2, 2), "x"))
     assert got["x"].dtype == np.float32 and got["x"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_text_traffic_through_decode_batch_is_stored_with_its_tokens_at_any_sampling_rate(store_url):  # noqa: F811
+    from sentinel.daemon import decode_batch
+    from sentinel.messages import PairShape
+    from sentinel.sampling import Sampler
+    from sentinel.sources.base import RawRecord
+    from sentinel.text import TextEncoder
+    from test_typed_messages import IDS, word_level
+
+    text = TextEncoder.from_tokenizer(word_level(), max_length=8)
+    shapes = {"p": PairShape.for_signature("p", IDS, ("ok", "urgent"), text=text)}
+    texts = [" ".join(["my", "order", "is", "late", "help"][: 1 + i % 5]) for i in range(200)]
+    records = [RawRecord("t", 0, i, None, json.dumps({"id": f"m{i}", "text": t}).encode(), None)
+               for i, t in enumerate(texts)]
+    sampler = Sampler(rate=0.5)
+    samples, _, bad = decode_batch(records, shapes, sampler, None)
+    store = open_store(store_url)
+    res = store.ingest(samples, [], bad, window=10**6, rate=0.5)
+    assert not bad and 60 < res.stored < 140 and res.stored + res.not_sampled == 200
+    for s in store.claim_window("p", store.create_run("p", "test", {})):
+        want = text.encode([s.text])[0]
+        assert s.text == texts[int(s.msg_id[1:])]
+        assert all(s.inputs[k].dtype == np.int64 and np.array_equal(s.inputs[k], want[k]) for k in want)
