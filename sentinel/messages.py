@@ -417,8 +417,7 @@ def _tensor(value: Any, spec: TensorSpec, pair: str) -> np.ndarray:
         if spec.shape or type(value) not in _NUMBER_OR_BOOL:
             raise MessageError("bad_inputs", f"'{where}' is {_kind(value)}: a tensor is an array "
                                              f"({spec.describe()})")
-        value = [value]      # a scalar input (rank 0) may be sent as a bare number
-        arr = _array(value, where, spec).reshape(())
+        arr = _array([value], where, spec).reshape(())     # a rank-0 input may be sent as a bare number
     else:
         arr = _array(value, where, spec)
     if arr.ndim == len(spec.shape) + 1 and arr.shape[0] == 1:

@@ -328,3 +328,11 @@ def test_integers_read_the_same_whether_or_not_the_message_has_long_digit_runs(l
     plain = parse_json(long_msg)["x"]
     with_run = parse_json(('{"x": %s, "note": "%s", "pad": "%s"}' % (literal, "1" * 30, pad)).encode())["x"]
     assert short == plain == with_run == value and type(short) is type(plain) is type(with_run) is type(value)
+
+
+def test_a_rank_0_input_takes_a_bare_number_and_refuses_an_array():
+    sig = Signature((TensorSpec("ids", "int64", (None,)), TensorSpec("temperature", "float32", ())))
+    row = decode_traffic(enc({"id": "r", "inputs": {"ids": [1], "temperature": 0.5}}), pairs(sig)).inputs
+    assert row["temperature"].shape == () and row["temperature"].dtype == np.float32
+    reason, detail = refused({"id": "r", "inputs": {"ids": [1], "temperature": [0.5, 1]}}, pairs(sig))
+    assert reason == "shape_mismatch" and "'temperature'" in detail
