@@ -87,9 +87,10 @@ def _decoder_error(r: Any, exc: BaseException) -> QuarantineIn:
 
 def _encode_texts(samples: list[SampleIn], shapes: dict[str, PairShape], sampler: Sampler,
                   bad: list[QuarantineIn]) -> list[SampleIn]:
-    """The inputs of text messages, made by each pair's tokenizer in one batch call (several
-    times faster than one text at a time). Only messages inside the sampling rate are
-    tokenized: the store keeps no other. A batch the tokenizer fails on is retried text by text,
+    """The inputs of text messages, made by each pair's tokenizer in one batch call (the library
+    spreads a batch over its threads; one call per text pays its overhead each time). Only
+    messages inside the sampling rate are tokenized: the store keeps no other (``sampler.rate``
+    is the rate the store is given). A batch the tokenizer fails on is retried text by text,
     so one bad text is quarantined alone."""
     todo: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
