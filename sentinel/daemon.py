@@ -18,15 +18,16 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from .config import Config, register_secrets
 from .errors import MessageError, SentinelError, one_line
-from .messages import PairShape, decode_label, decode_traffic
+from .messages import MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic, text_rows
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
-from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, raw_text,
+from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, in_sample, raw_text,
                                  value_sha256)
 
 log = logging.getLogger("sentinel.daemon")
@@ -50,31 +51,75 @@ class RunState(enum.Enum):
     STOPPED = "stopped"
 
 
-def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None
-                 ) -> tuple[list[SampleIn], list[LabelIn], list[QuarantineIn]]:
+def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None,
+                 max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[list[SampleIn], list[LabelIn], list[QuarantineIn]]:
     """Turn polled Kafka records into rows for the store. Never raises for a bad message: a
     ``MessageError`` is quarantined with its reason; anything else the decoder raises (a bug the
     format checks did not foresee) is quarantined as ``decoder_error`` with the exception's type,
-    and logged, so no message can stop the loop."""
+    and logged, so no message can stop the loop. Raw texts are tokenized afterwards, together
+    per pair (``_encode_texts``). ``max_bytes``: ``ingest.max_message_bytes``."""
     samples, labels, bad = [], [], []
     for r in records:
         try:
             if labels_topic is not None and r.topic == labels_topic:
-                lm = decode_label(r.value, shapes)
+                lm = decode_label(r.value, shapes, max_bytes)
                 labels.append(LabelIn(lm.id, lm.label, r.topic, r.partition, r.offset, raw=r.value))
                 continue
-            m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms)
+            m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms, max_bytes=max_bytes, encode_text=False)
             samples.append(SampleIn(pair=m.pair, msg_id=m.id, ts=m.ts, topic=r.topic, partition=r.partition,
                                     offset=r.offset, sample_key=sampler.key(m.pair, m.id), inputs=m.inputs,
                                     attributes=m.attributes, label=m.label, extra=m.extra or None,
-                                    stratum=sampler.stratum(m.attributes), raw=r.value))
+                                    stratum=sampler.stratum(m.attributes), raw=r.value, text=m.text))
         except MessageError as exc:
             bad.append(_quarantined(r, exc.reason, exc.detail))
         except Exception as exc:   # noqa: BLE001 - the point: a decoder bug quarantines one message
-            log.warning("decoder error: message quarantined", exc_info=True,
-                        extra={"topic": r.topic, "partition": r.partition, "offset": r.offset})
-            bad.append(_quarantined(r, "decoder_error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"))
+            bad.append(_decoder_error(r, exc))
+    if any(s.text is not None for s in samples):
+        samples = _encode_texts(samples, shapes, sampler, bad)
     return samples, labels, bad
+
+
+def _decoder_error(r: Any, exc: BaseException) -> QuarantineIn:
+    log.warning("decoder error: message quarantined", exc_info=exc,
+                extra={"topic": r.topic, "partition": r.partition, "offset": r.offset})
+    return _quarantined(r, "decoder_error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
+
+def _encode_texts(samples: list[SampleIn], shapes: dict[str, PairShape], sampler: Sampler,
+                  bad: list[QuarantineIn]) -> list[SampleIn]:
+    """The inputs of text messages, made by each pair's tokenizer in one batch call (the library
+    spreads a batch over its threads; one call per text pays its overhead each time). Only
+    messages inside the sampling rate are tokenized: the store keeps no other (``sampler.rate``
+    is the rate the store is given). A batch the tokenizer fails on is retried text by text,
+    so one bad text is quarantined alone."""
+    todo: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if s.text is not None and in_sample(s.sample_key, sampler.rate):
+            todo.setdefault(s.pair, []).append(i)
+    out: list[SampleIn | None] = list(samples)
+    for pair, idx in todo.items():
+        try:
+            rows = text_rows(shapes[pair], [samples[i].text for i in idx])   # type: ignore[misc]
+        except Exception:   # noqa: BLE001 - found again below, row by row
+            rows = None
+        for k, i in enumerate(idx):
+            try:
+                row = rows[k] if rows is not None else text_rows(shapes[pair], [samples[i].text])[0]  # type: ignore[list-item]
+                out[i] = replace(samples[i], inputs=row)
+            except MessageError as exc:
+                bad.append(_quarantined(_Position(samples[i]), exc.reason, exc.detail))
+                out[i] = None
+            except Exception as exc:   # noqa: BLE001
+                bad.append(_decoder_error(_Position(samples[i]), exc))
+                out[i] = None
+    return [s for s in out if s is not None]
+
+
+class _Position:
+    """A sample's record position and value, as ``_quarantined`` reads a record."""
+
+    def __init__(self, s: SampleIn):
+        self.topic, self.partition, self.offset, self.value = s.topic, s.partition, s.offset, s.raw
 
 
 def _quarantined(r: Any, reason: str, detail: str) -> QuarantineIn:
@@ -288,7 +333,8 @@ class Daemon:
         self.last_poll_ok = time.monotonic()
         if records:
             shapes = {name: p.shape for name, p in self.pairs.items()}
-            samples, labels, bad = decode_batch(records, shapes, self.sampler, self.cfg.kafka.labels_topic)
+            samples, labels, bad = decode_batch(records, shapes, self.sampler, self.cfg.kafka.labels_topic,
+                                                self.cfg.ingest.max_message_bytes)
             try:
                 res = self.store.ingest(samples, labels, bad, window=self.cfg.sampling.window,
                                         rate=self.cfg.sampling.rate, max_strata=self.cfg.sampling.max_strata)

@@ -13,11 +13,13 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from functools import cached_property
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .errors import MessageError
+from .tensors import Row, Signature, TensorSpec, cast
 
 MAX_MESSAGE_BYTES = 1_000_000
 MAX_ID_LEN = 256            # samples.msg_id / labels.msg_id are varchar(256)
@@ -26,13 +28,14 @@ MAX_DEPTH = 32              # arrays/objects inside each other, over the whole m
 MAX_ATTRIBUTES = 64
 MAX_ATTR_KEY_LEN = 64       # a slice is named "key=value": 64 + 1 + 128 fits check_results.slice (255)
 MAX_ATTR_VALUE_LEN = 128
+MAX_TEXT_LEN = 100_000      # characters of a message's raw "text"
 # integers of up to 19 characters (int64, sign included) are kept exactly; longer ones are read
 # as doubles like every other JSON number (RFC 8259 §6), so 1e400 written out in digits is
 # infinite, not a 401-digit integer that numpy, float() and str() choke on
 _MAX_EXACT_INT_CHARS = 19
 TS_MIN = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 TS_MAX = dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
-KNOWN_KEYS = {"id", "ts", "model", "inputs", "attributes", "label"}
+KNOWN_KEYS = {"id", "ts", "model", "inputs", "text", "attributes", "label"}
 
 # a JSON string, also an unterminated one (to the end of the text): every '"' starts a match, so
 # the scan is linear whatever the input (possessive quantifiers, Python 3.11+)
@@ -46,8 +49,8 @@ _INDEX = re.compile(r"[0-9]{1,9}")      # ASCII digits only: "²".isdigit() is T
 class PairShape:
     """What a pair's models accept: the per-sample input shape and, for named features, their order.
     ``signature`` (sentinel.tensors.Signature) is every typed input the models take (None: one
-    float32 input of ``input_shape``); ``text`` the pair's tokenizer (sentinel.text), when its
-    messages may carry raw text."""
+    float32 input of ``input_shape``); ``text`` the pair's tokenizer (sentinel.text.TextEncoder),
+    when its messages may carry raw text."""
     name: str
     input_shape: tuple[int, ...]
     classes: tuple[str, ...]
@@ -55,9 +58,25 @@ class PairShape:
     signature: Any = None
     text: Any = None
 
+    @classmethod
+    def for_signature(cls, name: str, signature: Signature, classes: Sequence[str],
+                      features: Sequence[str] | None = None, text: Any = None) -> "PairShape":
+        """The shape of a pair whose models declare ``signature`` (``input_shape`` is the single
+        fixed-shape input's, or ``()`` for typed multi-input or variable-length models)."""
+        return cls(name, signature.input_shape or (), tuple(classes), tuple(features) if features else None,
+                   signature, text)
+
     @property
     def size(self) -> int:
         return int(np.prod(self.input_shape)) if self.input_shape else 1
+
+    @cached_property
+    def single_spec(self) -> TensorSpec | None:
+        """The one fixed-shape input the legacy forms (flat array, named features, one named
+        tensor) fill; None for a typed pair with several or variable-length inputs."""
+        if self.signature is None:
+            return TensorSpec("input", "float32", tuple(self.input_shape))
+        return self.signature.inputs[0] if self.signature.is_single else None
 
 
 @dataclass(frozen=True)
@@ -65,10 +84,11 @@ class TrafficMessage:
     id: str
     pair: str
     ts: dt.datetime
-    inputs: list[float]          # flattened, in the model's feature order
+    inputs: Row                  # input name -> array of its declared dtype (no batch dimension)
     attributes: dict[str, str]
     label: str | None            # class name
     extra: dict[str, Any]
+    text: str | None = None      # the raw text the inputs were made from (pairs with a tokenizer)
 
 
 @dataclass(frozen=True)
@@ -134,22 +154,40 @@ def _parse_int(digits: str) -> int | float:
 
 
 _DECODER = json.JSONDecoder(parse_int=_parse_int)   # one instance: json.loads(**kw) builds one per call
+# The parse_int hook costs a Python call per integer (half the decode time of a message of token
+# ids). A longer message without a run of digits that could be a longer integer (anywhere, strings
+# included) is read by the plain decoder, whose integers are then exactly what the hook keeps. The
+# runs are found on the raw bytes (UTF-8 puts no ASCII digit inside a multi-byte character):
+# digits mapped to "0", "-" kept, the rest blanked, then two substring searches (a regular
+# expression over the text costs more than the decoding it would save).
+_PLAIN_DECODER = json.JSONDecoder()
+_PLAIN_FROM = 512     # bytes; below, few integers, and the scan would cost more than it saves
+_DIGITS = bytes(48 if 48 <= i <= 57 else (45 if i == 45 else 32) for i in range(256))
+_LONG_RUNS = (b"0" * (_MAX_EXACT_INT_CHARS + 1), b"-" + b"0" * _MAX_EXACT_INT_CHARS)
 
 
-def parse_json(value: bytes | str | None) -> dict[str, Any]:
-    """The message as a JSON object: UTF-8, nesting bounded before parsing, long integers as
-    doubles. Its values are checked by :func:`check_values`, not here."""
+def _decoder_for(value: bytes | str) -> json.JSONDecoder:
+    if len(value) < _PLAIN_FROM:
+        return _DECODER
+    mapped = (value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)).translate(_DIGITS)
+    return _DECODER if _LONG_RUNS[0] in mapped or _LONG_RUNS[1] in mapped else _PLAIN_DECODER
+
+
+def parse_json(value: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """The message as a JSON object: at most ``max_bytes`` (``ingest.max_message_bytes``), UTF-8,
+    nesting bounded before parsing, long integers as doubles. Its values are checked by
+    :func:`check_values`, not here."""
     if value is None:
         raise MessageError("empty", "message has no value (tombstone)")
-    if len(value) > MAX_MESSAGE_BYTES:
-        raise MessageError("too_large", f"message is {len(value)} bytes, limit {MAX_MESSAGE_BYTES}")
+    if len(value) > max_bytes:
+        raise MessageError("too_large", f"message is {len(value)} bytes, limit {max_bytes}")
     text = value if isinstance(value, str) else _utf8(bytes(value))
     depth = nesting_depth(text)
     if depth > MAX_DEPTH:
         # checked before json.loads, whose recursion a few thousand brackets exhaust
         raise MessageError("too_deep", f"arrays/objects nest {depth} deep, limit {MAX_DEPTH}")
     try:
-        obj = _DECODER.decode(text)
+        obj = _decoder_for(value).decode(text)
     except ValueError as exc:
         raise MessageError("invalid_json", f"not JSON ({' '.join(str(exc).split())[:120]})") from None
     if not isinstance(obj, dict):
@@ -248,40 +286,70 @@ def parse_ts(value: Any, fallback_ms: int | None) -> dt.datetime:
 
 
 # -- inputs ---------------------------------------------------------------------------------------
+_NUMBER_TYPES = frozenset((int, float))
+_NUMBER_OR_BOOL = frozenset((int, float, bool))
+_F32_MAX = float(np.finfo(np.float32).max)
+_FAST_LEN = 64        # flat float arrays up to this length are checked in plain Python (faster there)
 
-def _require_numbers(value: list[Any], where: str) -> None:
-    """Every leaf of a (nested) array is a JSON number: not a string like "1.5", not a boolean."""
+
+def _flat_float32(value: list[Any]) -> np.ndarray | None:
+    """The hot path (tabular traffic): a flat array of finite numbers within float32's range, as
+    float32; None for anything else (the general path then finds and names the problem)."""
+    if not value or not set(map(type, value)) <= _NUMBER_TYPES:
+        return None
+    if len(value) <= _FAST_LEN:
+        if not math.isfinite(sum(value)) or max(value) > _F32_MAX or min(value) < -_F32_MAX:
+            return None
+        return np.array(value, dtype=np.float32)
+    wide = np.array(value, dtype=np.float64)
+    if not np.maximum.reduce(np.abs(wide)) <= _F32_MAX:     # False for NaN too
+        return None
+    return wide.astype(np.float32)
+
+
+def _require_numbers(value: list[Any], where: str, allow_bool: bool = False) -> None:
+    """Every leaf of a (nested) array is a JSON number: not a string like "1.5", not a boolean
+    (unless the input is declared bool)."""
+    ok = _NUMBER_OR_BOOL if allow_bool else _NUMBER_TYPES
     stack = [(value, where)]
     while stack:
         v, w = stack.pop()
+        if set(map(type, v)) <= ok:   # the common case, at C speed
+            continue
         for i, x in enumerate(v):
             t = type(x)
-            if t is float or t is int:
+            if t in ok:
                 continue
             if t is list:
                 stack.append((x, f"{w}[{i}]"))
                 continue
-            raise MessageError("bad_inputs", f"{w}[{i}] is {_kind(x)}: inputs must be JSON numbers")
+            want = "JSON numbers or booleans" if allow_bool else "JSON numbers"
+            raise MessageError("bad_inputs", f"{w}[{i}] is {_kind(x)}: inputs must be {want}")
 
 
-def _numbers(value: list[Any], where: str) -> tuple[list[float], tuple[int, ...]]:
-    """The numbers of a (nested) array, flattened, and its shape."""
-    _require_numbers(value, where)
-    if not any(type(x) is list for x in value):   # flat: plain Python is faster than numpy here
-        flat = [float(x) for x in value]    # no OverflowError: integers longer than 19 characters are floats
-        if not all(map(math.isfinite, flat)):
-            raise MessageError("non_finite", f"'{where}' contains NaN, Infinity or a number beyond ±1.8e308")
-        return flat, (len(flat),)
+def _array(value: list[Any], where: str, spec: TensorSpec) -> np.ndarray:
+    """A (nested) JSON array as an ndarray: numbers only, not ragged, finite. Floats for a
+    float input; integers kept exact for an integer one (:func:`_cast` then checks them)."""
+    _require_numbers(value, where, allow_bool=spec.dtype == "bool")
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.array(value, dtype=np.float64 if not spec.is_integer else None)
     except (TypeError, ValueError, OverflowError):
         raise MessageError("bad_inputs", f"'{where}' is ragged (nested arrays of different lengths)") from None
-    if not np.all(np.isfinite(arr)):
+    if arr.dtype.kind not in "fiub":      # integers beyond 64 bits mixed with others
+        raise MessageError("bad_inputs", f"'{where}' holds numbers that do not fit one numeric type")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise MessageError("non_finite", f"'{where}' contains NaN, Infinity or a number beyond ±1.8e308")
-    return arr.reshape(-1).tolist(), tuple(arr.shape)
+    return arr
 
 
-def _named_features(value: dict[str, Any], shape: PairShape) -> list[float]:
+def _cast(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    try:
+        return cast(arr, spec)
+    except ValueError as exc:
+        raise MessageError("bad_dtype", str(exc)) from None
+
+
+def _named_features(value: dict[str, Any], shape: PairShape, spec: TensorSpec) -> np.ndarray:
     if not shape.features:
         raise MessageError("bad_inputs", f"'inputs' has named features but pair {shape.name!r} "
                                          "has no 'features' list to order them")
@@ -297,35 +365,130 @@ def _named_features(value: dict[str, Any], shape: PairShape) -> list[float]:
     for f in shape.features:
         if type(value[f]) is not float and type(value[f]) is not int:
             raise MessageError("bad_inputs", f"'inputs.{f}' is {_kind(value[f])}: inputs must be JSON numbers")
-    return _numbers([value[f] for f in shape.features], "inputs")[0]
+    arr = _array([value[f] for f in shape.features], "inputs", spec)
+    if arr.size != spec_size(spec):
+        raise MessageError("shape_mismatch", f"named features: {arr.size} features, model {shape.name!r} "
+                                             f"expects {list(spec.shape)}")
+    return _cast(arr.reshape(spec.shape), spec)
 
 
-def decode_inputs(value: Any, shape: PairShape) -> list[float]:
-    """Flat array, named features (ordered by the pair's feature list) or named tensors."""
+def spec_size(spec: TensorSpec) -> int:
+    return math.prod(spec.shape)  # type: ignore[arg-type]
+
+
+def _single(value: Any, shape: PairShape, spec: TensorSpec) -> np.ndarray:
+    """The legacy forms of a pair with one fixed-shape input: a flat array (reshaped to the
+    input's shape), a nested array of exactly that shape, named features (ordered by the pair's
+    feature list), or one named tensor (any name; a leading batch dimension of 1 allowed)."""
     if isinstance(value, list):
-        flat, dims = _numbers(value, "inputs")
-        if len(flat) != shape.size or (len(dims) > 1 and dims != shape.input_shape):
+        if spec.dtype == "float32" and len(value) == spec_size(spec):
+            fast = _flat_float32(value)
+            if fast is not None:
+                return fast.reshape(spec.shape)
+        arr = _array(value, "inputs", spec)
+        if arr.size != spec_size(spec) or (arr.ndim > 1 and arr.shape != spec.shape):
             raise MessageError("shape_mismatch",
-                               f"'inputs' has shape {list(dims)}, model {shape.name!r} expects {list(shape.input_shape)}")
-        return flat
-    if isinstance(value, dict):
-        if not value:
-            raise MessageError("bad_inputs", "'inputs' object is empty")
-        if not any(isinstance(v, list) for v in value.values()):
-            return _named_features(value, shape)
-        # named tensors: the runners take one input tensor, so exactly one name is accepted
-        if len(value) != 1:
-            raise MessageError("shape_mismatch", f"'inputs' has {len(value)} named tensors "
-                                                 f"{[k[:40] for k in sorted(value)[:5]]}; model {shape.name!r} takes one input")
-        (name, tensor), = value.items()
-        if not isinstance(tensor, list):
-            raise MessageError("bad_inputs", f"'inputs.{name[:40]}' is {_kind(tensor)}: a tensor is an array")
-        flat, dims = _numbers(tensor, f"inputs.{name[:40]}")
-        if dims != shape.input_shape and dims != (1, *shape.input_shape):
-            raise MessageError("shape_mismatch",
-                               f"'inputs.{name[:40]}' has shape {list(dims)}, model expects {list(shape.input_shape)}")
-        return flat
-    raise MessageError("bad_inputs", f"'inputs' must be an array or an object, got {_kind(value)}")
+                               f"'inputs' has shape {list(arr.shape)}, model {shape.name!r} expects {list(spec.shape)}")
+        return _cast(arr.reshape(spec.shape), spec)
+    if not isinstance(value, dict):
+        raise MessageError("bad_inputs", f"'inputs' must be an array or an object, got {_kind(value)}")
+    if not value:
+        raise MessageError("bad_inputs", "'inputs' object is empty")
+    if not any(isinstance(v, list) for v in value.values()):
+        return _named_features(value, shape, spec)
+    if len(value) != 1:
+        raise MessageError("shape_mismatch", f"'inputs' has {len(value)} named tensors "
+                                             f"{[k[:40] for k in sorted(value)[:5]]}; model {shape.name!r} takes one input")
+    (name, tensor), = value.items()
+    if not isinstance(tensor, list):
+        raise MessageError("bad_inputs", f"'inputs.{name[:40]}' is {_kind(tensor)}: a tensor is an array")
+    arr = _array(tensor, f"inputs.{name[:40]}", spec)
+    if arr.shape != spec.shape and arr.shape != (1, *spec.shape):
+        raise MessageError("shape_mismatch",
+                           f"'inputs.{name[:40]}' has shape {list(arr.shape)}, model expects {list(spec.shape)}")
+    return _cast(arr.reshape(spec.shape), spec)
+
+
+def _tensor(value: Any, spec: TensorSpec, pair: str) -> np.ndarray:
+    """One named tensor of a typed pair: rank and fixed dimensions checked (a leading batch
+    dimension of 1 allowed), dynamic ones non-empty, cast to the declared dtype."""
+    where = f"inputs.{spec.name[:40]}"
+    if not isinstance(value, list):
+        if spec.shape or type(value) not in _NUMBER_OR_BOOL:
+            raise MessageError("bad_inputs", f"'{where}' is {_kind(value)}: a tensor is an array "
+                                             f"({spec.describe()})")
+        arr = _array([value], where, spec).reshape(())     # a rank-0 input may be sent as a bare number
+    else:
+        arr = _array(value, where, spec)
+    if arr.ndim == len(spec.shape) + 1 and arr.shape[0] == 1:
+        arr = arr[0]
+    why = spec.misfit(arr.shape)
+    if why is not None:
+        raise MessageError("shape_mismatch", f"{why} (model {pair!r} takes {spec.describe()})")
+    return _cast(arr, spec)
+
+
+def _named_tensors(value: Any, sig: Signature, pair: str) -> Row:
+    if isinstance(value, list) and len(sig.inputs) == 1:
+        value = {sig.inputs[0].name: value}
+    if not isinstance(value, dict):
+        raise MessageError("bad_inputs", f"'inputs' must be an object of named tensors, got {_kind(value)}; "
+                                         f"model {pair!r} takes {sig.describe()}")
+    names = sig.names
+    unknown = [k for k in value if k not in names]
+    if unknown:
+        raise MessageError("unknown_input", f"'inputs' has unknown input(s) {[k[:40] for k in unknown[:5]]}"
+                                            f"{'...' if len(unknown) > 5 else ''}; model {pair!r} takes {sig.describe()}")
+    missing = [n for n in names if n not in value]
+    if missing:
+        raise MessageError("missing_input", f"input(s) {missing[:5]} missing from 'inputs'; "
+                                            f"model {pair!r} takes {sig.describe()}")
+    return {spec.name: _tensor(value[spec.name], spec, pair) for spec in sig.inputs}
+
+
+def decode_inputs(value: Any, shape: PairShape) -> Row:
+    """The message's ``inputs`` as a row (input name -> array of the declared dtype, no batch
+    dimension): the legacy forms for a pair with one fixed-shape input, named tensors otherwise."""
+    spec = shape.single_spec
+    if spec is not None:
+        return {spec.name: _single(value, shape, spec)}
+    return _named_tensors(value, shape.signature, shape.name)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise MessageError("bad_text", f"'text' must be a string, got {_kind(value)}")
+    if not value:
+        raise MessageError("bad_text", "'text' is empty")
+    if len(value) > MAX_TEXT_LEN:
+        raise MessageError("bad_text", f"'text' is {len(value)} characters, limit {MAX_TEXT_LEN}")
+    return value
+
+
+def text_rows(shape: PairShape, texts: Sequence[str]) -> list[Row]:
+    """The model inputs of raw texts, by the pair's tokenizer: cast to the dtypes the models
+    declare, and padded (with the tokenizer's pad id) where an input has a fixed length."""
+    rows = shape.text.encode(texts)
+    sig = shape.signature
+    if sig is None:
+        return rows
+    pads = shape.text.pads
+    out = []
+    for row in rows:
+        fitted: Row = {}
+        for name, arr in row.items():
+            spec = sig.spec(name) if name in sig.names else None
+            if spec is None:
+                fitted[name] = arr
+                continue
+            if len(spec.shape) == 1 and spec.shape[0] is not None and arr.shape[0] < spec.shape[0]:
+                arr = np.concatenate([arr, np.full(spec.shape[0] - arr.shape[0], pads[name], dtype=arr.dtype)])
+            why = spec.misfit(arr.shape)
+            if why is not None:
+                raise MessageError("shape_mismatch", f"the tokenizer's {why}")
+            fitted[name] = _cast(arr, spec)
+        out.append(fitted)
+    return out
 
 
 # -- labels and attributes ------------------------------------------------------------------------
@@ -391,24 +554,44 @@ def _pair_of(obj: Mapping[str, Any], pairs: Mapping[str, PairShape]) -> str:
     return model
 
 
+def _inputs_or_text(obj: Mapping[str, Any], shape: PairShape, encode_text: bool) -> tuple[Row, str | None]:
+    """The message's inputs, from ``inputs`` or, for a pair with a tokenizer, from ``text``
+    (``encode_text=False``: the text alone, its inputs left for the caller to make in a batch)."""
+    if obj.get("text") is None:
+        if "inputs" not in obj:
+            raise MessageError("missing_inputs", "field 'inputs' is required" if shape.text is None
+                               else "field 'inputs' or 'text' is required")
+        return decode_inputs(obj["inputs"], shape), None
+    if shape.text is None:
+        raise MessageError("text_not_supported", f"'text' given, but pair {shape.name!r} has no tokenizer "
+                                                 f"(pairs.{shape.name[:40]}.text in the config): send 'inputs'")
+    if "inputs" in obj:
+        raise MessageError("text_and_inputs", "'text' and 'inputs' are both given: send one of them")
+    text = _text(obj["text"])
+    return (text_rows(shape, [text])[0] if encode_text else {}), text
+
+
 def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
-                   timestamp_ms: int | None = None) -> TrafficMessage:
-    obj = parse_json(value)
+                   timestamp_ms: int | None = None, max_bytes: int = MAX_MESSAGE_BYTES,
+                   encode_text: bool = True) -> TrafficMessage:
+    """One traffic message, decoded and checked (``MessageError`` with a reason otherwise).
+    ``encode_text=False`` leaves a text message's ``inputs`` empty: ``decode_batch`` tokenizes
+    the texts it keeps together (``text_rows``), which is faster than one at a time."""
+    obj = parse_json(value, max_bytes)
     check_values(obj)
     mid = _id(obj)
     pair = _pair_of(obj, pairs)
     shape = pairs[pair]
-    if "inputs" not in obj:
-        raise MessageError("missing_inputs", "field 'inputs' is required")
-    inputs = decode_inputs(obj["inputs"], shape)
+    inputs, text = _inputs_or_text(obj, shape, encode_text)
     attributes = decode_attributes(obj.get("attributes"))
     label = normalise_label(obj["label"], shape.classes) if obj.get("label") is not None else None
     extra = {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
-    return TrafficMessage(mid, pair, parse_ts(obj.get("ts"), timestamp_ms), inputs, attributes, label, extra)
+    return TrafficMessage(mid, pair, parse_ts(obj.get("ts"), timestamp_ms), inputs, attributes, label, extra, text)
 
 
-def decode_label(value: bytes | str | None, pairs: Mapping[str, PairShape]) -> LabelMessage:
-    obj = parse_json(value)
+def decode_label(value: bytes | str | None, pairs: Mapping[str, PairShape],
+                 max_bytes: int = MAX_MESSAGE_BYTES) -> LabelMessage:
+    obj = parse_json(value, max_bytes)
     check_values(obj, skip=())
     mid = _id(obj)
     if obj.get("label") is None:

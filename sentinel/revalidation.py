@@ -392,7 +392,7 @@ def read_input_file(path: str, shapes: dict[str, PairShape]) -> tuple[dict[str, 
                 continue
             by_pair.setdefault(m.pair, []).append(
                 Sample(id=r.offset, pair=m.pair, msg_id=m.id, ts=m.ts, topic=None, partition=None, offset=None,
-                       inputs=m.inputs, attributes=m.attributes, label=m.label, extra=m.extra))
+                       inputs=m.inputs, attributes=m.attributes, label=m.label, extra=m.extra, text=m.text))
     source = {"kind": "file", "path": str(Path(path).resolve()), "sha256": src.sha256}
     src.close()
     return by_pair, source, bad

@@ -246,3 +246,31 @@ def decode_row(data: bytes | bytearray | memoryview) -> Row:
 def row_to_json(row: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """A row as plain JSON (named tensors as nested lists), e.g. for a report or a replay file."""
     return {k: np.asarray(v).tolist() for k, v in row.items()}
+
+
+def as_row(inputs: Mapping[str, np.ndarray] | Sequence[float]) -> Row:
+    """A row as it is; a plain list of numbers (what samples held before typed inputs) in the
+    legacy form: one float32 1-D array named ``input``."""
+    if isinstance(inputs, Mapping):
+        return dict(inputs)
+    return {"input": np.asarray(inputs, dtype=np.float32).reshape(-1)}
+
+
+def adopt(row: Mapping[str, np.ndarray] | Sequence[float], signature: Signature) -> Row:
+    """A stored row as ``signature``'s inputs. Rows stored before typed inputs (and rows of a
+    legacy single-input message) hold one flat float32 array named ``input``: for a model with
+    one fixed-shape input it becomes that input, under the model's name, reshaped to its shape
+    and cast to its dtype. A row whose names already match is returned as it is. Raises
+    ValueError saying what the row holds and what the model takes otherwise."""
+    row = as_row(row)
+    if not signature.is_single:
+        if all(n in row for n in signature.names):
+            return {n: row[n] for n in signature.names}
+    else:
+        spec = signature.inputs[0]
+        arr = row.get(spec.name) if spec.name in row else (next(iter(row.values())) if len(row) == 1 else None)
+        shape = tuple(int(d) for d in spec.shape)  # type: ignore[arg-type]
+        if arr is not None and np.asarray(arr).size == int(np.prod(shape, dtype=np.int64)):
+            return {spec.name: cast(np.asarray(arr).reshape(shape), spec)}
+    held = ", ".join(f"{k} {np.asarray(v).dtype}{list(np.asarray(v).shape)}" for k, v in row.items())
+    raise ValueError(f"stored row holds {held or 'nothing'}; the model takes {signature.describe()}")

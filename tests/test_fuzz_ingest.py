@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,8 @@ from stores import store_url  # noqa: F401  (fixture)
 FEATURES = ("a", "b", "c")
 REASONS = {"empty", "too_large", "not_utf8", "too_deep", "invalid_json", "not_an_object", "missing_id", "bad_id",
            "missing_inputs", "bad_inputs", "shape_mismatch", "non_finite", "unknown_model", "bad_label", "bad_ts",
-           "bad_attributes", "invalid_unicode", "nul_character"}   # decoder_error would be a decoder bug
+           "bad_attributes", "invalid_unicode", "nul_character",
+           "bad_dtype"}   # a double beyond float32's range; decoder_error would be a decoder bug
 
 # -- messages -------------------------------------------------------------------------------------
 # text with everything the store cannot take: lone surrogates, NUL, other control characters
@@ -137,8 +139,10 @@ def check_batch(store, batch) -> None:
     assert set(back) == set(first)
     for mid, s in first.items():
         got = back[mid]
-        assert (got.inputs, got.attributes, got.label, got.extra, got.ts, got.offset) == \
-            (s.inputs, s.attributes, s.label, s.extra, s.ts, s.offset)
+        assert (got.attributes, got.label, got.extra, got.ts, got.offset) == \
+            (s.attributes, s.label, s.extra, s.ts, s.offset)
+        assert got.inputs.keys() == s.inputs.keys()     # dtype, shape and values kept
+        assert all(got.inputs[k].dtype == v.dtype and np.array_equal(got.inputs[k], v) for k, v in s.inputs.items())
     stored_q = [q for q in store.quarantined(limit=10**6) if q["topic"] == topic]
     assert sorted(q["offset"] for q in stored_q) == sorted(q.offset for q in bad)
 

@@ -1,5 +1,6 @@
 import datetime as dt
 
+import numpy as np
 from sqlalchemy import func, inspect
 
 from sentinel.sampling import Sampler
@@ -15,7 +16,7 @@ NOW = dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc)
 def sample(i, key=None, pair="p"):
     return SampleIn(pair=pair, msg_id=f"m{i}", ts=NOW, topic="t", partition=0, offset=i,
                     sample_key=key if key is not None else Sampler().key(pair, f"m{i}"),
-                    inputs=[float(i)], attributes={"g": "a"})
+                    inputs={"input": np.float32([i])}, attributes={"g": "a"})
 
 
 def test_migration_creates_exactly_the_declared_schema(store_url):  # noqa: F811
@@ -82,7 +83,7 @@ def test_failed_run_releases_its_window(store_url):  # noqa: F811
 
 def stratified(i, key, stratum):
     return SampleIn(pair="p", msg_id=f"m{i}", ts=NOW, topic="t", partition=0, offset=i, sample_key=key,
-                    inputs=[float(i)], attributes={"region": stratum}, stratum=f"region={stratum}")
+                    inputs={"input": np.float32([i])}, attributes={"region": stratum}, stratum=f"region={stratum}")
 
 
 def test_stratified_window_keeps_a_rare_group_beside_a_common_one(store_url):  # noqa: F811
@@ -169,7 +170,7 @@ def refuse_poison(store, errcode="22023"):
 def poison_batch():
     batch = [sample(i) for i in range(12)]
     batch[7] = SampleIn(pair="p", msg_id="poison-7", ts=NOW, topic="t", partition=0, offset=7,
-                        sample_key=0.5, inputs=[7.0], attributes={}, raw=b'{"id": "poison-7", "inputs": [7]}')
+                        sample_key=0.5, inputs={"input": np.float32([7])}, attributes={}, raw=b'{"id": "poison-7", "inputs": [7]}')
     return batch
 
 
@@ -255,7 +256,7 @@ def test_long_strata_are_shortened_deterministically_and_stay_distinct(store_url
     store = open_store(store_url)
     long_a, long_b = "region=" + "x" * 300 + "a", "region=" + "x" * 300 + "b"
     batch = [SampleIn(pair="p", msg_id=f"m{i}", ts=NOW, topic="t", partition=0, offset=i, sample_key=i / 10,
-                      inputs=[1.0], attributes={}, stratum=(long_a, long_b)[i % 2]) for i in range(6)]
+                      inputs={"input": np.float32([1])}, attributes={}, stratum=(long_a, long_b)[i % 2]) for i in range(6)]
     res = store.ingest(batch, [], [], window=2, rate=1.0)
     with store.engine.connect() as c:
         strata = dict(c.execute(select(samples_table.c.stratum, func.count()).group_by(samples_table.c.stratum)).all())

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, f
 from sqlalchemy.engine import make_url
 
 from ..errors import SentinelError, one_line
+from ..tensors import Row, as_row, decode_row, encode_row
 from . import tables as t
 from .records import as_utc, utc_dict
 
@@ -39,12 +40,13 @@ class SampleIn:
     partition: int
     offset: int
     sample_key: float
-    inputs: Any
+    inputs: Row                  # input name -> typed array (sentinel.tensors), stored with encode_row
     attributes: dict[str, str]
     label: str | None = None
     extra: dict[str, Any] | None = None
     stratum: str = ""
     raw: bytes | str | None = field(default=None, repr=False, compare=False)   # the record's value
+    text: str | None = None      # the raw text the inputs were made from (pairs with a tokenizer)
 
 
 def in_sample(sample_key: float, rate: float) -> bool:
@@ -122,10 +124,12 @@ class Sample:
     topic: str | None
     partition: int | None
     offset: int | None
-    inputs: Any
+    inputs: Row                            # input name -> typed array; sentinel.tensors.adopt maps
+                                           # a row stored under another name onto a model's input
     attributes: dict[str, str]
     label: str | None
     extra: dict[str, Any] | None = None    # the message's other fields (e.g. served_latency_ms)
+    text: str | None = None                # the raw text the inputs were made from, if any
 
 
 @dataclass(frozen=True)
@@ -342,9 +346,9 @@ class Store:
                 m = r._mapping
                 out.append(Sample(id=m["id"], pair=m["pair"], msg_id=m["msg_id"], ts=as_utc(m["ts"]),
                                   topic=m["topic"], partition=m["partition"], offset=m["offset"],
-                                  inputs=m["inputs"], attributes=m["attributes"] or {},
+                                  inputs=decode_row(m["inputs"]), attributes=m["attributes"] or {},
                                   label=m["label"] if m["label"] is not None else m["joined_label"],
-                                  extra=m["extra"]))
+                                  extra=m["extra"], text=m["text"]))
             return out
 
     def accepted_runs(self, pair: str, before_run: int | None = None, *, limit: int = 1) -> list[int]:
@@ -601,7 +605,8 @@ def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
                             ascii(item.raw)[:RAW_LEN], item.value_sha256 or value_sha256(item.raw))
     raw = getattr(item, "raw", None)
     if raw is None:   # a row built without its message: keep what was to be stored
-        raw = json.dumps({k: v for k, v in vars(item).items() if k != "raw"}, default=str, ensure_ascii=True)
+        raw = json.dumps({k: v for k, v in vars(item).items() if k != "raw"}, ensure_ascii=True,
+                         default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))   # arrays as lists
     return QuarantineIn(item.topic, item.partition, item.offset, "store_rejected", detail, raw_text(raw),
                         value_sha256(raw))
 
@@ -659,10 +664,16 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
             pending[stratum] -= 1
         conn.execute(insert(t.samples).values(
             pair=s.pair, msg_id=s.msg_id, ts=s.ts, topic=s.topic, partition=s.partition,
-            offset=s.offset, sample_key=s.sample_key, inputs=s.inputs, attributes=s.attributes,
-            label=s.label, extra=s.extra, stored_at=now, stratum=stratum))
+            offset=s.offset, sample_key=s.sample_key, inputs=stored_inputs(s.inputs), text=s.text,
+            attributes=s.attributes, label=s.label, extra=s.extra, stored_at=now, stratum=stratum))
         pending[stratum] = pending.get(stratum, 0) + 1
         res.stored += 1
+
+
+def stored_inputs(inputs: Row | Sequence[float]) -> bytes:
+    """A sample's inputs in the stored binary form. A plain list of numbers (what samples held
+    before typed inputs) is kept the way migration 0006 converted old rows (``as_row``)."""
+    return encode_row(as_row(inputs))
 
 
 def _only_busy(exc: BaseException) -> bool:

@@ -2,14 +2,16 @@
 exactly these; ``tests/test_storage.py`` checks the two never drift apart."""
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
-                        String, Table, Text, UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        MetaData, String, Table, Text, UniqueConstraint)
 
 metadata = MetaData()
 
 # A sampled traffic message. `sample_key` is the seeded hash in [0, 1) that decides both the rate
 # sample and the bottom-k window (so a redelivered message gets the same decision); `run_id` is
 # NULL while the sample waits in the pair's window and the run that used it afterwards.
+# `inputs` is the row of typed arrays in sentinel.tensors' binary form (encode_row: dtype and shape
+# kept, a few bytes of header per array); `text` the raw text the inputs were made from, if any.
 samples = Table(
     "samples", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
@@ -20,7 +22,8 @@ samples = Table(
     Column("partition", Integer, nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("sample_key", Float, nullable=False),
-    Column("inputs", JSON, nullable=False),
+    Column("inputs", LargeBinary, nullable=False),
+    Column("text", Text),
     Column("attributes", JSON, nullable=False),
     Column("label", String(128)),
     Column("extra", JSON),
