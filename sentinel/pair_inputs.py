@@ -8,14 +8,14 @@ Every disagreement between the models and the config is a ConfigError naming the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .checks.data import modality_of
 from .errors import ConfigError
 from .runners.paired import pair_differences, signature_of
-from .tensors import Row, Signature, TensorSpec, stack_single
+from .tensors import Row, Signature, stack_single
 
 MULTILABEL_OUTPUTS = ("multilabel", "multilabel_logits")
 
@@ -73,9 +73,8 @@ def _text_encoder(cfg: Any, name: str, sig: Signature) -> tuple[Any, Signature]:
     try:
         enc = TextEncoder.load(path, max_length=pc.text.max_length, ids_input=pc.text.ids_input,
                                mask_input=pc.text.mask_input, type_ids_input=pc.text.type_ids_input)
-    except Exception as exc:   # the tokenizers library raises its own exception types
-        raise ConfigError(cfg.source, f"{key}.tokenizer", f"{path}: not a tokenizer.json the tokenizers "
-                                                          f"library can read ({' '.join(str(exc).split())[:160]})") from None
+    except ValueError as exc:   # names the file and what is wrong with it
+        raise ConfigError(cfg.source, f"{key}.tokenizer", str(exc)) from None
     if pc.text.ids_input not in pc.inputs and getattr(enc, "pad_id", None) is not None:
         sig = sig.with_pads({pc.text.ids_input: enc.pad_id})
     return enc, sig
@@ -98,29 +97,6 @@ def pair_inputs(cfg: Any, name: str, baseline: Any, candidate: Any) -> PairInput
                           "models must give one label per row, or both independent labels")
     return PairInputs(sig, enc, modality_of(sig, pc.modality, has_text=enc is not None), pc.image_layout, pc.batching,
                       "multilabel" if kinds == {True} else "single")
-
-
-def as_row(inputs: Any, sig: Signature) -> Row:
-    """A stored or decoded sample's inputs as a row of ``sig``: rows pass through; a legacy flat
-    list of floats, or a row with one array under another name, goes to a single-input model's
-    input, reshaped to its shape."""
-    if isinstance(inputs, Mapping):
-        if len(inputs) == 1 and len(sig.inputs) == 1 and sig.inputs[0].name not in inputs:
-            (value,) = inputs.values()
-            return {sig.inputs[0].name: _reshaped(value, sig.inputs[0])}
-        return {k: np.asarray(v) for k, v in inputs.items()}
-    return {sig.inputs[0].name: _reshaped(inputs, sig.inputs[0])}
-
-
-def _reshaped(value: Any, spec: TensorSpec) -> np.ndarray:
-    arr = np.asarray(value, dtype=spec.dtype)
-    if spec.static and arr.shape != spec.shape:
-        return arr.reshape(spec.shape)
-    return arr
-
-
-def sample_rows(samples: Sequence[Any], sig: Signature) -> list[Row]:
-    return [as_row(s.inputs, sig) for s in samples]
 
 
 def sample_texts(samples: Sequence[Any]) -> list[str | None] | None:

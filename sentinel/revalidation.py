@@ -17,12 +17,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .checks.base import Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
-from .checks.data import label_indices, run_data
+from .checks.data import label_indices, run_data, sample_rows
 from .checks.perf import GAUGE_TYPE
 from .config import Config, ConfigError
 from .errors import MessageError, RunCancelled, check_cancel
-from .messages import PairShape, decode_traffic
-from .pair_inputs import PairInputs, pair_inputs, sample_rows, sample_texts, text_record, text_stats
+from .messages import PairShape, decode_traffic, text_rows
+from .pair_inputs import PairInputs, pair_inputs, sample_texts, text_record, text_stats
 from .perf.accepted import keep_accepted
 from .perf.history import joins_history, perf_history
 from .perf.measure import measure_run, perf_record
@@ -281,7 +281,7 @@ class Revalidator:
                         seed=self.cfg.revalidation.seed, perf=perf, perf_history=history,
                         predict=_predictor(paired, loaded.batch_size), served_field=self.cfg.perf.served_latency_field,
                         signature=io.signature, rows=rows, modality=io.modality, image_layout=io.image_layout,
-                        texts=texts, text_stats=stats, encode_texts=io.text.encode if io.text is not None else None,
+                        texts=texts, text_stats=stats, encode_texts=_text_encoder(loaded),
                         embeddings=embeddings, output_kind=io.output_kind, notes=notes)
         check_cancel(self.cancel, "the reference window")
         data.reference = self._reference(loaded, data, before_run=before_run, reference_runs=reference_runs)
@@ -303,7 +303,7 @@ class Revalidator:
             from .checks.scenarios import model_rows, read_rows
             got = read_rows(spec.file, spec.sha256)
             io = loaded.io
-            rows = model_rows(got, io.signature, io.text.encode if io.text is not None else None)
+            rows = model_rows(got, io.signature, _text_encoder(loaded))
             return self._reference_of(loaded, {"kind": "pinned", "file": got.path, "sha256": got.sha256}, rows,
                                       got.attributes, got.labels, got.texts)
         ref_samples, used = self._reference_samples(loaded, before_run, reference_runs, getattr(spec, "min_rows", 0))
@@ -347,6 +347,13 @@ class Revalidator:
             if reference_runs is None and len(ref_samples) >= (min_rows or 0):
                 break
         return ref_samples, used
+
+
+def _text_encoder(loaded: LoadedPair) -> Callable[[list[str]], list[Any]] | None:
+    """Texts -> rows with the pair's tokenizer, as ingest makes them (None without one)."""
+    if loaded.io.text is None:
+        return None
+    return lambda texts: text_rows(loaded.shape, texts)
 
 
 def _embeddings(out: Any) -> dict[str, np.ndarray] | None:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..tensors import Signature, stack_single
+from ..tensors import Signature, adopt, as_row, stack_single
 
 OVERALL = "overall"
 MODALITIES = ("tabular", "text", "image", "tensor")
@@ -192,15 +192,9 @@ def mask_input(signature: Signature | None) -> str | None:
 
 
 def _as_row(inputs: Any, signature: Signature | None) -> dict[str, np.ndarray]:
-    """One sample's inputs as a row: a mapping of named tensors as it is, a legacy flat array
-    (``Sample.inputs`` before typed inputs) under the signature's single input name."""
-    if isinstance(inputs, Mapping):
-        return {str(k): np.asarray(v) for k, v in inputs.items()}
-    name = signature.names[0] if signature is not None and signature.inputs else "input"
-    arr = np.asarray(inputs)
-    if signature is not None and signature.is_single:
-        arr = arr.reshape(signature.input_shape)
-    return {name: arr}
+    """One sample's inputs as a row of ``signature`` (sentinel.tensors.adopt: a legacy flat
+    array goes to a single-input model's input); without a signature, as it is."""
+    return adopt(inputs, signature) if signature is not None and signature.inputs else as_row(inputs)
 
 
 def sample_rows(samples: Sequence[Any], signature: Signature | None = None) -> list[dict[str, np.ndarray]]:
