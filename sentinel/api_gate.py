@@ -62,7 +62,7 @@ def answer(app: Any, params: Mapping[str, Any], *, default_strict: str = "") -> 
     require = [c.strip() for c in str(params.get("require") or "").split(",") if c.strip()] or None
     try:
         v: Verdict = gate_verdict(app.store, app.cfg, pair, candidate, require=require,
-                                  configured=_configured(app, pair))
+                                  configured=_configured(app, pair), incidents=getattr(app, "incidents", None))
     except GateError as exc:
         return _error(400, "bad_request", str(exc))
     except NotFoundError:
@@ -75,7 +75,7 @@ def answer(app: Any, params: Mapping[str, Any], *, default_strict: str = "") -> 
 
 def register_gate_routes(router: Any, app: Any) -> None:
     """Mount ``GET`` and ``POST`` :data:`GATE_PATH` on ``router`` (a FastAPI app or APIRouter)
-    over ``app`` (a ``sentinel.app.App``: ``store``, ``cfg``, ``pairs``)."""
+    over ``app`` (a ``sentinel.app.App``: ``store``, ``cfg``, ``pairs``, ``incidents``)."""
     @router.get(GATE_PATH)
     def gate(req: Request) -> JSONResponse:
         return answer(app, req.query_params)

@@ -6,6 +6,10 @@ The verdict on (pair, candidate sha256), from the pair's stored runs whose recor
 (``record.models.candidate.sha256``); running and abandoned runs are not judgements and are skipped:
 
 1. No finished run of that file among the pair's newest ``LOOKBACK`` runs: **inconclusive**.
+   An unresolved incident (open, acknowledged or silenced) that a run of that file opened or
+   updated, and whose results :func:`judge` fails, makes it **fail** whatever the runs say after
+   it: that is the incident the ``kafka_guard`` action keeps active until a person resolves it,
+   so the gate and the guard hold the candidate back together (only when ``incidents`` is given).
 2. The newest run of the file that did not end in error decides: any result of any check with
    status ``fail`` (any slice) makes the verdict **fail**. A failure is not undone by a later run
    that ended in error: an error cannot clear it.
@@ -36,6 +40,7 @@ REQUIRED_TYPES = ("decision_flips",)
 #: how many of the pair's newest runs are searched for runs of the candidate file
 LOOKBACK = 200
 NOT_JUDGEMENTS = ("running", "abandoned")
+UNRESOLVED = ("open", "acknowledged", "silenced")     # sentinel.incidents.lifecycle.ACTIVE_STATES
 OVERALL = "overall"     # the whole-window slice (sentinel.checks.data.OVERALL)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -118,11 +123,12 @@ def check_sha256(candidate: str) -> str:
 
 
 def gate_verdict(store: Any, cfg: Any, pair: str, sha256: str, *, require: Sequence[str] | None = None,
-                 configured: str | None = None, lookback: int = LOOKBACK) -> Verdict:
+                 configured: str | None = None, incidents: Any = None, lookback: int = LOOKBACK) -> Verdict:
     """The verdict on candidate file ``sha256`` of ``pair`` (see the module docstring). ``cfg`` (a
     Config, or None) names the pairs there are (NotFoundError otherwise); ``require`` overrides
     :data:`REQUIRED_TYPES`; ``configured`` is the sha256 of the candidate the pair is configured
-    with now, named when the asked file has no run yet."""
+    with now, named when the asked file has no run yet; ``incidents`` (the IncidentEngine, or
+    anything with its ``list(state=, pair=)``) adds the unresolved incidents of the file's runs."""
     sha = check_sha256(sha256)
     if cfg is not None and pair not in cfg.pairs:
         raise NotFoundError("pair", pair)
@@ -145,16 +151,34 @@ def gate_verdict(store: Any, cfg: Any, pair: str, sha256: str, *, require: Seque
         v.verdict = "inconclusive"
         v.reason = (f"run {latest['id']} of this candidate ended in error ({latest.get('error') or 'no error recorded'}); "
                     f"the last run that judged, {v.reason}")
+    held = held_by_incident(incidents, pair, set(ids)) if v.verdict != "fail" else None
+    if held is not None:
+        v.verdict, v.reason = "fail", f"{held}; {v.reason}"
     return v
+
+
+def held_by_incident(incidents: Any, pair: str, run_ids: set[int]) -> str | None:
+    """Why an unresolved incident of one of ``run_ids`` holds the candidate back, or None."""
+    if incidents is None or not run_ids:
+        return None
+    for state in UNRESOLVED:
+        for inc in incidents.list(state=state, pair=pair, limit=1000):
+            mine = sorted(run_ids.intersection(inc.get("run_ids") or ()))
+            if mine and incident_verdict({"incident": inc}).verdict == "fail":
+                return (f"incident #{inc['id']} ({inc.get('check')}) is {state}: run {mine[-1]} of this candidate "
+                        "failed it, and it holds until it is resolved")
+    return None
 
 
 def incident_verdict(payload: Mapping[str, Any]) -> Verdict:
     """The verdict on the results an incident event carries (its failing slices): what the
     ``kafka_guard`` action acts on. Nothing is required: the incident is not a whole run."""
     inc = payload.get("incident") or {}
-    rows = [{"check": inc.get("check"), **s} for s in inc.get("slice_results") or []]
-    if not rows and inc.get("evidence"):
-        rows = [{"check": inc.get("check"), "slice": inc.get("slice"), **inc["evidence"]}]
+    slices = inc.get("slice_results") or (inc.get("evidence") or {}).get("slices") or []   # payload or stored
+    rows = [{"check": inc.get("check"), **s} for s in slices]
+    if not rows and inc.get("evidence"):     # the primary result alone
+        ev = inc["evidence"].get("result", inc["evidence"])
+        rows = [{"check": inc.get("check"), "slice": inc.get("slice"), **ev}]
     return judge(rows, required=())
 
 

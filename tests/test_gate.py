@@ -144,3 +144,19 @@ def test_kafka_guard_acts_exactly_when_the_gate_fails(store, clock, status, gate
     assert (msg and msg["active"]) == guard
     if msg:
         assert msg["incident_id"] == change.incident_id and msg["event"] == "opened"
+
+
+def test_an_unresolved_incident_of_the_file_holds_it_back_until_resolved(store, clock):
+    engine = IncidentEngine(store, targets=[], clock=clock)
+    failing = [flips("fail", 0.2)]
+    bad = stored_run(store, SHA, "fail", failing)
+    [change] = engine.process_run("triage", bad, failing)
+    stored_run(store, SHA, "pass", [flips("pass")])
+    assert verdict(store).verdict == "pass"                          # runs alone: the newer run passed
+    v = verdict(store, incidents=engine)
+    assert v.verdict == "fail" and v.reason.startswith(f"incident #{change.incident_id} (decision_flips) is open: run {bad}")
+    engine.ack(change.incident_id, "alice")
+    assert "is acknowledged" in verdict(store, incidents=engine).reason
+    assert verdict(store, OTHER, incidents=engine).verdict == "inconclusive"   # another file is not held by it
+    engine.resolve(change.incident_id, "alice")
+    assert verdict(store, incidents=engine).verdict == "pass"

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from sentinel.api_gate import GATE_PATH, register_gate_routes
 from sentinel.config import load_config
+from sentinel.incidents import IncidentEngine
 
 from pairs import example_config
 from receivers import free_port
@@ -40,7 +41,7 @@ def gate_api(tmp_path, store):
 
     cfg = load_config(example_config(tmp_path))
     api = FastAPI()
-    register_gate_routes(api, SimpleNamespace(store=store, cfg=cfg, pairs={}))
+    register_gate_routes(api, SimpleNamespace(store=store, cfg=cfg, pairs={}, incidents=IncidentEngine(store, targets=[])))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
