@@ -6,6 +6,7 @@ neither is Inconclusive); each Flagger webhook is POSTed the way Flagger does (i
 status above 202 fails the step)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -34,12 +35,12 @@ def documents(name):
     return {d["kind"]: d for d in yaml.safe_load_all((ROLLOUTS / name).read_text())}
 
 
-@pytest.fixture
-def gate_api(tmp_path, store):
-    """The gate routes on a minimal FastAPI app (the lead mounts them on Sentinel's), served."""
+@contextlib.contextmanager
+def served_gate(store, cfg):
+    """The gate routes on a minimal FastAPI app (the lead mounts them on Sentinel's), served by
+    uvicorn on a loopback port, over ``store`` with a real incident engine."""
     import uvicorn
 
-    cfg = load_config(example_config(tmp_path))
     api = FastAPI()
     register_gate_routes(api, SimpleNamespace(store=store, cfg=cfg, pairs={}, incidents=IncidentEngine(store, targets=[])))
     port = free_port()
@@ -50,9 +51,17 @@ def gate_api(tmp_path, store):
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start in 10 s"
         time.sleep(0.05)
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", store=store)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", store=store)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def gate_api(tmp_path, store):
+    with served_gate(store, load_config(example_config(tmp_path))) as served:
+        yield served
 
 
 def http(method, url, body=None):
@@ -194,3 +203,32 @@ def test_strict_get_and_errors_in_the_api_shape(gate_api):
     assert status == 400 and "strict must be" in body["error"]["message"]
     # a Flagger POST without strict is strict: a webhook that cannot fail would be a silent pass
     assert http("POST", f"{base}", {"metadata": {"pair": "triage", "candidate": SHA}})[0] == 412
+
+
+@pytest.mark.parametrize("candidate, phase", [("candidate.int8.onnx", "Successful"), ("damaged.int8.onnx", "Failed")])
+def test_a_real_revalidation_of_the_example_pair_reaches_argo(tmp_path, candidate, phase):
+    """``sentinel revalidate`` on the bundled pair stores a real run; Argo's measurement of the
+    file it judged follows it: the int8 candidate rolls on, the damaged one is stopped."""
+    import numpy as np
+
+    from sentinel.cli import main
+    from sentinel.examples.traffic import ordinary_traffic
+    from sentinel.storage import open_store
+
+    from pairs import traffic_lines
+
+    cfg_path = example_config(tmp_path, candidate=candidate,
+                              perf={"budget_seconds": 0.2, "warmup_seconds": 0, "memory": False})
+    x, _ = ordinary_traffic(np.random.default_rng(3), 400)
+    traffic = tmp_path / "traffic.jsonl"
+    traffic.write_text("\n".join(json.dumps(m) for m in traffic_lines(x)) + "\n")
+    main(["revalidate", "--config", str(cfg_path), "--input", str(traffic), "--json"])
+    cfg = load_config(cfg_path)
+    store = open_store(cfg.store.url)
+    try:
+        [run] = store.list_runs("triage")
+        with served_gate(store, cfg) as served:
+            got, body = argo_measure(served, candidate=run["record"]["models"]["candidate"]["sha256"])
+    finally:
+        store.dispose()
+    assert got == phase and body["run"] == run["id"] and body["n"] == 400, body
