@@ -5,7 +5,7 @@ which both decide with :func:`judge`, so they cannot disagree about what counts 
 The verdict on (pair, candidate sha256), from the pair's stored runs whose record names that file
 (``record.models.candidate.sha256``); running and abandoned runs are not judgements and are skipped:
 
-1. No finished run of that file among the pair's newest ``LOOKBACK`` runs: **inconclusive**.
+1. No finished run of that file (among its newest ``LOOKBACK`` runs): **inconclusive**.
    An unresolved incident (open, acknowledged or silenced) that a run of that file opened or
    updated, and whose results :func:`judge` fails, makes it **fail** whatever the runs say after
    it: that is the incident the ``kafka_guard`` action keeps active until a person resolves it,
@@ -22,7 +22,7 @@ The verdict on (pair, candidate sha256), from the pair's stored runs whose recor
 5. Otherwise **pass** (warnings pass: they are shown in ``checks``).
 
 ``ok`` is ``verdict == "pass"``. A bottom-layer module: it reads the store through the duck-typed
-``list_runs``/``get_run`` it is given and imports nothing above it.
+``runs_of_candidate``/``get_run`` it is given and imports nothing above it.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ from .verdict import result_type
 VERDICTS = ("pass", "fail", "inconclusive")
 #: the checks that must have judged before a pass, by type (they need no labels; see docs/deploy.md)
 REQUIRED_TYPES = ("decision_flips",)
-#: how many of the pair's newest runs are searched for runs of the candidate file
-LOOKBACK = 200
+#: how many of the candidate file's newest runs are read (the newest judged one decides)
+LOOKBACK = 50
 NOT_JUDGEMENTS = ("running", "abandoned")
 UNRESOLVED = ("open", "acknowledged", "silenced")     # sentinel.incidents.lifecycle.ACTIVE_STATES
 OVERALL = "overall"     # the whole-window slice (sentinel.checks.data.OVERALL)
@@ -109,12 +109,6 @@ def judge(results: Sequence[Mapping[str, Any]], *, required: Sequence[str] | Non
     return Verdict("pass", "no check failed" + (f"; warnings: {', '.join(warned)}" if warned else ""), checks=checks)
 
 
-def candidate_of(run: Mapping[str, Any]) -> str | None:
-    """The sha256 of the candidate file a stored run judged (its record's ``models``)."""
-    models = (run.get("record") or {}).get("models") or {}
-    return (models.get("candidate") or {}).get("sha256")
-
-
 def check_sha256(candidate: str) -> str:
     sha = str(candidate or "").strip().lower()
     if not _SHA256.match(sha):
@@ -132,8 +126,7 @@ def gate_verdict(store: Any, cfg: Any, pair: str, sha256: str, *, require: Seque
     sha = check_sha256(sha256)
     if cfg is not None and pair not in cfg.pairs:
         raise NotFoundError("pair", pair)
-    mine = [r for r in store.list_runs(pair=pair, limit=lookback)
-            if candidate_of(r) == sha and r.get("status") not in NOT_JUDGEMENTS]
+    mine = [r for r in store.runs_of_candidate(pair, sha, limit=lookback) if r.get("status") not in NOT_JUDGEMENTS]
     ids = [int(r["id"]) for r in mine]
     if not mine:
         hint = f"; the pair is configured with candidate {configured[:12]}" if configured and configured != sha else ""
