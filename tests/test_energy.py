@@ -155,3 +155,21 @@ def test_real_powercap_counters_where_this_host_exposes_them():
                          seconds=0.5, block_seconds=0.1)
     assert out["status"] == "measured", out
     assert all(r["joules"] > 0 and r["inferences"] > 0 for r in out["roles"].values())
+
+
+def test_a_model_slower_than_a_block_does_not_stretch_the_measurement(tmp_path):
+    """One call of 0.5 s (by the clock) fills the whole per-role time: one round, not ten."""
+    root = fake_powercap(tmp_path)
+    counter = root / "intel-rapl:0" / "energy_uj"
+    clock = Ticks()
+
+    class Slow(Drawing):
+        def predict_proba(self, batch):
+            clock.t += 0.5
+            return super().predict_proba(batch)
+
+    runners = {"baseline": Slow(counter, 9, 10**6, "baseline"), "candidate": Slow(counter, 1, 10**6, "candidate")}
+    out = measure_energy(runners, [np.zeros((2, 3))], meters=find_meters(root)[0], seconds=0.5, block_seconds=0.1,
+                         clock=clock, sleep=lambda s: None)
+    assert [r["inferences"] for r in out["roles"].values()] == [2, 2]
+    assert out["roles"]["baseline"]["joules_per_1000"] == pytest.approx(9e-3)

@@ -163,11 +163,14 @@ def measure_energy(runners: dict[str, Any], batches: Sequence[np.ndarray], *, me
         return 0
 
     try:
-        for i in range(max(1, round(seconds / block_seconds))):
+        i = 0
+        # rounds until every role has run ``seconds`` (a model slower than a block ends it sooner)
+        while i == 0 or min(spent[r]["seconds"] for r in roles) < seconds:
             for role in (roles if i % 2 == 0 else roles[::-1]):
                 _block(spent[role], meters, infer(role), block_seconds, clock)
             if i % 4 == 0:      # idle power, for scale: a quarter as many blocks is enough
                 _block(spent["(idle)"], meters, idle_block, block_seconds, clock)
+            i += 1
     except (OSError, ValueError) as exc:    # a counter that stopped answering mid-way
         return unavailable(f"reading the energy counters failed: {type(exc).__name__}: {exc}")
     idle = spent.pop("(idle)")
