@@ -209,6 +209,8 @@ class PerfConfig(Strict):
     max_calls: int = Field(20000, ge=10)        # per role and batch size
     threads: int = Field(1, ge=1)
     memory: bool = True                         # peak RSS of each session, in a fresh subprocess
+    energy: bool = True                         # RAPL/NVML counters where readable (perf/energy.py)
+    energy_seconds: float = Field(1.0, ge=0, le=60)   # per role; nothing is spent without a counter
     history_runs: int = Field(5, ge=1, le=100)  # accepted runs pooled as the reference
     # copy each accepted candidate file here (content-addressed) so a redeployed candidate is
     # timed against it in the same run (sentinel/perf/accepted.py); relative to the config file

@@ -20,6 +20,11 @@ The message (JSON value, key = the pair name, header ``idempotency-key``)::
 and false when it is resolved, so the serving layer knows when to undo the action; an
 acknowledgement sends nothing (a person looking does not change what serving should do).
 A serving layer should drop repeats by ``key`` (sent at least once).
+
+Whether the incident stops the candidate at all is the rollout gate's verdict
+(:func:`sentinel.gate.incident_verdict`, the same :func:`sentinel.gate.judge` that answers
+``GET /api/v1/gate``): only a ``fail`` acts. An incident of warnings alone (``incidents.open_on:
+[warn]``) sends nothing, since the gate would let that candidate through.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import threading
 from typing import Any, Sequence
 
 from ..errors import ConfigError
+from ..gate import incident_verdict
 from .base import DeliveryError, notifier_params
 from .render import summary
 
@@ -71,7 +77,7 @@ class KafkaGuardNotifier:
 
     def control_message(self, payload: dict[str, Any], idempotency_key: str) -> dict[str, Any] | None:
         event = payload.get("event")
-        if event == "acknowledged":
+        if event == "acknowledged" or incident_verdict(payload).verdict != "fail":
             return None
         inc = payload["incident"]
         return {"action": self.action, "active": event != "resolved", "pair": inc["pair"], "incident_id": inc["id"],

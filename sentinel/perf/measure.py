@@ -16,6 +16,7 @@ from ..runners.base import output_options
 from ..runners.paired import signature_of
 from ..tensors import Row, Signature, row_length
 from .accepted import accepted_reference
+from .energy import POWERCAP, role_energy
 from .fingerprint import fingerprint
 from .memory import collect, session_peak_memory
 from .timing import PerfMeasurement, Timing, sketch, time_interleaved
@@ -76,7 +77,7 @@ def perf_record(perf: PerfMeasurement | None, served: np.ndarray | None, served_
 def measure_pair(baseline: Any, candidate: Any, x: Rows, *, serving_batch_size: int, settings: Any,
                  specs: dict[str, Any] | None = None, accepted: dict[str, list[Any]] | None = None, reference: dict[str, Any] | None = None,
                  clock: Callable[[], float] = time.perf_counter, cancel: threading.Event | None = None,
-                 signature: Signature | None = None) -> PerfMeasurement:
+                 signature: Signature | None = None, powercap: str = str(POWERCAP)) -> PerfMeasurement:
     """Time both runners interleaved on the rows ``x`` at batch 1 and at the serving batch size
     (the budget split evenly between them), then measure each session's peak memory in a fresh
     subprocess (after the timing, so the probes cannot disturb it).
@@ -94,7 +95,8 @@ def measure_pair(baseline: Any, candidate: Any, x: Rows, *, serving_batch_size: 
     :class:`sentinel.config.ModelSpec` (output kind and outputs for the memory probe, which
     runs one serving batch of rows as long as the longest of ``x``).
     ``cancel``: when set (the daemon is stopping), RunCancelled is raised before the next timing
-    phase or memory probe, and no probe process is started.
+    phase or memory probe, and no probe process is started. ``powercap``: the RAPL sysfs root the
+    energy measurement reads (sentinel/perf/energy.py).
     """
     t0 = clock()
     runners = {"baseline": baseline, "candidate": candidate}
@@ -109,6 +111,9 @@ def measure_pair(baseline: Any, candidate: Any, x: Rows, *, serving_batch_size: 
         timings.append(time_pooled(singles, accepted or {}, x, b, budget_seconds=share, clock=clock,
                                    warmup_seconds=settings.warmup_seconds, max_calls=settings.max_calls,
                                    signature=signature))
+    check_cancel(cancel, "energy measurement")
+    energy = role_energy(runners, x, int(serving_batch_size), settings, powercap=powercap,   # energy.py
+                         signature=signature)
     memory: dict[str, dict[str, Any]] = {}
     if settings.memory:
         check_cancel(cancel, "memory probes")
@@ -128,7 +133,7 @@ def measure_pair(baseline: Any, candidate: Any, x: Rows, *, serving_batch_size: 
                   "max_calls": settings.max_calls, "batch_sizes": sizes,
                   "threads": {role: getattr(r, "threads", None) for role, r in runners.items()},
                   "providers": {role: getattr(r, "providers", None) for role, r in runners.items()}},
-        control=baseline.sha256, elapsed=clock() - t0, reference=dict(reference or {}))
+        control=baseline.sha256, elapsed=clock() - t0, reference=dict(reference or {}), energy=energy)
 
 
 def _longest(x: Rows, signature: Signature | None) -> int | None:

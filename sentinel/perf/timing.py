@@ -151,6 +151,8 @@ class PerfMeasurement:
     #: what perf_history judges this candidate against (sentinel.perf.accepted.choose_reference);
     #: with kind ``accepted_model`` the timings also carry the role ``accepted``
     reference: dict[str, Any] = field(default_factory=dict)
+    #: joules per 1,000 inferences per role, or status unavailable and why (sentinel/perf/energy.py)
+    energy: dict[str, Any] = field(default_factory=dict)
 
     def timing(self, batch_size: int) -> Timing | None:
         return next((t for t in self.timings if t.batch_size == batch_size), None)
@@ -159,4 +161,4 @@ class PerfMeasurement:
         return {"fingerprint": self.fingerprint, "control": self.control, "settings": self.settings,
                 "timings": [t.summary() for t in self.timings], "memory": self.memory,
                 "model_bytes": self.model_bytes, "reference": self.reference,
-                "elapsed_seconds": round(self.elapsed, 3)}
+                "elapsed_seconds": round(self.elapsed, 3), **({"energy": self.energy} if self.energy else {})}

@@ -429,6 +429,17 @@ class Store:
                 q = q.where(t.runs.c.pair == pair)
             return [utc_dict(r) for r in conn.execute(q)]
 
+    def runs_of_candidate(self, pair: str, sha256: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest runs of ``pair`` whose record names candidate file ``sha256``
+        (``record.models.candidate.sha256``), newest first, without their records: what the
+        rollout gate (sentinel/gate.py) reads, filtered in SQL (a run record is ~16 kB)."""
+        r = t.runs.c
+        q = (select(r.id, r.pair, r.status, r.n_samples, r.started_at, r.finished_at, r.error)
+             .where(and_(r.pair == pair, r.record["models"]["candidate"]["sha256"].as_string() == sha256))
+             .order_by(r.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [utc_dict(row) for row in conn.execute(q)]
+
     # -- schedules -------------------------------------------------------------------------------
     def sync_schedules(self, intervals: dict[str, float], now: dt.datetime | None = None
                        ) -> dict[str, dt.datetime | None]:
