@@ -61,20 +61,27 @@ def _db(v: float | None) -> str:
 
 def print_diagnosis(d: Any) -> None:
     rows = d.rows
-    print(f"diagnosis of run {d.run_id} ({d.pair}): {rows['flipped']} flipped and {rows['agreeing']} agreeing rows; "
+    what = f"run {d.run_id} ({d.pair})" if d.run_id is not None else (d.pair or "rows given")
+    print(f"diagnosis of {what}: {rows['flipped']} flipped and {rows['agreeing']} agreeing rows; "
           + (f"{d.kind} candidate, floor {d.floors['sqnr_db']:g} dB ({d.floors['source']})" if d.mode == "layers"
              else "output level only"))
     if d.tensors:
-        print(f"  {'layer':<24} {'op':<9} {'flipped':>8} {'agreeing':>8} {'drop':>7} {'here':>7} {'cos flip':>8} {'cos agr':>8}")
+        print(f"  {'layer':<24} {'op':<9} {'flipped':>8} {'agreeing':>8} {'drop':>7} {'here':>7} {'cos flip':>8} {'cos agr':>8} {'clipped f/a':>13}")
         for t in d.tensors:
             mark = " <" if t.tensor in d.named or t.tensor == d.origin else ("  below floor" if t.below_floor else "")
             print(f"  {t.node[:24]:<24} {t.op[:9]:<9} {_db(t.sqnr_flipped):>8} {_db(t.sqnr_agreeing):>8} {_db(t.drop):>7} "
-                  f"{_db(t.introduced):>7} {_fmt_cos(t.cos_flipped):>8} {_fmt_cos(t.cos_agreeing):>8}{mark}")
+                  f"{_db(t.introduced):>7} {_fmt_cos(t.cos_flipped):>8} {_fmt_cos(t.cos_agreeing):>8} {_clip(t):>13}{mark}")
     if d.weights:
         print("  weights: " + ", ".join(f"{w.name} {w.sqnr_db:.1f} dB{' (below floor)' if w.below_floor else ''}"
                                         for w in d.weights))
     for line in d.summary:
         print(f"  {line}")
+
+
+def _clip(t: Any) -> str:
+    if t.clipped_flipped is None and t.clipped_agreeing is None:
+        return "-"
+    return "/".join("-" if v is None else f"{v:.2%}" for v in (t.clipped_flipped, t.clipped_agreeing))
 
 
 def _fmt_cos(v: float | None) -> str:

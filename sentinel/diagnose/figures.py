@@ -51,7 +51,9 @@ def cosine(x: np.ndarray, y: np.ndarray) -> float:
 class TensorFigures:
     """One matched tensor in network order. ``sqnr_*`` in dB (None: no such rows), ``introduced``:
     the part of the flipped-vs-agreeing drop that appears at this node (drop of its output minus
-    the largest drop of its inputs); ``fall``: SQNR lost across this node on the agreeing rows."""
+    the largest drop of its inputs); ``fall``: SQNR lost across this node on the agreeing rows;
+    ``clipped_*``: share of its float values outside the range its QuantizeLinear represents
+    (None: no per-tensor QDQ after it)."""
     tensor: str
     node: str
     op: str
@@ -63,6 +65,8 @@ class TensorFigures:
     fall: float | None = None
     below_floor: bool = False
     is_output: bool = False
+    clipped_flipped: float | None = None
+    clipped_agreeing: float | None = None
 
     @property
     def drop(self) -> float | None:

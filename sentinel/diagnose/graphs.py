@@ -164,6 +164,26 @@ def candidate_tensor(name: str, available: set[str]) -> str | None:
     return name if name in available else None
 
 
+def qdq_ranges(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
+    """The float range each per-tensor ``QuantizeLinear`` of an activation can represent,
+    ``[(qmin - zero_point) * scale, (qmax - zero_point) * scale]``: values outside it are
+    clipped (saturated), the usual reason rows outside the calibration data break."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits or node.input[1] not in inits:
+            continue
+        scale = inits[node.input[1]]
+        zero = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if scale.size != 1 or (zero is not None and zero.size != 1):
+            continue
+        info = np.iinfo(zero.dtype if zero is not None else np.uint8)
+        z = float(zero.reshape(())) if zero is not None else 0.0
+        s = float(scale.reshape(()))
+        out[node.input[0]] = ((info.min - z) * s, (info.max - z) * s)
+    return out
+
+
 def produced_names(model: onnx.ModelProto) -> set[str]:
     return {o for n in model.graph.node for o in n.output if o}
 

@@ -58,6 +58,7 @@ def diagnose_graphs(reference: str | Path, candidate: str | Path, rows: Rows, fl
     fi, ai = np.flatnonzero(flipped), np.flatnonzero(~flipped)
     outputs = {o.name for o in ref_model.graph.output}
     tensors = [_figures(lay, fa[lay.tensor], fb[c], fi, ai, lay.tensor in outputs) for lay, c in matched]
+    _clipping(tensors, fa, graphs.qdq_ranges(cand_model), fi, ai)
     _attribute(tensors, {lay.tensor: lay for lay, _ in matched}, fl["sqnr_db"])
     wfig = [WeightFigures(name, round(sqnr_db(w.float, w.dequantized), 3),
                           sqnr_db(w.float, w.dequantized) < fl["weight_sqnr_db"]) for name, w in weights.items()]
@@ -87,6 +88,16 @@ def _figures(lay: graphs.Layer, x: np.ndarray, y: np.ndarray, fi: np.ndarray, ai
         return round(fn(x[idx], y[idx]), 3) if len(idx) else None
     return TensorFigures(lay.tensor, lay.node, lay.op, on(sqnr_db, fi), on(sqnr_db, ai), on(cosine, fi),
                          on(cosine, ai), is_output=is_output)
+
+
+def _clipping(tensors: list[TensorFigures], values: dict[str, np.ndarray], ranges: dict[str, tuple[float, float]],
+              fi: np.ndarray, ai: np.ndarray) -> None:
+    for t in tensors:
+        if t.tensor in ranges:
+            lo, hi = ranges[t.tensor]
+            out = (values[t.tensor] < lo) | (values[t.tensor] > hi)
+            t.clipped_flipped = round(float(out[fi].mean()), 5) if len(fi) else None
+            t.clipped_agreeing = round(float(out[ai].mean()), 5) if len(ai) else None
 
 
 def _attribute(tensors: list[TensorFigures], layer_of: dict[str, graphs.Layer], floor: float) -> None:
@@ -124,14 +135,18 @@ def summary_lines(d: Diagnosis) -> list[str]:
         t = d.tensor(d.origin)
         lines.append(f"below the {f:g} dB floor on agreeing rows too, from {t.node} ({t.op}): SQNR {t.sqnr_agreeing:.1f} dB, "
                      f"{t.fall:.1f} dB lost at that node; {len(d.below_floor)} tensor(s) below the floor")
-    elif d.tensors:
-        lowest = min((t for t in d.tensors if t.sqnr_agreeing is not None), key=lambda t: t.sqnr_agreeing)
+    elif judged := [t for t in d.tensors if t.sqnr_agreeing is not None and not t.is_output]:
+        lowest = min(judged, key=lambda t: t.sqnr_agreeing)
         lines.append(f"no tensor below the {f:g} dB floor on agreeing rows (lowest {lowest.sqnr_agreeing:.1f} dB "
-                     f"at {lowest.node})")
+                     f"at {lowest.node}; graph outputs are not judged)")
     for name in d.named:
         t = d.tensor(name)
+        clip = ""
+        if t.clipped_flipped is not None and t.clipped_agreeing is not None and t.clipped_flipped > t.clipped_agreeing:
+            clip = (f"; {t.clipped_flipped:.2%} of its values outside the quantizer's range on flipped rows vs "
+                    f"{t.clipped_agreeing:.2%} on agreeing rows")
         lines.append(f"flipped rows diverge at {t.node} ({t.op}): SQNR {t.sqnr_flipped:.1f} dB on flipped vs "
-                     f"{t.sqnr_agreeing:.1f} dB on agreeing rows ({t.drop:.1f} dB lower, {t.introduced:.1f} dB of it here)")
+                     f"{t.sqnr_agreeing:.1f} dB on agreeing rows ({t.drop:.1f} dB lower, {t.introduced:.1f} dB of it here){clip}")
     bad = [w for w in d.weights if w.below_floor]
     if bad:
         lines.append("weights below the {:g} dB floor: {}".format(

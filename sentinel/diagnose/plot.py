@@ -21,7 +21,7 @@ def sqnr_svg(d: Diagnosis) -> str:
     lo = min(min(values), floor) - 5
     hi = MAX_DB
     n = len(d.tensors)
-    step = (_W - _LEFT - 16) / max(n - 1, 1)
+    step = (_W - _LEFT - 110) / max(n - 1, 1)   # room on the right for the last slanted label
 
     def x(i: int) -> float:
         return _LEFT + i * step
@@ -40,6 +40,7 @@ def sqnr_svg(d: Diagnosis) -> str:
         if pts:
             parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
                          + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + f'"><title>{label}</title></polyline>')
+            parts.extend(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{colour}"/>' for a, b in pts)
     for i, t in enumerate(d.tensors):
         weight = "bold" if t.tensor in d.named or t.tensor == d.origin else "normal"
         parts.append(f'<text transform="translate({x(i):.1f},{_H - _BOTTOM + 12}) rotate(45)" '
