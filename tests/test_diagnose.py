@@ -206,6 +206,50 @@ def test_floors_are_set_per_pair(tmp_path, key):
     x = _traffic(300)
     base, cand = _probs(REFERENCE, x), _probs(EXAMPLE / "candidate.int8.onnx", x)
     d = diagnose_pair(cfg, pc, x, base.argmax(1) != cand.argmax(1), base, cand)
-    assert d.floors["source"] == "pair config (diagnose)" or key == "weight_sqnr_floor_db"
+    source = "source" if key == "sqnr_floor_db" else "weight_source"
+    other = "weight_source" if key == "sqnr_floor_db" else "source"
+    assert d.floors[source] == "pair config (diagnose)" and d.floors[other].startswith("PyTorch")
     flagged = d.below_floor if key == "sqnr_floor_db" else [w.name for w in d.weights if w.below_floor]
-    assert flagged   # a healthy int8 graph is well below 60 dB somewhere
+    unflagged = [w.name for w in d.weights if w.below_floor] if key == "sqnr_floor_db" else d.below_floor
+    assert flagged and not unflagged   # a healthy int8 graph is well below 60 dB somewhere
+
+
+def test_rows_by_input_name_from_stored_samples(tmp_path):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from sentinel.diagnose import sample_rows
+    from sentinel.storage.repository import Sample
+
+    fp32, _ = _tiny_float(tmp_path, two_inputs=True)
+    dyn = tmp_path / "tiny2.dyn.onnx"
+    quantize_dynamic(str(fp32), str(dyn), weight_type=QuantType.QInt8)
+    given = _rows(["x", "y"], n=10)
+    samples = [Sample(id=i, pair="p", msg_id=f"m{i}", ts=None, topic=None, partition=None, offset=None,
+                      inputs={k: v[i].tolist() for k, v in given.items()}, attributes={}, label=None)
+               for i in range(10)]
+    rows = sample_rows(samples, None)
+    assert sorted(rows) == ["x", "y"] and rows["x"].shape == (10, 8)
+    d = diagnose_graphs(fp32, dyn, rows, np.arange(10) < 3)
+    assert d.rows == {"flipped": 3, "agreeing": 7} and len(d.tensors) == 4
+
+
+def test_missing_float_reference_and_file_runs_are_clear_errors(tmp_path):
+    from sentinel.diagnose import DiagnoseError, diagnose_run
+    from sentinel.errors import ConfigError
+
+    cfg = load_config(example_config(tmp_path))
+    pc = cfg.pairs["triage"]
+    pc.candidate.float_reference = "missing.fp32.onnx"
+    x = _traffic(50)
+    with pytest.raises(ConfigError, match=r"pairs.triage.candidate.float_reference: file not found: .*missing.fp32.onnx"):
+        diagnose_pair(cfg, pc, x, np.zeros(50, bool), x[:, :2], x[:, :2], name="triage")
+
+    from sentinel.storage.repository import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/runs.db")   # a run made on an input file: its samples must be handed in
+    run_id = store.create_run("triage", "cli", {"samples": {"kind": "file", "path": "t.jsonl", "sha256": "0" * 64}})
+    with pytest.raises(DiagnoseError, match=f"run {run_id} was made on an input file; pass its samples"):
+        diagnose_run(store, cfg, run_id, loaded=object())
+    with pytest.raises(LookupError, match="no run with id 999"):
+        diagnose_run(store, cfg, 999, loaded=object())
+    store.dispose()

@@ -25,9 +25,11 @@ def floors_for(kind: str, per_channel: bool, floor: float | None, weight_floor: 
     candidate is quantized (:data:`~sentinel.diagnose.figures.DEFAULT_FLOORS`)."""
     scheme = "dynamic" if kind == "dynamic" else ("per_channel" if per_channel else "per_tensor")
     default = DEFAULT_FLOORS[scheme]
+    own = "pair config (diagnose)"
     return {"sqnr_db": default if floor is None else float(floor),
             "weight_sqnr_db": default if weight_floor is None else float(weight_floor),
-            "scheme": scheme, "source": "pair config (diagnose)" if floor is not None else FLOOR_SOURCES[scheme]}
+            "scheme": scheme, "source": own if floor is not None else FLOOR_SOURCES[scheme],
+            "weight_source": own if weight_floor is not None else FLOOR_SOURCES[scheme]}
 
 
 def diagnose_graphs(reference: str | Path, candidate: str | Path, rows: Rows, flipped: np.ndarray, *,

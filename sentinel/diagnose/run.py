@@ -46,14 +46,16 @@ def diagnose_run(app_or_store: Any, cfg: Any, run_id: int, *, loaded: Any = None
     base, cand = loaded.baseline.predict_proba(rows), loaded.candidate.predict_proba(rows)
     flipped = base.argmax(axis=1) != cand.argmax(axis=1)
     idx = pick_rows(flipped, pc.diagnose.max_rows, min_agreeing=pc.diagnose.min_agreeing, seed=cfg.revalidation.seed)
-    d = diagnose_pair(cfg, pc, take(rows, idx), flipped[idx], base[idx], cand[idx])
+    d = diagnose_pair(cfg, pc, take(rows, idx), flipped[idx], base[idx], cand[idx], name=name)
     d.run_id, d.pair = run_id, name
     return d
 
 
-def diagnose_pair(cfg: Any, pc: Any, rows: Rows, flipped: np.ndarray, base: np.ndarray, cand: np.ndarray) -> Diagnosis:
+def diagnose_pair(cfg: Any, pc: Any, rows: Rows, flipped: np.ndarray, base: np.ndarray, cand: np.ndarray, *,
+                  name: str = "") -> Diagnosis:
     """Tensor by tensor when the candidate is an ONNX graph with a float twin, else (or when no
-    tensor matches by name) the output-level comparison, saying why."""
+    tensor matches by name) the output-level comparison, saying why. ``name``: the pair, for
+    error messages."""
     ref = pc.candidate.float_reference
     if ref is None:
         return diagnose_outputs(base, cand, flipped, "the candidate has no float_reference (a pruned or distilled "
@@ -61,6 +63,9 @@ def diagnose_pair(cfg: Any, pc: Any, rows: Rows, flipped: np.ndarray, base: np.n
     if pc.candidate.runtime != "onnxruntime":
         return diagnose_outputs(base, cand, flipped, f"the candidate runs on {pc.candidate.runtime}; "
                                                      "layers are matched in ONNX graphs only")
+    if not cfg.resolve_path(ref).is_file():
+        raise ConfigError(cfg.source, f"pairs.{name or '<pair>'}.candidate.float_reference",
+                          f"file not found: {cfg.resolve_path(ref)}")
     try:
         return diagnose_graphs(cfg.resolve_path(ref), cfg.resolve_path(pc.candidate.path), rows, flipped,
                                baseline_out=base, candidate_out=cand, floor=pc.diagnose.sqnr_floor_db,
