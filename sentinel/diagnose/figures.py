@@ -26,25 +26,65 @@ FLOOR_SOURCES = {
 }
 
 
+def db_ratio(signal2: float, noise2: float) -> float:
+    """20·log10(‖x‖/‖x−y‖) from the squared norms ‖x‖² and ‖x−y‖², within ±:data:`MAX_DB`."""
+    if noise2 <= 0.0:
+        return MAX_DB
+    if signal2 <= 0.0:
+        return -MAX_DB
+    return float(np.clip(10 * math.log10(signal2 / noise2), -MAX_DB, MAX_DB))
+
+
+def _cos(xy: float, xx: float, yy: float) -> float:
+    if xx == 0.0 or yy == 0.0:
+        return 1.0 if xx == yy else 0.0
+    return float(np.clip(xy / math.sqrt(xx * yy), -1.0, 1.0))
+
+
 def sqnr_db(x: np.ndarray, y: np.ndarray) -> float:
     """20·log10(‖x‖/‖x−y‖) over every element (x the float tensor, y the quantized one), as
-    onnxruntime's ``compute_signal_to_quantization_noice_ratio``; capped at :data:`MAX_DB`."""
-    x = np.asarray(x, dtype=np.float64).ravel()
-    noise = float(np.linalg.norm(x - np.asarray(y, dtype=np.float64).ravel()))
-    signal = float(np.linalg.norm(x))
-    if noise == 0.0 or (signal > 0 and 20 * math.log10(signal / noise) > MAX_DB):
-        return MAX_DB
-    return 20 * math.log10(max(signal, np.finfo(np.float64).tiny) / noise)
+    onnxruntime's ``compute_signal_to_quantization_noice_ratio``; within ±:data:`MAX_DB`."""
+    s = Sums()
+    s.add(x, y)
+    return s.sqnr()
 
 
 def cosine(x: np.ndarray, y: np.ndarray) -> float:
     """Cosine similarity of the two tensors flattened (1.0 when both are all zero)."""
-    a = np.asarray(x, dtype=np.float64).ravel()
-    b = np.asarray(y, dtype=np.float64).ravel()
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 or nb == 0.0:
-        return 1.0 if na == nb else 0.0
-    return float(np.clip(a @ b / (na * nb), -1.0, 1.0))
+    s = Sums()
+    s.add(x, y)
+    return s.cosine()
+
+
+@dataclass
+class Sums:
+    """What SQNR, cosine and the clipped share need, summed over batches, so a diagnosis holds
+    one batch of activations at a time however many rows it uses."""
+    xx: float = 0.0
+    dd: float = 0.0
+    xy: float = 0.0
+    yy: float = 0.0
+    clipped: int = 0
+    n: int = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray, bounds: tuple[float, float] | None = None) -> None:
+        a = np.asarray(x, dtype=np.float64).ravel()
+        b = np.asarray(y, dtype=np.float64).ravel()
+        d = a - b
+        self.xx, self.dd = self.xx + float(a @ a), self.dd + float(d @ d)
+        self.xy, self.yy = self.xy + float(a @ b), self.yy + float(b @ b)
+        self.n += a.size
+        if bounds is not None:
+            self.clipped += int(np.count_nonzero((a < bounds[0]) | (a > bounds[1])))
+
+    def sqnr(self) -> float:
+        return db_ratio(self.xx, self.dd)
+
+    def cosine(self) -> float:
+        return _cos(self.xy, self.xx, self.yy)
+
+    def clipped_share(self) -> float:
+        return self.clipped / self.n if self.n else 0.0
 
 
 @dataclass

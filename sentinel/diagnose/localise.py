@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import graphs
-from .figures import (DEFAULT_FLOORS, FLOOR_SOURCES, MAX_DB, Diagnosis, TensorFigures, WeightFigures, cosine,
+from .figures import (DEFAULT_FLOORS, FLOOR_SOURCES, MAX_DB, Diagnosis, Sums, TensorFigures, WeightFigures,
                       output_figures, sqnr_db)
 from .graphs import DiagnoseError
 
@@ -34,13 +34,15 @@ def floors_for(kind: str, per_channel: bool, floor: float | None, weight_floor: 
 
 def diagnose_graphs(reference: str | Path, candidate: str | Path, rows: Rows, flipped: np.ndarray, *,
                     baseline_out: np.ndarray | None = None, candidate_out: np.ndarray | None = None,
-                    floor: float | None = None, weight_floor: float | None = None, top: int = 3) -> Diagnosis:
+                    floor: float | None = None, weight_floor: float | None = None, top: int = 3,
+                    chunk: int = 64) -> Diagnosis:
     """Run the float ``reference`` and the quantized ``candidate`` with their tensors exposed on
     ``rows`` (one array, or arrays by input name for a multi-input graph) and compare them.
 
     ``flipped``: boolean per row, True where baseline and candidate decisions differ; the caller
     picks the rows (the flipped ones and as many agreeing ones). ``baseline_out``/``candidate_out``:
-    the pair's outputs on the same rows, for the output-level figures (optional).
+    the pair's outputs on the same rows, for the output-level figures (optional). ``chunk``: rows
+    per batch (one batch of activations is held at a time).
     Raises :class:`DiagnoseError` when a graph cannot be loaded or run, or no tensor matches."""
     flipped = np.asarray(flipped, dtype=bool)
     if len(flipped) != _n_rows(rows):
@@ -49,18 +51,15 @@ def diagnose_graphs(reference: str | Path, candidate: str | Path, rows: Rows, fl
     matched = _match(ref_model, cand_model)
     if not matched:
         raise DiagnoseError(candidate, f"no tensor matches the float reference {Path(reference).name} by name")
-    ref_act = graphs.Activations(reference, ref_model, [lay.tensor for lay, _ in matched])
-    cand_act = graphs.Activations(candidate, cand_model, [c for _, c in matched])
-    feeds = graphs.feeds_for(rows, ref_act.inputs, reference)
-    fa, fb = ref_act.run(feeds), cand_act.run(graphs.feeds_for(rows, cand_act.inputs, candidate))
+    fi, ai = np.flatnonzero(flipped), np.flatnonzero(~flipped)
+    sums = _collect(reference, ref_model, candidate, cand_model, matched, rows, (fi, ai), chunk)
     weights = graphs.quantized_weights(ref_model, cand_model)
     kind = graphs.quantization_kind(cand_model)
     per_channel = any(w.per_channel for w in weights.values())
     fl = floors_for(kind, per_channel, floor, weight_floor)
-    fi, ai = np.flatnonzero(flipped), np.flatnonzero(~flipped)
     outputs = {o.name for o in ref_model.graph.output}
-    tensors = [_figures(lay, fa[lay.tensor], fb[c], fi, ai, lay.tensor in outputs) for lay, c in matched]
-    _clipping(tensors, fa, graphs.qdq_ranges(cand_model), fi, ai)
+    clip_checked = graphs.qdq_ranges(cand_model)
+    tensors = [_figures(lay, *sums[lay.tensor], lay.tensor in outputs, lay.tensor in clip_checked) for lay, _ in matched]
     _attribute(tensors, {lay.tensor: lay for lay, _ in matched}, fl["sqnr_db"])
     wfig = [WeightFigures(name, round(sqnr_db(w.float, w.dequantized), 3),
                           sqnr_db(w.float, w.dequantized) < fl["weight_sqnr_db"]) for name, w in weights.items()]
@@ -81,25 +80,42 @@ def _match(ref: Any, cand: Any) -> list[tuple[graphs.Layer, str]]:
     return out
 
 
-def _figures(lay: graphs.Layer, x: np.ndarray, y: np.ndarray, fi: np.ndarray, ai: np.ndarray,
-             is_output: bool) -> TensorFigures:
-    if x.shape != y.shape:
-        raise DiagnoseError("", f"tensor {lay.tensor}: float shape {x.shape} differs from the candidate's {y.shape}")
+def _collect(reference: str | Path, ref_model: Any, candidate: str | Path, cand_model: Any,
+             matched: list[tuple[graphs.Layer, str]], rows: Rows, sets: tuple[np.ndarray, np.ndarray],
+             chunk: int) -> dict[str, tuple[Sums, Sums]]:
+    """Run both graphs, ``chunk`` rows at a time, on the flipped and then the agreeing rows (never
+    mixed in one batch: dynamic quantization sets its ranges per batch), summing per tensor."""
+    ref_act = graphs.Activations(reference, ref_model, [lay.tensor for lay, _ in matched])
+    cand_act = graphs.Activations(candidate, cand_model, [c for _, c in matched])
+    ranges = graphs.qdq_ranges(cand_model)
+    sums = {lay.tensor: (Sums(), Sums()) for lay, _ in matched}
+    for k, idx in enumerate(sets):
+        for lo in range(0, len(idx), chunk):
+            part = take(rows, idx[lo:lo + chunk])
+            fa = ref_act.run(graphs.feeds_for(part, ref_act.inputs, reference))
+            fb = cand_act.run(graphs.feeds_for(part, cand_act.inputs, candidate))
+            for lay, c in matched:
+                if fa[lay.tensor].shape != fb[c].shape:
+                    raise DiagnoseError(candidate, f"tensor {lay.tensor}: float shape {fa[lay.tensor].shape} "
+                                                   f"differs from the candidate's {fb[c].shape}")
+                sums[lay.tensor][k].add(fa[lay.tensor], fb[c], ranges.get(lay.tensor))
+    return sums
 
-    def on(fn: Any, idx: np.ndarray) -> float | None:
-        return round(fn(x[idx], y[idx]), 3) if len(idx) else None
-    return TensorFigures(lay.tensor, lay.node, lay.op, on(sqnr_db, fi), on(sqnr_db, ai), on(cosine, fi),
-                         on(cosine, ai), is_output=is_output)
+
+def _figures(lay: graphs.Layer, flipped: Sums, agreeing: Sums, is_output: bool, clip_checked: bool) -> TensorFigures:
+    def on(s: Sums, value: float) -> float | None:
+        return round(value, 5) if s.n else None
+    t = TensorFigures(lay.tensor, lay.node, lay.op, on(flipped, flipped.sqnr()), on(agreeing, agreeing.sqnr()),
+                      on(flipped, flipped.cosine()), on(agreeing, agreeing.cosine()), is_output=is_output)
+    if clip_checked:
+        t.clipped_flipped, t.clipped_agreeing = on(flipped, flipped.clipped_share()), on(agreeing, agreeing.clipped_share())
+    return t
 
 
-def _clipping(tensors: list[TensorFigures], values: dict[str, np.ndarray], ranges: dict[str, tuple[float, float]],
-              fi: np.ndarray, ai: np.ndarray) -> None:
-    for t in tensors:
-        if t.tensor in ranges:
-            lo, hi = ranges[t.tensor]
-            out = (values[t.tensor] < lo) | (values[t.tensor] > hi)
-            t.clipped_flipped = round(float(out[fi].mean()), 5) if len(fi) else None
-            t.clipped_agreeing = round(float(out[ai].mean()), 5) if len(ai) else None
+def take(rows: Rows, idx: np.ndarray) -> Rows:
+    if isinstance(rows, Mapping):
+        return {k: np.asarray(v)[idx] for k, v in rows.items()}
+    return np.asarray(rows)[idx]
 
 
 def _attribute(tensors: list[TensorFigures], layer_of: dict[str, graphs.Layer], floor: float) -> None:

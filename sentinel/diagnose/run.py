@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ConfigError, NotFoundError
 from .figures import Diagnosis
 from .graphs import DiagnoseError
-from .localise import Rows, diagnose_graphs, diagnose_outputs
+from .localise import Rows, diagnose_graphs, diagnose_outputs, take
 
 
 def diagnose_run(app_or_store: Any, cfg: Any, run_id: int, *, loaded: Any = None,
@@ -99,9 +99,3 @@ def pick_rows(flipped: np.ndarray, max_rows: int, *, min_agreeing: int = 100, se
     want = min(len(ai), max(len(fi), min_agreeing))
     ai = np.sort(rng.choice(ai, size=want, replace=False)) if want else ai[:0]
     return np.concatenate([fi, ai])
-
-
-def take(rows: Rows, idx: np.ndarray) -> Rows:
-    if isinstance(rows, Mapping):
-        return {k: np.asarray(v)[idx] for k, v in rows.items()}
-    return np.asarray(rows)[idx]
