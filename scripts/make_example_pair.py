@@ -122,6 +122,27 @@ def export_baseline(model, example: np.ndarray, path: Path) -> None:
     torch.export.save(ep, str(path))
 
 
+def export_fp32(model, example: np.ndarray, path: Path) -> None:
+    """The float ONNX graph the int8 models are quantized from (``scripts/make_float_reference.py``
+    writes the baseline's as ``baseline.fp32.onnx``, the float twin ``sentinel diagnose`` compares
+    the candidate with: same exporter, same tensor names)."""
+    torch = _torch()
+    with warnings.catch_warnings():
+        # The legacy (TorchScript-based) exporter is chosen on purpose: it needs only `onnx`,
+        # writes a single file and gives a plain Gemm graph that quantizes cleanly.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.from_numpy(example),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["features"],
+            output_names=["probabilities"],
+            dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
+        )
+
+
 def export_int8(model, x_calib: np.ndarray, path: Path, work: Path, tag: str) -> None:
     """fp32 ONNX -> shape-inferred ONNX -> static int8 QDQ (per-tensor weights).
 
@@ -131,7 +152,6 @@ def export_int8(model, x_calib: np.ndarray, path: Path, work: Path, tag: str) ->
     standardisation (Sub/Div) and the final Softmax stay fp32, so the inputs keep their
     precision and the outputs remain proper probabilities.
     """
-    torch = _torch()
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -143,20 +163,7 @@ def export_int8(model, x_calib: np.ndarray, path: Path, work: Path, tag: str) ->
 
     fp32 = work / f"{tag}.fp32.onnx"
     pre = work / f"{tag}.pre.onnx"
-    with warnings.catch_warnings():
-        # The legacy (TorchScript-based) exporter is chosen on purpose: it needs only `onnx`,
-        # writes a single file and gives a plain Gemm graph that quantizes cleanly.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (torch.from_numpy(x_calib[:2]),),
-            str(fp32),
-            dynamo=False,
-            opset_version=17,
-            input_names=["features"],
-            output_names=["probabilities"],
-            dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
-        )
+    export_fp32(model, x_calib[:2], fp32)
     quant_pre_process(str(fp32), str(pre))
 
     class Reader(CalibrationDataReader):

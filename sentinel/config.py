@@ -94,7 +94,9 @@ class ModelSpec(Strict):
     """One model file. ``output``: what its scores are (``probabilities``/``logits`` of one label
     per row; ``multilabel``/``multilabel_logits``: an independent probability, or logit, per label).
     ``output_name``: the graph output holding the scores (default: the first).
-    ``embedding_output``: a graph output holding a per-row embedding, for embedding drift."""
+    ``embedding_output``: a graph output holding a per-row embedding, for embedding drift.
+    ``float_reference`` (candidate): the float ONNX graph the candidate was quantized from, for
+    ``sentinel diagnose`` (docs/diagnose.md); without it a diagnosis compares outputs only."""
     path: str
     runtime: str = "onnxruntime"        # torch | onnxruntime | module:Class
     output: OutputKind = "probabilities"
@@ -102,6 +104,19 @@ class ModelSpec(Strict):
     embedding_output: str | None = None
     threads: int | None = Field(None, ge=1)
     providers: list[str] | None = None
+    float_reference: str | None = None
+
+
+class DiagnoseConfig(Strict):
+    """``sentinel diagnose`` per pair (docs/diagnose.md): SQNR floors in dB for activations and
+    weights (``null``: the default for how the candidate is quantized: 40 dynamic, 30 static
+    per-tensor, 35 per-channel), the most flipped rows used (and as many agreeing rows, but at least
+    ``min_agreeing`` so the floors are not judged on a handful), how many layers to name."""
+    sqnr_floor_db: float | None = None
+    weight_sqnr_floor_db: float | None = None
+    max_rows: int = Field(500, ge=1, le=100_000)
+    min_agreeing: int = Field(100, ge=1, le=100_000)
+    top: int = Field(3, ge=1, le=50)
 
 
 class InputConfig(Strict):
@@ -168,6 +183,7 @@ class PairConfig(Strict):
     batching: Literal["bucket", "pad"] = "bucket"
     interval_seconds: float | None = Field(None, gt=0)   # overrides revalidation.interval_seconds
     checks: list[CheckSpec] | None = None                # overrides the top-level checks
+    diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
 
     @model_validator(mode="after")
     def _critical_in_classes(self) -> "PairConfig":

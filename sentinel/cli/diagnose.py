@@ -1,0 +1,88 @@
+"""``sentinel diagnose RUN_ID``: where in the network the run's candidate diverges from its float
+twin (docs/diagnose.md); prints the table, writes the JSON result and the SVG plot."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import EXIT_FAILED, EXIT_OK, app_of, config_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diagnose", help="localise where a run's candidate diverges from its float reference, layer by layer")
+    config_arg(p)
+    p.add_argument("run_id", type=int)
+    p.add_argument("--out", help="folder for the JSON result and SVG plot (default: the reports folder)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 when no tensor or weight is below its floor, 1 when one is (2: usage/config error)."""
+    from ..diagnose import diagnose_run
+    from ..errors import NotFoundError
+    from ..revalidation import resolve_report_dir, run_samples
+
+    app = app_of(args)
+    run_ = app.store.get_run(args.run_id)
+    if run_ is None:
+        raise NotFoundError("run", args.run_id)
+    samples = None
+    if run_["pair"] in app.cfg.pairs:
+        samples = run_samples(app.store, run_, app.pair(run_["pair"]).shape)
+    d = diagnose_run(app, app.cfg, args.run_id, samples=samples)
+    out = Path(args.out) if args.out else resolve_report_dir(app.cfg)
+    paths = write_diagnosis(d, out)
+    if args.json:
+        print(json.dumps({**d.to_dict(), "files": paths}, indent=2))
+    else:
+        print_diagnosis(d)
+        print(f"written: {paths['json']}, {paths['svg']}")
+    bad = d.below_floor or any(w.below_floor for w in d.weights)
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def write_diagnosis(d: Any, folder: Path) -> dict[str, str]:
+    """``run-<id>-diagnosis.json`` (the result, with the SVG inline) and ``run-<id>-diagnosis.svg``."""
+    from ..diagnose import sqnr_svg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    svg = sqnr_svg(d)
+    stem = folder / f"run-{d.run_id}-diagnosis"
+    Path(f"{stem}.svg").write_text(svg, encoding="utf-8")
+    Path(f"{stem}.json").write_text(json.dumps({**d.to_dict(), "svg": svg}, indent=2) + "\n", encoding="utf-8")
+    return {"json": f"{stem}.json", "svg": f"{stem}.svg"}
+
+
+def _db(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def print_diagnosis(d: Any) -> None:
+    rows = d.rows
+    what = f"run {d.run_id} ({d.pair})" if d.run_id is not None else (d.pair or "rows given")
+    print(f"diagnosis of {what}: {rows['flipped']} flipped and {rows['agreeing']} agreeing rows; "
+          + (f"{d.kind} candidate, floor {d.floors['sqnr_db']:g} dB ({d.floors['source']})" if d.mode == "layers"
+             else "output level only"))
+    if d.tensors:
+        print(f"  {'layer':<24} {'op':<9} {'flipped':>8} {'agreeing':>8} {'drop':>7} {'here':>7} {'cos flip':>8} {'cos agr':>8} {'clipped f/a':>13}")
+        for t in d.tensors:
+            mark = " <" if t.tensor in d.named or t.tensor == d.origin else ("  below floor" if t.below_floor else "")
+            print(f"  {t.node[:24]:<24} {t.op[:9]:<9} {_db(t.sqnr_flipped):>8} {_db(t.sqnr_agreeing):>8} {_db(t.drop):>7} "
+                  f"{_db(t.introduced):>7} {_fmt_cos(t.cos_flipped):>8} {_fmt_cos(t.cos_agreeing):>8} {_clip(t):>13}{mark}")
+    if d.weights:
+        print("  weights: " + ", ".join(f"{w.name} {w.sqnr_db:.1f} dB{' (below floor)' if w.below_floor else ''}"
+                                        for w in d.weights))
+    for line in d.summary:
+        print(f"  {line}")
+
+
+def _clip(t: Any) -> str:
+    if t.clipped_flipped is None and t.clipped_agreeing is None:
+        return "-"
+    return "/".join("-" if v is None else f"{v:.2%}" for v in (t.clipped_flipped, t.clipped_agreeing))
+
+
+def _fmt_cos(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"

@@ -1,0 +1,101 @@
+"""Diagnose a stored run: its samples, its pair's models, the rows that flipped.
+
+Kept free of imports from the store, the runners and the revalidation (this package sits with
+the base helpers): the caller hands in an ``App`` (``.store``, ``.pair(name)``) or a store plus
+the loaded pair, and, for a run made on an input file, its samples
+(``revalidation.run_samples``)."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, NotFoundError
+from .figures import Diagnosis
+from .graphs import DiagnoseError
+from .localise import Rows, diagnose_graphs, diagnose_outputs, take
+
+
+def diagnose_run(app_or_store: Any, cfg: Any, run_id: int, *, loaded: Any = None,
+                 samples: Sequence[Any] | None = None) -> Diagnosis:
+    """Where the candidate of run ``run_id`` diverges, on that run's flipped rows and as many
+    agreeing ones (at most ``pairs.<name>.diagnose.max_rows`` each).
+
+    ``app_or_store``: an App, or a store (then ``loaded``, the pair's ``revalidation.LoadedPair``,
+    is required). ``samples``: the run's samples when already read (needed for a run made on an
+    input file); else the store's. The API route (``GET /api/v1/runs/{id}/diagnosis``) calls this
+    with the daemon's App and returns ``Diagnosis.to_dict()``.
+    Raises NotFoundError (no such run), ConfigError (its pair is not configured), DiagnoseError."""
+    store = getattr(app_or_store, "store", app_or_store)
+    run = store.get_run(run_id)
+    if run is None:
+        raise NotFoundError("run", run_id)
+    name = run["pair"]
+    if name not in cfg.pairs:
+        raise ConfigError(cfg.source, "pairs", f"run {run_id} is for pair {name!r}, not in this config")
+    pc = cfg.pairs[name]
+    loaded = loaded if loaded is not None else app_or_store.pair(name)
+    if samples is None:
+        if ((run.get("record") or {}).get("samples") or {}).get("kind") == "file":
+            raise DiagnoseError("", f"run {run_id} was made on an input file; pass its samples (revalidation.run_samples)")
+        samples = store.run_samples(run_id)
+    if not samples:
+        raise DiagnoseError("", f"run {run_id} has no stored samples to diagnose")
+    rows = sample_rows(samples, getattr(loaded.shape, "input_shape", None))
+    base, cand = loaded.baseline.predict_proba(rows), loaded.candidate.predict_proba(rows)
+    flipped = base.argmax(axis=1) != cand.argmax(axis=1)
+    idx = pick_rows(flipped, pc.diagnose.max_rows, min_agreeing=pc.diagnose.min_agreeing, seed=cfg.revalidation.seed)
+    d = diagnose_pair(cfg, pc, take(rows, idx), flipped[idx], base[idx], cand[idx], name=name)
+    d.run_id, d.pair = run_id, name
+    return d
+
+
+def diagnose_pair(cfg: Any, pc: Any, rows: Rows, flipped: np.ndarray, base: np.ndarray, cand: np.ndarray, *,
+                  name: str = "") -> Diagnosis:
+    """Tensor by tensor when the candidate is an ONNX graph with a float twin, else (or when no
+    tensor matches by name) the output-level comparison, saying why. ``name``: the pair, for
+    error messages."""
+    ref = pc.candidate.float_reference
+    if ref is None:
+        return diagnose_outputs(base, cand, flipped, "the candidate has no float_reference (a pruned or distilled "
+                                                     "candidate has no float twin to match layers with)")
+    if pc.candidate.runtime != "onnxruntime":
+        return diagnose_outputs(base, cand, flipped, f"the candidate runs on {pc.candidate.runtime}; "
+                                                     "layers are matched in ONNX graphs only")
+    if not cfg.resolve_path(ref).is_file():
+        raise ConfigError(cfg.source, f"pairs.{name or '<pair>'}.candidate.float_reference",
+                          f"file not found: {cfg.resolve_path(ref)}")
+    try:
+        return diagnose_graphs(cfg.resolve_path(ref), cfg.resolve_path(pc.candidate.path), rows, flipped,
+                               baseline_out=base, candidate_out=cand, floor=pc.diagnose.sqnr_floor_db,
+                               weight_floor=pc.diagnose.weight_sqnr_floor_db, top=pc.diagnose.top)
+    except DiagnoseError as exc:
+        if "no tensor matches" not in exc.reason:
+            raise
+        return diagnose_outputs(base, cand, flipped, exc.reason + " (a different network: pruned or distilled)")
+
+
+def sample_rows(samples: Sequence[Any], input_shape: Sequence[int] | None) -> Rows:
+    """The samples' inputs: one float32 array for flat inputs, else arrays by input name (every
+    row of an input must have the same shape here: the diagnosis runs the rows as one batch)."""
+    first = samples[0].inputs
+    if isinstance(first, Mapping):
+        try:
+            return {k: np.stack([np.asarray(s.inputs[k]) for s in samples]) for k in first}
+        except (KeyError, ValueError) as exc:
+            raise DiagnoseError("", f"the run's rows do not stack into one batch per input ({exc})") from exc
+    x = np.asarray([s.inputs for s in samples], dtype=np.float32)
+    return x.reshape((len(samples), *input_shape)) if input_shape else x
+
+
+def pick_rows(flipped: np.ndarray, max_rows: int, *, min_agreeing: int = 100, seed: int = 0) -> np.ndarray:
+    """Indexes of up to ``max_rows`` flipped rows and as many agreeing rows, but at least
+    ``min_agreeing`` of those (the floors are judged on them: five rows say little), drawn with
+    ``seed`` so a diagnosis can be repeated."""
+    rng = np.random.default_rng(seed)
+    fi, ai = np.flatnonzero(flipped), np.flatnonzero(~flipped)
+    fi = np.sort(rng.choice(fi, size=min(len(fi), max_rows), replace=False)) if len(fi) else fi
+    want = min(len(ai), max(len(fi), min_agreeing))
+    ai = np.sort(rng.choice(ai, size=want, replace=False)) if want else ai[:0]
+    return np.concatenate([fi, ai])
