@@ -30,7 +30,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from sentinel.examples.building import accuracy, export_onnx_for_quantization, export_pt2, flip_rate, prune_by_magnitude  # noqa: E402
+
 CLASSES = [str(d) for d in range(10)]
 STEPS = 400          # full-batch Adam steps; a few seconds on one core
 LEARNING_RATE = 5e-3
 DAMAGE_PRUNE = 0.75
 TRAFFIC_SEED = 20261202
 TRAFFIC_ROWS = 5000
+OUTPUTS = ("probabilities", "embedding")
 
 
 def _torch():
@@ -87,40 +89,27 @@ def train(x: np.ndarray, y: np.ndarray, seed: int):
 
 def damage(model):
     """75% of the first convolution's weights (the smallest) set to zero."""
-    torch = _torch()
     broken = copy.deepcopy(model)
-    with torch.no_grad():
-        w = broken.features[0].weight
-        cut = w.abs().flatten().kthvalue(int(DAMAGE_PRUNE * w.numel())).values
-        w[w.abs() <= cut] = 0.0
+    prune_by_magnitude(broken.features[0], DAMAGE_PRUNE)
     return broken
 
 
 def export_baseline(model, example: np.ndarray, path: Path) -> None:
     torch = _torch()
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    ep = torch.export.export(model, (torch.from_numpy(example),), dynamic_shapes=({0: batch},))
-    for node in ep.graph.nodes:   # no absolute paths of this machine in a committed archive
-        node.meta.pop("stack_trace", None)
-    torch.export.save(ep, str(path))
+    export_pt2(model, (torch.from_numpy(example),), ({0: batch},), path, OUTPUTS)
 
 
 def export_int8(model, calib: np.ndarray, path: Path, work: Path) -> None:
-    """fp32 ONNX (legacy exporter, opset 17) -> quant_pre_process -> static int8 QDQ.
+    """fp32 ONNX -> static int8 QDQ.
 
     Static, so a row's outputs do not depend on the rows batched with it; per-tensor uint8
     activations and int8 weights, MinMax ranges from ``calib``."""
     torch = _torch()
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    fp32, pre = work / f"{path.stem}.fp32.onnx", work / f"{path.stem}.pre.onnx"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(model, (torch.from_numpy(calib[:2]),), str(fp32), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["probabilities", "embedding"],
-                          dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}, "embedding": {0: "batch"}})
-    quant_pre_process(str(fp32), str(pre))
+    axes = {"image": {0: "batch"}, "probabilities": {0: "batch"}, "embedding": {0: "batch"}}
+    pre = export_onnx_for_quantization(model, (torch.from_numpy(calib[:2]),), work, path.stem, ["image"], OUTPUTS, axes)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -147,14 +136,6 @@ def predict_pt2(path: Path, x: np.ndarray) -> np.ndarray:
     mod = torch.export.load(str(path)).module()
     with torch.inference_mode():
         return mod(torch.from_numpy(x))[0].numpy()
-
-
-def flip_rate(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(a.argmax(1) != b.argmax(1)))
-
-
-def accuracy(p: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(p.argmax(1) == y))
 
 
 def make_digits_example(out: Path, seed: int = 5) -> dict:
