@@ -20,16 +20,30 @@ def export_pt2(model: Any, args: tuple, dynamic_shapes: tuple, path: Path, outpu
     import torch
 
     ep = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
+    nodes = {n.name: n for n in ep.graph.nodes}
     out = next(n for n in ep.graph.nodes if n.op == "output")
     for node, name in zip(out.args[0], output_names):
-        old, node.name = node.name, name
-        for spec in ep.graph_signature.output_specs:
-            if getattr(spec.arg, "name", None) == old:
-                spec.arg.name = node.name
+        other = nodes.get(name)
+        if other is not None and other is not node:   # e.g. an aten.embedding op named "embedding"
+            suffix = 1
+            while f"{name}_{suffix}" in nodes:
+                suffix += 1
+            _rename(ep, other, f"{name}_{suffix}")
+            nodes[other.name] = other
+        _rename(ep, node, name)
+        nodes[name] = node
     for node in ep.graph.nodes:
         node.meta.pop("stack_trace", None)
     ep.graph_module.recompile()
     torch.export.save(ep, str(path))
+
+
+def _rename(ep: Any, node: Any, name: str) -> None:
+    """Rename one graph node and every input/output spec that refers to it."""
+    old, node.name = node.name, name
+    for spec in (*ep.graph_signature.input_specs, *ep.graph_signature.output_specs):
+        if getattr(spec.arg, "name", None) == old:
+            spec.arg.name = name
 
 
 def export_onnx_for_quantization(model: Any, args: tuple, work: Path, tag: str, input_names: Sequence[str],
