@@ -92,8 +92,8 @@ def support(say: Callable[[str], None] = print) -> DemoExample:
             "text": {"tokenizer": str(d / "tokenizer.json"), "max_length": meta["max_length"]},
             "inputs": {"input_ids": {"pad": 0}, "attention_mask": {"pad": 0}}, "modality": "text"}
     return DemoExample("support", "MiniLM torch baseline, damaged int8 ONNX candidate", pair,
-                       [_flips(0.03, 0.08, 150, (0.05, 0.10, 30)), LATENCY], batch, rate=30, window=400,
-                       interval=15.0, drift_after=None,
+                       [_flips(0.03, 0.08, 150, (0.05, 0.10, 30)), LATENCY], batch, rate=30, window=300,
+                       interval=20.0, drift_after=None,
                        story="raw-text support messages; the candidate is the damaged int8 model "
                              f"(it flips ~{meta['flip_rate_vs_baseline']['damaged']['traffic']['overall']:.0%} "
                              "of decisions, urgent ones among them)")
