@@ -73,6 +73,6 @@ def traffic_messages(rng: np.random.Generator, n: int, *, start: int = 0, drifte
     "label"}`` (the label is the digit's name; send it on the labels topic)."""
     x, y = (drifted_traffic if drifted else ordinary_traffic)(rng, n)
     return [{"id": f"{prefix}-{i}", "model": "digits",
-             "inputs": {INPUT: np.round(img, 4).tolist()},
+             "inputs": {INPUT: np.round(img.astype(np.float64), 4).tolist()},
              "attributes": {"region": REGIONS[i % 3]}, "label": CLASSES[int(label)]}
             for i, (img, label) in enumerate(zip(x, y), start=start)]
