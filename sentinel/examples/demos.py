@@ -47,6 +47,12 @@ def _flips(warn: float, fail: float, min_samples: int, critical: tuple[float, fl
 LATENCY = {"type": "latency_p95", "warn": 1.5, "fail": 3.0, "min_samples": 20}
 
 
+def _labels_apart(msgs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """(request without its label, label): the label goes on the labels topic, as a reviewer's
+    verdict arriving later would."""
+    return [({k: v for k, v in m.items() if k != "label"}, m["label"]) for m in msgs]
+
+
 def _meta(d: Path) -> dict[str, Any]:
     return json.loads((d / "meta.json").read_text())
 
@@ -81,13 +87,12 @@ def support(say: Callable[[str], None] = print) -> DemoExample:
     meta = _meta(d)
 
     def batch(rng: np.random.Generator, start: int, n: int, drifted: bool) -> list[tuple[dict[str, Any], Any]]:
-        msgs = data.traffic_messages(rng, n, start=start, drifted=drifted, prefix="req")
-        return [({k: v for k, v in m.items() if k != "label"}, m["label"]) for m in msgs]
+        return _labels_apart(data.traffic_messages(rng, n, start=start, drifted=drifted, prefix="req"))
 
-    both = {"runtime": "onnxruntime", "threads": 1, "output_name": "probabilities", "embedding_output": "embedding"}
     pair = {"baseline": {"path": str(d / "baseline.pt2"), "runtime": "torch", "threads": 1,
                          "embedding_output": "embedding"},
-            "candidate": {"path": str(d / "damaged.int8.onnx"), **both},
+            "candidate": {"path": str(d / "damaged.int8.onnx"), "runtime": "onnxruntime", "threads": 1,
+                          "output_name": "probabilities", "embedding_output": "embedding"},
             "classes": meta["classes"], "critical_classes": meta["critical_classes"], "batch_size": 32,
             "text": {"tokenizer": str(d / "tokenizer.json"), "max_length": meta["max_length"]},
             "inputs": {"input_ids": {"pad": 0}, "attention_mask": {"pad": 0}}, "modality": "text"}
@@ -106,8 +111,7 @@ def digits() -> DemoExample:
     meta = _meta(d)
 
     def batch(rng: np.random.Generator, start: int, n: int, drifted: bool) -> list[tuple[dict[str, Any], Any]]:
-        msgs = traffic_messages(rng, n, start=start, drifted=drifted, prefix="req")
-        return [({k: v for k, v in m.items() if k != "label"}, m["label"]) for m in msgs]
+        return _labels_apart(traffic_messages(rng, n, start=start, drifted=drifted, prefix="req"))
 
     pair = {"baseline": {"path": str(d / "baseline.pt2"), "runtime": "torch", "threads": 1,
                          "embedding_output": "embedding"},
