@@ -32,7 +32,7 @@ from typing import Any, Mapping
 from .verdict import OPS, Decision, decision_of, result_type
 
 # how the deciding value of each check type reads: "%" a share, "points" a difference of shares,
-# "x" a ratio, "" a plain number
+# "x" a ratio, "+" a plain change (a Brier score's), "" a plain number
 SHARE_TESTS = ("above level",)
 POINT_TYPES = frozenset({"critical_recall", "confidence", "robustness", "fairness"})
 RATIO_TYPES = frozenset({"latency_p95", "latency_served", "perf_history"})
@@ -52,6 +52,8 @@ def unit_of(row: Mapping[str, Any], d: Decision) -> str:
         return "points" if d.test == "increase over reference" else "%"
     if kind in POINT_TYPES:
         return "points"
+    if kind == "calibration":
+        return "+"
     if kind in RATIO_TYPES:
         return " s" if "(s)" in (d.measure or "") else "x"
     return ""
@@ -67,6 +69,8 @@ def fmt(v: float, unit: str, digits: int) -> str:
         return f"×{v:.{digits + 2}g}"
     if unit == " s":
         return f"{v:.{digits + 2}g} s"
+    if unit == "+":      # a plain change
+        return f"{v:+.{digits + 2}g}"
     return f"{v:.{digits + 2}g}"
 
 
@@ -108,7 +112,7 @@ def measure_of(row: Mapping[str, Any], d: Decision, *, with_test: bool = True) -
     measure = d.measure or str(row.get("message", "")).partition(":")[0].strip() or d.test
     m = re.fullmatch(r"missed (.+) rate", measure)
     if m and result_type(row) == "decision_flips" and not (row.get("evidence") or {}).get("critical"):
-        measure = f"{m.group(1)}→other flip rate (share of {m.group(1)} decisions the candidate changed)"
+        measure = f"{m.group(1)}→other flip rate"
     if with_test and d.test and d.test != d.measure and not d.test.startswith(SHARE_TESTS):
         measure = f"{measure}, {d.test},"
     return measure
@@ -159,17 +163,20 @@ def describe(row: Mapping[str, Any], *, with_where: bool = True) -> str:
 
 
 def _measured(row: Mapping[str, Any], d: Decision, unit: str) -> str:
-    of = f" of {row['n']}" if unit in ("%", "points") and row.get("n") else ""
+    # the row's n is the deciding slice's only when the row is that slice (not a summary)
+    own = d.where in (None, row.get("slice"))
+    of = f" of {row['n']}" if unit in ("%", "points") and row.get("n") and own else ""
     span = _from_to(row, d, unit)
     if d.op is not None and d.level is not None:
         value, level = fmt_pair(d.value, d.op, d.level, unit)
         clause = f", {WORD[d.op]} the {d.level_name or 'set'} level of {level}"
     else:
-        value, clause = fmt(d.value, unit, 1 if unit in ("%", "points") else 2), ""
+        value = fmt(d.value, unit, 1 if unit in ("%", "points") else 2)
+        clause = "" if d.p_op is not None else " (no level set)"
     if span is not None:
         word, a, b = span
-        digits = _decimals(value)
-        shown = "%" if unit == "points" else unit
+        digits = _decimals(value) if unit == "points" else 2
+        shown = {"points": "%", "+": ""}.get(unit, unit)
         ref = " (reference window)" if result_type(row) == "decision_flips" else ""
         loss = "loss " if FROM_TO.get(result_type(row), ("",) * 5)[4] == "down" else ""
         body = (f"{_span_measure(row, d)} {word} from {fmt(a, shown, digits)}{ref} to {fmt(b, shown, digits)}{of} "

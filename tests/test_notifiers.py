@@ -169,7 +169,7 @@ def test_email_over_smtp(store, clock):
 
     msgs = [stdlib_email.message_from_bytes(e.content) for e in got]
     assert [e.rcpt_tos for e in got] == [["lead@example.org", "ops@example.org"]] * 3
-    subjects = [m["Subject"] for m in msgs]
+    subjects = [m["Subject"].replace("\r\n", "") for m in msgs]     # unfolded (RFC 5322)
     assert subjects[0].startswith("[Sentinel][CRITICAL] triage: decision_flips failed") and subjects[0].endswith("- opened")
     assert subjects[1].endswith("acknowledged by alice") and subjects[2].endswith("resolved by alice")
     assert len({m["Message-ID"] for m in msgs}) == 3 and len({m["References"] for m in msgs}) == 1   # one thread
