@@ -21,10 +21,8 @@ def metrics_state(store: Any) -> dict[str, Any]:
     store: ``incidents`` {(pair, severity, state): n} of unresolved incidents, ``checks``
     [(pair, check, slice, status, value)] of each pair's latest finished run, ``runs`` {(pair,
     status): n} of every run ever, ``last_run`` {pair: finished_at} of the latest finished run."""
+    incidents = incident_counts(store)
     with store.engine.connect() as conn:
-        incidents = {(p, sev, st): n for p, sev, st, n in conn.execute(
-            select(I.c.pair, I.c.severity, I.c.state, func.count()).where(I.c.state != "resolved")
-            .group_by(I.c.pair, I.c.severity, I.c.state))}
         runs = {(p, st): n for p, st, n in conn.execute(
             select(R.c.pair, R.c.status, func.count()).where(R.c.status != "running").group_by(R.c.pair, R.c.status))}
         latest = select(R.c.pair, func.max(R.c.id).label("id")).where(R.c.status.in_(FINISHED)).group_by(R.c.pair)
@@ -35,6 +33,14 @@ def metrics_state(store: Any) -> dict[str, Any]:
             select(R.c.pair, C.c.check, C.c.slice, C.c.status, C.c.value).join(R, R.c.id == C.c.run_id)
             .join(latest, R.c.id == latest.c.id))]
     return {"incidents": incidents, "runs": runs, "last_run": last_run, "checks": checks}
+
+
+def incident_counts(store: Any) -> dict[tuple[str, str, str], int]:
+    """Unresolved incidents by (pair, severity, state)."""
+    with store.engine.connect() as conn:
+        return {(p, sev, st): n for p, sev, st, n in conn.execute(
+            select(I.c.pair, I.c.severity, I.c.state, func.count()).where(I.c.state != "resolved")
+            .group_by(I.c.pair, I.c.severity, I.c.state))}
 
 
 def report_context(store: Any, run: dict[str, Any], *, history: int = 20) -> dict[str, Any]:
