@@ -116,6 +116,20 @@ class App:
         return write_run_report(run, self.report_dir, data, context)
 
     @property
+    def grafana(self) -> Any:
+        """The ``grafana.GrafanaAnnotator`` ``grafana:`` describes, None when no ``grafana.url`` is set."""
+        from .config import read_secret
+        g = self.cfg.grafana
+
+        def make() -> Any:
+            if not g.url:
+                return None
+            from .grafana import GrafanaAnnotator
+            return GrafanaAnnotator(g.url, read_secret(g.token_env, g.token_file), dashboard_uid=g.dashboard_uid,
+                                    timeout=g.timeout_seconds, console_url=getattr(self.cfg.api, "public_url", None))
+        return self._once("grafana", make)
+
+    @property
     def revalidator(self) -> Any:
         """The ``revalidation.Revalidator`` over ``pairs``, recording incidents, metrics and reports."""
         from .revalidation import Revalidator

@@ -358,9 +358,20 @@ class Daemon:
                 self.running.pop(pair, None)
         if outcome is not None:
             self._refresh_incident_gauge()
+            self._annotate(outcome)
             if self.on_run is not None:
                 self.on_run(outcome)
         return outcome
+
+    def _annotate(self, outcome: Any) -> None:
+        """Grafana annotations for the run (``grafana.url``): failures are logged inside, and
+        anything else is caught here, so Grafana never stops a run or the daemon."""
+        try:
+            annotator = self.app.grafana
+            if annotator is not None:
+                annotator.annotate_run(outcome)
+        except Exception:
+            log.exception("grafana annotations failed")
 
     def _start_scheduler(self) -> None:
         from .scheduler import RevalidationScheduler
