@@ -65,7 +65,8 @@ def config_changes(then: dict[str, str] | None, now: dict[str, str]) -> list[str
 
 def sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, Any]:
     """What a run used, enough to reproduce it: ``source`` (where the samples came from), the
-    ids (hashed), count, and per-partition offsets."""
+    ids (hashed), count, per-partition offsets, and the traffic's time range (first and last
+    message time, ISO 8601) the report shows."""
     ids = sorted(str(s.msg_id) for s in samples)
     offsets: dict[str, dict[str, int]] = {}
     for s in samples:
@@ -74,5 +75,7 @@ def sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, A
         key = f"{s.topic}/{s.partition}"
         o = offsets.setdefault(key, {"min": s.offset, "max": s.offset, "count": 0})
         o["min"], o["max"], o["count"] = min(o["min"], s.offset), max(o["max"], s.offset), o["count"] + 1
+    times = sorted(t for s in samples if (t := getattr(s, "ts", None)) is not None)
+    span = {"first": times[0].isoformat(), "last": times[-1].isoformat()} if times else None
     return {**source, "count": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-            "offsets": offsets}
+            "offsets": offsets, "time_range": span}

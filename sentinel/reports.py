@@ -202,6 +202,10 @@ def _headline_block(run: dict[str, Any], results: list[dict[str, Any]], ctx: dic
             f"<a href='{_e(ctx.get('base_url', ''))}/incidents/{i['id']}'>#{i['id']}</a> ({_e(i['state'])})"
             for i in incidents)))
     lo, hi = ctx.get("traffic") or (None, None)
+    span = ((run.get("record") or {}).get("samples") or {}).get("time_range") or {}
+    if lo is None and span.get("first"):
+        import datetime as dt
+        lo, hi = dt.datetime.fromisoformat(span["first"]), dt.datetime.fromisoformat(span["last"])
     if lo is not None:
         facts.append(("Traffic", f"{_e(_when(lo))} to {_e(_when(hi))}"))
     if top is not None:
@@ -362,8 +366,9 @@ def evidently_summary_html(reference: dict[str, Any], current: dict[str, Any]) -
     from evidently.presets import DataSummaryPreset
 
     ref_df, cur_df = pd.DataFrame(reference), pd.DataFrame(current)
-    snapshot = Report([DataSummaryPreset(columns=list(ref_df.columns), include_tests=False)],
-                      include_tests=False).run(cur_df, ref_df)
+    # the Report's tests off (the preset's own switch off fails to render in 0.7.23: a KeyError
+    # for a test metric it never computed)
+    snapshot = Report([DataSummaryPreset(columns=list(ref_df.columns))], include_tests=False).run(cur_df, ref_df)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "evidently.html"
         snapshot.save_html(str(path))   # a pathlib.Path silently writes nothing (PITFALLS.md)
