@@ -140,7 +140,8 @@ def populated_metrics() -> Metrics:
     for role in ("baseline", "candidate"):
         for q, v in (("p50", 0.0004), ("p95", 0.0007), ("p99", 0.001)):
             m.inference_latency.labels("triage", role, q).set(v)
-    m.incidents_open.labels("triage", "high").set(1)
+    m.set_incidents({("triage", "high", "open"): 1, ("triage", "critical", "acknowledged"): 1})
+    m.last_run.labels("triage").set(time.time() - 60)
     m.notifications.labels("oncall-webhook", "sent").inc()
     for part in ("broker", "store", "ingest"):
         m.ready.labels(part).set(1)
