@@ -27,7 +27,7 @@ def print_results(o: Any) -> None:
     print(f"  {'check':<{width}}  {'slice':<{swidth}}  {'status':<17}  {'value':>9}  {'n':>6}  detail")
     for r in o.results:
         value = "" if r.value is None else f"{r.value:.4g}"
-        said = describe(r.to_row(), with_where=r.decision is not None and r.decision.where not in (None, r.slice))
+        said = describe(r.to_row(), with_where=None)
         print(f"  {r.check:<{width}}  {r.slice:<{swidth}}  {r.status:<17}  {value:>9}  {r.n:>6}  {said}")
     if o.report_path:
         print(f"  report: {o.report_path}")

@@ -117,7 +117,7 @@ def headline(r: dict[str, Any]) -> str:
 
 def _decided(r: dict[str, Any]) -> str:
     d = decision_of(r)
-    return "" if d is None else _e(describe(r, with_where=d.where not in (None, r.get("slice"))))
+    return "" if d is None else _e(describe(r, with_where=None))
 
 
 def _attention(failing: list[dict[str, Any]]) -> str:
@@ -134,7 +134,7 @@ def _attention(failing: list[dict[str, Any]]) -> str:
         rs = sorted(rs, key=lambda r: (r["slice"] != "overall", not (r.get("evidence") or {}).get("critical"),
                                        _RANK.get(r["status"], 3)))
         line = lambda r: (f"<li><b>{_e(r['slice'])}</b>: <span style='color:{STATUS_COLOURS.get(r['status'], '#000')}'>"
-                          f"{_e(r['status'])}</span>: {_e(describe(r, with_where=False))}</li>")
+                          f"{_e(r['status'])}</span>: {_e(describe(r, with_where=None))}</li>")
         shown = "".join(line(r) for r in rs[:3])
         rest = (f"<details><summary>{len(rs) - 3} more slices</summary><ul>{''.join(line(r) for r in rs[3:])}</ul>"
                 "</details>") if len(rs) > 3 else ""
@@ -191,7 +191,7 @@ def _headline_block(run: dict[str, Any], results: list[dict[str, Any]], ctx: dic
     top = _worst(results)
     colour = STATUS_COLOURS.get(run["status"], "#000")
     lede = (f"<p class='lede'><b>{_e(top['check'])}</b> {_e(top['status'])}ed on <b>{_e(top['slice'])}</b>: "
-            f"{_e(describe(top, with_where=False))}</p>"
+            f"{_e(describe(top, with_where=None))}</p>"
             if top is not None else "<p class='lede'>Every check passed or had too little data to judge.</p>")
     incidents = ctx.get("incidents") or []
     facts = []

@@ -150,13 +150,17 @@ def _from_to(row: Mapping[str, Any], d: Decision, unit: str) -> tuple[str, float
     return ("fell" if b < a else "rose"), float(a), float(b)
 
 
-def describe(row: Mapping[str, Any], *, with_where: bool = True) -> str:
+def describe(row: Mapping[str, Any], *, with_where: bool | None = True) -> str:
     """The row in words (see the module docstring); the row's message when it has no decision
-    (``insufficient_data``, ``error``, results stored before decisions were)."""
+    (``insufficient_data``, ``error``, results stored before decisions were). ``with_where``:
+    start with the slice; None: only when another slice decided (a summary row), for text that
+    already names the row's slice."""
     d = decision_of(row)
     if d is None:
         return str(row.get("message", "")) or str(row.get("status", ""))
     unit = unit_of(row, d)
+    if with_where is None:
+        with_where = d.where not in (None, row.get("slice"))
     where = d.where or (row.get("slice") if with_where else None)
     text = _measured(row, d, unit)
     return f"{where}: {text}" if with_where and where else text

@@ -38,7 +38,7 @@ def evidence(primary: CheckResult, failing: Sequence[CheckResult], report_path: 
         # to_row() makes numpy values and non-finite floats JSON-safe.
         row = result.to_row()
         threshold = result.fail if result.status == "fail" else result.warn
-        return {"status": row["status"], "message": row["message"], "sentence": describe(row, with_where=False),
+        return {"status": row["status"], "message": row["message"], "sentence": describe(row, with_where=None),
                 "value": row["value"], "n": row["n"],
                 "warn": row["warn"], "fail": row["fail"], "threshold": threshold,
                 "critical": result.critical, "details": row["evidence"]}
@@ -53,8 +53,7 @@ def _title(pair: str, result: CheckResult, failing: Sequence[CheckResult] = ()) 
     +2.0 points; significant (p_adj = 0.00014 ≤ 0.01)``: the words of the deciding test
     (:func:`sentinel.words.describe`), never the result's value beside another test's level."""
     verb = "failed" if result.status == "fail" else "warned"
-    d = result.decision
-    said = describe(result.to_row(), with_where=d is not None and d.where not in (None, result.slice))
+    said = describe(result.to_row(), with_where=None)
     more = len(failing) - 1
     where = result.slice + (f" and {more} more slice{'s' if more > 1 else ''}" if more > 0 else "")
     title = f"{pair}: {result.check} {verb} on {where}"
