@@ -113,6 +113,7 @@ class App:
             logging.getLogger("sentinel.reports").exception("report context unavailable", extra={"run_id": run.get("id")})
             context = {}
         context["base_url"] = (getattr(self.cfg.api, "public_url", None) or "").rstrip("/")
+        context["open_on"] = "/".join(self.cfg.incidents.open_on)
         return write_run_report(run, self.report_dir, data, context)
 
     @property

@@ -201,6 +201,10 @@ def _headline_block(run: dict[str, Any], results: list[dict[str, Any]], ctx: dic
         facts.append(("Incident", ", ".join(
             f"<a href='{_e(ctx.get('base_url', ''))}/incidents/{i['id']}'>#{i['id']}</a> ({_e(i['state'])})"
             for i in incidents)))
+    elif top is not None and top["status"] in ("fail", "warn"):
+        sev = ("critical" if (top.get("evidence") or {}).get("critical") else "high") if top["status"] == "fail" \
+            else "warning"
+        facts.append(("Severity", f"<b>{sev}</b> (no incident: incidents open on {_e(ctx.get('open_on', 'fail'))})"))
     lo, hi = ctx.get("traffic") or (None, None)
     span = ((run.get("record") or {}).get("samples") or {}).get("time_range") or {}
     if lo is None and span.get("first"):
