@@ -101,8 +101,34 @@ class App:
             self.dispatcher.dispatch_due()
 
     def write_report(self, run: dict[str, Any], data: Any = None) -> str | None:
+        """The run's report, with what the store knows around it (traffic time range, incidents,
+        the pair's recent runs); a failing read leaves that context out, never the report."""
+        import logging
+
         from .reports import write_run_report
-        return write_run_report(run, self.report_dir, data)
+        from .storage.summaries import report_context
+        try:
+            context = report_context(self.store, run)
+        except Exception:
+            logging.getLogger("sentinel.reports").exception("report context unavailable", extra={"run_id": run.get("id")})
+            context = {}
+        context["base_url"] = (getattr(self.cfg.api, "public_url", None) or "").rstrip("/")
+        context["open_on"] = "/".join(self.cfg.incidents.open_on)
+        return write_run_report(run, self.report_dir, data, context)
+
+    @property
+    def grafana(self) -> Any:
+        """The ``grafana.GrafanaAnnotator`` ``grafana:`` describes, None when no ``grafana.url`` is set."""
+        from .config import read_secret
+        g = self.cfg.grafana
+
+        def make() -> Any:
+            if not g.url:
+                return None
+            from .grafana import GrafanaAnnotator
+            return GrafanaAnnotator(g.url, read_secret(g.token_env, g.token_file), dashboard_uid=g.dashboard_uid,
+                                    timeout=g.timeout_seconds, console_url=getattr(self.cfg.api, "public_url", None))
+        return self._once("grafana", make)
 
     @property
     def revalidator(self) -> Any:

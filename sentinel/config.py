@@ -300,6 +300,18 @@ class HealthConfig(Strict):
     max_run_seconds: float = Field(3600, gt=0)
 
 
+class GrafanaConfig(Strict):
+    """Run and incident annotations pushed to Grafana (``sentinel.grafana``) when ``url`` is set:
+    the token (a service-account token allowed to write annotations) from ``token_env`` or
+    ``token_file``, the annotations attached to the dashboard ``dashboard_uid``. A Grafana that
+    refuses or cannot be reached is logged; it never stops a run or the daemon."""
+    url: str | None = None
+    token_env: str = "GRAFANA_TOKEN"
+    token_file: str | None = None
+    dashboard_uid: str | None = "sentinel-overview"
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
 class LoggingConfig(Strict):
     level: str = "INFO"
     format: Literal["json", "text"] = "json"
@@ -321,6 +333,7 @@ class Config(Strict):
     reports_dir: str = "reports"
     api: ApiConfig = Field(default_factory=ApiConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    grafana: GrafanaConfig = Field(default_factory=GrafanaConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     # not part of the file: where it came from, for messages and relative paths
@@ -494,6 +507,7 @@ def config_secrets(cfg: Any, environ: Any = None) -> list[str]:
     password, and each notifier's URL (``url``/``url_env``), ``secret_env`` and every
     ``params.*_env`` / ``params.*_file`` value (routing keys, SMTP passwords...)."""
     out: list[str | None] = [read_secret(cfg.api.token_env, cfg.api.token_file, environ=environ)]
+    out.append(read_secret(cfg.grafana.token_env, cfg.grafana.token_file, environ=environ))
     out += _store_secrets(cfg.store.url)
     k = cfg.kafka
     out.append(read_secret(k.sasl_password_env, k.sasl_password_file, environ=environ))

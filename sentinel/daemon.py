@@ -176,6 +176,7 @@ class Daemon:
         app = self.app.load()
         self.pairs, self.store = app.pairs, app.store
         self._recover_abandoned_runs()
+        self._restore_metrics()
         self.incidents, self.dispatcher, self.revalidator = app.incidents, app.dispatcher, app.revalidator
         self._start_scheduler()
         self.source = self.source_factory(cfg) if self.source_factory else self._kafka_source()
@@ -403,9 +404,20 @@ class Daemon:
                 self.running.pop(pair, None)
         if outcome is not None:
             self._refresh_incident_gauge()
+            self._annotate(outcome)
             if self.on_run is not None:
                 self.on_run(outcome)
         return outcome
+
+    def _annotate(self, outcome: Any) -> None:
+        """Grafana annotations for the run (``grafana.url``): failures are logged inside, and
+        anything else is caught here, so Grafana never stops a run or the daemon."""
+        try:
+            annotator = self.app.grafana
+            if annotator is not None:
+                annotator.annotate_run(outcome)
+        except Exception:
+            log.exception("grafana annotations failed")
 
     def _start_scheduler(self) -> None:
         from .scheduler import RevalidationScheduler
@@ -465,13 +477,20 @@ class Daemon:
             log.exception("final outbox dispatch failed")
 
     def _refresh_incident_gauge(self) -> None:
+        from .storage.summaries import incident_counts
         try:
-            counts = self.incidents.open_counts()
-            self.metrics.incidents_open.clear()
-            for (pair, sev), n in counts.items():
-                self.metrics.incidents_open.labels(pair, sev).set(n)
+            self.metrics.set_incidents(incident_counts(self.store))
         except Exception:
             log.exception("incident gauge refresh failed")
+
+    def _restore_metrics(self) -> None:
+        """Publish what the store says before the first run (incidents, last statuses and values,
+        run counters, last run times); a failing read is logged and never stops the start."""
+        from .storage.summaries import metrics_state
+        try:
+            self.metrics.restore(metrics_state(self.store))
+        except Exception:
+            log.exception("metrics restore from the store failed")
 
     def _start_health(self) -> None:
         from .health import Health

@@ -2,7 +2,8 @@
 passed in so tests use a fresh one instead of the process-global default."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from typing import Any, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -35,6 +36,10 @@ class Metrics:
                                        registry=r)
         self.incidents_open = Gauge("sentinel_incidents_open", "Open or acknowledged incidents",
                                     ["pair", "severity"], registry=r)
+        self.incidents = Gauge("sentinel_incidents", "Unresolved incidents by state (open, acknowledged, silenced)",
+                               ["pair", "severity", "state"], registry=r)
+        self.last_run = Gauge("sentinel_last_run_timestamp_seconds", "When the pair's latest revalidation ended "
+                              "(Unix time)", ["pair"], registry=r)
         # readiness (sentinel/health.py computes these at scrape time)
         self.ingest_stalled = Gauge("sentinel_ingest_stalled",
                                     "1 while ingest has stored nothing for health.stall_seconds with records waiting",
@@ -53,6 +58,7 @@ class Metrics:
         by type, not name, so a renamed check keeps its gauges; the caller names the type:
         metrics sit beside the flow and import none of it)."""
         self.runs.labels(pair, status).inc()
+        self.last_run.labels(pair).set(time.time())
         if seconds is not None:
             self.run_duration.observe(seconds)
         for r in results:
@@ -66,3 +72,32 @@ class Metrics:
                         v = r.evidence.get(role, {}).get(q)
                         if v is not None:
                             self.inference_latency.labels(pair, role, q).set(v)
+
+    def set_incidents(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Unresolved incidents by (pair, severity, state): ``sentinel_incidents`` per state and
+        ``sentinel_incidents_open`` (open + acknowledged, its meaning since it was named)."""
+        self.incidents.clear()
+        self.incidents_open.clear()
+        active: dict[tuple[str, str], int] = {}
+        for (pair, severity, state), n in counts.items():
+            self.incidents.labels(pair, severity, state).set(n)
+            if state in ("open", "acknowledged"):
+                active[(pair, severity)] = active.get((pair, severity), 0) + n
+        for (pair, severity), n in active.items():
+            self.incidents_open.labels(pair, severity).set(n)
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """What the store says the metrics were (``storage.summaries.metrics_state``), set at start
+        so a restarted daemon does not show a green 0 beside an open critical incident until its
+        next run: incidents by state, each pair/check/slice's latest status and value, the run
+        counters (every stored run, by outcome) and each pair's last run time."""
+        self.set_incidents(state.get("incidents") or {})
+        for (pair, status), n in (state.get("runs") or {}).items():
+            self.runs.labels(pair, status).inc(n)
+        for pair, at in (state.get("last_run") or {}).items():
+            if at is not None:
+                self.last_run.labels(pair).set(at.timestamp())
+        for pair, check, slice_, status, value in state.get("checks") or []:
+            if value is not None:
+                self.check_value.labels(pair, check, slice_).set(value)
+            self.check_status.labels(pair, check, slice_).set(STATUS_VALUES.get(status, STATUS_VALUES["error"]))

@@ -1,21 +1,34 @@
 """Plain-text rendering of a run's results and of an incident, for the CLI and the demo.
-A bottom-layer helper: it takes the objects and dicts the engines return and imports nothing of
-Sentinel's, so any command (and the demo) can print without importing the CLI."""
+A bottom-layer helper: it takes the objects and dicts the engines return and imports only the
+other bottom-layer text helpers (:mod:`sentinel.words`), so any command (and the demo) can print
+without importing the CLI."""
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from .words import describe
+
+
+def _when(value: Any) -> str:
+    """A time to the second, UTC (``2026-12-01 16:59:52``): no microseconds, never ``None``."""
+    if value is None:
+        return "-"
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value).replace("T", " ").split(".")[0].removesuffix("Z").split("+")[0]
 
 
 def print_results(o: Any) -> None:
-    """One run (a ``RunOutcome``): its status line, a results table, the report and incidents."""
+    """One run (a ``RunOutcome``): its status line, a results table (each row in the words of the
+    test that decided it, :func:`sentinel.words.describe`), the report and incidents."""
     print(f"run {o.run_id}  pair {o.pair}  status {o.status.upper()}  samples {o.n_samples}")
     width = max([len(r.check) for r in o.results] + [5])
     swidth = max([len(r.slice) for r in o.results] + [5])
     print(f"  {'check':<{width}}  {'slice':<{swidth}}  {'status':<17}  {'value':>9}  {'n':>6}  detail")
     for r in o.results:
         value = "" if r.value is None else f"{r.value:.4g}"
-        print(f"  {r.check:<{width}}  {r.slice:<{swidth}}  {r.status:<17}  {value:>9}  {r.n:>6}  {r.message}")
+        said = describe(r.to_row(), with_where=None)
+        print(f"  {r.check:<{width}}  {r.slice:<{swidth}}  {r.status:<17}  {value:>9}  {r.n:>6}  {said}")
     if o.report_path:
         print(f"  report: {o.report_path}")
     for inc in o.incidents or []:
@@ -25,32 +38,55 @@ def print_results(o: Any) -> None:
 
 
 def print_incident(inc: dict[str, Any]) -> None:
-    """One incident as ``IncidentEngine.get`` returns it: headline, evidence, escalation, events
-    and deliveries."""
+    """One incident as ``IncidentEngine.get`` returns it: headline, what decided it per slice,
+    escalation, then the timeline: each event (with its note) and under it the notifications that
+    announced it."""
     print(f"incident #{inc['id']}  [{inc['severity']}]  {inc['state']}")
     print(f"  {inc['title']}")
     print(f"  pair {inc['pair']}  check {inc['check']}  slices {', '.join(inc.get('slices') or [inc['slice']])}  "
           f"fingerprint {inc['fingerprint']}")
-    print(f"  opened {inc['opened_at']}  updated {inc['updated_at']}  occurrences {inc['occurrences']}")
+    print(f"  opened {_when(inc['opened_at'])}  updated {_when(inc['updated_at'])}  occurrences {inc['occurrences']}"
+          + (f"  resolved {_when(inc['resolved_at'])}" if inc.get("resolved_at") else ""))
     ev = inc.get("evidence") or {}
-    res = ev.get("result") or {}
-    for k in ("message", "value", "warn", "fail", "n"):
-        if res.get(k) is not None:
-            print(f"  {k}: {res[k]}")
-    if res.get("details"):
-        print(f"  evidence: {json.dumps(res['details'], default=str)[:800]}")
-    print(f"  runs: {inc.get('run_ids') or ev.get('run_ids')}")
+    for r in ev.get("slices") or ([{"slice": inc["slice"], **ev["result"]}] if ev.get("result") else []):
+        print(f"  {r.get('slice')}: {r.get('status')}: {r.get('sentence') or r.get('message')}")
+    runs = inc.get("run_ids") or ev.get("run_ids") or []
+    if runs:
+        print(f"  runs: {', '.join(str(r) for r in runs)}")
     if inc.get("report") or ev.get("report"):
         print(f"  report: {inc.get('report') or ev.get('report')}")
     if inc.get("runbook_url"):
         print(f"  runbook: {inc['runbook_url']}")
     esc = inc.get("escalation")
     if esc and esc.get("policy"):
-        nxt = f", next step at {esc['next_at']}" if esc.get("next_at") else ""
+        nxt = f", next step at {_when(esc['next_at'])}" if esc.get("next_at") else ""
         print(f"  escalation: policy {esc['policy']} tier {esc['tier']} ({esc['status']}{nxt}); "
               f"notified {', '.join(esc['notified']) or 'nobody'}")
-    for e in inc.get("events", []):
-        print(f"  - {e['at']} {e['action']} by {e['actor']} ({e.get('from_state')} -> {e.get('to_state')})")
-    for d in inc.get("deliveries", []):
-        error = f" {d['last_error']}" if d.get("last_error") else ""
-        print(f"  > notify {d['target']}: {d['status']} (attempts {d['attempts']}){error}")
+    _print_timeline(inc.get("events", []), inc.get("deliveries", []))
+
+
+def _print_timeline(events: list[dict[str, Any]], deliveries: list[dict[str, Any]]) -> None:
+    by_event: dict[Any, list[dict[str, Any]]] = {}
+    for d in deliveries:
+        by_event.setdefault(d.get("event_id"), []).append(d)
+    if events:
+        print("  timeline:")
+    for e in events:
+        src, dst = e.get("from_state"), e.get("to_state")
+        states = f"{src} -> {dst}" if src and dst and src != dst else (f"now {dst}" if dst else "")
+        run = f", run {e['run_id']}" if e.get("run_id") else ""
+        print(f"  - {_when(e['at'])} {e['action']} by {e['actor']}" + (f" ({states}{run})" if states or run else ""))
+        note = (e.get("detail") or {}).get("note")
+        if note:
+            print(f"      note: {note}")
+        for d in by_event.pop(e.get("id"), []):
+            _print_delivery(d, "      ")
+    for d in [d for ds in by_event.values() for d in ds]:    # deliveries of events not shown
+        _print_delivery(d, "  ")
+
+
+def _print_delivery(d: dict[str, Any], indent: str) -> None:
+    error = f": {d['last_error']}" if d.get("last_error") else ""
+    sent = f" at {_when(d['sent_at'])}" if d.get("sent_at") else ""
+    print(f"{indent}> {d.get('event') or 'notification'} to {d['target']}: {d['status']}{sent} "
+          f"(attempt{'s' if d['attempts'] != 1 else ''} {d['attempts']}){error}")

@@ -9,6 +9,7 @@ beside the flow and imports none of it.
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from importlib import metadata as importlib_metadata
 from typing import Any, Sequence
@@ -29,7 +30,7 @@ def package_versions() -> dict[str, str]:
 def run_record(cfg: Any, loaded: Any, trigger: str) -> dict[str, Any]:
     """The record a run of ``loaded`` (a sentinel.revalidation.LoadedPair) starts with."""
     return {"pair": loaded.name, "trigger": trigger, "models": loaded.hashes,
-            "config_hash": cfg.config_hash(), "config_source": cfg.source,
+            "config_hash": cfg.config_hash(), "config_keys": config_keys(cfg), "config_source": cfg.source,
             "seeds": {"sampling": cfg.sampling.seed, "revalidation": cfg.revalidation.seed},
             "sampling": {"rate": cfg.sampling.rate, "window": cfg.sampling.window},
             "checks": [{"name": c.name, "type": type(c).__name__} for c in loaded.checks],
@@ -37,9 +38,35 @@ def run_record(cfg: Any, loaded: Any, trigger: str) -> dict[str, Any]:
             "packages": package_versions(), "host": platform.node(), "machine": platform.machine()}
 
 
+def config_keys(cfg: Any) -> dict[str, str]:
+    """A short sha256 of each config value by its dotted key (``sampling.rate``, ``pairs.triage.
+    candidate.path``; a list is one value): enough for ``sentinel replay`` to name the keys that
+    changed since a run, without storing values (secrets stay out of the record)."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+            return
+        blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        out[prefix] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    walk("", cfg.model_dump(mode="json"))
+    return out
+
+
+def config_changes(then: dict[str, str] | None, now: dict[str, str]) -> list[str]:
+    """The dotted keys whose value differs between two :func:`config_keys` maps (added, removed or
+    changed), sorted; None ``then`` (a run recorded before per-key hashes): ``[]``."""
+    if not then:
+        return []
+    return sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+
+
 def sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, Any]:
     """What a run used, enough to reproduce it: ``source`` (where the samples came from), the
-    ids (hashed), count, and per-partition offsets."""
+    ids (hashed), count, per-partition offsets, and the traffic's time range (first and last
+    message time, ISO 8601) the report shows."""
     ids = sorted(str(s.msg_id) for s in samples)
     offsets: dict[str, dict[str, int]] = {}
     for s in samples:
@@ -48,5 +75,7 @@ def sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, A
         key = f"{s.topic}/{s.partition}"
         o = offsets.setdefault(key, {"min": s.offset, "max": s.offset, "count": 0})
         o["min"], o["max"], o["count"] = min(o["min"], s.offset), max(o["max"], s.offset), o["count"] + 1
+    times = sorted(t for s in samples if (t := getattr(s, "ts", None)) is not None)
+    span = {"first": times[0].isoformat(), "last": times[-1].isoformat()} if times else None
     return {**source, "count": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-            "offsets": offsets}
+            "offsets": offsets, "time_range": span}

@@ -1,11 +1,15 @@
 """A run's report: one self-contained HTML file a responder can open offline (no CDN).
 
-Sentinel's safety section comes first: what failed and why, the per-slice table, every check
-result with its test, flip matrices, reliability curves, confidence histograms, latency per role
-and the reproducibility record. Below it, when the run had a reference window, Evidently's own
-data-drift report for the same columns (inputs and the candidate's output probabilities) with
-the methods Sentinel chose, embedded in the same file (an ``iframe srcdoc``, so its scripts stay
-in their own frame and nothing is fetched from the network).
+The headline comes first: the run's status and the sentence of the result that decided it (in
+the words of its deciding test, :func:`sentinel.words.describe`), its severity, the incident it
+counts towards, the traffic time range, since which run the check has been failing and the
+recommended action; then what needs attention (worst first), each check's value over the pair's
+last runs, the flip matrix, reliability curves and latency distributions (inline SVG), the
+per-slice table and every result. The reproducibility record is folded at the end. Below it,
+when the run had a reference window, Evidently's own view of the same columns' distributions
+(inputs and output probabilities Sentinel's drift checks tested; no latency, and no verdicts of
+its own, so it cannot contradict Sentinel's), embedded in the same file (an ``iframe srcdoc``, so
+its scripts stay in their own frame and nothing is fetched from the network).
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .verdict import decision_of, result_type, sentence
+from .verdict import decision_of, result_type
+from .words import describe
 
 STATUS_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "error": "#8250df",
                   "insufficient_data": "#57606a"}
@@ -105,15 +110,14 @@ LATENCY_TABLE_TYPES = frozenset({"latency_p95", "latency_served"})
 
 
 def headline(r: dict[str, Any]) -> str:
-    """What decided a stored result, in words: its decision's sentence (the test that set the
-    status, with that test's own value and level), else its message."""
-    d = decision_of(r)
-    return sentence(d) if d is not None else str(r.get("message", ""))
+    """What decided a stored result, in words (:func:`sentinel.words.describe`: the test that set
+    the status, with that test's own value, level and direction), else its message."""
+    return describe(r)
 
 
 def _decided(r: dict[str, Any]) -> str:
     d = decision_of(r)
-    return "" if d is None else _e(sentence(d, with_measure=False))
+    return "" if d is None else _e(describe(r, with_where=None))
 
 
 def _attention(failing: list[dict[str, Any]]) -> str:
@@ -130,7 +134,7 @@ def _attention(failing: list[dict[str, Any]]) -> str:
         rs = sorted(rs, key=lambda r: (r["slice"] != "overall", not (r.get("evidence") or {}).get("critical"),
                                        _RANK.get(r["status"], 3)))
         line = lambda r: (f"<li><b>{_e(r['slice'])}</b>: <span style='color:{STATUS_COLOURS.get(r['status'], '#000')}'>"
-                          f"{_e(r['status'])}</span>: {_e(headline(r))}<br><small>{_e(r['message'])}</small></li>")
+                          f"{_e(r['status'])}</span>: {_e(describe(r, with_where=None))}</li>")
         shown = "".join(line(r) for r in rs[:3])
         rest = (f"<details><summary>{len(rs) - 3} more slices</summary><ul>{''.join(line(r) for r in rs[3:])}</ul>"
                 "</details>") if len(rs) > 3 else ""
@@ -140,8 +144,113 @@ def _attention(failing: list[dict[str, Any]]) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
-    """The report as one HTML string; ``evidently`` is Evidently's own HTML report to embed."""
+#: what to do first, by check type, when it failed or warned (the runbook link comes after)
+ACTIONS = {
+    "decision_flips": "Hold the candidate's rollout (or roll back to the baseline) until the flipped decisions are "
+                      "explained: look at the flip matrix and the failing slices below.",
+    "critical_recall": "Roll back to the baseline: the candidate misses safety-critical cases the baseline caught.",
+    "calibration": "Do not use the candidate's probabilities for thresholds or triage until recalibrated.",
+    "confidence": "Expect more low-confidence decisions (more rows for human review); recalibrate or hold the rollout.",
+    "fairness": "Hold the rollout: the candidate changed one group's decisions more than the others'.",
+    "robustness": "The candidate is more brittle near its decision boundary: re-check the compression settings.",
+    "data_drift": "The inputs moved against the reference window: check the upstream data; if the shift is expected, "
+                  "accept this run so it becomes the reference.",
+    "prediction_drift": "The candidate's outputs moved against the reference window: check the inputs and the "
+                        "candidate's decisions before trusting them.",
+    "latency_p95": "The candidate is slower than the baseline: if that is acceptable, an approver accepts the run "
+                   "(`sentinel accept RUN_ID`); otherwise keep the current candidate.",
+    "perf_history": "The candidate got slower than its accepted history on this host: check the host and the "
+                    "runtime, then accept or reject the run.",
+    "latency_served": "Production latency rose against earlier windows: check the serving host and its load.",
+    "scenario": "A fixed scenario set no longer passes: look at its failing rows before shipping the candidate.",
+}
+DEFAULT_ACTION = "Look at the failing slices below; the check's runbook says what to do."
+
+
+def _when(value: Any) -> str:
+    """A time for people: ``2026-12-01 16:59:52 UTC``, never microseconds."""
+    if value is None:
+        return "-"
+    if hasattr(value, "strftime"):
+        if getattr(value, "tzinfo", None) is not None:
+            import datetime as dt
+            value = value.astimezone(dt.timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value).replace("T", " ").split(".")[0].removesuffix("Z").split("+")[0] + " UTC"
+
+
+def _worst(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The result that heads the report: the worst status, a safety-critical slice, then overall."""
+    bad = [r for r in results if r["status"] in _RANK]
+    return min(bad, key=lambda r: (_RANK[r["status"]], not (r.get("evidence") or {}).get("critical"),
+                                   r["slice"] != "overall"), default=None)
+
+
+def _headline_block(run: dict[str, Any], results: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
+    """Status, the deciding sentence, severity, incident, traffic range, failing since, action."""
+    top = _worst(results)
+    colour = STATUS_COLOURS.get(run["status"], "#000")
+    lede = (f"<p class='lede'><b>{_e(top['check'])}</b> {_e(top['status'])}ed on <b>{_e(top['slice'])}</b>: "
+            f"{_e(describe(top, with_where=None))}</p>"
+            if top is not None else "<p class='lede'>Every check passed or had too little data to judge.</p>")
+    incidents = ctx.get("incidents") or []
+    facts = []
+    if incidents:
+        worst_inc = max(incidents, key=lambda i: {"warning": 1, "high": 2, "critical": 3}.get(i["severity"], 0))
+        facts.append(("Severity", f"<b>{_e(worst_inc['severity'])}</b>"))
+        facts.append(("Incident", ", ".join(
+            f"<a href='{_e(ctx.get('base_url', ''))}/incidents/{i['id']}'>#{i['id']}</a> ({_e(i['state'])})"
+            for i in incidents)))
+    elif top is not None and top["status"] in ("fail", "warn"):
+        sev = ("critical" if (top.get("evidence") or {}).get("critical") else "high") if top["status"] == "fail" \
+            else "warning"
+        facts.append(("Severity", f"<b>{sev}</b> (no incident: incidents open on {_e(ctx.get('open_on', 'fail'))})"))
+    lo, hi = ctx.get("traffic") or (None, None)
+    span = ((run.get("record") or {}).get("samples") or {}).get("time_range") or {}
+    if lo is None and span.get("first"):
+        import datetime as dt
+        lo, hi = dt.datetime.fromisoformat(span["first"]), dt.datetime.fromisoformat(span["last"])
+    if lo is not None:
+        facts.append(("Traffic", f"{_e(_when(lo))} to {_e(_when(hi))}"))
+    if top is not None:
+        from .storage.summaries import failing_since
+        since = failing_since(ctx.get("history") or [], top["check"])
+        if since is not None:
+            facts.append(("Failing since", f"run {since}" + (" (this run)" if since == run["id"] else "")))
+        action = ACTIONS.get(result_type(top), DEFAULT_ACTION)
+        runbook = next((i.get("runbook_url") for i in incidents if i.get("runbook_url")), None)
+        facts.append(("Recommended action", _e(action) + (f" <a href='{_e(runbook)}'>Runbook</a>" if runbook else "")))
+    facts.append(("Run", f"trigger {_e(run['trigger'])}, started {_e(_when(run['started_at']))}, "
+                         f"finished {_e(_when(run.get('finished_at')))}, {run['n_samples']} samples"))
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+    return (f"<h1>Run {run['id']} · {_e(run['pair'])} · <span style='color:{colour}'>{_e(run['status']).upper()}</span></h1>"
+            f"{lede}<table class='facts'>{rows}</table>")
+
+
+def _history_section(results: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
+    """Each check's headline value (its overall slice, else its worst slice) over the last runs."""
+    past = ctx.get("history") or []
+    if len(past) < 2:
+        return ""
+    from . import plots
+
+    charts = []
+    for check in sorted({r["check"] for r in results}):
+        rs = [r for r in results if r["check"] == check]
+        r = next((x for x in rs if x["slice"] == "overall"), None) or _worst(rs) or rs[0]
+        points = [(h["id"], *reversed(h["results"].get((check, r["slice"]), ("insufficient_data", None))))
+                  for h in past]
+        charts.append(plots.history([(rid, v, st) for rid, v, st in points], warn=r.get("warn"), fail=r.get("fail"),
+                                    label=f"{check} / {r['slice']}"))
+    return (f"<h2>Checks over the last {len(past)} runs</h2><p>Dots coloured by status; dashed lines are the "
+            f"check's warn and fail levels.</p><div class='plots'>{''.join(charts)}</div>")
+
+
+def render_run(run: dict[str, Any], evidently: str | None = None, context: dict[str, Any] | None = None) -> str:
+    """The report as one HTML string. ``evidently``: Evidently's HTML to embed; ``context``: what
+    the store knows around the run (``storage.summaries.report_context``: traffic range,
+    incidents, history), plus ``base_url`` (the console's public URL) for links."""
+    ctx = context or {}
     results = run.get("results", [])
     failing = [r for r in results if r["status"] in ("fail", "warn", "error")]
     rows = []
@@ -151,37 +260,38 @@ def render_run(run: dict[str, Any], evidently: str | None = None) -> str:
         rows.append(f"<tr><td>{_e(r['check'])}</td><td>{_e(r['slice'])}</td>"
                     f"<td style='color:{colour};font-weight:bold'>{_e(r['status'])}</td><td>{value}</td>"
                     f"<td>{'' if r['warn'] is None else _e(r['warn'])}</td><td>{'' if r['fail'] is None else _e(r['fail'])}</td>"
-                    f"<td>{r['n']}</td><td>{_p_adjusted(r)}</td><td>{_decided(r)}</td><td>{_e(r['message'])}</td></tr>")
+                    f"<td>{r['n']}</td><td>{_p_adjusted(r)}</td><td>{_decided(r) or _e(r['message'])}</td></tr>")
     sections = _evidence_sections(results)
     perf = _perf_section(results)
     if perf:
         sections.append(perf)
-    summary = _attention(failing)
     record = json.dumps(run.get("record", {}), indent=2, sort_keys=True, default=str)
     return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Sentinel run {run['id']} ({_e(run['pair'])})</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}pre{{background:#f6f8fa;padding:1em;overflow:auto}}</style>
+<title>Sentinel run {run['id']} ({_e(run['pair'])}): {_e(run['status'])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px;color:#1f2328}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}}pre{{background:#f6f8fa;padding:1em;overflow:auto}}
+.lede{{font-size:1.15em}}.facts th{{background:#f6f8fa;width:11em}}.plots svg{{margin:0 1em 1em 0}}</style>
 </head><body>
-<h1>Sentinel run {run['id']}: pair {_e(run['pair'])}</h1>
-<p>Status: <b style="color:{STATUS_COLOURS.get(run['status'], '#000')}">{_e(run['status'])}</b> ·
-trigger {_e(run['trigger'])} · started {_e(run['started_at'])} · finished {_e(run.get('finished_at'))} ·
-{run['n_samples']} samples</p>
-<h2>What needs attention</h2>{summary}
+{_headline_block(run, results, ctx)}
+<h2>What needs attention</h2>{_attention(failing)}
+{_history_section(results, ctx)}
+{''.join(sections)}
 <h2>Per-slice table</h2>{_slice_table(results)}
 <h2>Check results</h2>
 <p>Statistical checks alarm only when a change is significant at their false-alarm rate after family-wise
 control (p_adj below) <i>and</i> at least their warn/fail level (the minimum effect size).</p>
-<table><tr><th>check</th><th>slice</th><th>status</th><th>value</th><th>warn</th><th>fail</th><th>n</th><th>p_adj</th><th>decided by</th><th>message</th></tr>
+<table><tr><th>check</th><th>slice</th><th>status</th><th>value</th><th>warn</th><th>fail</th><th>n</th><th>p_adj</th><th>in words</th></tr>
 {''.join(rows)}</table>
-{''.join(sections)}
-<h2>Reproducibility record</h2><pre>{_e(record)}</pre>
+<details><summary>Reproducibility record (model hashes, config hash, seeds, samples, package versions)</summary>
+<pre>{_e(record)}</pre></details>
 {_evidently_section(evidently)}
 </body></html>"""
 
 
 def _evidence_sections(results: list[dict[str, Any]]) -> list[str]:
     """The charts and tables each result's evidence carries (reliability, confidence, flips, latency)."""
+    from . import plots
+
     sections = []
     for r in results:
         ev = r.get("evidence") or {}
@@ -197,11 +307,15 @@ def _evidence_sections(results: list[dict[str, Any]]) -> list[str]:
                             + _svg_hist(ev["margin"], ev["hist_edges"], "margin (top - second)"))
         if "flip_matrix" in ev:
             classes = ev.get("classes") or [str(i) for i in range(len(ev["flip_matrix"]))]
-            head = "".join(f"<th>cand: {_e(c)}</th>" for c in classes)
-            body = "".join(f"<tr><th>base: {_e(classes[i])}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-                           for i, row in enumerate(ev["flip_matrix"]))
-            sections.append(f"<h3>Flip matrix: {_e(r['check'])} / {_e(r['slice'])}</h3>"
-                            f"<table><tr><th></th>{head}</tr>{body}</table>")
+            chart = plots.matrix(ev["flip_matrix"], classes, label=f"flip matrix {r['check']} / {r['slice']}")
+            head = f"<h3>Flip matrix: {_e(r['check'])} / {_e(r['slice'])}</h3>"
+            sections.append(head + chart if r["slice"] == "overall" else
+                            f"<details><summary>Flip matrix: {_e(r['check'])} / {_e(r['slice'])}</summary>{chart}</details>")
+        dist = ev.get("distributions") or {}
+        if dist.get("unit") == "ms" and any(isinstance(v, list) and v for v in dist.values()):
+            sketches = {k: v for k, v in dist.items() if k != "unit" and isinstance(v, list)}
+            sections.append(f"<h3>Latency distribution: {_e(r['check'])} / {_e(r['slice'])}</h3>"
+                            + plots.distributions(sketches, unit="ms", label="share of calls at or below (ECDF)"))
         if result_type(r) in LATENCY_TABLE_TYPES and r["slice"] == "overall":
             lrows = "".join(f"<tr><td>{_e(role)}</td>" + "".join(
                 f"<td>{'' if ev.get(role, {}).get(q) is None else f'{ev[role][q] * 1e3:.3f}'}</td>"
@@ -214,70 +328,55 @@ def _evidence_sections(results: list[dict[str, Any]]) -> list[str]:
 
 def _evidently_section(doc: str | None) -> str:
     if doc is None:
-        return ("<h2>Evidently drift report</h2><p>None for this run: there was no reference window "
-                "(no accepted run before it and no pinned data set) and no latency was measured.</p>")
-    return ("<h2>Evidently drift report</h2><p>Input features, output probabilities and latency distributions "
-            "(columns named <code>latency ms: ...</code>: candidate vs its reference). "
-            "Evidently's per-column verdicts use Bonferroni-level thresholds "
-            "for p-value methods and Evidently's defaults for distances; Sentinel's decision is the table above.</p>"
+        return ("<h2>Evidently: distributions</h2><p>None for this run: no drift check compared it with a "
+                "reference window (no accepted run before it and no pinned data set).</p>")
+    return ("<h2>Evidently: distributions</h2><p>Evidently's own view of the columns Sentinel's drift checks "
+            "tested (input features and the candidate's output probabilities), this window against the "
+            "reference window: summaries and histograms only. It gives no drift verdicts of its own; whether a "
+            "column drifted is Sentinel's decision, in the results above (a family-wise test <i>and</i> a minimum "
+            "effect size). Latency is not shown here: see the latency distributions above.</p>"
             f"<iframe style='width:100%;height:1400px;border:1px solid #d0d7de' srcdoc=\"{html.escape(doc, quote=True)}\">"
             "</iframe>")
 
 
 def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
-    """Evidently's HTML for the run: inputs and candidate outputs vs the reference window, with the
-    methods the drift checks chose, and the latency distributions of the perf checks (candidate as
-    current, its reference as reference). None when there is neither."""
-    ref: dict[str, Any] = {}
-    cur: dict[str, Any] = {}
-    methods: dict[str, str] = {}
-    alpha = 0.01
+    """Evidently's HTML for the run: the columns Sentinel's drift checks tested (inputs and the
+    candidate's output probabilities), this window vs the reference window, as distributions
+    without verdicts (:func:`evidently_summary_html`). None when no drift check compared any."""
     drift = [r for r in results if (r.get("evidence") or {}).get("method") and r["slice"].count("=") == 1]
-    if drift and data is not None and data.reference is not None and data.reference.n and data.n:
-        methods = {r["evidence"]["column"]: r["evidence"]["method"] for r in drift}
-        names = data.features()
-        x, xr = data.flat_inputs(), data.reference.inputs.reshape(data.reference.n, -1)
-        cur = {c: x[:, j] for j, c in enumerate(names) if c in methods}
-        ref = {c: xr[:, j] for j, c in enumerate(names) if c in methods}
-        for i, cls in enumerate(data.classes):
-            col = f"p({cls})"
-            if col in methods:
-                cur[col], ref[col] = data.candidate[:, i], data.reference.candidate[:, i]
-        alpha = min((r["evidence"].get("false_alarm_rate", 0.01) for r in drift), default=0.01)
-    for col, base, cand in _latency_columns(results):
-        ref[col], cur[col], methods[col] = base, cand, "ks"
-    if not cur:
+    if not drift or data is None or data.reference is None or not data.reference.n or not data.n:
         return None
-    from .checks.drift import evidently_html
-
-    return evidently_html(*_pad(ref, cur), methods, threshold=alpha / max(len(methods), 1))
-
-
-def _latency_columns(results: list[dict[str, Any]]) -> list[tuple[str, Any, Any]]:
-    """(column, reference, current) latency sketches in ms from the perf checks' evidence: the
-    same-run baseline for ``latency_p95``, the accepted candidate timed alongside for ``perf_history``."""
-    out = []
-    for r in results:
-        dist = (r.get("evidence") or {}).get("distributions") or {}
-        if dist.get("unit") != "ms":
-            continue
-        reference = next((dist[k] for k in ("baseline", "accepted", "history") if dist.get(k)), None)
-        if reference and dist.get("candidate"):
-            out.append((f"latency ms: {r['check']} {r['slice']}", reference, dist["candidate"]))
-    return out
+    tested = {r["evidence"]["column"] for r in drift}
+    names = data.features()
+    x, xr = data.flat_inputs(), data.reference.inputs.reshape(data.reference.n, -1)
+    cur = {c: x[:, j] for j, c in enumerate(names) if c in tested}
+    ref = {c: xr[:, j] for j, c in enumerate(names) if c in tested}
+    for i, cls in enumerate(data.classes):
+        col = f"p({cls})"
+        if col in tested:
+            cur[col], ref[col] = data.candidate[:, i], data.reference.candidate[:, i]
+    return evidently_summary_html(ref, cur) if cur else None
 
 
-def _pad(*frames: dict[str, Any]) -> list[dict[str, Any]]:
-    """Evidently takes one table per side: pad shorter columns with NaN (dropped by its tests), so
-    a 128-point latency sketch can sit beside a 2,000-row feature."""
-    import numpy as np
+def evidently_summary_html(reference: dict[str, Any], current: dict[str, Any]) -> str:
+    """Evidently's data summary (per-column statistics and distributions, current vs reference)
+    with its tests off, as a self-contained HTML string. Evidently's drift metrics are not used:
+    their per-column verdicts (a fixed threshold per column, no family-wise control, no minimum
+    effect) said "drift detected" where Sentinel's checks passed."""
+    import tempfile
 
-    out = []
-    for frame in frames:
-        n = max((len(v) for v in frame.values()), default=0)
-        out.append({c: np.concatenate([np.asarray(v, dtype=float), np.full(n - len(v), np.nan)])
-                    for c, v in frame.items()})
-    return out
+    import pandas as pd
+    from evidently import Report
+    from evidently.presets import DataSummaryPreset
+
+    ref_df, cur_df = pd.DataFrame(reference), pd.DataFrame(current)
+    # the Report's tests off (the preset's own switch off fails to render in 0.7.23: a KeyError
+    # for a test metric it never computed)
+    snapshot = Report([DataSummaryPreset(columns=list(ref_df.columns))], include_tests=False).run(cur_df, ref_df)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "evidently.html"
+        snapshot.save_html(str(path))   # a pathlib.Path silently writes nothing (PITFALLS.md)
+        return path.read_text(encoding="utf-8")
 
 
 def _ratio(v: Any) -> str:
@@ -304,9 +403,11 @@ def _perf_section(results: list[dict[str, Any]]) -> str:
             f"<th>Mann-Whitney p</th></tr>{''.join(rows)}</table>")
 
 
-def write_run_report(run: dict[str, Any], reports_dir: Path, data: Any = None) -> str:
-    """Write the run's report; ``data`` (the run's RunData) adds Evidently's drift report."""
+def write_run_report(run: dict[str, Any], reports_dir: Path, data: Any = None,
+                     context: dict[str, Any] | None = None) -> str:
+    """Write the run's report; ``data`` (the run's RunData) adds Evidently's view of the drift
+    columns; ``context`` what the store knows around the run (see :func:`render_run`)."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"run-{run['id']}-{run['pair']}.html"
-    path.write_text(render_run(run, evidently_for(data, run.get("results", []))), encoding="utf-8")
+    path.write_text(render_run(run, evidently_for(data, run.get("results", [])), context), encoding="utf-8")
     return str(path.resolve())

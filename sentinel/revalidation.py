@@ -220,6 +220,10 @@ class Revalidator:
         if (record.get("perf") or {}).get("accepted"):
             keep_accepted(self.cfg, self.store, self.pairs, pair, loaded.candidate)
         outcome = RunOutcome(run_id, pair, status, len(samples), results, None, record)
+        # incidents first: the report names the incident this run opened or counted towards, and
+        # notifications link to the run's console page, not to the report file
+        if self.incidents is not None:
+            outcome.incidents = self.incidents.process_run(pair, run_id, results)
         if self.report_writer is not None:
             try:
                 outcome.report_path = self.report_writer(self.store.get_run(run_id), loaded, data)
@@ -227,8 +231,6 @@ class Revalidator:
                     self.store.set_report_path(run_id, outcome.report_path)
             except Exception:
                 log.exception("report failed", extra={"pair": pair, "run_id": run_id})
-        if self.incidents is not None:
-            outcome.incidents = self.incidents.process_run(pair, run_id, results, report_path=outcome.report_path)
         if self.metrics is not None:
             self.metrics.observe_run(pair, status, results, self.clock() - t0, latency_type=GAUGE_TYPE)
         log.info("revalidation finished", extra={"pair": pair, "run_id": run_id, "status": status,

@@ -3,9 +3,11 @@
 A check result's status comes from one test: a value (a rate, an effect size, a latency ratio)
 compared with a level, often together with a p-value compared with a false-alarm rate. That test
 is kept on the result as a :class:`Decision` (stored in the result row's ``evidence["decision"]``)
-and every sentence a person reads about the result (check messages, incident titles, report
-headlines, notifications) is rendered from it by :func:`sentence`, so the words cannot disagree
-with the status ("rate 0.031 >= fail level 0.05" when the test that fired had its own level 0.02).
+and every sentence about the result is rendered from it, so the words cannot disagree with the
+status ("rate 0.031 >= fail level 0.05" when the test that fired had its own level 0.02): the
+checks' own messages by :func:`sentence` (compact, ``a >= level b``), and everything a responder
+reads (incident titles, notifications, the CLI, the report) by :func:`sentinel.words.describe`
+(plain words, percentages and points, the from/to values the evidence holds).
 
 A bottom-layer module: plain data and text, no imports from the rest of Sentinel, so the checks,
 the incident engine, the notifiers and the report can all use it.

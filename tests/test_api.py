@@ -72,8 +72,8 @@ def test_health_metrics_runs_and_incidents_over_http(live):
     assert run["n_samples"] == 300 and run["record"]["models"]["candidate"]["sha256"]
     report = c.get(f"/api/v1/runs/{run_id}/report").text
     assert "decision_flips" in report
-    # latency distributions went through Evidently and are embedded in the run's one-file report
-    assert "latency ms: latency_p95 overall" in report and "<iframe" in report
+    # latency distributions are Sentinel's own plot in the run's one-file report, never Evidently "data drift"
+    assert "Latency distribution: latency_p95 / overall" in report and "latency ms:" not in report
     assert 'sentinel_check_status{check="decision_flips",pair="triage",slice="overall"} 4.0' in c.get("/metrics").text
 
     incidents = c.get("/api/v1/incidents", params={"state": "open"}).json()["incidents"]

@@ -81,7 +81,7 @@ def test_revalidate_runs_the_catalogue_and_catches_traffic_that_moved(tmp_path, 
     # the report: safety section and Evidently's drift report in one offline file
     report = Path(second["report"]).read_text()
     for part in ("What needs attention", "Per-slice table", "Flip matrix", "Reliability curves", "<svg",
-                 "Evidently drift report", "<iframe", "p_adj"):
+                 "Evidently: distributions", "<iframe", "p_adj", "Recommended action", "Reproducibility record"):
         assert part in report, part
     assert "https://cdn" not in report.split("<iframe")[0]
 

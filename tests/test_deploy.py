@@ -140,7 +140,8 @@ def populated_metrics() -> Metrics:
     for role in ("baseline", "candidate"):
         for q, v in (("p50", 0.0004), ("p95", 0.0007), ("p99", 0.001)):
             m.inference_latency.labels("triage", role, q).set(v)
-    m.incidents_open.labels("triage", "high").set(1)
+    m.set_incidents({("triage", "high", "open"): 1, ("triage", "critical", "acknowledged"): 1})
+    m.last_run.labels("triage").set(time.time() - 60)
     m.notifications.labels("oncall-webhook", "sent").inc()
     for part in ("broker", "store", "ingest"):
         m.ready.labels(part).set(1)
@@ -244,7 +245,8 @@ def dashboard_targets(dash: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def as_promql(expr: str) -> str:
     """A dashboard query as Grafana would send it (all pairs, a 5-minute range)."""
-    for var, value in (("$__rate_interval", "1m"), ("$__range", "5m"), ("$__interval", "1m"), ("$pair", ".*")):
+    for var, value in (("$__rate_interval", "1m"), ("$__range", "5m"), ("$__interval", "1m"), ("$pair", ".*"),
+                       ("$check", ".*")):
         expr = expr.replace(var, value)
     return expr
 
@@ -385,8 +387,24 @@ def test_dashboard_has_the_variables_and_panels_dashboard_users_expect():
     titles = {p["title"]: p for p in panels}
     assert {"Ingest rate", "Quarantine rate by reason", "Consumer lag", "Runs by status", "Run duration",
             "Latest check results", "Check status over time", "Inference latency per role",
-            "Open incidents by severity", "Notifications by outcome"} <= set(titles)
+            "Open and acknowledged incidents", "Open incidents", "Notifications by outcome",
+            "Candidate / baseline latency ratio", "Time since last run"} <= set(titles)
     assert titles["Check status over time"]["type"] == "state-timeline"
+    # the check selector filters the check panels; links go to the console's pages
+    check = variables["check"]
+    assert check["multi"] and check["includeAll"] and "sentinel_check_status" in check["definition"]
+    for title in ("Latest check results", "Check status over time", "Check values"):
+        assert all('check=~"$check"' in t["expr"] for t in titles[title]["targets"]), title
+    assert 'state=~"open|acknowledged"' in titles["Open and acknowledged incidents"]["targets"][0]["expr"]
+    assert "sum by (state, severity)" in titles["Open and acknowledged incidents"]["targets"][0]["expr"]
+    ratio = titles["Candidate / baseline latency ratio"]["targets"][0]["expr"]
+    assert 'role="candidate"' in ratio and 'role="baseline"' in ratio and " / " in ratio
+    assert "sentinel_last_run_timestamp_seconds" in titles["Time since last run"]["targets"][0]["expr"]
+    urls = [link["url"] for p in panels for link in p.get("fieldConfig", {}).get("defaults", {}).get("links", [])]
+    urls += [link["url"] for link in dash["links"]]
+    assert all(u.startswith("${public_url}/") for u in urls) and urls
+    assert {u.split("?")[0].split("/")[1] for u in urls} >= {"incidents", "pairs", ""}
+    assert any(a.get("target", {}).get("tags") == ["sentinel"] for a in dash["annotations"]["list"])
     assert titles["Latest check results"]["type"] == "table"
     lat = titles["Inference latency per role"]["targets"][0]["expr"]
     assert 'quantile=~"p50|p95|p99"' in lat and "role" in lat
@@ -464,6 +482,14 @@ def fake_grafana():
     yield f"http://127.0.0.1:{server.server_address[1]}", FakeGrafana
     server.shutdown()
     server.server_close()
+
+
+def test_provision_presets_the_console_url_every_link_starts_with():
+    prov = load_provision()
+    payload = prov.build_payload(dashboard(), public_url="https://sentinel.example/")
+    var = next(v for v in payload["dashboard"]["templating"]["list"] if v["name"] == "public_url")
+    assert var["current"]["value"] == var["query"] == "https://sentinel.example"
+    assert next(v for v in dashboard()["templating"]["list"] if v["name"] == "public_url")["query"] != var["query"]
 
 
 def test_provision_builds_a_payload_that_keeps_the_dashboard_and_sets_the_datasource():

@@ -56,7 +56,8 @@ def test_repeated_failure_updates_one_incident_without_notifying_again(store, en
     assert inc["first_run_id"] == r1 and inc["last_run_id"] == r2
     assert inc["run_ids"] == [r1, r2] and inc["report"] == "reports/2.html"
     assert inc["evidence"]["result"]["value"] == pytest.approx(0.31)       # latest evidence
-    assert inc["title"] == "triage: decision_flips failed on overall (flip rate 0.23 >= 0.05)"
+    # a result without a decision is titled by its own message, not by its value beside a level
+    assert inc["title"] == "triage: decision_flips failed on overall: flip rate = 0.23 (>= fail level 0.05, n=1000)"
     assert inc["runbook_url"] == "https://runbooks.example/flips"
     assert inc["updated_at"] == clock.now and inc["opened_at"] == clock.now - dt.timedelta(seconds=300)
 
@@ -98,7 +99,7 @@ def test_slices_of_one_check_are_grouped_into_one_incident(store, engine):
     assert len(engine.list()) == 2 and len(engine.list(pair="other")) == 1
     inc = engine.get(ch.incident_id)
     assert inc["slice"] == "overall" and inc["slices"] == ["region=eu", "overall"]     # failing ones only
-    assert inc["title"].startswith("triage: decision_flips failed on overall and 1 more slice (")
+    assert inc["title"].startswith("triage: decision_flips failed on overall and 1 more slice: ")
     assert [s["value"] for s in inc["evidence"]["slices"]] == [pytest.approx(0.1), pytest.approx(0.23)]
     # a slice failing later updates the same incident and is listed
     [upd] = engine.process_run("triage", run(store), [flips(slice_="region=us")])

@@ -61,7 +61,8 @@ def test_slack_block_kit_message(store, serve, clock):
     evidence = opened["blocks"][2]["text"]["text"]
     assert "overall: flip rate = 0.23" in evidence and "class=malignant: missed malignant rate = 0.12" in evidence
     text = json.dumps(opened)
-    assert f"https://sentinel.example/api/v1/incidents/{ch.incident_id}" in text and "https://rb.example/flips" in text
+    assert f"https://sentinel.example/incidents/{ch.incident_id}" in text and "https://rb.example/flips" in text
+    assert "reports/run-1.html" not in text         # console pages, never a path on the daemon's disk
     assert f"sentinel incidents ack {ch.incident_id}" in text                     # ack hint while it needs someone
     assert "acknowledged by alice" in acked["text"] and "resolved by alice" in resolved["text"]
     assert "sentinel incidents ack" not in json.dumps(resolved)
@@ -168,13 +169,13 @@ def test_email_over_smtp(store, clock):
 
     msgs = [stdlib_email.message_from_bytes(e.content) for e in got]
     assert [e.rcpt_tos for e in got] == [["lead@example.org", "ops@example.org"]] * 3
-    subjects = [m["Subject"] for m in msgs]
+    subjects = [m["Subject"].replace("\r\n", "") for m in msgs]     # unfolded (RFC 5322)
     assert subjects[0].startswith("[Sentinel][CRITICAL] triage: decision_flips failed") and subjects[0].endswith("- opened")
     assert subjects[1].endswith("acknowledged by alice") and subjects[2].endswith("resolved by alice")
     assert len({m["Message-ID"] for m in msgs}) == 3 and len({m["References"] for m in msgs}) == 1   # one thread
     body = msgs[0].get_payload(decode=True).decode()
     assert "overall: flip rate = 0.23" in body and f"sentinel incidents ack {ch.incident_id}" in body
-    assert "Report file: reports/run-1.html" in body
+    assert "reports/run-1.html" not in body and "https://sentinel.example/runs/" in body
 
 
 def _tansu() -> str | None:

@@ -41,8 +41,8 @@ def load_dashboard(path: str | Path) -> dict[str, Any]:
 
 
 def build_payload(dashboard: dict[str, Any], *, folder_uid: str | None = None, overwrite: bool = True,
-                  datasource: str | None = None, message: str = "provisioned by sentinel deploy/grafana/provision.py"
-                  ) -> dict[str, Any]:
+                  datasource: str | None = None, message: str = "provisioned by sentinel deploy/grafana/provision.py",
+                  public_url: str | None = None) -> dict[str, Any]:
     """The body of ``POST /api/dashboards/db``. The dashboard is matched by its ``uid``: ``id`` is
     dropped so the same file imports into any Grafana. ``datasource`` presets the dashboard's
     ``$datasource`` variable (a data source name or uid); without it Grafana picks its default
@@ -55,6 +55,13 @@ def build_payload(dashboard: dict[str, Any], *, folder_uid: str | None = None, o
             raise UsageError(f"dashboard {dash.get('uid')!r} has no data source variable to set")
         for var in variables:
             var["current"] = {"selected": True, "text": datasource, "value": datasource}
+    if public_url:      # the console's address, which every panel and dashboard link starts with
+        for var in dash.get("templating", {}).get("list", []):
+            if var.get("name") == "public_url":
+                url = public_url.rstrip("/")
+                var["query"] = url
+                var["current"] = {"selected": True, "text": url, "value": url}
+                var["options"] = [{"selected": True, "text": url, "value": url}]
     payload: dict[str, Any] = {"dashboard": dash, "overwrite": overwrite, "message": message}
     if folder_uid:
         payload["folderUid"] = folder_uid
@@ -78,6 +85,8 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.
     p.add_argument("--token", default=None, help="service-account token (default: $GRAFANA_TOKEN)")
     p.add_argument("--folder", default=None, help="folder title; created if missing (default: General)")
     p.add_argument("--datasource", default=None, help="preset the $datasource variable to this data source")
+    p.add_argument("--public-url", default=environ.get("SENTINEL_PUBLIC_URL"),
+                   help="the Sentinel console's public URL for the dashboard's links (default: $SENTINEL_PUBLIC_URL)")
     p.add_argument("--dashboard", action="append", default=None, metavar="FILE",
                    help="dashboard JSON file (repeatable; default: every *.json beside this script)")
     p.add_argument("--no-overwrite", action="store_true", help="fail if a dashboard with the same uid exists")
@@ -108,7 +117,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         if args.dry_run:
             for dash in dashboards:
                 payload = build_payload(dash, folder_uid=f"<uid of folder {args.folder!r}>" if args.folder else None,
-                                        overwrite=not args.no_overwrite, datasource=args.datasource)
+                                        overwrite=not args.no_overwrite, datasource=args.datasource,
+                                        public_url=args.public_url)
                 print(json.dumps(payload, indent=2))
             return 0
         from grafana_client import GrafanaApi
@@ -119,7 +129,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             uid = folder_uid(api, args.folder) if args.folder else None
             for dash in dashboards:
                 payload = build_payload(dash, folder_uid=uid, overwrite=not args.no_overwrite,
-                                        datasource=args.datasource)
+                                        datasource=args.datasource, public_url=args.public_url)
                 result = api.dashboard.update_dashboard(payload)
                 print(f"uploaded {dash['title']!r} (uid {dash['uid']}, version {result.get('version')}): "
                       f"{result.get('url', '')}")

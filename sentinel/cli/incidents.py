@@ -7,6 +7,10 @@ import os
 from typing import Any
 
 from ..errors import SentinelError
+
+# as sentinel.incidents.engine.LIST_STATES (the stored states and ``reopened``); spelled out so
+# parsing the command line imports no engine (tests/test_cli_incidents.py keeps them equal)
+LIST_STATES = ("open", "acknowledged", "resolved", "silenced", "reopened")
 from .common import EXIT_OK, app_of, config_arg
 
 
@@ -15,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     isub = p.add_subparsers(dest="action", required=True)
     q = isub.add_parser("list")
     config_arg(q)
-    q.add_argument("--state", choices=["open", "acknowledged", "resolved", "silenced"])
+    q.add_argument("--state", choices=LIST_STATES, help="a state, or reopened (open again after a resolution)")
     q.add_argument("--pair")
     q.add_argument("--json", action="store_true")
     for action in ("show", "ack", "resolve"):
@@ -78,7 +82,7 @@ def _list(engine: Any, args: argparse.Namespace) -> int:
         print("no incidents")
     for r in rows:
         print(f"#{r['id']:<5} {r['state']:<13} {r['severity']:<9} {r['pair']}/{r['check']}/{r['slice']}  "
-              f"x{r['occurrences']}  opened {r['opened_at']:%Y-%m-%d %H:%M:%S}  {r['title']}")
+              f"x{r['occurrences']}  opened {r['opened_at']:%Y-%m-%d %H:%M:%S} UTC  {r['title']}")
     return EXIT_OK
 
 

@@ -35,6 +35,10 @@ from .matchers import Matcher
 from .payload import PAYLOAD_VERSION, SEVERITY_RANK, SYSTEM_ACTOR, build_payload, severity_of  # noqa: F401
 from .silences import Silences
 
+#: what ``list(state=...)`` (and ``sentinel incidents list --state``) accepts: the stored states and
+#: ``reopened`` (open again after a resolution; README lists it with the states)
+LIST_STATES = STATES + ("reopened",)
+
 
 class IncidentEngine:
     """Opens, updates, escalates, silences, acknowledges and resolves incidents in the store.
@@ -141,9 +145,10 @@ class IncidentEngine:
 
     # -- reads ---------------------------------------------------------------------------------
     def list(self, state: str | None = None, pair: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Incidents, most recently updated first, optionally filtered by state and pair."""
-        if state is not None and state not in STATES:
-            raise ValueError(f"unknown incident state {state!r}; states are: {', '.join(STATES)}")
+        """Incidents, most recently updated first, optionally filtered by state (one of
+        ``LIST_STATES``: a stored state, or ``reopened``) and pair."""
+        if state is not None and state not in LIST_STATES:
+            raise ValueError(f"unknown incident state {state!r}; states are: {', '.join(LIST_STATES)}")
         with self.records.read() as tx:
             return tx.incidents(state=state, pair=pair, limit=limit)
 

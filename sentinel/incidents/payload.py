@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from ..checks.base import CheckResult
 from ..storage.repository import as_utc
-from ..verdict import sentence
+from ..words import describe
 
 PAYLOAD_VERSION = 1
 SYSTEM_ACTOR = "sentinel"          # the actor of events Sentinel causes itself (audit rows)
@@ -38,7 +38,8 @@ def evidence(primary: CheckResult, failing: Sequence[CheckResult], report_path: 
         # to_row() makes numpy values and non-finite floats JSON-safe.
         row = result.to_row()
         threshold = result.fail if result.status == "fail" else result.warn
-        return {"status": row["status"], "message": row["message"], "value": row["value"], "n": row["n"],
+        return {"status": row["status"], "message": row["message"], "sentence": describe(row, with_where=None),
+                "value": row["value"], "n": row["n"],
                 "warn": row["warn"], "fail": row["fail"], "threshold": threshold,
                 "critical": result.critical, "details": row["evidence"]}
 
@@ -47,21 +48,16 @@ def evidence(primary: CheckResult, failing: Sequence[CheckResult], report_path: 
 
 
 def _title(pair: str, result: CheckResult, failing: Sequence[CheckResult] = ()) -> str:
+    """``triage: decision_flips failed on class=malignant and 2 more slices: missed malignant rate
+    rose from 0.0% (reference window) to 3.1% of 455 (+3.1 points), at or above the fail level of
+    +2.0 points; significant (p_adj = 0.00014 ≤ 0.01)``: the words of the deciding test
+    (:func:`sentinel.words.describe`), never the result's value beside another test's level."""
     verb = "failed" if result.status == "fail" else "warned"
-    if result.decision is not None:     # the test that set the status, in its own words
-        measure = sentence(result.decision)
-    else:   # a result built without one: its value against the level of its status
-        threshold = result.fail if result.status == "fail" else result.warn
-        # Check messages read "<what> = <value> (...)"; reuse <what> so the title names the measure.
-        what = result.message.partition(" = ")[0].strip() if " = " in result.message else ""
-        if result.value is not None and threshold is not None:
-            measure = f"{what} {result.value:.3g} >= {threshold:g}".strip()
-        else:
-            measure = result.message
+    said = describe(result.to_row(), with_where=None)
     more = len(failing) - 1
     where = result.slice + (f" and {more} more slice{'s' if more > 1 else ''}" if more > 0 else "")
     title = f"{pair}: {result.check} {verb} on {where}"
-    return f"{title} ({measure})" if measure else title
+    return f"{title}: {said}" if said else title
 
 
 def labels(incident: Mapping[str, Any]) -> dict[str, Any]:

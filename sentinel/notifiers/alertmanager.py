@@ -79,10 +79,11 @@ class AlertmanagerNotifier:
                        "slices": ", ".join(inc.get("slices") or [inc["slice"]])}
         if inc.get("runbook_url"):
             annotations["runbook_url"] = inc["runbook_url"]
-        if inc.get("report"):
-            annotations["report"] = inc["report"]
-        alert = {"labels": labels, "annotations": annotations, "startsAt": inc["opened_at"], "endsAt": _fmt(ends)}
         incident_links = links(payload, self.sentinel_url)
+        report = next((href for text, href in incident_links if text.startswith("Run ")), None)
+        if report:      # the run's console page, never a path on the daemon's disk
+            annotations["report"] = report
+        alert = {"labels": labels, "annotations": annotations, "startsAt": inc["opened_at"], "endsAt": _fmt(ends)}
         if incident_links and self.sentinel_url:
             alert["generatorURL"] = incident_links[0][1]
         return [alert]

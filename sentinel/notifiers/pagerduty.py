@@ -72,13 +72,12 @@ class PagerDutyNotifier:
                 "class": "model_regression",
                 "custom_details": {"event": what_happened(payload), "incident_id": inc["id"], "state": inc["state"],
                                    "slices": inc.get("slices"), "evidence": evidence_lines(payload),
-                                   "occurrences": inc["occurrences"], "run_ids": inc.get("run_ids"),
-                                   "report": inc.get("report")},
+                                   "occurrences": inc["occurrences"], "run_ids": inc.get("run_ids")},
             }
             body["links"] = [{"href": href, "text": text} for text, href in links(payload, self.sentinel_url)]
             body["client"] = "Sentinel"
             if self.sentinel_url:
-                body["client_url"] = f"{self.sentinel_url.rstrip('/')}/api/v1/incidents/{inc['id']}"
+                body["client_url"] = f"{self.sentinel_url.rstrip('/')}/incidents/{inc['id']}"
         return body
 
     def send(self, payload: dict[str, Any], *, idempotency_key: str) -> None:

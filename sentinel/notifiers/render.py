@@ -28,25 +28,28 @@ def summary(payload: Mapping[str, Any], limit: int = 1024) -> str:
 
 
 def evidence_lines(payload: Mapping[str, Any], limit: int = 10) -> list[str]:
-    """One line per failing slice: ``overall: flip rate = 0.23 (>= fail level 0.05, n=1000)``."""
+    """One line per failing slice, in the words of the test that decided it (``sentence``, from
+    :func:`sentinel.words.describe`; payloads written before it carry the check's message):
+    ``class=malignant: missed malignant rate rose from 0.0% ... at or above the fail level of ...``."""
     inc = payload["incident"]
     rows = inc.get("slice_results") or [{"slice": inc["slice"], **(inc.get("evidence") or {})}]
-    lines = [f"{r.get('slice')}: {r.get('message') or r.get('status')}" for r in rows[:limit]]
+    lines = [f"{r.get('slice')}: {r.get('sentence') or r.get('message') or r.get('status')}" for r in rows[:limit]]
     if len(rows) > limit:
         lines.append(f"... and {len(rows) - limit} more slices")
     return lines
 
 
 def links(payload: Mapping[str, Any], base_url: str | None) -> list[tuple[str, str]]:
-    """(text, href) pairs: the incident and latest run report in Sentinel's API (when its public
-    ``base_url`` is known) and the runbook."""
+    """(text, href) pairs: the incident's and its latest run's pages in Sentinel's web console
+    (when its public ``base_url``, ``api.public_url``, is known; never a path on the daemon's
+    disk) and the runbook."""
     inc = payload["incident"]
     out = []
     if base_url:
         base = base_url.rstrip("/")
-        out.append((f"Incident #{inc['id']}", f"{base}/api/v1/incidents/{inc['id']}"))
+        out.append((f"Incident #{inc['id']}", f"{base}/incidents/{inc['id']}"))
         if inc.get("run_ids"):
-            out.append((f"Report (run {inc['run_ids'][-1]})", f"{base}/api/v1/runs/{inc['run_ids'][-1]}/report"))
+            out.append((f"Run {inc['run_ids'][-1]} report", f"{base}/runs/{inc['run_ids'][-1]}"))
     if inc.get("runbook_url"):
         out.append(("Runbook", inc["runbook_url"]))
     return out
@@ -67,8 +70,6 @@ def text_body(payload: Mapping[str, Any], base_url: str | None) -> str:
              f"State: {inc['state']}   Pair: {inc['pair']}   Check: {inc['check']}   "
              f"Occurrences: {inc['occurrences']}", "", "Evidence:"]
     lines += [f"  - {line}" for line in evidence_lines(payload)]
-    if inc.get("report"):
-        lines.append(f"Report file: {inc['report']}")
     for text, href in links(payload, base_url):
         lines.append(f"{text}: {href}")
     if is_trigger(payload):

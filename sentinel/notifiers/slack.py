@@ -62,8 +62,6 @@ class SlackNotifier:
         if link_items:
             blocks.append({"type": "context", "elements": [
                 {"type": "mrkdwn", "text": " | ".join(f"<{href}|{text}>" for text, href in link_items)}]})
-        elif inc.get("report"):
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Report: `{inc['report']}`"}]})
         if is_trigger(payload):
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": ack_hint(payload, self.sentinel_url)}]})
         # `text` is the notification/fallback line Slack shows where blocks are not rendered

@@ -82,9 +82,12 @@ class IncidentRecords:
 
     def incidents(self, *, state: str | None = None, pair: str | None = None, limit: int = 100
                   ) -> list[dict[str, Any]]:
-        """Most recently updated first."""
+        """Most recently updated first. ``state="reopened"``: the unresolved incidents that were
+        reopened (a reopened incident is ``open`` again; its ``reopened`` event says so)."""
         q = select(I).order_by(I.c.updated_at.desc(), I.c.id.desc()).limit(limit)
-        if state is not None:
+        if state == "reopened":
+            q = q.where(I.c.state != "resolved", I.c.id.in_(select(E.c.incident_id).where(E.c.action == "reopened")))
+        elif state is not None:
             q = q.where(I.c.state == state)
         if pair is not None:
             q = q.where(I.c.pair == pair)

@@ -1,0 +1,60 @@
+"""The run report a responder opens from a notification: the headline first (status, what failed
+in the words of the deciding test, severity, incident number, traffic time range, since which run
+it has been failing, what to do), the plots inline (flip matrix, latency distributions, values
+over the last runs), the reproducibility record folded after them, no microsecond timestamps, and
+Evidently's section showing distributions without verdicts that could contradict Sentinel's."""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from sentinel.cli import main
+from sentinel.examples.traffic import ordinary_traffic
+
+from pairs import example_config, traffic_lines
+
+CHECKS = [{"type": "decision_flips", "warn": 0.02, "fail": 0.05, "min_samples": 50},
+          {"type": "data_drift", "min_samples": 50},
+          {"type": "latency_p95", "warn": 1.0, "fail": 1.5, "min_samples": 5}]
+
+
+def revalidate(cfg, tmp_path, seed, capsys):
+    x, _ = ordinary_traffic(np.random.default_rng(seed), 300)
+    path = tmp_path / f"t{seed}.jsonl"
+    path.write_text("\n".join(json.dumps(m) for m in traffic_lines(x, prefix=f"s{seed}-")) + "\n")
+    main(["revalidate", "--config", str(cfg), "--input", str(path), "--json"])
+    [out] = json.loads(capsys.readouterr().out)      # one entry per pair
+    return out
+
+
+def test_the_report_leads_with_what_failed_how_badly_since_when_and_what_to_do(tmp_path, capsys):
+    healthy = example_config(tmp_path, checks=CHECKS, perf={"enabled": False})
+    first = revalidate(healthy, tmp_path, 1, capsys)            # accepted: the next runs' reference window
+    damaged = example_config(tmp_path, checks=CHECKS, perf={"enabled": False}, candidate="damaged.int8.onnx")
+    second = revalidate(damaged, tmp_path, 2, capsys)
+    third = revalidate(damaged, tmp_path, 3, capsys)
+    assert first["status"] != "fail" and second["status"] == third["status"] == "fail"
+    page = Path(third["report"]).read_text()
+    head = page.split("<h2>", 1)[0]
+    assert f"Run {third['run_id']} · triage · <span" in head and "FAIL" in head
+    lede = re.search(r"<p class='lede'>(.*?)</p>", head).group(1)
+    assert "<b>decision_flips</b> failed on" in lede and "at or above the fail level of" in lede, lede
+    facts = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", head))
+    assert facts["Severity"] in ("<b>critical</b>", "<b>high</b>")
+    assert re.search(r"/incidents/\d+'>#\d+</a> \(open\)", facts["Incident"]), facts
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC to \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", facts["Traffic"])
+    assert facts["Failing since"] == f"run {second['run_id']}"
+    assert "Hold the candidate" in facts["Recommended action"]
+    shown = page.split("<iframe")[0].split("<details><summary>Reproducibility")[0]   # the record is raw data
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d", shown)          # no microseconds where people read
+    # plots inline, before the folded record; the record after them, folded
+    for part in ("flip matrix", "Latency distribution", f"Checks over the last 3 runs"):
+        assert part in page, part
+    assert page.index("<svg") < page.index("<details><summary>Reproducibility record")
+    assert page.index("Reproducibility record") > page.index("Check results") and "<details><summary>Reproducibility" in page
+    # Evidently: the drift columns only, distributions without verdicts, no latency
+    doc = page.split("srcdoc=\"", 1)[1]
+    assert "Evidently: distributions" in page and "no drift verdicts of its own" in page
+    assert "drift detected" not in doc.lower() and "latency ms" not in doc and "Drift" not in doc
+    assert "https://cdn" not in page.split("<iframe")[0]
