@@ -1,7 +1,7 @@
 """The reproducibility record of a run: what it is enough to know to run it again (model hashes,
 config hash, seeds, sampling settings, checks and suites, package versions, host) and which
 samples it used. The revalidation adds, as it learns them, the reference window, the
-performance measurement and the duration (sentinel/revalidation.py).
+performance measurement and the duration (sentinel/revalidation/).
 
 Duck-typed on purpose (a :class:`sentinel.config.Config`, a loaded pair): this module sits
 beside the flow and imports none of it.

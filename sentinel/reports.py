@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .verdict import decision_of, result_type
 from .words import describe
 
@@ -332,51 +334,50 @@ def _evidently_section(doc: str | None) -> str:
                 "reference window (no accepted run before it and no pinned data set).</p>")
     return ("<h2>Evidently: distributions</h2><p>Evidently's own view of the columns Sentinel's drift checks "
             "tested (input features and the candidate's output probabilities), this window against the "
-            "reference window: summaries and histograms only. It gives no drift verdicts of its own; whether a "
+            f"reference window (at most {EVIDENTLY_MAX_ROWS:,} rows of each, a seeded subsample): summaries and histograms only. It gives no drift verdicts of its own; whether a "
             "column drifted is Sentinel's decision, in the results above (a family-wise test <i>and</i> a minimum "
             "effect size). Latency is not shown here: see the latency distributions above.</p>"
             f"<iframe style='width:100%;height:1400px;border:1px solid #d0d7de' srcdoc=\"{html.escape(doc, quote=True)}\">"
             "</iframe>")
 
 
+#: rows of each window Evidently's section is drawn from (a seeded subsample above this; Sentinel's
+#: own statistics always use every row)
+EVIDENTLY_MAX_ROWS = 5000
+
+
 def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
-    """Evidently's HTML for the run: the columns Sentinel's drift checks tested (inputs and the
-    candidate's output probabilities), this window vs the reference window, as distributions
-    without verdicts (:func:`evidently_summary_html`). None when no drift check compared any."""
+    """Evidently's HTML for the run: the columns Sentinel's drift checks tested (input columns or
+    descriptors, and the candidate's output probabilities), this window vs the reference window,
+    as distributions without verdicts (checks.drift.evidently_summary_html), on at most
+    :data:`EVIDENTLY_MAX_ROWS` rows of each (seeded, said in the section). None when no drift
+    check compared any."""
+    from .checks.drift import drift_columns, evidently_summary_html
+
     drift = [r for r in results if (r.get("evidence") or {}).get("method") and r["slice"].count("=") == 1]
     if not drift or data is None or data.reference is None or not data.reference.n or not data.n:
         return None
     tested = {r["evidence"]["column"] for r in drift}
-    names = data.features()
-    x, xr = data.flat_inputs(), data.reference.inputs.reshape(data.reference.n, -1)
+    names, x, xr = drift_columns(data)
     cur = {c: x[:, j] for j, c in enumerate(names) if c in tested}
     ref = {c: xr[:, j] for j, c in enumerate(names) if c in tested}
     for i, cls in enumerate(data.classes):
         col = f"p({cls})"
         if col in tested:
             cur[col], ref[col] = data.candidate[:, i], data.reference.candidate[:, i]
-    return evidently_summary_html(ref, cur) if cur else None
+    if not cur:
+        return None
+    rng = np.random.default_rng(getattr(data, "seed", 0))
+    cur, ref = _subsample(cur, rng), _subsample(ref, rng)
+    return evidently_summary_html(ref, cur)
 
 
-def evidently_summary_html(reference: dict[str, Any], current: dict[str, Any]) -> str:
-    """Evidently's data summary (per-column statistics and distributions, current vs reference)
-    with its tests off, as a self-contained HTML string. Evidently's drift metrics are not used:
-    their per-column verdicts (a fixed threshold per column, no family-wise control, no minimum
-    effect) said "drift detected" where Sentinel's checks passed."""
-    import tempfile
-
-    import pandas as pd
-    from evidently import Report
-    from evidently.presets import DataSummaryPreset
-
-    ref_df, cur_df = pd.DataFrame(reference), pd.DataFrame(current)
-    # the Report's tests off (the preset's own switch off fails to render in 0.7.23: a KeyError
-    # for a test metric it never computed)
-    snapshot = Report([DataSummaryPreset(columns=list(ref_df.columns))], include_tests=False).run(cur_df, ref_df)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "evidently.html"
-        snapshot.save_html(str(path))   # a pathlib.Path silently writes nothing (PITFALLS.md)
-        return path.read_text(encoding="utf-8")
+def _subsample(columns: dict[str, Any], rng: Any) -> dict[str, Any]:
+    n = len(next(iter(columns.values())))
+    if n <= EVIDENTLY_MAX_ROWS:
+        return columns
+    keep = np.sort(rng.choice(n, EVIDENTLY_MAX_ROWS, replace=False))
+    return {k: np.asarray(v)[keep] for k, v in columns.items()}
 
 
 def _ratio(v: Any) -> str:

@@ -16,23 +16,23 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks.base import Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
-from .checks.data import label_indices, run_data, sample_rows
-from .checks.perf import GAUGE_TYPE
-from .config import Config, ConfigError
-from .errors import MessageError, RunCancelled, check_cancel
-from .messages import PairShape, decode_traffic, text_rows
-from .pair_inputs import PairInputs, pair_inputs, sample_texts, text_record, text_stats
-from .perf.accepted import keep_accepted
-from .perf.history import joins_history, perf_history
-from .perf.measure import measure_run, perf_record
-from .record import run_record, sample_record
-from .registry import PluginError
-from .runners.base import ModelLoadError, Runner, load_runner, output_options
-from .runners.paired import PairedRunner, signature_of
-from .sources.base import SourceError
-from .sources.file import FileSource
-from .storage.repository import Sample
+from ..checks.base import Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
+from ..checks.data import label_indices, run_data, sample_rows
+from ..checks.perf import GAUGE_TYPE
+from ..config import Config, ConfigError
+from ..errors import MessageError, RunCancelled, check_cancel
+from ..messages import PairShape, decode_traffic, text_rows
+from ..perf.accepted import keep_accepted
+from ..perf.history import joins_history, perf_history
+from ..perf.measure import measure_run, perf_record
+from ..record import run_record, sample_record
+from ..registry import PluginError
+from ..runners.base import ModelLoadError, Runner, load_runner, output_options
+from ..runners.paired import PairedRunner, signature_of
+from ..sources.base import SourceError
+from ..sources.file import FileSource
+from ..storage.repository import Sample
+from .inputs import PairInputs, pair_inputs, sample_texts, text_record, text_stats
 
 log = logging.getLogger("sentinel.revalidation")
 
@@ -86,7 +86,7 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
         for r in runners.values():
             r.close()
         raise
-    from .checks.suites import load_suites, specs_for_pair
+    from ..checks.suites import load_suites, specs_for_pair
 
     specs, suites = specs_for_pair(cfg, name, load_suites(cfg))   # every spec's params are checked there
     checks = [build_check(spec) for spec in specs]
@@ -302,7 +302,7 @@ class Revalidator:
         rows, model files): an unchanged reference is not run through both models again."""
         spec = loaded.reference
         if reference_runs is None and spec is not None and spec.kind == "pinned":
-            from .checks.scenarios import model_rows, read_rows
+            from ..checks.scenarios import model_rows, read_rows
             got = read_rows(spec.file, spec.sha256)
             io = loaded.io
             rows = model_rows(got, io.signature, _text_encoder(loaded))

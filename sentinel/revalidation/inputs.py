@@ -12,10 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .checks.data import modality_of
-from .errors import ConfigError
-from .runners.paired import pair_differences, signature_of
-from .tensors import Row, Signature, stack_single
+from ..checks.data import modality_of
+from ..errors import ConfigError
+from ..runners.paired import pair_differences, signature_of
+from ..tensors import Row, Signature, stack_single
 
 MULTILABEL_OUTPUTS = ("multilabel", "multilabel_logits")
 
@@ -69,7 +69,7 @@ def _text_encoder(cfg: Any, name: str, sig: Signature) -> tuple[Any, Signature]:
     path = cfg.resolve_path(pc.text.tokenizer)
     if not path.exists():
         raise ConfigError(cfg.source, f"{key}.tokenizer", f"tokenizer file not found: {path}")
-    from .text import TextEncoder
+    from ..text import TextEncoder
     try:
         enc = TextEncoder.load(path, max_length=pc.text.max_length, ids_input=pc.text.ids_input,
                                mask_input=pc.text.mask_input, type_ids_input=pc.text.type_ids_input)
