@@ -38,8 +38,10 @@ WRITE_RETRY_MAX_SECONDS = 30.0   # cap of the backoff while the store takes no w
 
 
 def _preload_evidently() -> None:
+    from .checks.drift import preload
+
     try:
-        import evidently  # noqa: F401
+        preload()
     except Exception:  # the report says so if it really cannot be imported
         log.warning("evidently could not be imported; reports will lack its section", exc_info=True)
 

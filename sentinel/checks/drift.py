@@ -38,6 +38,14 @@ TWO_SAMPLE_P = {"ks", "z", "mannw", "t_test", "cramer_von_mises", "anderson", "e
 P_VALUE_SCORES = TWO_SAMPLE_P | {"chisquare", "g_test", "empirical_mmd"}   # small score = drift
 
 
+def preload() -> None:
+    """Import Evidently now (5-7 s and ~290 MB the first time), so the first revalidation does not
+    pay it: the daemon calls this in the background at start. Sentinel imports Evidently in this
+    module only."""
+    _evidently()
+    import evidently.presets  # noqa: F401 - what the report's section uses
+
+
 def _evidently() -> Any:
     from evidently.legacy.calculations.stattests.registry import get_registered_stattest
     from evidently.legacy.core import ColumnType
