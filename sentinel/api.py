@@ -1,9 +1,13 @@
-"""The daemon's HTTP API (DESIGN.md): health, metrics, runs, reports and incidents.
+"""The daemon's HTTP API (DESIGN.md): health, metrics, runs, reports and incidents; the web
+console (``sentinel.console``) is served by the same app.
 
-Mutating requests need ``Authorization: Bearer <token>`` (the token from the env var named by
-``api.token_env`` or the file ``api.token_file``; the scheme is case-insensitive, RFC 7235); with no
-token configured they are refused. Reads are open unless ``api.public_reads`` is false. Every error,
-including unknown routes, bad parameters and internal errors, is ``{"error": {"code", "message"}}``.
+Who is asking (``sentinel.users``): ``Authorization: Bearer <token>`` names a user from the users
+file or env, or the shared token of older deployments (``api.token_env`` / ``api.token_file``),
+an ``admin``; the scheme is case-insensitive (RFC 7235). Mutating API requests need a user, and
+each route needs a role (``need``): 401 without a known token, 403 with one whose role may not.
+Reads are open unless ``api.read_access`` is ``authenticated``. The console signs people in with
+a token into a signed session cookie (``sentinel.console.sessions``). Every error, including
+unknown routes, bad parameters (400) and internal errors, is ``{"error": {"code", "message"}}``.
 
 Limits (``RequestGuard``, a pure ASGI middleware in front of everything): the token is checked
 before a byte of the body is read, and a body larger than ``api.max_body_bytes`` is refused with
@@ -13,20 +17,25 @@ make the daemon hold more than that in memory. Ids outside the id columns' range
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Literal, Protocol
 
-from fastapi import Body, Depends, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ApiConfig, read_secret
 from .errors import NotFoundError, StateError
+from .links import Links
 from .redact import SECRETS
+from .users import PERMISSIONS, User, Users, roles_for
+
+IncidentState = Literal["open", "acknowledged", "resolved", "silenced"]
+Severity = Literal["warning", "high", "critical"]
 
 #: Methods that change something: they always need the token.
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -80,19 +89,20 @@ class _Refused(Exception):
 
 
 class RequestGuard:
-    """Pure ASGI middleware: authentication and the body limit, before the app reads anything.
+    """Pure ASGI middleware: who is asking, and the body limit, before the app reads anything.
 
-    ``token()`` returns the configured token (or None: mutations are then refused with 403).
-    Mutating methods always need it; reads under ``/api/`` need it unless ``public_reads``. The
-    body is then read here, at most ``max_body_bytes`` of it (Content-Length is checked first; a
-    chunked body is counted as it arrives), and replayed to the app. Every refusal is the JSON
-    error shape with ``Connection: close``: the unread rest of the body is never received.
+    Under ``/api/``: a bearer token must name a user (``users.authenticate``; a wrong one is 401
+    at once); mutating methods need one, and so do reads unless ``reads_open``. The user found
+    is put in ``scope["state"]["user"]`` for the routes' role checks (``need``); console pages
+    (outside ``/api/``) check their session cookie themselves. The body is then read here, at
+    most ``max_body_bytes`` of it (Content-Length is checked first; a chunked body is counted as
+    it arrives), and replayed to the app. Every refusal is the JSON error shape with
+    ``Connection: close``: the unread rest of the body is never received.
     """
 
-    def __init__(self, app: Asgi, *, token: Callable[[], str | None], token_hint: str, public_reads: bool,
-                 max_body_bytes: int):
-        self.app, self.token, self.token_hint = app, token, token_hint
-        self.public_reads, self.max_body_bytes = public_reads, max_body_bytes
+    def __init__(self, app: Asgi, *, users: Users, token_hint: str, reads_open: bool, max_body_bytes: int):
+        self.app, self.users, self.token_hint = app, users, token_hint
+        self.reads_open, self.max_body_bytes = reads_open, max_body_bytes
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
@@ -101,23 +111,25 @@ class RequestGuard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
-            self._authorise(scope, headers)
+            scope.setdefault("state", {})["user"] = self._authorise(scope, headers)
             body = await self._read_body(headers, receive)
         except _Refused as exc:
             await _send_refusal(send, exc)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    def _authorise(self, scope: dict, headers: dict[str, str]) -> None:
+    def _authorise(self, scope: dict, headers: dict[str, str]) -> User | None:
         method, path = scope.get("method", "GET").upper(), scope.get("path", "")
-        if method not in MUTATING and (self.public_reads or not path.startswith("/api/")):
-            return
-        expected = self.token()
-        if not expected:
-            raise _Refused(403, "forbidden", f"no API token configured (set {self.token_hint})")
-        got = bearer_token(headers.get("authorization"))
-        if got is None or not hmac.compare_digest(got.encode(), expected.encode()):
+        if not path.startswith("/api/"):
+            return None
+        given = headers.get("authorization")
+        user = self.users.authenticate(bearer_token(given))
+        needed = method in MUTATING or not self.reads_open
+        if user is None and (needed or given):
+            if not self.users.configured():
+                raise _Refused(403, "forbidden", f"no API token or users configured (set {self.token_hint})")
             raise _Refused(401, "unauthorized", "missing or wrong bearer token")
+        return user
 
     async def _read_body(self, headers: dict[str, str], receive: Callable[[], Awaitable[dict]]) -> bytes:
         limit = self.max_body_bytes
@@ -182,12 +194,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        # 400, not FastAPI's 422: a bad query value or body is the client's bad request
         errs = exc.errors()
         first = errs[0] if errs else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-        return JSONResponse(error_body("invalid_request", f"{where}: {first.get('msg', 'invalid')}{more}"),
-                            status_code=422)
+        return JSONResponse(error_body("bad_request", f"{where}: {first.get('msg', 'invalid')}{more}"),
+                            status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -213,12 +226,13 @@ class Control(Protocol):
 
 
 def create_app(app: Any, control: Control | None = None) -> FastAPI:
-    """The API over ``app`` (a ``sentinel.app.App``: cfg, store, pairs, incidents, metrics) and
-    ``control`` (the running daemon; default: ``app`` itself, for stand-ins that carry both): the
-    routes behind ``RequestGuard`` (added as the outermost app middleware, so it runs before
-    routing and before any body is read)."""
+    """The API and the console over ``app`` (a ``sentinel.app.App``: cfg, store, pairs, incidents,
+    metrics) and ``control`` (the running daemon; default: ``app`` itself, for stand-ins that carry
+    both): the routes behind ``RequestGuard`` (added as the outermost app middleware, so it runs
+    before routing and before any body is read)."""
     cfg = app.cfg
-    api = FastAPI(title="Sentinel", version="1", docs_url="/docs", redoc_url=None,
+    docs = bool(getattr(cfg.api, "docs", False))
+    api = FastAPI(title="Sentinel", version="1", docs_url="/docs" if docs else None, redoc_url=None,
                   dependencies=[Depends(ids_in_range)])
     _install_error_handlers(api)
 
@@ -228,22 +242,83 @@ def create_app(app: Any, control: Control | None = None) -> FastAPI:
         return value
 
     token()
-    _routes(api, app, app if control is None else control)
-    api.add_middleware(RequestGuard, token=token, token_hint=f"{cfg.api.token_env} or api.token_file",
-                       public_reads=cfg.api.public_reads,
+    users = Users.from_config(cfg, token) if hasattr(cfg, "resolve_path") else Users(shared_token=token)
+    links = Links.from_config(cfg)
+    api.state.users, api.state.links = users, links
+    control = app if control is None else control
+    _routes(api, app, control, links)
+    from .console import install as install_console
+    install_console(api, app, control, users=users, links=links)
+    api.openapi = lambda: _openapi(api)   # type: ignore[method-assign]
+    reads_open = cfg.api.reads_open() if hasattr(cfg.api, "reads_open") else cfg.api.public_reads
+    api.add_middleware(RequestGuard, users=users, token_hint=f"{cfg.api.token_env}, api.token_file or api.users_file",
+                       reads_open=reads_open,
                        # stand-in configs (tests, embedders) without the key get the documented default
                        max_body_bytes=getattr(cfg.api, "max_body_bytes", ApiConfig.model_fields["max_body_bytes"].default))
     return api
 
 
-def _actor(req: Request) -> str:
-    return req.headers.get("x-sentinel-actor", "api")
+_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
 
 
-def _routes(api: FastAPI, app: Any, control: Control) -> None:
+def _openapi(api: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document as the API behaves: errors are 400 (not FastAPI's 422) and every
+    error, whatever its status, has the one error shape; API routes take a bearer token."""
+    if api.openapi_schema:
+        return api.openapi_schema
+    schema = get_openapi(title=api.title, version=api.version, routes=api.routes,
+                         description="Sentinel's HTTP API. Errors: {\"error\": {\"code\", \"message\"}}.")
+    comps = schema.setdefault("components", {})
+    comps.setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+    comps["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for key in ("HTTPValidationError", "ValidationError"):
+        comps["schemas"].pop(key, None)
+    error = {"description": "an error (400 bad request, 401, 403, 404, 409, 413, 500...)",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            op["responses"].pop("422", None)
+            op["responses"]["default"] = error
+            if path.startswith("/api/"):
+                op["security"] = [{"bearer": []}] if method.upper() in MUTATING else [{}, {"bearer": []}]
+    api.openapi_schema = schema
+    return schema
+
+
+def current_user(req: Request) -> User | None:
+    return getattr(req.state, "user", None)
+
+
+def need(action: str) -> Any:
+    """A route dependency: the request's user may do ``action`` (``sentinel.users.PERMISSIONS``),
+    else 403 naming the roles that may."""
+    assert action in PERMISSIONS
+
+    def check(req: Request) -> User:
+        user = current_user(req)
+        if user is None:   # RequestGuard lets no mutating API request through without a user
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+        if not user.can(action):
+            raise ApiError(403, "forbidden", f"{user.name} is a {user.role}; to {action} takes the role "
+                                             f"{' or '.join(roles_for(action))}")
+        return user
+    return Depends(check)
+
+
+def actor_of(req: Request, user: User) -> str:
+    """The name audited for ``user``: their own. Only the shared token (a team's old admin
+    token, no person's) may name someone with ``X-Sentinel-Actor``."""
+    if user.shared:
+        return (req.headers.get("x-sentinel-actor") or "").strip()[:128] or user.name
+    return user.name
+
+
+def _routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
     _health_routes(api, app, control)
-    _run_routes(api, app, control)
-    _incident_routes(api, app)
+    _run_routes(api, app, control, links)
+    _incident_routes(api, app, links)
     _silence_routes(api, app)
 
 
@@ -263,12 +338,22 @@ def _health_routes(api: FastAPI, app: Any, control: Control) -> None:
             body = health.report()
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @api.get("/metrics")
+    @api.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _run_routes(api: FastAPI, app: Any, control: Control) -> None:
+_NOTE_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"note": {"type": "string"}}}}}}}
+_REASON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}}}}}
+_SILENCE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["matchers", "duration", "reason"], "additionalProperties": False,
+    "properties": {"matchers": {"type": "array", "items": {"type": "string"}}, "duration": {"type": "string"},
+                   "author": {"type": "string"}, "reason": {"type": "string"}}}}}}}
+
+
+def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
     cfg = app.cfg
 
     @api.get("/api/v1/pairs")
@@ -276,31 +361,32 @@ def _run_routes(api: FastAPI, app: Any, control: Control) -> None:
         nxt = control.next_run_times()
         return {"pairs": [{"name": name, "classes": p.classes, "critical_classes": p.critical_classes,
                            "models": p.hashes, "pending_samples": app.store.pending_count(name),
-                           "next_run": nxt.get(name).isoformat() if nxt.get(name) else None}
+                           "next_run": nxt.get(name).isoformat() if nxt.get(name) else None,
+                           "url": links.pair(name)}
                           for name, p in app.pairs.items()]}
 
     @api.get("/api/v1/runs")
-    def runs(req: Request, pair: str | None = None, limit: int = 50) -> dict[str, Any]:
-        return {"runs": app.store.list_runs(pair=pair, limit=max(1, min(limit, 1000)))}
+    def runs(req: Request, pair: str | None = None, limit: int = Query(50, ge=1, le=1000),
+             before: int | None = Query(None, ge=1, description="only runs with a smaller id (the next page)")
+             ) -> dict[str, Any]:
+        """Run summaries, newest first (the full record is at /api/v1/runs/{id})."""
+        rows = app.store.run_summaries(pair=pair, limit=limit, before=before)
+        return {"runs": [links.public_run(r) for r in rows],
+                "next": rows[-1]["id"] if len(rows) == limit else None}
 
     @api.get("/api/v1/runs/{run_id}")
     def run(req: Request, run_id: int) -> dict[str, Any]:
         r = app.store.get_run(run_id)
         if r is None:
             raise NotFoundError("run", run_id)
-        return r
+        return links.public_run(r)
 
-    @api.get("/api/v1/runs/{run_id}/report")
+    @api.get("/api/v1/runs/{run_id}/report", response_class=HTMLResponse)
     def report(req: Request, run_id: int) -> FileResponse:
-        r = app.store.get_run(run_id)
-        if r is None:
-            raise NotFoundError("run", run_id)
-        if not r.get("report_path") or not Path(r["report_path"]).exists():
-            raise ApiError(404, "not_found", f"run {run_id} has no report file")
-        return FileResponse(r["report_path"], media_type="text/html")
+        return FileResponse(report_file(app, run_id), media_type="text/html")
 
-    @api.post("/api/v1/runs")
-    def revalidate(req: Request, pair: str | None = None) -> JSONResponse:
+    @api.post("/api/v1/runs", status_code=201)
+    def revalidate(req: Request, pair: str | None = None, user: User = need("revalidate")) -> JSONResponse:
         names = [pair] if pair else sorted(app.pairs)
         unknown = [n for n in names if n not in app.pairs]
         if unknown:
@@ -311,28 +397,48 @@ def _run_routes(api: FastAPI, app: Any, control: Control) -> None:
             out.append({"pair": name, "run_id": o.run_id if o else None, "status": o.status if o else "skipped"})
         return JSONResponse({"runs": out}, status_code=201)
 
-    @api.post("/api/v1/runs/{run_id}/accept")
-    def accept(req: Request, run_id: int, body: Any = Body(None)) -> dict[str, Any]:
+    @api.post("/api/v1/runs/{run_id}/accept", openapi_extra=_REASON_BODY)
+    def accept(req: Request, run_id: int, body: Any = Body(None, include_in_schema=False),
+               user: User = need("approve")) -> dict[str, Any]:
         """{"reason": "..."}: accept the run's performance as the new normal (docs/performance.md)."""
-        from .perf.accepted import accept_run, kept_models
-
         if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"reason": "..."}')
-        kept = kept_models(cfg)
-        try:
-            return accept_run(app.store, run_id, actor=_actor(req), reason=body["reason"], kept=kept)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
+        return accept_as(app, run_id, actor_of(req, user), body["reason"])
 
 
-def _incident_routes(api: FastAPI, app: Any) -> None:
+def accept_as(app: Any, run_id: int, actor: str, reason: str) -> dict[str, Any]:
+    """Accept run ``run_id``'s performance (``perf.accepted.accept_run``); ApiError 400 for a
+    refusal (NotFoundError / StateError pass through)."""
+    from .perf.accepted import accept_run, kept_models
+
+    try:
+        return accept_run(app.store, run_id, actor=actor, reason=reason, kept=kept_models(app.cfg))
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+def report_file(app: Any, run_id: int) -> str:
+    """The path of run ``run_id``'s report file, or NotFoundError / ApiError 404."""
+    r = app.store.run_summaries(run_id=run_id)
+    if not r:
+        raise NotFoundError("run", run_id)
+    path = r[0].get("report_path")
+    if not path or not Path(path).is_file():
+        raise ApiError(404, "not_found", f"run {run_id} has no report file")
+    return path
+
+
+def _incident_routes(api: FastAPI, app: Any, links: Links) -> None:
     @api.get("/api/v1/incidents")
-    def incidents(req: Request, state: str | None = None, pair: str | None = None, limit: int = 100) -> dict[str, Any]:
-        return {"incidents": app.incidents.list(state=state, pair=pair, limit=max(1, min(limit, 1000)))}
+    def incidents(req: Request, state: IncidentState | None = None, severity: Severity | None = None,
+                  pair: str | None = None, limit: int = Query(100, ge=1, le=1000),
+                  offset: int = Query(0, ge=0, le=10**9)) -> dict[str, Any]:
+        rows, total = app.incidents.page(state=state, severity=severity, pair=pair, limit=limit, offset=offset)
+        return {"incidents": [links.public_incident(i) for i in rows], "total": total}
 
     @api.get("/api/v1/incidents/{incident_id}")
     def incident(req: Request, incident_id: int) -> dict[str, Any]:
-        return app.incidents.get(incident_id)
+        return links.public_incident(app.incidents.get(incident_id))
 
     def note_of(body: Any) -> str | None:
         if body is None:
@@ -341,46 +447,54 @@ def _incident_routes(api: FastAPI, app: Any) -> None:
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"note": "..."}')
         return body.get("note") or None
 
-    @api.post("/api/v1/incidents/{incident_id}/ack")
-    def ack(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
-        app.incidents.ack(incident_id, _actor(req), note=note_of(body))
-        return app.incidents.get(incident_id)
+    @api.post("/api/v1/incidents/{incident_id}/ack", openapi_extra=_NOTE_BODY)
+    def ack(req: Request, incident_id: int, body: Any = Body(None, include_in_schema=False),
+            user: User = need("respond")) -> dict[str, Any]:
+        app.incidents.ack(incident_id, actor_of(req, user), note=note_of(body))
+        return links.public_incident(app.incidents.get(incident_id))
 
-    @api.post("/api/v1/incidents/{incident_id}/resolve")
-    def resolve(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
-        app.incidents.resolve(incident_id, _actor(req), note=note_of(body))
-        return app.incidents.get(incident_id)
+    @api.post("/api/v1/incidents/{incident_id}/resolve", openapi_extra=_NOTE_BODY)
+    def resolve(req: Request, incident_id: int, body: Any = Body(None, include_in_schema=False),
+                user: User = need("respond")) -> dict[str, Any]:
+        app.incidents.resolve(incident_id, actor_of(req, user), note=note_of(body))
+        return links.public_incident(app.incidents.get(incident_id))
+
+
+def add_silence(app: Any, body: dict[str, Any], author: str) -> dict[str, Any]:
+    """Create a silence from an API body (matchers, duration, reason); ApiError 400 naming what is wrong."""
+    from .durations import parse_duration
+    from .incidents.matchers import parse_matcher
+
+    try:
+        raw = body.get("matchers") or []
+        if not isinstance(raw, list):
+            raise ValueError("matchers must be a list of strings like \"pair=triage\"")
+        matchers = [parse_matcher(str(m)) for m in raw]
+        duration = parse_duration(body.get("duration")) if body.get("duration") is not None else None
+        return app.incidents.add_silence(matchers, author=author, reason=str(body.get("reason") or ""),
+                                         duration=duration)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
 
 
 def _silence_routes(api: FastAPI, app: Any) -> None:
-    # Silences: {"matchers": ["pair=triage", "check=~decision_.*"], "duration": "2h", "author": "alice",
-    # "reason": "retraining"}; the author defaults to the X-Sentinel-Actor header.
+    # Silences: {"matchers": ["pair=triage", "check=~decision_.*"], "duration": "2h", "reason": "retraining"};
+    # the author is the signed-in user (the shared token may name one: "author" or X-Sentinel-Actor).
     @api.get("/api/v1/silences")
     def silences(req: Request, all: bool = False) -> dict[str, Any]:  # noqa: A002 - the query parameter's name
         return {"silences": app.incidents.silences(active_only=not all)}
 
-    @api.post("/api/v1/silences")
-    def silence(req: Request, body: Any = Body(None)) -> JSONResponse:
-        from .durations import parse_duration
-        from .incidents.matchers import parse_matcher
-
+    @api.post("/api/v1/silences", status_code=201, openapi_extra=_SILENCE_BODY)
+    def silence(req: Request, body: Any = Body(None, include_in_schema=False),
+                user: User = need("respond")) -> JSONResponse:
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "body must be a JSON object with matchers, duration, reason")
         unknown = sorted(set(body) - {"matchers", "duration", "author", "reason"})
         if unknown:
             raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}; fields are matchers, duration, author, reason")
-        try:
-            raw = body.get("matchers") or []
-            if not isinstance(raw, list):
-                raise ValueError("matchers must be a list of strings like \"pair=triage\"")
-            matchers = [parse_matcher(str(m)) for m in raw]
-            duration = parse_duration(body.get("duration")) if body.get("duration") is not None else None
-            created = app.incidents.add_silence(matchers, author=str(body.get("author") or _actor(req)),
-                                                   reason=str(body.get("reason") or ""), duration=duration)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
-        return JSONResponse(jsonable(created), status_code=201)
+        author = str(body.get("author") or actor_of(req, user)) if user.shared else user.name
+        return JSONResponse(jsonable(add_silence(app, body, author)), status_code=201)
 
     @api.delete("/api/v1/silences/{silence_id}")
-    def expire(req: Request, silence_id: int) -> dict[str, Any]:
-        return app.incidents.expire_silence(silence_id, _actor(req))
+    def expire(req: Request, silence_id: int, user: User = need("respond")) -> dict[str, Any]:
+        return app.incidents.expire_silence(silence_id, actor_of(req, user))

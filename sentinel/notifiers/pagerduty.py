@@ -78,7 +78,7 @@ class PagerDutyNotifier:
             body["links"] = [{"href": href, "text": text} for text, href in links(payload, self.sentinel_url)]
             body["client"] = "Sentinel"
             if self.sentinel_url:
-                body["client_url"] = f"{self.sentinel_url.rstrip('/')}/api/v1/incidents/{inc['id']}"
+                body["client_url"] = f"{self.sentinel_url.rstrip('/')}/incidents/{inc['id']}"
         return body
 
     def send(self, payload: dict[str, Any], *, idempotency_key: str) -> None:

@@ -38,15 +38,17 @@ def evidence_lines(payload: Mapping[str, Any], limit: int = 10) -> list[str]:
 
 
 def links(payload: Mapping[str, Any], base_url: str | None) -> list[tuple[str, str]]:
-    """(text, href) pairs: the incident and latest run report in Sentinel's API (when its public
-    ``base_url`` is known) and the runbook."""
+    """(text, href) pairs: the incident's console page and its latest run's report (under the
+    notifier's ``base_url``, else the payload's own links when ``api.public_url`` made them
+    absolute) and the runbook."""
     inc = payload["incident"]
     out = []
-    if base_url:
-        base = base_url.rstrip("/")
-        out.append((f"Incident #{inc['id']}", f"{base}/api/v1/incidents/{inc['id']}"))
-        if inc.get("run_ids"):
-            out.append((f"Report (run {inc['run_ids'][-1]})", f"{base}/api/v1/runs/{inc['run_ids'][-1]}/report"))
+    base = base_url.rstrip("/") if base_url else None
+    if base or str(inc.get("url") or "").startswith(("http://", "https://")):
+        out.append((f"Incident #{inc['id']}", f"{base}/incidents/{inc['id']}" if base else inc["url"]))
+        if inc.get("run_ids") and (base or inc.get("report")):
+            run = inc["run_ids"][-1]
+            out.append((f"Report (run {run})", f"{base}/runs/{run}/report" if base else inc["report"]))
     if inc.get("runbook_url"):
         out.append(("Runbook", inc["runbook_url"]))
     return out
@@ -67,8 +69,6 @@ def text_body(payload: Mapping[str, Any], base_url: str | None) -> str:
              f"State: {inc['state']}   Pair: {inc['pair']}   Check: {inc['check']}   "
              f"Occurrences: {inc['occurrences']}", "", "Evidence:"]
     lines += [f"  - {line}" for line in evidence_lines(payload)]
-    if inc.get("report"):
-        lines.append(f"Report file: {inc['report']}")
     for text, href in links(payload, base_url):
         lines.append(f"{text}: {href}")
     if is_trigger(payload):
