@@ -106,12 +106,13 @@ def run(app: Any, run_id: int) -> dict[str, Any] | None:
 
 def run_plots(app: Any, r: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
     """Flip matrices, latency distributions, then the failing checks' values over recent runs."""
-    plots = []
-    for x in results:
+    plots, matrices = [], set()
+    for x in sorted(results, key=lambda x: x["slice"] != "overall"):    # overall's matrix first
         ev = x.get("evidence") or {}
-        if "flip_matrix" in ev and x["slice"] == "overall":
+        if "flip_matrix" in ev and x["check"] not in matrices:
+            matrices.add(x["check"])
             classes = ev.get("classes") or [str(i) for i in range(len(ev["flip_matrix"]))]
-            plots.append(svg.flip_matrix(ev["flip_matrix"], classes, title=f"{x['check']}: flips"))
+            plots.append(svg.flip_matrix(ev["flip_matrix"], classes, title=f"{x['check']}: flips ({x['slice']})"))
         dist = ev.get("distributions") or {}
         if dist.get("unit") == "ms":
             curves = {k: dist[k] for k in ("baseline", "accepted", "history", "candidate") if dist.get(k)}
@@ -128,8 +129,12 @@ def run_plots(app: Any, r: dict[str, Any], results: list[dict[str, Any]]) -> lis
 def pair(app: Any, name: str, *, before: int | None = None) -> dict[str, Any]:
     runs = app.store.run_summaries(pair=name, limit=PAGE_SIZE, before=before)
     data = app.store.check_series(name, SERIES_RUNS)
-    plots = [svg.series(pts, title=f"{check} / {slice_}") for (check, slice_), pts in sorted(data["series"].items())
-             if slice_ == "overall"][:24]
+    chosen: dict[str, str] = {}     # each check's overall value, else its first slice's
+    for check, slice_ in sorted(data["series"]):
+        if slice_ == "overall" or check not in chosen:
+            chosen[check] = slice_
+    plots = [svg.series(data["series"][(check, slice_)], title=f"{check} / {slice_}")
+             for check, slice_ in sorted(chosen.items())][:24]
     last = app.store.get_run(runs[0]["id"]) if runs and before is None else None
     models = ((last or {}).get("record") or {}).get("models") or {}
     acceptable = next((r for r in (runs if before is None else []) if r["status"] not in ("running", "error")), None)
