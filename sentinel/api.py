@@ -203,15 +203,30 @@ def _install_error_handlers(app: FastAPI) -> None:
                             status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:   # Starlette names the first matching route's methods only
+            headers["Allow"] = ", ".join(_allowed(app, req.scope))
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(_req: Request, _exc: Exception) -> JSONResponse:
         # Starlette re-raises after this response, so uvicorn logs the traceback (as JSON, through
         # Sentinel's handler); the client gets no detail, which may hold anything
         return JSONResponse(error_body("internal", "internal error; the daemon's log has the details"), status_code=500)
+
+
+def _allowed(app: FastAPI, scope: dict) -> list[str]:
+    """Every method some route serves at this path (what a 405's ``Allow`` must list)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if route.matches({**scope, "method": "GET"})[0] != Match.NONE or route.matches(
+                {**scope, "method": "POST"})[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 class Control(Protocol):
@@ -343,14 +358,24 @@ def _health_routes(api: FastAPI, app: Any, control: Control) -> None:
         return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-_NOTE_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
-    "type": "object", "properties": {"note": {"type": "string"}}}}}}}
-_REASON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}}}}}
-_SILENCE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+MAX_SILENCE_SECONDS = 30 * 365 * 86400     # longer is a mistake (and past datetime's range soon after)
+
+
+def _json_body(schema: dict[str, Any], required: bool) -> dict[str, Any]:
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+
+
+_TEXT = {"type": "string", "pattern": r"[^\s\u001c-\u001f\u0085]"}      # not blank (as Python's strip() sees it)
+_NOTE_BODY = _json_body({"type": "object", "properties": {"note": {"type": "string"}}}, False)
+_REASON_BODY = _json_body({"type": "object", "required": ["reason"], "properties": {"reason": _TEXT}}, True)
+# a matcher NAME=VALUE, NAME!=VALUE or NAME=~REGEX (a REGEX that does not compile is a 400 too)
+_MATCHER = r"^(pair|check|slice|severity|state)(=~|!=|=)"
+_SILENCE_BODY = _json_body({
     "type": "object", "required": ["matchers", "duration", "reason"], "additionalProperties": False,
-    "properties": {"matchers": {"type": "array", "items": {"type": "string"}}, "duration": {"type": "string"},
-                   "author": {"type": "string"}, "reason": {"type": "string"}}}}}}}
+    "properties": {"matchers": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": _MATCHER}},
+                   "duration": {"anyOf": [{"type": "string", "pattern": r"^[1-9][0-9]{0,3}[smhd]$|^[1-9][0-9]{0,2}w$"},
+                                          {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SILENCE_SECONDS}]},
+                   "author": {"type": "string"}, "reason": _TEXT}}, True)
 
 
 def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
@@ -367,7 +392,7 @@ def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
 
     @api.get("/api/v1/runs")
     def runs(req: Request, pair: str | None = None, limit: int = Query(50, ge=1, le=1000),
-             before: int | None = Query(None, ge=1, description="only runs with a smaller id (the next page)")
+             before: int | None = Query(None, ge=1, le=MAX_ID, description="only runs with a smaller id (the next page)")
              ) -> dict[str, Any]:
         """Run summaries, newest first (the full record is at /api/v1/runs/{id})."""
         rows = app.store.run_summaries(pair=pair, limit=limit, before=before)
@@ -403,7 +428,15 @@ def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
         """{"reason": "..."}: accept the run's performance as the new normal (docs/performance.md)."""
         if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"reason": "..."}')
-        return accept_as(app, run_id, actor_of(req, user), body["reason"])
+        return accept_as(app, run_id, actor_of(req, user), storable(body["reason"], "reason"))
+
+
+def storable(text: Any, where: str) -> Any:
+    """``text`` as every store keeps it: a lone surrogate (SQLite refuses them) as ``\\udXXX``, a
+    NUL (PostgreSQL refuses it) as ``\\x00`` (``where``: the field, for the reader of this code)."""
+    from .storage.repository import storable_text
+
+    return storable_text(text, len(text)) if isinstance(text, str) else text
 
 
 def accept_as(app: Any, run_id: int, actor: str, reason: str) -> dict[str, Any]:
@@ -445,7 +478,7 @@ def _incident_routes(api: FastAPI, app: Any, links: Links) -> None:
             return None
         if not isinstance(body, dict) or not isinstance(body.get("note", ""), str):
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"note": "..."}')
-        return body.get("note") or None
+        return storable(body.get("note"), "note") or None
 
     @api.post("/api/v1/incidents/{incident_id}/ack", openapi_extra=_NOTE_BODY)
     def ack(req: Request, incident_id: int, body: Any = Body(None, include_in_schema=False),
@@ -469,8 +502,10 @@ def add_silence(app: Any, body: dict[str, Any], author: str) -> dict[str, Any]:
         raw = body.get("matchers") or []
         if not isinstance(raw, list):
             raise ValueError("matchers must be a list of strings like \"pair=triage\"")
-        matchers = [parse_matcher(str(m)) for m in raw]
+        matchers = [parse_matcher(storable(str(m), "matchers")) for m in raw]
         duration = parse_duration(body.get("duration")) if body.get("duration") is not None else None
+        if duration is not None and duration > MAX_SILENCE_SECONDS:
+            raise ValueError(f"a silence lasts at most 30 years, got {body.get('duration')!r}")
         return app.incidents.add_silence(matchers, author=author, reason=str(body.get("reason") or ""),
                                          duration=duration)
     except ValueError as exc:
@@ -492,6 +527,11 @@ def _silence_routes(api: FastAPI, app: Any) -> None:
         unknown = sorted(set(body) - {"matchers", "duration", "author", "reason"})
         if unknown:
             raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}; fields are matchers, duration, author, reason")
+        wrong = [k for k in ("author", "reason", "duration") if k in body and not isinstance(body[k], str)
+                 and not (k == "duration" and isinstance(body[k], (int, float)) and not isinstance(body[k], bool))]
+        if wrong:
+            raise ApiError(400, "bad_request", f"{wrong[0]} must be a string, got {type(body[wrong[0]]).__name__}")
+        body = {k: storable(v, k) for k, v in body.items()}
         author = str(body.get("author") or actor_of(req, user)) if user.shared else user.name
         return JSONResponse(jsonable(add_silence(app, body, author)), status_code=201)
 
