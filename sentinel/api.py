@@ -179,42 +179,47 @@ async def _send_refusal(send: Callable[[dict], Awaitable[None]], exc: _Refused) 
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    """Every error in the documented shape, whoever raised it."""
+    """Every error in the documented shape, whoever raised it; a browser asking for a console
+    page (outside ``/api/``, accepting HTML) gets the same message as the console's error page."""
+    def answer(req: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+        page = getattr(app.state, "html_error", None)
+        if page is not None and not req.url.path.startswith("/api/") and "text/html" in req.headers.get("accept", ""):
+            return page(req, status, message)
+        return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
     @app.exception_handler(ApiError)
-    async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+    async def _api_error(req: Request, exc: ApiError) -> Response:
+        return answer(req, exc.status, exc.code, exc.message)
 
     @app.exception_handler(NotFoundError)
-    async def _not_found(_req: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse(error_body("not_found", str(exc)), status_code=404)
+    async def _not_found(req: Request, exc: NotFoundError) -> Response:
+        return answer(req, 404, "not_found", str(exc))
 
     @app.exception_handler(StateError)
-    async def _state(_req: Request, exc: StateError) -> JSONResponse:
-        return JSONResponse(error_body("conflict", str(exc)), status_code=409)
+    async def _state(req: Request, exc: StateError) -> Response:
+        return answer(req, 409, "conflict", str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(req: Request, exc: RequestValidationError) -> Response:
         # 400, not FastAPI's 422: a bad query value or body is the client's bad request
         errs = exc.errors()
         first = errs[0] if errs else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-        return JSONResponse(error_body("bad_request", f"{where}: {first.get('msg', 'invalid')}{more}"),
-                            status_code=400)
+        return answer(req, 400, "bad_request", f"{where}: {first.get('msg', 'invalid')}{more}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "error")
+    async def _http(req: Request, exc: StarletteHTTPException) -> Response:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:   # Starlette names the first matching route's methods only
             headers["Allow"] = ", ".join(_allowed(app, req.scope))
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+        return answer(req, exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc.detail), headers)
 
     @app.exception_handler(Exception)
-    async def _internal(_req: Request, _exc: Exception) -> JSONResponse:
+    async def _internal(req: Request, _exc: Exception) -> Response:
         # Starlette re-raises after this response, so uvicorn logs the traceback (as JSON, through
         # Sentinel's handler); the client gets no detail, which may hold anything
-        return JSONResponse(error_body("internal", "internal error; the daemon's log has the details"), status_code=500)
+        return answer(req, 500, "internal", "internal error; the daemon's log has the details")
 
 
 def _allowed(app: FastAPI, scope: dict) -> list[str]:

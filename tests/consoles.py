@@ -48,7 +48,9 @@ def make_console_app(tmp_path: Path, store_url: str | None = None, **api: Any) -
     tokens = {name: add_user(users_file, name, role) for name, role in ROLES.items()}
     cfg = load_config(example_config(tmp_path, store_url=store_url, api={
         "enabled": False, "users_file": str(users_file), "public_url": "https://sentinel.example.org", **api},
-        incidents={"runbook_url": "https://runbooks.example.org/flips"}))
+        incidents={"runbook_url": "https://runbooks.example.org/flips"},
+        # a target nobody listens on: its deliveries stay pending, as the timeline shows
+        notifiers={"oncall": {"type": "webhook", "url": "http://127.0.0.1:9/hook"}}))
     app = build(cfg, load_models=False)
     run_id, incident_id = failing_incident(app, report_dir=Path(cfg.reports_dir))
     return Started(app, run_id, incident_id, tokens, users_file)

@@ -202,3 +202,25 @@ def test_users_file_is_checked_and_tokens_are_stored_hashed(tmp_path):
     # a file broken while running keeps the users read before
     f.write_text("users: [oops")
     assert users.authenticate(token).name == "zoe"
+
+
+def test_users_add_cli_prints_a_working_token_once(tmp_path, capsys):
+    from sentinel.cli import main
+
+    f = tmp_path / "users.yaml"
+    assert main(["users", "add", "zed", "--role", "approver", "--file", str(f)]) == 0
+    token = capsys.readouterr().out.split("privately): ")[1].strip()
+    assert Users(file=f).authenticate(token).role == "approver" and token not in f.read_text()
+    assert main(["users", "add", "zed", "--role", "viewer", "--file", str(f)]) == 2
+    assert "users[1].name: user 'zed' is listed twice" in capsys.readouterr().err
+    assert main(["users", "list", "--file", str(f)]) == 0 and capsys.readouterr().out == "zed: approver\n"
+
+
+def test_a_browser_gets_error_pages_and_api_clients_json(client):
+    html_ = {"Accept": "text/html,application/xhtml+xml"}
+    r = client.get("/nowhere", headers=html_)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html") and 'id="error"' in r.text
+    r = client.get("/incidents/abc", headers=html_)
+    assert r.status_code == 400 and "valid integer" in r.text
+    assert client.get("/api/v1/nowhere", headers=html_).json()["error"]["code"] == "not_found"
+    assert client.get("/nowhere").json()["error"]["code"] == "not_found"

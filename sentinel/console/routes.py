@@ -109,6 +109,7 @@ class Console:
         return wrapped
 
     def install(self) -> None:
+        self.api.state.html_error = lambda req, status, message: self.render(req, "error.html", status, message=message)
         add = self.api.add_api_route
         for path, fn in (("/", self.overview), ("/incidents", self.incidents),
                          ("/incidents/{incident_id}", self.incident), ("/runs/{run_id}", self.run),

@@ -53,8 +53,8 @@ def flip_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], *, titl
     k = len(matrix)
     if not k:
         return ""
-    cell, left, top = 44, 90, 38
-    width, height = left + cell * k + 8, top + cell * k + 8
+    cell, left, top = 56, 90, 38
+    width, height = max(left + cell * k + 8, 7 * len(title) + 180), top + cell * k + 8
     peak = max((v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j), default=0) or 1
     cells = []
     for i, row in enumerate(matrix):
@@ -68,7 +68,7 @@ def flip_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], *, titl
     labels = "".join(f'<text x="{left - 4}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end">'
                      f'{escape(str(c))[:12]}</text>' for i, c in enumerate(classes))
     labels += "".join(f'<text x="{left + j * cell + cell / 2}" y="{top - 4}" text-anchor="middle">'
-                      f'{escape(str(c))[:8]}</text>' for j, c in enumerate(classes))
+                      f'{escape(str(c))[:10]}</text>' for j, c in enumerate(classes))
     return (f'<svg class="plot" width="{width}" height="{height}" role="img"><title>{escape(title)}</title>'
             f'<text x="2" y="12" class="t">{escape(title)} (rows: baseline, columns: candidate)</text>'
             f'{labels}{"".join(cells)}</svg>')
