@@ -31,7 +31,7 @@ def seed(app, runs: int, incidents: int, record_kb: int) -> int:
 
     from sentinel.checks.result import CheckResult
     from sentinel.storage import tables as t
-    from sentinel.testing.seed import flip_result, latency_result
+    from seeds import flip_result, latency_result
 
     store, now = app.store, dt.datetime.now(dt.timezone.utc)
     pad = ["%064x" % i for i in range(max(1, record_kb * 1024 // 68))]
@@ -81,7 +81,8 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from consoles import Control, make_console_app
-    from sentinel.api import create_app, jsonable
+    from sentinel.api import jsonable
+    from sentinel.app import http_app as create_app
 
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-console-"))
     started = make_console_app(tmp, args.url)

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ApiConfig, read_secret
 from .errors import NotFoundError, StateError
+from .incidents.silences import MAX_SILENCE_SECONDS
 from .links import Links
 from .redact import SECRETS
 from .users import PERMISSIONS, User, Users, roles_for
@@ -246,10 +247,11 @@ class Control(Protocol):
 
 
 def create_app(app: Any, control: Control | None = None) -> FastAPI:
-    """The API and the console over ``app`` (a ``sentinel.app.App``: cfg, store, pairs, incidents,
+    """The API over ``app`` (a ``sentinel.app.App``: cfg, store, pairs, incidents,
     metrics) and ``control`` (the running daemon; default: ``app`` itself, for stand-ins that carry
     both): the routes behind ``RequestGuard`` (added as the outermost app middleware, so it runs
-    before routing and before any body is read)."""
+    before routing and before any body is read). ``sentinel.app.http_app`` adds the console. The
+    users (``api.state.users``) and the console links (``api.state.links``) are kept on it."""
     cfg = app.cfg
     docs = bool(getattr(cfg.api, "docs", False))
     api = FastAPI(title="Sentinel", version="1", docs_url="/docs" if docs else None, redoc_url=None,
@@ -267,8 +269,6 @@ def create_app(app: Any, control: Control | None = None) -> FastAPI:
     api.state.users, api.state.links = users, links
     control = app if control is None else control
     _routes(api, app, control, links)
-    from .console import install as install_console
-    install_console(api, app, control, users=users, links=links)
     api.openapi = lambda: _openapi(api)   # type: ignore[method-assign]
     reads_open = cfg.api.reads_open() if hasattr(cfg.api, "reads_open") else cfg.api.public_reads
     api.add_middleware(RequestGuard, users=users, token_hint=f"{cfg.api.token_env}, api.token_file or api.users_file",
@@ -363,9 +363,6 @@ def _health_routes(api: FastAPI, app: Any, control: Control) -> None:
         return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-MAX_SILENCE_SECONDS = 30 * 365 * 86400     # longer is a mistake (and past datetime's range soon after)
-
-
 def _json_body(schema: dict[str, Any], required: bool) -> dict[str, Any]:
     return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
 
@@ -413,7 +410,10 @@ def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
 
     @api.get("/api/v1/runs/{run_id}/report", response_class=HTMLResponse)
     def report(req: Request, run_id: int) -> FileResponse:
-        return FileResponse(report_file(app, run_id), media_type="text/html")
+        path = app.store.report_file(run_id)
+        if path is None:
+            raise ApiError(404, "not_found", f"run {run_id} has no report file")
+        return FileResponse(path, media_type="text/html")
 
     @api.post("/api/v1/runs", status_code=201)
     def revalidate(req: Request, pair: str | None = None, user: User = need("revalidate")) -> JSONResponse:
@@ -433,20 +433,10 @@ def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
         """{"reason": "..."}: accept the run's performance as the new normal (docs/performance.md)."""
         if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"reason": "..."}')
-        return accept_as(app, run_id, actor_of(req, user), storable(body["reason"], "reason"))
+        return _accept(app, run_id, actor_of(req, user), storable(body["reason"], "reason"))
 
 
-def storable(text: Any, where: str) -> Any:
-    """``text`` as every store keeps it: a lone surrogate (SQLite refuses them) as ``\\udXXX``, a
-    NUL (PostgreSQL refuses it) as ``\\x00`` (``where``: the field, for the reader of this code)."""
-    from .storage.repository import storable_text
-
-    return storable_text(text, len(text)) if isinstance(text, str) else text
-
-
-def accept_as(app: Any, run_id: int, actor: str, reason: str) -> dict[str, Any]:
-    """Accept run ``run_id``'s performance (``perf.accepted.accept_run``); ApiError 400 for a
-    refusal (NotFoundError / StateError pass through)."""
+def _accept(app: Any, run_id: int, actor: str, reason: str) -> dict[str, Any]:
     from .perf.accepted import accept_run, kept_models
 
     try:
@@ -455,15 +445,12 @@ def accept_as(app: Any, run_id: int, actor: str, reason: str) -> dict[str, Any]:
         raise ApiError(400, "bad_request", str(exc)) from None
 
 
-def report_file(app: Any, run_id: int) -> str:
-    """The path of run ``run_id``'s report file, or NotFoundError / ApiError 404."""
-    r = app.store.run_summaries(run_id=run_id)
-    if not r:
-        raise NotFoundError("run", run_id)
-    path = r[0].get("report_path")
-    if not path or not Path(path).is_file():
-        raise ApiError(404, "not_found", f"run {run_id} has no report file")
-    return path
+def storable(text: Any, where: str) -> Any:
+    """``text`` as every store keeps it: a lone surrogate (SQLite refuses them) as ``\\udXXX``, a
+    NUL (PostgreSQL refuses it) as ``\\x00`` (``where``: the field, for the reader of this code)."""
+    from .storage.repository import storable_text
+
+    return storable_text(text, len(text)) if isinstance(text, str) else text
 
 
 def _incident_routes(api: FastAPI, app: Any, links: Links) -> None:
@@ -500,17 +487,10 @@ def _incident_routes(api: FastAPI, app: Any, links: Links) -> None:
 
 def add_silence(app: Any, body: dict[str, Any], author: str) -> dict[str, Any]:
     """Create a silence from an API body (matchers, duration, reason); ApiError 400 naming what is wrong."""
-    from .durations import parse_duration
-    from .incidents.matchers import parse_matcher
+    from .incidents.silences import parse_silence
 
     try:
-        raw = body.get("matchers") or []
-        if not isinstance(raw, list):
-            raise ValueError("matchers must be a list of strings like \"pair=triage\"")
-        matchers = [parse_matcher(storable(str(m), "matchers")) for m in raw]
-        duration = parse_duration(body.get("duration")) if body.get("duration") is not None else None
-        if duration is not None and duration > MAX_SILENCE_SECONDS:
-            raise ValueError(f"a silence lasts at most 30 years, got {body.get('duration')!r}")
+        matchers, duration = parse_silence(body.get("matchers"), body.get("duration"))
         return app.incidents.add_silence(matchers, author=author, reason=str(body.get("reason") or ""),
                                          duration=duration)
     except ValueError as exc:

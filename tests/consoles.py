@@ -9,7 +9,7 @@ from typing import Any
 
 from sentinel.app import build
 from sentinel.config import load_config
-from sentinel.testing.seed import failing_incident
+from seeds import failing_incident
 from sentinel.users import add_user
 
 from pairs import example_config

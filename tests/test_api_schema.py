@@ -14,7 +14,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from sentinel.api import create_app
+from sentinel.app import http_app as create_app
 
 from consoles import Control, make_console_app
 

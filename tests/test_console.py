@@ -9,9 +9,9 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from sentinel.api import create_app
+from sentinel.app import http_app as create_app
 from sentinel.errors import ConfigError
-from sentinel.testing.seed import add_run, flip_result
+from seeds import add_run, flip_result
 from sentinel.users import Users, add_user, hash_token, parse_users
 
 from consoles import Control, make_console_app

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.api import create_app
+from sentinel.app import http_app as create_app
 
 from consoles import Control, make_console_app
 

@@ -151,12 +151,10 @@ class Console:
         return self.render(req, "run.html", session=s, **data)
 
     def report(self, req: Request, s: Session | None, run_id: int) -> Response:
-        from ..api import ApiError, report_file
-
-        try:
-            return FileResponse(report_file(self.app, run_id), media_type="text/html")
-        except ApiError as exc:
-            raise Refused(exc.status, exc.message) from None
+        path = self.app.store.report_file(run_id)
+        if path is None:
+            raise Refused(404, f"run {run_id} has no report file")
+        return FileResponse(path, media_type="text/html")
 
     def pair(self, req: Request, s: Session | None, name: str) -> Response:
         if name not in self.app.cfg.pairs:
@@ -198,33 +196,36 @@ class Console:
 
     # -- actions ---------------------------------------------------------------------------------
     def do_ack(self, s: Session, fields: dict[str, str], incident_id: int) -> str:
-        self.app.incidents.ack(incident_id, s.user.name, note=fields.get("note") or None)
+        self.app.incidents.ack(incident_id, s.user.name, note=_text(fields.get("note")))
         return f"/incidents/{incident_id}?done=acknowledged"
 
     def do_resolve(self, s: Session, fields: dict[str, str], incident_id: int) -> str:
-        self.app.incidents.resolve(incident_id, s.user.name, note=fields.get("note") or None)
+        self.app.incidents.resolve(incident_id, s.user.name, note=_text(fields.get("note")))
         return f"/incidents/{incident_id}?done=resolved"
 
     def do_silence(self, s: Session, fields: dict[str, str], incident_id: int) -> str:
-        from ..api import ApiError, add_silence
+        from ..incidents.silences import parse_silence
 
         inc = self.app.incidents.get(incident_id)
-        body = {"matchers": [f"pair={inc['pair']}", f"check={inc['check']}"],
-                "duration": fields.get("duration") or "2h", "reason": fields.get("note") or ""}
-        try:
-            add_silence(self.app, body, s.user.name)
-        except ApiError as exc:
-            raise ValueError(exc.message) from None
+        matchers, duration = parse_silence([f"pair={inc['pair']}", f"check={inc['check']}"],
+                                           fields.get("duration") or "2h")
+        self.app.incidents.add_silence(matchers, author=s.user.name, reason=_text(fields.get("note")) or "",
+                                       duration=duration)
         return f"/incidents/{incident_id}?done=silenced"
 
     def do_accept(self, s: Session, fields: dict[str, str], run_id: int) -> str:
-        from ..api import ApiError, accept_as
+        from ..perf.accepted import accept_run, kept_models
 
-        try:
-            accept_as(self.app, run_id, s.user.name, fields.get("reason", ""))
-        except ApiError as exc:
-            raise ValueError(exc.message) from None
+        accept_run(self.app.store, run_id, actor=s.user.name, reason=_text(fields.get("reason")) or "",
+                   kept=kept_models(self.app.cfg))
         return f"/runs/{run_id}?done=accepted"
+
+
+def _text(value: str | None) -> str | None:
+    """A form's text as every store keeps it (a lone surrogate or NUL escaped), None when empty."""
+    from ..storage.repository import storable_text
+
+    return storable_text(value, len(value)) if value else None
 
 
 def _local(target: str | None) -> str:

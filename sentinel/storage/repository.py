@@ -453,6 +453,16 @@ class Store:
                     x["counts"] = by.get(x["id"], {})
         return out
 
+    def report_file(self, run_id: int) -> str | None:
+        """The path of run ``run_id``'s report file if it is there (None: no report written, or
+        the file is gone); NotFoundError for an unknown run."""
+        from ..errors import NotFoundError
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.runs.c.report_path).where(t.runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError("run", run_id)
+        return row.report_path if row.report_path and Path(row.report_path).is_file() else None
+
     def traffic_range(self, run_id: int) -> tuple[dt.datetime | None, dt.datetime | None]:
         """The earliest and latest traffic timestamps among the samples run ``run_id`` used."""
         sm = t.samples

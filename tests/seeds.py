@@ -7,9 +7,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from ..checks.result import CheckResult
-from ..storage.repository import SampleIn
-from ..verdict import Decision
+from sentinel.checks.result import CheckResult
+from sentinel.storage.repository import SampleIn
+from sentinel.verdict import Decision
 
 CLASSES = ["benign", "malignant"]
 
