@@ -224,3 +224,18 @@ def test_a_browser_gets_error_pages_and_api_clients_json(client):
     assert r.status_code == 400 and "valid integer" in r.text
     assert client.get("/api/v1/nowhere", headers=html_).json()["error"]["code"] == "not_found"
     assert client.get("/nowhere").json()["error"]["code"] == "not_found"
+
+
+def test_users_from_the_env_var_sign_in_too(tmp_path, monkeypatch):
+    from sentinel.config import load_config
+
+    from pairs import example_config
+
+    token = "snt_" + "e" * 43
+    monkeypatch.setenv("SENTINEL_USERS", f"users: [{{name: erin, role: responder, token_sha256: {hash_token(token)}}}]")
+    cfg = load_config(example_config(tmp_path))
+    users = Users.from_config(cfg, lambda: None)
+    assert users.authenticate(token).name == "erin" and users.configured()
+    monkeypatch.setenv("SENTINEL_USERS", "users: [{name: erin, role: chief, token_sha256: x}]")
+    with pytest.raises(ConfigError, match=r"\$SENTINEL_USERS: users\[0\]\.role: unknown role 'chief'"):
+        Users.from_config(cfg, lambda: None)
