@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-perf bench-detection bench-api-limits bench-models fuzz soak example-pair example-scenarios example-digits example-support example-typed-scenarios clean
+.PHONY: install demo test bench-perf bench-detection bench-api-limits bench-models bench-console fuzz soak example-pair example-scenarios example-digits example-support example-typed-scenarios clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ soak: $(STAMP)
 
 bench-api-limits: $(STAMP)
 	$(PY) benchmarks/api_limits.py
+
+# console page render times with 10,000 runs and 1,000 incidents in the store (docs/incidents.md)
+bench-console: $(STAMP)
+	$(PY) benchmarks/console.py
 
 clean:
 	rm -rf demo-output reports .pytest_cache

@@ -1,9 +1,13 @@
-"""The daemon's HTTP API (DESIGN.md): health, metrics, runs, reports and incidents.
+"""The daemon's HTTP API (DESIGN.md): health, metrics, runs, reports and incidents; the web
+console (``sentinel.console``) is served by the same app.
 
-Mutating requests need ``Authorization: Bearer <token>`` (the token from the env var named by
-``api.token_env`` or the file ``api.token_file``; the scheme is case-insensitive, RFC 7235); with no
-token configured they are refused. Reads are open unless ``api.public_reads`` is false. Every error,
-including unknown routes, bad parameters and internal errors, is ``{"error": {"code", "message"}}``.
+Who is asking (``sentinel.users``): ``Authorization: Bearer <token>`` names a user from the users
+file or env, or the shared token of older deployments (``api.token_env`` / ``api.token_file``),
+an ``admin``; the scheme is case-insensitive (RFC 7235). Mutating API requests need a user, and
+each route needs a role (``need``): 401 without a known token, 403 with one whose role may not.
+Reads are open unless ``api.read_access`` is ``authenticated``. The console signs people in with
+a token into a signed session cookie (``sentinel.console.sessions``). Every error, including
+unknown routes, bad parameters (400) and internal errors, is ``{"error": {"code", "message"}}``.
 
 Limits (``RequestGuard``, a pure ASGI middleware in front of everything): the token is checked
 before a byte of the body is read, and a body larger than ``api.max_body_bytes`` is refused with
@@ -13,20 +17,27 @@ make the daemon hold more than that in memory. Ids outside the id columns' range
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Literal, Protocol
 
-from fastapi import Body, Depends, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .config import ApiConfig, read_secret
+from .api_gate import READ_ONLY_POSTS, register_gate_routes
+from .config import ApiConfig, ConfigError, read_secret
 from .errors import NotFoundError, StateError
+from .incidents.silences import MAX_SILENCE_SECONDS
+from .links import Links
 from .redact import SECRETS
+from .users import PERMISSIONS, User, Users, roles_for
+
+IncidentState = Literal["open", "acknowledged", "resolved", "silenced"]
+Severity = Literal["warning", "high", "critical"]
 
 #: Methods that change something: they always need the token.
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -80,19 +91,20 @@ class _Refused(Exception):
 
 
 class RequestGuard:
-    """Pure ASGI middleware: authentication and the body limit, before the app reads anything.
+    """Pure ASGI middleware: who is asking, and the body limit, before the app reads anything.
 
-    ``token()`` returns the configured token (or None: mutations are then refused with 403).
-    Mutating methods always need it; reads under ``/api/`` need it unless ``public_reads``. The
-    body is then read here, at most ``max_body_bytes`` of it (Content-Length is checked first; a
-    chunked body is counted as it arrives), and replayed to the app. Every refusal is the JSON
-    error shape with ``Connection: close``: the unread rest of the body is never received.
+    Under ``/api/``: a bearer token must name a user (``users.authenticate``; a wrong one is 401
+    at once); mutating methods need one, and so do reads unless ``reads_open``. The user found
+    is put in ``scope["state"]["user"]`` for the routes' role checks (``need``); console pages
+    (outside ``/api/``) check their session cookie themselves. The body is then read here, at
+    most ``max_body_bytes`` of it (Content-Length is checked first; a chunked body is counted as
+    it arrives), and replayed to the app. Every refusal is the JSON error shape with
+    ``Connection: close``: the unread rest of the body is never received.
     """
 
-    def __init__(self, app: Asgi, *, token: Callable[[], str | None], token_hint: str, public_reads: bool,
-                 max_body_bytes: int):
-        self.app, self.token, self.token_hint = app, token, token_hint
-        self.public_reads, self.max_body_bytes = public_reads, max_body_bytes
+    def __init__(self, app: Asgi, *, users: Users, token_hint: str, reads_open: bool, max_body_bytes: int):
+        self.app, self.users, self.token_hint = app, users, token_hint
+        self.reads_open, self.max_body_bytes = reads_open, max_body_bytes
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
@@ -101,23 +113,27 @@ class RequestGuard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
-            self._authorise(scope, headers)
+            scope.setdefault("state", {})["user"] = self._authorise(scope, headers)
             body = await self._read_body(headers, receive)
         except _Refused as exc:
             await _send_refusal(send, exc)
             return
         await self.app(scope, _replay(body, receive), send)
 
-    def _authorise(self, scope: dict, headers: dict[str, str]) -> None:
+    def _authorise(self, scope: dict, headers: dict[str, str]) -> User | None:
         method, path = scope.get("method", "GET").upper(), scope.get("path", "")
-        if method not in MUTATING and (self.public_reads or not path.startswith("/api/")):
-            return
-        expected = self.token()
-        if not expected:
-            raise _Refused(403, "forbidden", f"no API token configured (set {self.token_hint})")
-        got = bearer_token(headers.get("authorization"))
-        if got is None or not hmac.compare_digest(got.encode(), expected.encode()):
+        if not path.startswith("/api/"):
+            return None
+        given = headers.get("authorization")
+        user = self.users.authenticate(bearer_token(given))
+        # a rollout gate's POST (Flagger's webhook) only reads: open like any read
+        writes = method in MUTATING and not (method == "POST" and path in READ_ONLY_POSTS)
+        needed = writes or not self.reads_open
+        if user is None and (needed or given):
+            if not self.users.configured():
+                raise _Refused(403, "forbidden", f"no API token or users configured (set {self.token_hint})")
             raise _Refused(401, "unauthorized", "missing or wrong bearer token")
+        return user
 
     async def _read_body(self, headers: dict[str, str], receive: Callable[[], Awaitable[dict]]) -> bytes:
         limit = self.max_body_bytes
@@ -167,38 +183,59 @@ async def _send_refusal(send: Callable[[dict], Awaitable[None]], exc: _Refused) 
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    """Every error in the documented shape, whoever raised it."""
+    """Every error in the documented shape, whoever raised it; a browser asking for a console
+    page (outside ``/api/``, accepting HTML) gets the same message as the console's error page."""
+    def answer(req: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+        page = getattr(app.state, "html_error", None)
+        if page is not None and not req.url.path.startswith("/api/") and "text/html" in req.headers.get("accept", ""):
+            return page(req, status, message)
+        return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
     @app.exception_handler(ApiError)
-    async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+    async def _api_error(req: Request, exc: ApiError) -> Response:
+        return answer(req, exc.status, exc.code, exc.message)
 
     @app.exception_handler(NotFoundError)
-    async def _not_found(_req: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse(error_body("not_found", str(exc)), status_code=404)
+    async def _not_found(req: Request, exc: NotFoundError) -> Response:
+        return answer(req, 404, "not_found", str(exc))
 
     @app.exception_handler(StateError)
-    async def _state(_req: Request, exc: StateError) -> JSONResponse:
-        return JSONResponse(error_body("conflict", str(exc)), status_code=409)
+    async def _state(req: Request, exc: StateError) -> Response:
+        return answer(req, 409, "conflict", str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(req: Request, exc: RequestValidationError) -> Response:
+        # 400, not FastAPI's 422: a bad query value or body is the client's bad request
         errs = exc.errors()
         first = errs[0] if errs else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
-        return JSONResponse(error_body("invalid_request", f"{where}: {first.get('msg', 'invalid')}{more}"),
-                            status_code=422)
+        return answer(req, 400, "bad_request", f"{where}: {first.get('msg', 'invalid')}{more}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    async def _http(req: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:   # Starlette names the first matching route's methods only
+            headers["Allow"] = ", ".join(_allowed(app, req.scope))
+        return answer(req, exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc.detail), headers)
 
     @app.exception_handler(Exception)
-    async def _internal(_req: Request, _exc: Exception) -> JSONResponse:
+    async def _internal(req: Request, _exc: Exception) -> Response:
         # Starlette re-raises after this response, so uvicorn logs the traceback (as JSON, through
         # Sentinel's handler); the client gets no detail, which may hold anything
-        return JSONResponse(error_body("internal", "internal error; the daemon's log has the details"), status_code=500)
+        return answer(req, 500, "internal", "internal error; the daemon's log has the details")
+
+
+def _allowed(app: FastAPI, scope: dict) -> list[str]:
+    """Every method some route serves at this path (what a 405's ``Allow`` must list)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if route.matches({**scope, "method": "GET"})[0] != Match.NONE or route.matches(
+                {**scope, "method": "POST"})[0] != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 class Control(Protocol):
@@ -213,12 +250,14 @@ class Control(Protocol):
 
 
 def create_app(app: Any, control: Control | None = None) -> FastAPI:
-    """The API over ``app`` (a ``sentinel.app.App``: cfg, store, pairs, incidents, metrics) and
-    ``control`` (the running daemon; default: ``app`` itself, for stand-ins that carry both): the
-    routes behind ``RequestGuard`` (added as the outermost app middleware, so it runs before
-    routing and before any body is read)."""
+    """The API over ``app`` (a ``sentinel.app.App``: cfg, store, pairs, incidents,
+    metrics) and ``control`` (the running daemon; default: ``app`` itself, for stand-ins that carry
+    both): the routes behind ``RequestGuard`` (added as the outermost app middleware, so it runs
+    before routing and before any body is read). ``sentinel.app.http_app`` adds the console. The
+    users (``api.state.users``) and the console links (``api.state.links``) are kept on it."""
     cfg = app.cfg
-    api = FastAPI(title="Sentinel", version="1", docs_url="/docs", redoc_url=None,
+    docs = bool(getattr(cfg.api, "docs", False))
+    api = FastAPI(title="Sentinel", version="1", docs_url="/docs" if docs else None, redoc_url=None,
                   dependencies=[Depends(ids_in_range)])
     _install_error_handlers(api)
 
@@ -228,23 +267,83 @@ def create_app(app: Any, control: Control | None = None) -> FastAPI:
         return value
 
     token()
-    _routes(api, app, app if control is None else control)
-    api.add_middleware(RequestGuard, token=token, token_hint=f"{cfg.api.token_env} or api.token_file",
-                       public_reads=cfg.api.public_reads,
+    users = Users.from_config(cfg, token) if hasattr(cfg, "resolve_path") else Users(shared_token=token)
+    links = Links.from_config(cfg)
+    api.state.users, api.state.links = users, links
+    control = app if control is None else control
+    _routes(api, app, control, links)
+    api.openapi = lambda: _openapi(api)   # type: ignore[method-assign]
+    reads_open = cfg.api.reads_open() if hasattr(cfg.api, "reads_open") else cfg.api.public_reads
+    api.add_middleware(RequestGuard, users=users, token_hint=f"{cfg.api.token_env}, api.token_file or api.users_file",
+                       reads_open=reads_open,
                        # stand-in configs (tests, embedders) without the key get the documented default
                        max_body_bytes=getattr(cfg.api, "max_body_bytes", ApiConfig.model_fields["max_body_bytes"].default))
     return api
 
 
-def _actor(req: Request) -> str:
-    return req.headers.get("x-sentinel-actor", "api")
+_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
 
 
-def _routes(api: FastAPI, app: Any, control: Control) -> None:
+def _openapi(api: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document as the API behaves: errors are 400 (not FastAPI's 422) and every
+    error, whatever its status, has the one error shape; API routes take a bearer token."""
+    if api.openapi_schema:
+        return api.openapi_schema
+    schema = get_openapi(title=api.title, version=api.version, routes=api.routes,
+                         description="Sentinel's HTTP API. Errors: {\"error\": {\"code\", \"message\"}}.")
+    comps = schema.setdefault("components", {})
+    comps.setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+    comps["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for key in ("HTTPValidationError", "ValidationError"):
+        comps["schemas"].pop(key, None)
+    error = {"description": "an error (400 bad request, 401, 403, 404, 409, 413, 500...)",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            op["responses"].pop("422", None)
+            op["responses"]["default"] = error
+            if path.startswith("/api/"):
+                op["security"] = [{"bearer": []}] if method.upper() in MUTATING else [{}, {"bearer": []}]
+    api.openapi_schema = schema
+    return schema
+
+
+def current_user(req: Request) -> User | None:
+    return getattr(req.state, "user", None)
+
+
+def need(action: str) -> Any:
+    """A route dependency: the request's user may do ``action`` (``sentinel.users.PERMISSIONS``),
+    else 403 naming the roles that may."""
+    assert action in PERMISSIONS
+
+    def check(req: Request) -> User:
+        user = current_user(req)
+        if user is None:   # RequestGuard lets no mutating API request through without a user
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+        if not user.can(action):
+            raise ApiError(403, "forbidden", f"{user.name} is a {user.role}; to {action} takes the role "
+                                             f"{' or '.join(roles_for(action))}")
+        return user
+    return Depends(check)
+
+
+def actor_of(req: Request, user: User) -> str:
+    """The name audited for ``user``: their own. Only the shared token (a team's old admin
+    token, no person's) may name someone with ``X-Sentinel-Actor``."""
+    if user.shared:
+        return (req.headers.get("x-sentinel-actor") or "").strip()[:128] or user.name
+    return user.name
+
+
+def _routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
     _health_routes(api, app, control)
-    _run_routes(api, app, control)
-    _incident_routes(api, app)
+    _run_routes(api, app, control, links)
+    _incident_routes(api, app, links)
     _silence_routes(api, app)
+    register_gate_routes(api, app)
 
 
 def _health_routes(api: FastAPI, app: Any, control: Control) -> None:
@@ -263,12 +362,29 @@ def _health_routes(api: FastAPI, app: Any, control: Control) -> None:
             body = health.report()
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @api.get("/metrics")
+    @api.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _run_routes(api: FastAPI, app: Any, control: Control) -> None:
+def _json_body(schema: dict[str, Any], required: bool) -> dict[str, Any]:
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+
+
+_TEXT = {"type": "string", "pattern": r"[^\s\u001c-\u001f\u0085]"}      # not blank (as Python's strip() sees it)
+_NOTE_BODY = _json_body({"type": "object", "properties": {"note": {"type": "string"}}}, False)
+_REASON_BODY = _json_body({"type": "object", "required": ["reason"], "properties": {"reason": _TEXT}}, True)
+# a matcher NAME=VALUE, NAME!=VALUE or NAME=~REGEX (a REGEX that does not compile is a 400 too)
+_MATCHER = r"^(pair|check|slice|severity|state)(=~|!=|=)"
+_SILENCE_BODY = _json_body({
+    "type": "object", "required": ["matchers", "duration", "reason"], "additionalProperties": False,
+    "properties": {"matchers": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": _MATCHER}},
+                   "duration": {"anyOf": [{"type": "string", "pattern": r"^[1-9][0-9]{0,3}[smhd]$|^[1-9][0-9]{0,2}w$"},
+                                          {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SILENCE_SECONDS}]},
+                   "author": {"type": "string"}, "reason": _TEXT}}, True)
+
+
+def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
     cfg = app.cfg
 
     @api.get("/api/v1/pairs")
@@ -276,31 +392,40 @@ def _run_routes(api: FastAPI, app: Any, control: Control) -> None:
         nxt = control.next_run_times()
         return {"pairs": [{"name": name, "classes": p.classes, "critical_classes": p.critical_classes,
                            "models": p.hashes, "pending_samples": app.store.pending_count(name),
-                           "next_run": nxt.get(name).isoformat() if nxt.get(name) else None}
+                           "next_run": nxt.get(name).isoformat() if nxt.get(name) else None,
+                           "url": links.pair(name)}
                           for name, p in app.pairs.items()]}
 
     @api.get("/api/v1/runs")
-    def runs(req: Request, pair: str | None = None, limit: int = 50) -> dict[str, Any]:
-        return {"runs": app.store.list_runs(pair=pair, limit=max(1, min(limit, 1000)))}
+    def runs(req: Request, pair: str | None = None, limit: int = Query(50, ge=1, le=1000),
+             before: int | None = Query(None, ge=1, le=MAX_ID, description="only runs with a smaller id (the next page)")
+             ) -> dict[str, Any]:
+        """Run summaries, newest first (the full record is at /api/v1/runs/{id})."""
+        rows = app.store.run_summaries(pair=pair, limit=limit, before=before)
+        return {"runs": [links.public_run(r) for r in rows],
+                "next": rows[-1]["id"] if len(rows) == limit else None}
 
     @api.get("/api/v1/runs/{run_id}")
     def run(req: Request, run_id: int) -> dict[str, Any]:
         r = app.store.get_run(run_id)
         if r is None:
             raise NotFoundError("run", run_id)
-        return r
+        return links.public_run(r)
 
-    @api.get("/api/v1/runs/{run_id}/report")
+    @api.get("/api/v1/runs/{run_id}/report", response_class=HTMLResponse)
     def report(req: Request, run_id: int) -> FileResponse:
-        r = app.store.get_run(run_id)
-        if r is None:
-            raise NotFoundError("run", run_id)
-        if not r.get("report_path") or not Path(r["report_path"]).exists():
+        path = app.store.report_file(run_id)
+        if path is None:
             raise ApiError(404, "not_found", f"run {run_id} has no report file")
-        return FileResponse(r["report_path"], media_type="text/html")
+        return FileResponse(path, media_type="text/html")
 
-    @api.post("/api/v1/runs")
-    def revalidate(req: Request, pair: str | None = None) -> JSONResponse:
+    @api.get("/api/v1/runs/{run_id}/diagnosis")
+    def diagnosis(req: Request, run_id: int) -> dict[str, Any]:
+        """Where the run's candidate diverges from its float twin, layer by layer (docs/diagnose.md)."""
+        return _diagnosis(app, run_id)
+
+    @api.post("/api/v1/runs", status_code=201)
+    def revalidate(req: Request, pair: str | None = None, user: User = need("revalidate")) -> JSONResponse:
         names = [pair] if pair else sorted(app.pairs)
         unknown = [n for n in names if n not in app.pairs]
         if unknown:
@@ -311,76 +436,113 @@ def _run_routes(api: FastAPI, app: Any, control: Control) -> None:
             out.append({"pair": name, "run_id": o.run_id if o else None, "status": o.status if o else "skipped"})
         return JSONResponse({"runs": out}, status_code=201)
 
-    @api.post("/api/v1/runs/{run_id}/accept")
-    def accept(req: Request, run_id: int, body: Any = Body(None)) -> dict[str, Any]:
+    @api.post("/api/v1/runs/{run_id}/accept", openapi_extra=_REASON_BODY)
+    def accept(req: Request, run_id: int, body: Any = Body(None, include_in_schema=False),
+               user: User = need("approve")) -> dict[str, Any]:
         """{"reason": "..."}: accept the run's performance as the new normal (docs/performance.md)."""
-        from .perf.accepted import accept_run, kept_models
-
         if not isinstance(body, dict) or not isinstance(body.get("reason"), str):
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"reason": "..."}')
-        kept = kept_models(cfg)
-        try:
-            return accept_run(app.store, run_id, actor=_actor(req), reason=body["reason"], kept=kept)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
+        return _accept(app, run_id, actor_of(req, user), storable(body["reason"], "reason"))
 
 
-def _incident_routes(api: FastAPI, app: Any) -> None:
+def _diagnosis(app: Any, run_id: int) -> dict[str, Any]:
+    from .diagnose import DiagnoseError, diagnose_run, sqnr_svg
+
+    if app.store.get_run(run_id) is None:
+        raise NotFoundError("run", run_id)
+    try:
+        d = diagnose_run(app, app.cfg, run_id)
+    except ConfigError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    except DiagnoseError as exc:
+        raise ApiError(422, "cannot_diagnose", str(exc)) from None
+    return {**d.to_dict(), "svg": sqnr_svg(d)}
+
+
+def _accept(app: Any, run_id: int, actor: str, reason: str) -> dict[str, Any]:
+    from .perf.accepted import accept_run, kept_models
+
+    try:
+        return accept_run(app.store, run_id, actor=actor, reason=reason, kept=kept_models(app.cfg))
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+def storable(text: Any, where: str) -> Any:
+    """``text`` as every store keeps it: a lone surrogate (SQLite refuses them) as ``\\udXXX``, a
+    NUL (PostgreSQL refuses it) as ``\\x00`` (``where``: the field, for the reader of this code)."""
+    from .storage.repository import storable_text
+
+    return storable_text(text, len(text)) if isinstance(text, str) else text
+
+
+def _incident_routes(api: FastAPI, app: Any, links: Links) -> None:
     @api.get("/api/v1/incidents")
-    def incidents(req: Request, state: str | None = None, pair: str | None = None, limit: int = 100) -> dict[str, Any]:
-        return {"incidents": app.incidents.list(state=state, pair=pair, limit=max(1, min(limit, 1000)))}
+    def incidents(req: Request, state: IncidentState | None = None, severity: Severity | None = None,
+                  pair: str | None = None, limit: int = Query(100, ge=1, le=1000),
+                  offset: int = Query(0, ge=0, le=10**9)) -> dict[str, Any]:
+        rows, total = app.incidents.page(state=state, severity=severity, pair=pair, limit=limit, offset=offset)
+        return {"incidents": [links.public_incident(i) for i in rows], "total": total}
 
     @api.get("/api/v1/incidents/{incident_id}")
     def incident(req: Request, incident_id: int) -> dict[str, Any]:
-        return app.incidents.get(incident_id)
+        return links.public_incident(app.incidents.get(incident_id))
 
     def note_of(body: Any) -> str | None:
         if body is None:
             return None
         if not isinstance(body, dict) or not isinstance(body.get("note", ""), str):
             raise ApiError(400, "bad_request", 'body must be a JSON object like {"note": "..."}')
-        return body.get("note") or None
+        return storable(body.get("note"), "note") or None
 
-    @api.post("/api/v1/incidents/{incident_id}/ack")
-    def ack(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
-        app.incidents.ack(incident_id, _actor(req), note=note_of(body))
-        return app.incidents.get(incident_id)
+    @api.post("/api/v1/incidents/{incident_id}/ack", openapi_extra=_NOTE_BODY)
+    def ack(req: Request, incident_id: int, body: Any = Body(None, include_in_schema=False),
+            user: User = need("respond")) -> dict[str, Any]:
+        app.incidents.ack(incident_id, actor_of(req, user), note=note_of(body))
+        return links.public_incident(app.incidents.get(incident_id))
 
-    @api.post("/api/v1/incidents/{incident_id}/resolve")
-    def resolve(req: Request, incident_id: int, body: Any = Body(None)) -> dict[str, Any]:
-        app.incidents.resolve(incident_id, _actor(req), note=note_of(body))
-        return app.incidents.get(incident_id)
+    @api.post("/api/v1/incidents/{incident_id}/resolve", openapi_extra=_NOTE_BODY)
+    def resolve(req: Request, incident_id: int, body: Any = Body(None, include_in_schema=False),
+                user: User = need("respond")) -> dict[str, Any]:
+        app.incidents.resolve(incident_id, actor_of(req, user), note=note_of(body))
+        return links.public_incident(app.incidents.get(incident_id))
+
+
+def add_silence(app: Any, body: dict[str, Any], author: str) -> dict[str, Any]:
+    """Create a silence from an API body (matchers, duration, reason); ApiError 400 naming what is wrong."""
+    from .incidents.silences import parse_silence
+
+    try:
+        matchers, duration = parse_silence(body.get("matchers"), body.get("duration"))
+        return app.incidents.add_silence(matchers, author=author, reason=str(body.get("reason") or ""),
+                                         duration=duration)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
 
 
 def _silence_routes(api: FastAPI, app: Any) -> None:
-    # Silences: {"matchers": ["pair=triage", "check=~decision_.*"], "duration": "2h", "author": "alice",
-    # "reason": "retraining"}; the author defaults to the X-Sentinel-Actor header.
+    # Silences: {"matchers": ["pair=triage", "check=~decision_.*"], "duration": "2h", "reason": "retraining"};
+    # the author is the signed-in user (the shared token may name one: "author" or X-Sentinel-Actor).
     @api.get("/api/v1/silences")
     def silences(req: Request, all: bool = False) -> dict[str, Any]:  # noqa: A002 - the query parameter's name
         return {"silences": app.incidents.silences(active_only=not all)}
 
-    @api.post("/api/v1/silences")
-    def silence(req: Request, body: Any = Body(None)) -> JSONResponse:
-        from .durations import parse_duration
-        from .incidents.matchers import parse_matcher
-
+    @api.post("/api/v1/silences", status_code=201, openapi_extra=_SILENCE_BODY)
+    def silence(req: Request, body: Any = Body(None, include_in_schema=False),
+                user: User = need("respond")) -> JSONResponse:
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "body must be a JSON object with matchers, duration, reason")
         unknown = sorted(set(body) - {"matchers", "duration", "author", "reason"})
         if unknown:
             raise ApiError(400, "bad_request", f"unknown field {unknown[0]!r}; fields are matchers, duration, author, reason")
-        try:
-            raw = body.get("matchers") or []
-            if not isinstance(raw, list):
-                raise ValueError("matchers must be a list of strings like \"pair=triage\"")
-            matchers = [parse_matcher(str(m)) for m in raw]
-            duration = parse_duration(body.get("duration")) if body.get("duration") is not None else None
-            created = app.incidents.add_silence(matchers, author=str(body.get("author") or _actor(req)),
-                                                   reason=str(body.get("reason") or ""), duration=duration)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
-        return JSONResponse(jsonable(created), status_code=201)
+        wrong = [k for k in ("author", "reason", "duration") if k in body and not isinstance(body[k], str)
+                 and not (k == "duration" and isinstance(body[k], (int, float)) and not isinstance(body[k], bool))]
+        if wrong:
+            raise ApiError(400, "bad_request", f"{wrong[0]} must be a string, got {type(body[wrong[0]]).__name__}")
+        body = {k: storable(v, k) for k, v in body.items()}
+        author = str(body.get("author") or actor_of(req, user)) if user.shared else user.name
+        return JSONResponse(jsonable(add_silence(app, body, author)), status_code=201)
 
     @api.delete("/api/v1/silences/{silence_id}")
-    def expire(req: Request, silence_id: int) -> dict[str, Any]:
-        return app.incidents.expire_silence(silence_id, _actor(req))
+    def expire(req: Request, silence_id: int, user: User = need("respond")) -> dict[str, Any]:
+        return app.incidents.expire_silence(silence_id, actor_of(req, user))

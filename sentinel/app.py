@@ -144,12 +144,28 @@ class App:
         from .revalidation import Revalidator
         return self._once(("evaluator", name), lambda: Revalidator(self.cfg, self.store, {name: self.pair(name)}))
 
+    def http_app(self, control: Any = None) -> Any:
+        """What the daemon serves at ``api.listen``: the HTTP API (``sentinel.api``) with the web
+        console (``sentinel.console``) on the same app, sharing its users and links. ``control``:
+        the running daemon (default: this App)."""
+        from .api import create_app
+        from .console import install
+
+        api = create_app(self, control)
+        install(api, self, self if control is None else control, users=api.state.users, links=api.state.links)
+        return api
+
     def load(self) -> "App":
         """Resolve every part now, config problems first (notifiers, escalation policies) so a bad
         config fails before the models load; then the models, the store and what writes to it."""
         for part in ("notifiers", "policies", "pairs", "store", "incidents", "dispatcher", "revalidator"):
             getattr(self, part)
         return self
+
+
+def http_app(app: App, control: Any = None) -> Any:
+    """``app.http_app(control)`` (for callers holding no ``App`` method)."""
+    return app.http_app(control)
 
 
 def build(cfg: Config, *, metrics: Metrics | None = None, load_models: bool = True,

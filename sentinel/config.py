@@ -280,6 +280,27 @@ class ApiConfig(Strict):
     public_reads: bool = True
     # request bodies above this are refused with 413 before they are read further (api.py)
     max_body_bytes: int = Field(1_000_000, ge=1)
+    # the address people reach the daemon at (https://sentinel.example.org): notifications and
+    # API responses link to console pages under it (sentinel/links.py); unset, links are paths
+    public_url: str | None = None
+    # who may do what (sentinel/users.py): a YAML file of {name, role, token_sha256} and/or an
+    # env var holding the same YAML; the shared token above keeps working as an admin
+    users_file: str | None = None
+    users_env: str = "SENTINEL_USERS"
+    # reads (API and console pages; not /healthz, /readyz, /metrics): open, or signed-in users only.
+    # Unset: open unless public_reads is false (the older switch)
+    read_access: Literal["open", "authenticated"] | None = None
+    # console sessions are signed with this secret (env var or file); unset, a random one per
+    # process: sessions end at restart and do not cross replicas
+    session_secret_env: str = "SENTINEL_SESSION_SECRET"
+    session_secret_file: str | None = None
+    session_hours: float = Field(12, gt=0, le=24 * 30)
+    # Swagger UI at /docs loads its assets from a CDN (blank offline): off unless asked for;
+    # /openapi.json is always served
+    docs: bool = False
+
+    def reads_open(self) -> bool:
+        return self.read_access == "open" if self.read_access is not None else self.public_reads
 
 
 class HealthConfig(Strict):

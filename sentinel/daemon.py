@@ -512,7 +512,6 @@ class Daemon:
 
         import uvicorn
 
-        from .api import create_app
 
         host, _, port = self.cfg.api.listen.rpartition(":")
         sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
@@ -521,7 +520,7 @@ class Daemon:
         self.api_port = sock.getsockname()[1]
         # log_config=None: uvicorn's loggers propagate to Sentinel's handler (JSON, secrets
         # scrubbed) instead of printing plain-text tracebacks among the JSON lines
-        config = uvicorn.Config(create_app(self.app, self), log_level="warning", lifespan="off", access_log=False,
+        config = uvicorn.Config(self.app.http_app(self), log_level="warning", lifespan="off", access_log=False,
                                 log_config=None)
         self._api_server = uvicorn.Server(config)
         self._spawn(lambda: self._api_server.run(sockets=[sock]), "api")

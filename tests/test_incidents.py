@@ -72,7 +72,8 @@ def test_repeated_failure_updates_one_incident_without_notifying_again(store, en
     payload = rows[0]["payload"]
     assert payload["version"] == 1 and payload["event"] == "opened" and payload["actor"] is None
     assert payload["incident"]["fingerprint"] == opened.fingerprint
-    assert payload["incident"]["run_ids"] == [r1] and payload["incident"]["report"] == "reports/1.html"
+    assert payload["incident"]["run_ids"] == [r1] and payload["incident"]["report"] == f"/runs/{r1}/report"
+    assert payload["incident"]["url"] == f"/incidents/{inc['id']}"     # console paths (absolute with api.public_url)
     assert payload["incident"]["evidence"]["details"]["flips"] == 230
     assert payload["at"] == "2026-11-21T10:00:00Z"
     assert [d["event"] for d in full["deliveries"]] == ["opened", "opened"]

@@ -61,8 +61,9 @@ def test_slack_block_kit_message(store, serve, clock):
     evidence = opened["blocks"][2]["text"]["text"]
     assert "overall: flip rate = 0.23" in evidence and "class=malignant: missed malignant rate = 0.12" in evidence
     text = json.dumps(opened)
+    # links go to the console's pages, never to a file on the daemon's disk
     assert f"https://sentinel.example/incidents/{ch.incident_id}" in text and "https://rb.example/flips" in text
-    assert "reports/run-1.html" not in text         # console pages, never a path on the daemon's disk
+    assert "reports/" not in text
     assert f"sentinel incidents ack {ch.incident_id}" in text                     # ack hint while it needs someone
     assert "acknowledged by alice" in acked["text"] and "resolved by alice" in resolved["text"]
     assert "sentinel incidents ack" not in json.dumps(resolved)
@@ -175,7 +176,7 @@ def test_email_over_smtp(store, clock):
     assert len({m["Message-ID"] for m in msgs}) == 3 and len({m["References"] for m in msgs}) == 1   # one thread
     body = msgs[0].get_payload(decode=True).decode()
     assert "overall: flip rate = 0.23" in body and f"sentinel incidents ack {ch.incident_id}" in body
-    assert "reports/run-1.html" not in body and "https://sentinel.example/runs/" in body
+    assert "Report (run 1): https://sentinel.example/runs/1/report" in body and "reports/run-1.html" not in body
 
 
 def _tansu() -> str | None:

@@ -15,7 +15,7 @@ __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 #: Command name -> module (in ``sentinel.cli``) defining ``register`` and ``run``, in help order.
 COMMANDS = {"run": "run", "revalidate": "revalidate", "validate": "validate", "incidents": "incidents",
-            "report": "report", "replay": "replay", "accept": "accept", "diagnose": "diagnose", "demo": "demo"}
+            "report": "report", "replay": "replay", "accept": "accept", "diagnose": "diagnose", "users": "users", "demo": "demo"}
 
 
 def _version() -> str:

@@ -26,6 +26,7 @@ import datetime as dt
 from typing import Any, Callable, Mapping, Sequence
 
 from ..checks.base import CheckResult
+from ..links import Links
 from ..storage.incidents import MAX_RUN_IDS, IncidentStore  # noqa: F401  (MAX_RUN_IDS: re-exported)
 from ..storage.repository import Store, as_utc, utcnow
 from .escalation import EscalationPolicy, Escalator
@@ -55,13 +56,14 @@ class IncidentEngine:
         reopen_window: seconds after resolution during which a new failure reopens the incident.
         group_slices: one incident per (pair, check) listing its slices, rather than per slice.
         clock: returns the current UTC time.
+        links: the console's URLs for notification payloads (``api.public_url``).
     """
 
     def __init__(self, store: Store, *, targets: Sequence[str], open_on: Sequence[str] = ("fail",),
                  runbook_url: str | None = None, runbooks: Mapping[str, str] | None = None,
                  policies: Sequence[EscalationPolicy] = (), open_after: int = 1, resolve_after: int = 0,
                  reopen_window: float = 0.0, group_slices: bool = True,
-                 clock: Callable[[], dt.datetime] = utcnow):
+                 clock: Callable[[], dt.datetime] = utcnow, links: Links | None = None):
         self.store = store
         self.targets = tuple(dict.fromkeys(targets))
         self.policies = list(policies)
@@ -74,6 +76,8 @@ class IncidentEngine:
         self.escalator = Escalator(self.records, self.policies, self.targets)
         self.lifecycle = Lifecycle(self.records, self.escalator, self.rules)
         self._silences = Silences(self.records, self.lifecycle)
+        self.links = links or Links()
+        self.lifecycle.links = self.escalator.links = self.links
 
     @classmethod
     def from_config(cls, cfg: Any, store: Store, *, policies: Sequence[EscalationPolicy] | None = None,
@@ -89,7 +93,7 @@ class IncidentEngine:
         return cls(store, targets=sorted(cfg.notifiers), open_on=ic.open_on, runbook_url=ic.runbook_url,
                    runbooks=ic.runbooks, policies=policies, open_after=ic.open_after,
                    resolve_after=ic.resolve_after, reopen_window=parse_duration(ic.reopen_window),
-                   group_slices=ic.group_slices, clock=clock)
+                   group_slices=ic.group_slices, clock=clock, links=Links.from_config(cfg))
 
     def _now(self) -> dt.datetime:
         return as_utc(self._clock())
@@ -151,6 +155,19 @@ class IncidentEngine:
             raise ValueError(f"unknown incident state {state!r}; states are: {', '.join(LIST_STATES)}")
         with self.records.read() as tx:
             return tx.incidents(state=state, pair=pair, limit=limit)
+
+    def page(self, *, state: str | None = None, severity: str | None = None, pair: str | None = None,
+             limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of incidents, most recently updated first, and the number matching in all."""
+        if state is not None and state not in STATES:
+            raise ValueError(f"unknown incident state {state!r}; states are: {', '.join(STATES)}")
+        with self.records.read() as tx:
+            return tx.page(state=state, severity=severity, pair=pair, limit=limit, offset=offset)
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """Active incidents by (pair, state, severity): the console's overview."""
+        with self.records.read() as tx:
+            return tx.counts_by(ACTIVE_STATES)
 
     def get(self, incident_id: int) -> dict[str, Any]:
         """One incident with its ``events`` (oldest first), outbox ``deliveries`` and ``escalation``."""

@@ -39,6 +39,7 @@ from ..storage.incidents import IncidentRecords, IncidentStore
 from ..storage.repository import as_utc
 from ..suggest import did_you_mean
 from .matchers import Matcher, matches_all, parse_matcher
+from ..links import Links
 from .payload import SYSTEM_ACTOR, build_payload, iso, labels
 
 
@@ -209,6 +210,7 @@ class Escalator:
         self.incidents = incidents
         self.policies = list(policies)
         self.targets = tuple(targets)
+        self.links = Links()     # console URLs in the payloads (IncidentEngine sets api.public_url's)
 
     def start(self, tx: IncidentRecords, incident: dict[str, Any], event_id: int, event: str,
               now: dt.datetime) -> tuple[str, ...]:
@@ -227,7 +229,8 @@ class Escalator:
             name = policy.name
         escalation = {"policy": name, "tier": 1, "loop": 0} if policy else None
         enqueue(tx.conn, incident_id=incident["id"], event_id=event_id, targets=targets,
-                payload=build_payload(event, incident, now, actor=None, escalation=escalation), now=now)
+                payload=build_payload(event, incident, now, actor=None, escalation=escalation, links=self.links),
+                now=now)
         tx.save_escalation(incident["id"], policy=name, tier=0, loop=0, status=status, next_at=next_at,
                            notified=tuple(dict.fromkeys((*notified, *targets))), now=now)
         return tuple(targets)
@@ -294,5 +297,6 @@ class Escalator:
                                     to_state="open", run_id=None, detail=detail)
             enqueue(tx.conn, incident_id=incident_id, event_id=event_id, targets=targets, now=now,
                     payload=build_payload("escalated", incident, now, actor=None,
-                                          escalation={"policy": policy.name, "tier": tier + 1, "loop": loop}))
+                                          escalation={"policy": policy.name, "tier": tier + 1, "loop": loop},
+                                          links=self.links))
             return True

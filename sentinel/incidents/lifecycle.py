@@ -13,6 +13,7 @@ from ..checks.base import CheckResult
 from ..errors import NotFoundError, StateError
 from ..notifiers.outbox import enqueue
 from ..storage.incidents import IncidentRecords, IncidentStore
+from ..links import Links
 from .escalation import Escalator
 from .payload import SEVERITY_RANK, SYSTEM_ACTOR, _title, build_payload, evidence, iso, primary, worst_severity
 from .silences import matching_silence
@@ -87,6 +88,7 @@ class Lifecycle:
         self.incidents = incidents
         self.escalator = escalator
         self.rules = rules
+        self.links = Links()     # console URLs in the payloads (IncidentEngine sets api.public_url's)
 
     # -- from check results --------------------------------------------------------------------
     def process_run(self, pair: str, run_id: int, results: Sequence[CheckResult], report_path: str | None,
@@ -258,7 +260,7 @@ class Lifecycle:
         if action == "silence":
             return event_id, ()
         enqueue(tx.conn, incident_id=incident["id"], event_id=event_id, targets=notified,
-                payload=build_payload(event, moved, now, actor=actor), now=now)
+                payload=build_payload(event, moved, now, actor=actor, links=self.links), now=now)
         return event_id, notified
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any, Mapping, Sequence
 
 from ..checks.base import CheckResult
+from ..links import Links
 from ..storage.repository import as_utc
 from ..words import describe
 
@@ -67,12 +68,14 @@ def labels(incident: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_payload(event: str, incident: dict[str, Any], at: dt.datetime, *, actor: str | None,
-                  escalation: dict[str, Any] | None = None) -> dict[str, Any]:
+                  escalation: dict[str, Any] | None = None, links: Links | None = None) -> dict[str, Any]:
     """The notification body (format version 1) for ``event`` on ``incident`` (as from ``get``).
 
     ``event`` is one of opened, reopened, escalated, unsilenced (all mean "this needs someone"),
     acknowledged, resolved. ``escalation`` (policy, 1-based tier, loop) is set when a policy
-    chose the recipients."""
+    chose the recipients. ``url`` and ``report`` are console links (``links``: under
+    ``api.public_url``), never the daemon's file paths."""
+    pages = (links or Links()).incident_fields(incident)
     payload = {
         "version": PAYLOAD_VERSION,
         "event": event,
@@ -90,7 +93,8 @@ def build_payload(event: str, incident: dict[str, Any], at: dt.datetime, *, acto
             "opened_at": iso(incident["opened_at"]),
             "occurrences": incident["occurrences"],
             "run_ids": incident["run_ids"],
-            "report": incident["report"],
+            "url": pages["url"],
+            "report": pages["report"],
             "runbook_url": incident["runbook_url"],
             "evidence": incident["evidence"].get("result", {}),
             "slice_results": incident["evidence"].get("slices", []),

@@ -9,7 +9,9 @@ from typing import Any, Mapping, Protocol, Sequence
 from ..errors import NotFoundError, StateError
 from ..storage.incidents import IncidentRecords, IncidentStore
 from ..storage.repository import as_utc
-from .matchers import Matcher, matcher_from_dict, matches_all
+from .matchers import Matcher, matcher_from_dict, matches_all, parse_matcher
+
+MAX_SILENCE_SECONDS = 30 * 365 * 86400     # longer is a mistake (and past datetime's range soon after)
 from .payload import SYSTEM_ACTOR, labels
 
 
@@ -19,6 +21,20 @@ class _Mover(Protocol):
     def transition_in(self, tx: IncidentRecords, incident: dict[str, Any], action: str, actor: str,
                       note: str | None, now: dt.datetime, *, run_id: int | None = None,
                       detail: dict[str, Any] | None = None) -> tuple[int, tuple[str, ...]]: ...
+
+
+def parse_silence(matchers: Any, duration: Any) -> tuple[list[Matcher], float | None]:
+    """A silence request's matchers (``["pair=triage", "check=~decision_.*"]``) and duration
+    (``"2h"`` or seconds) as the engine takes them; ValueError with a one-line reason."""
+    from ..durations import parse_duration
+
+    if not isinstance(matchers or [], list):
+        raise ValueError("matchers must be a list of strings like \"pair=triage\"")
+    parsed = [parse_matcher(str(m)) for m in matchers or []]
+    seconds = parse_duration(duration) if duration is not None else None
+    if seconds is not None and seconds > MAX_SILENCE_SECONDS:
+        raise ValueError(f"a silence lasts at most 30 years, got {duration!r}")
+    return parsed, seconds
 
 
 def matching_silence(tx: IncidentRecords, labels: Mapping[str, Any], now: dt.datetime) -> int | None:

@@ -40,16 +40,17 @@ def evidence_lines(payload: Mapping[str, Any], limit: int = 10) -> list[str]:
 
 
 def links(payload: Mapping[str, Any], base_url: str | None) -> list[tuple[str, str]]:
-    """(text, href) pairs: the incident's and its latest run's pages in Sentinel's web console
-    (when its public ``base_url``, ``api.public_url``, is known; never a path on the daemon's
-    disk) and the runbook."""
+    """(text, href) pairs: the incident's console page and its latest run's report (under the
+    notifier's ``base_url``, else the payload's own links when ``api.public_url`` made them
+    absolute) and the runbook."""
     inc = payload["incident"]
     out = []
-    if base_url:
-        base = base_url.rstrip("/")
-        out.append((f"Incident #{inc['id']}", f"{base}/incidents/{inc['id']}"))
-        if inc.get("run_ids"):
-            out.append((f"Run {inc['run_ids'][-1]} report", f"{base}/runs/{inc['run_ids'][-1]}"))
+    base = base_url.rstrip("/") if base_url else None
+    if base or str(inc.get("url") or "").startswith(("http://", "https://")):
+        out.append((f"Incident #{inc['id']}", f"{base}/incidents/{inc['id']}" if base else inc["url"]))
+        if inc.get("run_ids") and (base or inc.get("report")):
+            run = inc["run_ids"][-1]
+            out.append((f"Report (run {run})", f"{base}/runs/{run}/report" if base else inc["report"]))
     if inc.get("runbook_url"):
         out.append(("Runbook", inc["runbook_url"]))
     return out

@@ -93,6 +93,22 @@ class IncidentRecords:
             q = q.where(I.c.pair == pair)
         return self._dicts(self.conn.execute(q).all())
 
+    def page(self, *, state: str | None = None, severity: str | None = None, pair: str | None = None,
+             limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of incidents (most recently updated first) and how many match in all."""
+        where = [c == v for c, v in ((I.c.state, state), (I.c.severity, severity), (I.c.pair, pair)) if v is not None]
+        q = select(I).order_by(I.c.updated_at.desc(), I.c.id.desc()).limit(limit).offset(offset)
+        total = select(func.count()).select_from(I)
+        if where:
+            q, total = q.where(and_(*where)), total.where(and_(*where))
+        return self._dicts(self.conn.execute(q).all()), self.conn.execute(total).scalar_one()
+
+    def counts_by(self, states: Iterable[str]) -> dict[tuple[str, str, str], int]:
+        """Incidents in ``states`` by (pair, state, severity)."""
+        rows = self.conn.execute(select(I.c.pair, I.c.state, I.c.severity, func.count())
+                                 .where(I.c.state.in_(tuple(states))).group_by(I.c.pair, I.c.state, I.c.severity))
+        return {(p, st, sev): n for p, st, sev, n in rows}
+
     def ids_in_state(self, state: str) -> list[int]:
         return list(self.conn.execute(select(I.c.id).where(I.c.state == state)).scalars())
 

@@ -440,6 +440,96 @@ class Store:
         with self.engine.connect() as conn:
             return [utc_dict(row) for row in conn.execute(q)]
 
+    def run_summaries(self, pair: str | None = None, limit: int = 50, *, before: int | None = None,
+                      run_id: int | None = None, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Runs without their (large) record, newest first: ``before`` pages on by id; ``run_id``
+        or ``ids`` picks runs. Each has ``counts``: its results by status."""
+        r, c = t.runs, t.check_results
+        q = select(*[col for col in r.c if col.name != "record"]).order_by(r.c.id.desc())
+        if run_id is not None:
+            q = q.where(r.c.id == run_id)
+        elif ids is not None:
+            q = q.where(r.c.id.in_(list(ids)))
+        else:
+            q = q.limit(limit)
+        if pair:
+            q = q.where(r.c.pair == pair)
+        if before is not None:
+            q = q.where(r.c.id < before)
+        with self.engine.connect() as conn:
+            out = [utc_dict(row) for row in conn.execute(q)]
+            if out:
+                counts = conn.execute(select(c.c.run_id, c.c.status, func.count()).where(
+                    c.c.run_id.in_([x["id"] for x in out])).group_by(c.c.run_id, c.c.status))
+                by: dict[int, dict[str, int]] = {}
+                for rid, status, n in counts:
+                    by.setdefault(rid, {})[status] = n
+                for x in out:
+                    x["counts"] = by.get(x["id"], {})
+        return out
+
+    def report_file(self, run_id: int) -> str | None:
+        """The path of run ``run_id``'s report file if it is there (None: no report written, or
+        the file is gone); NotFoundError for an unknown run."""
+        from ..errors import NotFoundError
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.runs.c.report_path).where(t.runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError("run", run_id)
+        return row.report_path if row.report_path and Path(row.report_path).is_file() else None
+
+    def traffic_range(self, run_id: int) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """The earliest and latest traffic timestamps among the samples run ``run_id`` used."""
+        sm = t.samples
+        with self.engine.connect() as conn:
+            lo, hi = conn.execute(select(func.min(sm.c.ts), func.max(sm.c.ts)).where(sm.c.run_id == run_id)).one()
+        return as_utc(lo), as_utc(hi)
+
+    def count_runs(self, pair: str | None = None) -> int:
+        q = select(func.count()).select_from(t.runs)
+        if pair:
+            q = q.where(t.runs.c.pair == pair)
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar_one()
+
+    def check_series(self, pair: str, runs: int = 30) -> dict[str, Any]:
+        """Each (check, slice)'s value over the pair's last ``runs`` finished runs, oldest first:
+        ``{"runs": [ids], "series": {(check, slice): [(run_id, value, status)]}}``."""
+        r, c = t.runs, t.check_results
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(select(r.c.id).where(and_(r.c.pair == pair, r.c.status.not_in(("running",))))
+                                    .order_by(r.c.id.desc()).limit(runs)).scalars())[::-1]
+            rows = conn.execute(select(c.c.run_id, c.c.check, c.c.slice, c.c.value, c.c.status)
+                                .where(c.c.run_id.in_(ids)).order_by(c.c.run_id)) if ids else []
+            series: dict[tuple[str, str], list[tuple[int, float | None, str]]] = {}
+            for rid, check, slice_, value, status in rows:
+                series.setdefault((check, slice_), []).append((rid, value, status))
+        return {"runs": ids, "series": series}
+
+    def last_runs(self) -> dict[str, dict[str, Any]]:
+        """Each pair's newest run (summary, no record)."""
+        r = t.runs
+        with self.engine.connect() as conn:
+            newest = select(r.c.pair, func.max(r.c.id).label("id")).group_by(r.c.pair).subquery()
+            ids = [row.id for row in conn.execute(select(newest.c.id))]
+        return {x["pair"]: x for x in self.run_summaries(ids=ids)} if ids else {}
+
+    def accepted_perf(self, pair: str, limit: int = 20, scan: int = 500) -> list[dict[str, Any]]:
+        """The pair's accepted performance records (newest first, within its last ``scan`` runs):
+        run id, who accepted it, when and why, and the candidate's sha256. The database reads
+        the few fields out of each record (a record is tens of KB: decoding 500 of them in Python
+        took most of a second)."""
+        r = t.runs
+        rec = r.c.record
+        recent = select(r.c.id).where(r.c.pair == pair).order_by(r.c.id.desc()).limit(scan).subquery()
+        q = (select(r.c.id, rec[("perf", "accepted_by")].label("by"),
+                    rec[("models", "candidate", "sha256")].as_string().label("sha"))
+             .where(r.c.id.in_(select(recent.c.id)), rec[("perf", "accepted")].as_boolean().is_(True))
+             .order_by(r.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [{"run_id": rid, "accepted_by": by if isinstance(by, dict) else {}, "candidate_sha256": sha}
+                    for rid, by, sha in conn.execute(q)]
+
     # -- schedules -------------------------------------------------------------------------------
     def sync_schedules(self, intervals: dict[str, float], now: dt.datetime | None = None
                        ) -> dict[str, dt.datetime | None]:
