@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Literal, Protocol
 
 from fastapi import Body, Depends, FastAPI, Query, Request
@@ -305,7 +304,8 @@ def _openapi(api: FastAPI) -> dict[str, Any]:
             op["responses"].pop("422", None)
             op["responses"]["default"] = error
             if path.startswith("/api/"):
-                op["security"] = [{"bearer": []}] if method.upper() in MUTATING else [{}, {"bearer": []}]
+                writes = method.upper() in MUTATING and path not in READ_ONLY_POSTS
+                op["security"] = [{"bearer": []}] if writes else [{}, {"bearer": []}]
     api.openapi_schema = schema
     return schema
 
@@ -385,8 +385,6 @@ _SILENCE_BODY = _json_body({
 
 
 def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
-    cfg = app.cfg
-
     @api.get("/api/v1/pairs")
     def pairs(req: Request) -> dict[str, Any]:
         nxt = control.next_run_times()
@@ -455,7 +453,7 @@ def _diagnosis(app: Any, run_id: int) -> dict[str, Any]:
     except ConfigError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except DiagnoseError as exc:
-        raise ApiError(422, "cannot_diagnose", str(exc)) from None
+        raise ApiError(409, "cannot_diagnose", str(exc)) from None   # the run and the models do not fit
     return {**d.to_dict(), "svg": sqnr_svg(d)}
 
 

@@ -76,12 +76,28 @@ def answer(app: Any, params: Mapping[str, Any], *, default_strict: str = "") -> 
 def register_gate_routes(router: Any, app: Any) -> None:
     """Mount ``GET`` and ``POST`` :data:`GATE_PATH` on ``router`` (a FastAPI app or APIRouter)
     over ``app`` (a ``sentinel.app.App``: ``store``, ``cfg``, ``pairs``, ``incidents``)."""
-    @router.get(GATE_PATH)
+    # the parameters are read (and refused with the gate's own messages) by ``answer``; the OpenAPI
+    # document states them
+    @router.get(GATE_PATH, openapi_extra={"parameters": [
+        {"name": "pair", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 128}},
+        {"name": "candidate", "in": "query", "required": True, "description": "sha256 of the candidate file",
+         "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}},
+        {"name": "strict", "in": "query", "required": False,
+         "schema": {"type": "string", "enum": sorted(k for k in STRICT if k)}},
+        {"name": "require", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 1000}}]})
     def gate(req: Request) -> JSONResponse:
+        """The rollout verdict of candidate file ``candidate`` of ``pair`` (200 with the verdict;
+        ``strict=1``: 412 unless pass, ``strict=fail``: 412 on fail)."""
         return answer(app, req.query_params)
 
-    @router.post(GATE_PATH)
-    def gate_webhook(req: Request, body: Any = Body(None)) -> JSONResponse:
+    # Flagger's webhook: its JSON payload carries pair and candidate in ``metadata`` (or the query
+    # does); strict unless told otherwise (docs/deploy.md, "Progressive delivery gates")
+    hexsha = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+    @router.post(GATE_PATH, openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["metadata"], "properties": {"metadata": {
+            "type": "object", "required": ["pair", "candidate"],
+            "properties": {"pair": {"type": "string", "minLength": 1, "maxLength": 128}, "candidate": hexsha}}}}}}}})
+    def gate_webhook(req: Request, body: Any = Body(None, include_in_schema=False)) -> JSONResponse:
         meta = body.get("metadata") if isinstance(body, dict) else None
         params = {**(meta if isinstance(meta, dict) else {}), **req.query_params}
         return answer(app, params, default_strict="1")

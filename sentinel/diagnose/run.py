@@ -80,6 +80,14 @@ def sample_rows(samples: Sequence[Any], input_shape: Sequence[int] | None) -> Ro
     """The samples' inputs: one float32 array for flat inputs, else arrays by input name (every
     row of an input must have the same shape here: the diagnosis runs the rows as one batch)."""
     first = samples[0].inputs
+    if isinstance(first, Mapping) and len(first) == 1 and input_shape:
+        # one fixed-shape input: a plain array, which each model takes under its own input name
+        (name,) = first
+        try:
+            x = np.stack([np.asarray(s.inputs[name], dtype=np.float32) for s in samples])
+            return x.reshape((len(samples), *input_shape))
+        except (KeyError, ValueError) as exc:
+            raise DiagnoseError("", f"the run's rows do not fit the models' input shape {list(input_shape)} ({exc})") from exc
     if isinstance(first, Mapping):
         try:
             return {k: np.stack([np.asarray(s.inputs[k]) for s in samples]) for k in first}
