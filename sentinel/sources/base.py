@@ -28,15 +28,20 @@ from ..registry import PluginError, resolve
 #: source does not import every client library.
 SOURCES: dict[str, str] = {
     "kafka": "sentinel.sources.kafka:KafkaSource",
+    "confluent": "sentinel.sources.confluent:ConfluentSource",   # `kafka` with kafka.client: confluent
     "file": "sentinel.sources.file:FileSource",
 }
 
 
 def build_source(cfg: Any) -> "Source":
     """The source ``cfg.ingest.source`` names, built from ``cfg`` (not started). An unknown or
-    unimportable name is a ConfigError at ``ingest.source``."""
+    unimportable name is a ConfigError at ``ingest.source``. ``kafka`` runs on the client
+    ``kafka.client`` names: kafka-python (``kafka``) or librdkafka (``confluent``)."""
+    name = cfg.ingest.source
+    if name == "kafka" and getattr(cfg.kafka, "client", "kafka-python") == "confluent":
+        name = "confluent"
     try:
-        cls = resolve("source", cfg.ingest.source, SOURCES)
+        cls = resolve("source", name, SOURCES)
     except PluginError as exc:
         raise ConfigError(cfg.source, "ingest.source", str(exc)) from None
     if not callable(getattr(cls, "from_config", None)):
