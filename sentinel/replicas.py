@@ -68,6 +68,8 @@ class Replica:
         self.single = store.engine.url.get_backend_name() == "sqlite"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._seen: list[dict[str, Any]] = []   # the replicas rows at the last heartbeat (for /healthz)
+        self._seen_at: dt.datetime | None = None
 
     # -- registration --------------------------------------------------------------------------
     def register(self) -> int:
@@ -76,7 +78,8 @@ class Replica:
         now = self._clock()
         with self.replicas.begin() as rows:
             rows.put(self.owner, host=self.host, pid=os.getpid(), api=self.api, now=now)
-            others = [r for r in rows.all() if r["owner"] != self.owner]
+            self._note(rows.all(), now)
+            others = [r for r in self._seen if r["owner"] != self.owner]
             live = [r for r in others if self._is_live(r, now)]
             if self.single and live:
                 age = (now - as_utc(live[0]["heartbeat_at"])).total_seconds()
@@ -122,7 +125,8 @@ class Replica:
             if not rows.beat(self.owner, now):
                 log.warning("replica row was gone (taken for dead): registering again", extra={"owner": self.owner})
                 rows.put(self.owner, host=self.host, pid=os.getpid(), api=self.api, now=now)
-            dead = [r["owner"] for r in rows.all() if r["owner"] != self.owner and not self._is_live(r, now)]
+            self._note(rows.all(), now)
+            dead = [r["owner"] for r in self._seen if r["owner"] != self.owner and not self._is_live(r, now)]
             self._take_over(rows, dead)
         return self._abandon_orphans(include_unowned=False) if dead else 0
 
@@ -147,12 +151,14 @@ class Replica:
         except Exception:
             log.warning("replica not unregistered; its row lapses with the lease", exc_info=True)
 
-    def status(self) -> list[dict[str, Any]]:
-        """The registered replicas with ``alive`` and ``self`` flags (for /healthz)."""
-        now = self._clock()
-        out = []
-        for r in self.replicas.all():
-            out.append({"owner": r["owner"], "host": r["host"], "pid": r["pid"], "api": r["api"],
-                        "started_at": r["started_at"].isoformat(), "heartbeat_at": r["heartbeat_at"].isoformat(),
-                        "alive": r["owner"] == self.owner or self._is_live(r, now), "self": r["owner"] == self.owner})
-        return out
+    def _note(self, rows: list[dict[str, Any]], now: dt.datetime) -> None:
+        self._seen, self._seen_at = rows, now
+
+    def status(self) -> dict[str, Any]:
+        """This replica and the registered ones as of the last heartbeat (no store round trip:
+        /healthz shows it and must not fail when the store does)."""
+        at = self._seen_at
+        return {"owner": self.owner, "as_of": at.isoformat() if at else None, "replicas": [
+            {"owner": r["owner"], "host": r["host"], "pid": r["pid"], "api": r["api"],
+             "heartbeat_at": as_utc(r["heartbeat_at"]).isoformat(),
+             "alive": r["owner"] == self.owner or (at is not None and self._is_live(r, at))} for r in self._seen]}

@@ -124,6 +124,9 @@ class RevalidationScheduler:
                 if c.pair in self._held:   # our lease lapsed mid-run (store unreachable) and was re-taken
                     continue
                 self._held[c.pair] = c
+            # one line per claimed slot: across replicas each (pair, due) appears once
+            log.info("scheduled revalidation claimed", extra={"pair": c.pair, "due": c.due_at.isoformat(),
+                                                              "owner": self.owner})
             self._queue.put(c)
             queued.append(c)
         return queued
