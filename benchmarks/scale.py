@@ -18,7 +18,6 @@ never asserted. PostgreSQL from $SENTINEL_TEST_PG (default postgres@127.0.0.1:54
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

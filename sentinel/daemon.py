@@ -100,7 +100,7 @@ class Daemon:
         self.pairs: dict[str, LoadedPair] = {}
         self.source: Any = None
         self.scheduler: Any = None     # sentinel.scheduler.RevalidationScheduler
-        self.replica: Any = None       # sentinel.replicas.Replica: this daemon's registration
+        self.replica: Any = None       # sentinel.storage.replicas.Replica: this daemon's registration
         self.revalidator: Revalidator | None = None
         self.incidents: Any = None
         self.dispatcher: Any = None
@@ -258,7 +258,7 @@ class Daemon:
             try:
                 marked = self.store.finish_run(active[0], status="abandoned", n_samples=0, record=None, results=[],
                                                error=why + "; its samples went back to the window", release_window=True)
-            except Exception:   # a live replica marks it (sentinel.replicas)
+            except Exception:   # a live replica marks it (sentinel.storage.replicas)
                 log.exception("could not mark the abandoned run", extra={"run_id": active[0]})
         self._cancel.set()
         killed = terminate_children(grace=0.0 if self._forced else 1.0)
@@ -382,11 +382,11 @@ class Daemon:
         return self.scheduler.next_run_times()
 
     def _register_replica(self) -> None:
-        """Register this daemon in the store's ``replicas`` table (sentinel.replicas): on SQLite a
+        """Register this daemon in the store's ``replicas`` table (sentinel.storage.replicas): on SQLite a
         second live daemon is refused here (ReplicaRefused); dead replicas' runs left 'running'
         (a SIGKILL: a clean stop marks its own) are marked abandoned, their samples back in the
         window, and their schedule leases dropped. Runs this daemon starts carry its owner id."""
-        from .replicas import Replica
+        from .storage.replicas import Replica
         from .scheduler import owner_id
 
         assert self.store is not None

@@ -8,7 +8,7 @@ into one; a run more than ``misfire_grace`` seconds late is passed over (logged)
 waits for its next slot; a pair whose previous run is still going is not started twice. Claims
 are leases (owner + expiry, renewed every third of the lease while the run lasts), so several
 daemons on one PostgreSQL store run each due pair once, and a dead daemon's pairs are claimed
-again once its lease lapsed (sooner: sentinel.replicas drops a dead replica's leases).
+again once its lease lapsed (sooner: sentinel.storage.replicas drops a dead replica's leases).
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ import yaml
 from sqlalchemy import create_engine, func, select
 
 from sentinel.examples.traffic import ordinary_traffic
-from sentinel.replicas import Replica, ReplicaRefused
+from sentinel.storage.replicas import Replica, ReplicaRefused
 from sentinel.sources.confluent import produce_values
 from sentinel.storage.repository import open_store, utcnow
 from sentinel.storage.tables import outbox, quarantine, replicas, runs, samples, schedules

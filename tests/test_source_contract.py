@@ -173,3 +173,18 @@ def test_sasl_plain_without_password_is_a_clear_error(client):
                       security_protocol="SASL_PLAINTEXT")
     with pytest.raises(SourceError, match="sasl_username and a password"):
         CLIENTS[client](cfg).consumer_config()
+
+
+def test_librdkafka_gets_every_setting_of_the_kafka_python_source_under_its_own_names():
+    cfg = KafkaConfig(bootstrap_servers=["a:9092", "b:9093"], topic="t", group_id="g", client="confluent",
+                      security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="u",
+                      ssl_cafile="/ca.pem", reconnect_backoff_max_ms=1500)
+    conf = ConfluentSource(cfg, password="pw").consumer_config()
+    assert conf["bootstrap.servers"] == "a:9092,b:9093" and conf["group.id"] == "g"
+    assert conf["security.protocol"] == "sasl_ssl" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert (conf["sasl.username"], conf["sasl.password"], conf["ssl.ca.location"]) == ("u", "pw", "/ca.pem")
+    assert conf["enable.auto.commit"] is False and conf["enable.auto.offset.store"] is False
+    assert conf["reconnect.backoff.max.ms"] == 1500
+    from confluent_kafka import Consumer
+    # librdkafka knows every name (the CA file is read at construction: leave it out here)
+    Consumer({k: v for k, v in conf.items() if k not in ("logger", "ssl.ca.location")}).close()

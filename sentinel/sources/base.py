@@ -49,6 +49,24 @@ def build_source(cfg: Any) -> "Source":
     return cls.from_config(cfg)
 
 
+def next_offsets(records: Sequence["RawRecord"]) -> dict[tuple[str, int], int]:
+    """Per ``(topic, partition)`` of ``records``: the highest offset + 1 (what a commit stores)."""
+    upto: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        upto[key] = max(upto.get(key, -1), r.offset + 1)
+    return upto
+
+
+def first_offsets(records: Sequence["RawRecord"]) -> dict[tuple[str, int], int]:
+    """Per ``(topic, partition)`` of ``records``: the lowest offset (where a rewind seeks to)."""
+    first: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        first[key] = min(first.get(key, r.offset), r.offset)
+    return first
+
+
 class SourceError(SentinelError):
     """The source cannot do what was asked (broker unreachable, commit rejected...).
 

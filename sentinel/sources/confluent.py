@@ -25,15 +25,28 @@ from typing import Any, Iterable, Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from ..config import KafkaConfig, read_secret
+from ..config import KafkaConfig
 from ..errors import StateError
-from .base import RawRecord, SourceError
-from .kafka import _USER_PASSWORD_MECHANISMS, _fmt_offsets, _server_list, _tcp_reachable
+from .base import RawRecord, SourceError, first_offsets, next_offsets
+from .kafka import KafkaSource, _fmt_offsets, _server_list, _tcp_reachable
 
 log = logging.getLogger(__name__)
 
 _NO_TIMESTAMP = 0   # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 _QUIET = {KafkaError._PARTITION_EOF}
+# kafka-python's consumer settings (KafkaSource.consumer_config) by librdkafka name
+_LIBRDKAFKA = {
+    "bootstrap_servers": "bootstrap.servers", "client_id": "client.id", "group_id": "group.id",
+    "enable_auto_commit": "enable.auto.commit", "auto_offset_reset": "auto.offset.reset",
+    "session_timeout_ms": "session.timeout.ms", "heartbeat_interval_ms": "heartbeat.interval.ms",
+    "security_protocol": "security.protocol", "reconnect_backoff_ms": "reconnect.backoff.ms",
+    "reconnect_backoff_max_ms": "reconnect.backoff.max.ms", "retry_backoff_ms": "retry.backoff.ms",
+    "ssl_cafile": "ssl.ca.location", "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username", "sasl_plain_password": "sasl.password",
+}
+# settings librdkafka has no use for: batches are consume(num_messages=max_poll_records), and
+# start() bounds the first connection itself
+_UNMAPPED = {"max_poll_records", "bootstrap_timeout_ms"}
 
 
 class ConfluentSource:
@@ -53,45 +66,22 @@ class ConfluentSource:
         self._lock = threading.Lock()
         self._brokers_down_at: float | None = None   # monotonic; set by librdkafka's error callback
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> "ConfluentSource":
-        k = cfg.kafka
-        return cls(k, password=read_secret(k.sasl_password_env, k.sasl_password_file))
-
-    @property
-    def servers(self) -> list[str]:
-        return list(self.cfg.bootstrap_servers)
-
-    @property
-    def topics(self) -> list[str]:
-        topics = [self.cfg.topic]
-        if self.cfg.labels_topic and self.cfg.labels_topic != self.cfg.topic:
-            topics.append(self.cfg.labels_topic)
-        return topics
+    # the settings are KafkaSource's, read the same way (one place maps config to a client)
+    from_config = classmethod(KafkaSource.from_config.__func__)  # type: ignore[attr-defined]
+    servers = KafkaSource.servers
+    topics = KafkaSource.topics
 
     def consumer_config(self) -> dict[str, Any]:
-        """librdkafka's settings for ``cfg`` (password included: never log this)."""
-        cfg = self.cfg
-        conf: dict[str, Any] = {
-            "bootstrap.servers": ",".join(self.servers), "client.id": cfg.client_id, "group.id": cfg.group_id,
-            "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": cfg.auto_offset_reset, "session.timeout.ms": cfg.session_timeout_ms,
-            "heartbeat.interval.ms": cfg.heartbeat_interval_ms, "security.protocol": cfg.security_protocol.lower(),
-            "reconnect.backoff.ms": cfg.reconnect_backoff_ms, "reconnect.backoff.max.ms": cfg.reconnect_backoff_max_ms,
-            "retry.backoff.ms": cfg.retry_backoff_ms, "error_cb": self._on_error, "logger": log,
-        }
-        if cfg.ssl_cafile:
-            conf["ssl.ca.location"] = cfg.ssl_cafile
-        if cfg.sasl_mechanism:
-            conf["sasl.mechanism"] = cfg.sasl_mechanism
-            if cfg.sasl_mechanism.upper() in _USER_PASSWORD_MECHANISMS:
-                password = self._password if self._password is not None else read_secret(
-                    cfg.sasl_password_env, cfg.sasl_password_file)
-                if not cfg.sasl_username or password is None:
-                    raise SourceError("kafka configure", self.servers,
-                                      f"sasl_mechanism {cfg.sasl_mechanism} needs kafka.sasl_username and a password "
-                                      "(kafka.sasl_password_env or kafka.sasl_password_file)")
-                conf["sasl.username"], conf["sasl.password"] = cfg.sasl_username, password
+        """librdkafka's settings: the kafka-python source's (SASL password resolved the same way,
+        never log this), renamed. A kafka-python setting without a mapping here is an error, so
+        the two sources cannot drift apart silently."""
+        conf: dict[str, Any] = {"enable.auto.offset.store": False, "error_cb": self._on_error, "logger": log}
+        for key, value in KafkaSource.consumer_config(self).items():  # type: ignore[arg-type]
+            if key in _UNMAPPED:
+                continue
+            name = _LIBRDKAFKA[key]
+            conf[name] = ",".join(value) if key == "bootstrap_servers" else (
+                value.lower() if key == "security_protocol" else value)
         return conf
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -128,12 +118,8 @@ class ConfluentSource:
         except Exception:  # noqa: BLE001 - closing must not mask the reason we are closing
             log.warning("kafka source: error while closing the consumer", exc_info=True)
 
-    def __enter__(self) -> "ConfluentSource":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    __enter__ = KafkaSource.__enter__
+    __exit__ = KafkaSource.__exit__
 
     # -- records ---------------------------------------------------------------------------
     def poll(self, timeout_ms: int | None = None) -> list[RawRecord]:
@@ -168,10 +154,7 @@ class ConfluentSource:
         if not records:
             return {}
         consumer = self._require()
-        upto: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (r.topic, r.partition)
-            upto[key] = max(upto.get(key, -1), r.offset + 1)
+        upto = next_offsets(records)
         with self._lock:
             todo = {k: v for k, v in upto.items() if v > self._committed.get(k, -1)}
         if not todo:
@@ -194,10 +177,7 @@ class ConfluentSource:
         if not records:
             return
         consumer = self._require()
-        first: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (r.topic, r.partition)
-            first[key] = min(first.get(key, r.offset), r.offset)
+        first = first_offsets(records)
         assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
         for (t, p), offset in first.items():
             if (t, p) in assigned:

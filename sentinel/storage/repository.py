@@ -151,7 +151,7 @@ class MissedRun:
 class Store:
     def __init__(self, engine: Engine, owner: str | None = None):
         self.engine = engine
-        # the replica this process runs as (sentinel.replicas); runs it starts carry it, so a
+        # the replica this process runs as (sentinel.storage.replicas); runs it starts carry it, so a
         # live replica can tell its own runs in progress from a dead one's
         self.owner = owner
 

@@ -216,7 +216,7 @@ schedules = Table(
 # One row per running daemon (replica) on this store, its heartbeat renewed every third of the
 # lease (replicas.lease_seconds). A row older than the lease is a dead replica's: its runs left
 # 'running', its schedule leases and its registration are taken over by a live one. On SQLite a
-# live row of another owner refuses the start (sentinel.replicas).
+# live row of another owner refuses the start (sentinel.storage.replicas).
 replicas = Table(
     "replicas", metadata,
     Column("owner", String(255), primary_key=True),
