@@ -28,8 +28,13 @@ from ..registry import PluginError, resolve
 #: source does not import every client library.
 SOURCES: dict[str, str] = {
     "kafka": "sentinel.sources.kafka:KafkaSource",
-    "confluent": "sentinel.sources.confluent:ConfluentSource",   # `kafka` with kafka.client: confluent
     "file": "sentinel.sources.file:FileSource",
+}
+
+#: The ``kafka`` source by ``kafka.client``: one source, two client libraries.
+KAFKA_CLIENTS: dict[str, str] = {
+    "kafka-python": "sentinel.sources.kafka:KafkaSource",
+    "confluent": "sentinel.sources.confluent:ConfluentSource",
 }
 
 
@@ -38,8 +43,8 @@ def build_source(cfg: Any) -> "Source":
     unimportable name is a ConfigError at ``ingest.source``. ``kafka`` runs on the client
     ``kafka.client`` names: kafka-python (``kafka``) or librdkafka (``confluent``)."""
     name = cfg.ingest.source
-    if name == "kafka" and getattr(cfg.kafka, "client", "kafka-python") == "confluent":
-        name = "confluent"
+    if name == "kafka":
+        name = KAFKA_CLIENTS.get(getattr(cfg.kafka, "client", "kafka-python"), SOURCES["kafka"])
     try:
         cls = resolve("source", name, SOURCES)
     except PluginError as exc:
