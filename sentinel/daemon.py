@@ -3,7 +3,8 @@ the HTTP API, and a visible lifecycle (starting → started → stopping → sto
 
 Threads: the main thread owns the Kafka consumer (kafka-python consumers are not thread-safe);
 the scheduler (sentinel/scheduler.py) claims due revalidations from the store in one thread and
-runs them in another; one thread drains the outbox; uvicorn serves the API in another. On
+runs them in another; one thread drains the outbox; one renews this replica's heartbeat in the
+store (sentinel/storage/replicas.py); uvicorn serves the API in another. On
 SIGTERM/SIGINT the loop stops polling and ``shutdown`` runs its steps, each bounded: the running
 revalidation gets a grace period, then is cut short (cancelled, its child processes killed, its
 run marked abandoned and its window given back at once). A second signal skips the waits but not

@@ -198,7 +198,9 @@ class Replica:
             self._note(rows.all(), now)
             dead = [r["owner"] for r in self._seen if r["owner"] != self.owner and not self._is_live(r, now)]
             self._take_over(rows, dead)
-        return self._abandon_orphans(include_unowned=False) if dead else 0
+        # every beat, not only after a take-over: a reaper that died between the two still has
+        # its victims' runs recovered by the next one
+        return self._abandon_orphans(include_unowned=False)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="sentinel-replica-heartbeat", daemon=True)
