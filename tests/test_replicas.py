@@ -259,6 +259,7 @@ def test_lease_takeover_when_the_replica_holding_a_pair_is_killed(tmp_path, pg_u
         later = wait_for(next_run, 120, "the survivor's next scheduled run")
         took = (min(r["started_at"] for r in later) - killed_at).total_seconds()
         # within the lease (+ one interval for the next slot, + the tick): not a speed figure, the bound
+        print(f"lease {lease:g} s, interval {interval:g} s: the next run started {took:.1f} s after the kill")
         assert took <= lease + interval + 2, took
         wait_for(lambda: next(r for r in rows(pg_url, runs) if r["id"] == run["id"])["status"] == "abandoned",
                  3 * lease, "the killed replica's run to be marked abandoned")
