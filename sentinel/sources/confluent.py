@@ -19,7 +19,6 @@ How the contract maps onto librdkafka:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any, Iterable, Sequence
 
@@ -57,13 +56,10 @@ class ConfluentSource:
 
     def __init__(self, cfg: KafkaConfig, *, password: str | None = None,
                  connect_timeout_s: float = 10.0, commit_timeout_s: float = 30.0):
-        self.cfg = cfg
-        self._password = password
-        self.connect_timeout_s = connect_timeout_s
-        self.commit_timeout_s = commit_timeout_s
-        self._consumer: Consumer | None = None
-        self._committed: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()
+        # the same settings and commit marks as KafkaSource (its __init__ documents them)
+        KafkaSource.__init__(self, cfg, password=password, connect_timeout_s=connect_timeout_s,  # type: ignore[arg-type]
+                             commit_timeout_s=commit_timeout_s)
+        self._consumer: Consumer | None = None  # type: ignore[assignment]
         self._brokers_down_at: float | None = None   # monotonic; set by librdkafka's error callback
 
     # the settings are KafkaSource's, read the same way (one place maps config to a client)
@@ -145,7 +141,7 @@ class ConfluentSource:
         if out:
             self._brokers_down_at = None
             for (t, p), offset in first.items():
-                self._check_restarted(t, p, offset)
+                self._check_restarted(TopicPartition(t, p), offset)
             out.sort(key=lambda r: (r.topic, r.partition))   # stable: offset order kept per partition
         return out
 
@@ -249,19 +245,10 @@ class ConfluentSource:
         if err.code() not in _QUIET:
             log.warning("kafka source: %s", err.str())
 
-    def _forget(self, partitions: Iterable[Any], why: str) -> None:
-        for tp in partitions:
-            with self._lock:
-                mark = self._committed.pop((tp.topic, tp.partition), None)
-            if mark is not None:
-                log.info("kafka source: %s[%d] %s; committing from its new position", tp.topic, tp.partition, why)
-
-    def _check_restarted(self, topic: str, partition: int, first_offset: int) -> None:
-        with self._lock:
-            mark = self._committed.get((topic, partition))
-        if mark is not None and first_offset < mark:
-            self._forget([TopicPartition(topic, partition)],
-                         f"restarted at offset {first_offset}, below the {mark} committed before")
+    # the commit marks are forgotten exactly as in KafkaSource (both TopicPartitions have
+    # .topic and .partition)
+    _forget = KafkaSource._forget
+    _check_restarted = KafkaSource._check_restarted
 
     def _require(self) -> Consumer:
         if self._consumer is None:
