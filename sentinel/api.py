@@ -349,7 +349,11 @@ def _routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
 def _health_routes(api: FastAPI, app: Any, control: Control) -> None:
     @api.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "state": control.state.value}
+        body: dict[str, Any] = {"status": "ok", "state": control.state.value}
+        replica = getattr(control, "replica", None)
+        if replica is not None:   # who runs on this store, as of the last heartbeat (no store query)
+            body["replica"] = replica.status()
+        return body
 
     @api.get("/readyz")
     def readyz() -> JSONResponse:

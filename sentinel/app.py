@@ -89,9 +89,11 @@ class App:
         configured ``backoff_seconds``, and delivery outcomes counted in the metrics."""
         from .notifiers.outbox import OutboxDispatcher
         ncfg = self.cfg.notifiers
+        # a claim must outlast the slowest send, or another replica sends the row again
+        lease = max(self.cfg.replicas.lease_seconds, 2 * max((c.timeout_seconds for c in ncfg.values()), default=0) + 5)
         return self._once("dispatcher", lambda: OutboxDispatcher(
             self.store, self.notifiers, max_attempts={n: c.max_attempts for n, c in ncfg.items()},
-            backoff_seconds=min((c.backoff_seconds for c in ncfg.values()), default=1.0),
+            backoff_seconds=min((c.backoff_seconds for c in ncfg.values()), default=1.0), lease_seconds=lease,
             on_outcome=lambda target, outcome: self.metrics.notifications.labels(target, outcome).inc()))
 
     def deliver_outbox(self) -> None:

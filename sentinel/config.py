@@ -62,6 +62,9 @@ class KafkaConfig(Strict):
     sasl_password_env: str | None = None   # name of the env var holding the password (never in the file)
     sasl_password_file: str | None = None
     ssl_cafile: str | None = None
+    # which client library the `kafka` source runs on: kafka-python (pure Python) or confluent
+    # (librdkafka through confluent-kafka: ~40x the raw consume rate here, PITFALLS.md)
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -333,6 +336,13 @@ class GrafanaConfig(Strict):
     timeout_seconds: float = Field(5.0, gt=0, le=60)
 
 
+class ReplicasConfig(Strict):
+    """Several daemons on one PostgreSQL store (docs/deploy.md, Several replicas). ``lease_seconds``:
+    how long a schedule lease, an outbox delivery claim and a replica's heartbeat hold without
+    being renewed (renewed every third of it); a dead replica's work is taken over within it."""
+    lease_seconds: float = Field(30.0, ge=3, le=600)
+
+
 class LoggingConfig(Strict):
     level: str = "INFO"
     format: Literal["json", "text"] = "json"
@@ -355,6 +365,7 @@ class Config(Strict):
     api: ApiConfig = Field(default_factory=ApiConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     grafana: GrafanaConfig = Field(default_factory=GrafanaConfig)
+    replicas: ReplicasConfig = Field(default_factory=ReplicasConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     # not part of the file: where it came from, for messages and relative paths

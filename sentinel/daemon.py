@@ -3,7 +3,8 @@ the HTTP API, and a visible lifecycle (starting → started → stopping → sto
 
 Threads: the main thread owns the Kafka consumer (kafka-python consumers are not thread-safe);
 the scheduler (sentinel/scheduler.py) claims due revalidations from the store in one thread and
-runs them in another; one thread drains the outbox; uvicorn serves the API in another. On
+runs them in another; one thread drains the outbox; one renews this replica's heartbeat in the
+store (sentinel/storage/replicas.py); uvicorn serves the API in another. On
 SIGTERM/SIGINT the loop stops polling and ``shutdown`` runs its steps, each bounded: the running
 revalidation gets a grace period, then is cut short (cancelled, its child processes killed, its
 run marked abandoned and its window given back at once). A second signal skips the waits but not
@@ -147,6 +148,7 @@ class Daemon:
         self.pairs: dict[str, LoadedPair] = {}
         self.source: Any = None
         self.scheduler: Any = None     # sentinel.scheduler.RevalidationScheduler
+        self.replica: Any = None       # sentinel.storage.replicas.Replica: this daemon's registration
         self.revalidator: Revalidator | None = None
         self.incidents: Any = None
         self.dispatcher: Any = None
@@ -177,7 +179,7 @@ class Daemon:
         # config problems first (notifiers, escalation policies): fail fast, before loading models
         app = self.app.load()
         self.pairs, self.store = app.pairs, app.store
-        self._recover_abandoned_runs()
+        self._register_replica()
         self._restore_metrics()
         self.incidents, self.dispatcher, self.revalidator = app.incidents, app.dispatcher, app.revalidator
         self._start_scheduler()
@@ -260,6 +262,8 @@ class Daemon:
         self._step("child processes", lambda: terminate_children(grace=0.0 if self._forced else 1.0))
         if self.scheduler is not None:
             self._step("schedule leases", self.scheduler.release_all)
+        if self.replica is not None:
+            self._step("replica registration", self.replica.stop)
         if self._api_server is not None:
             self._api_server.should_exit = True
             self._api_server.force_exit = self._api_server.force_exit or self._forced
@@ -303,7 +307,7 @@ class Daemon:
             try:
                 marked = self.store.finish_run(active[0], status="abandoned", n_samples=0, record=None, results=[],
                                                error=why + "; its samples went back to the window", release_window=True)
-            except Exception:   # the next start marks it (_recover_abandoned_runs)
+            except Exception:   # a live replica marks it (sentinel.storage.replicas)
                 log.exception("could not mark the abandoned run", extra={"run_id": active[0]})
         self._cancel.set()
         killed = terminate_children(grace=0.0 if self._forced else 1.0)
@@ -428,7 +432,8 @@ class Daemon:
         self.scheduler = RevalidationScheduler(
             self.store, {p: self.cfg.interval_for(p) for p in self.pairs},
             lambda pair: self.revalidate(pair, trigger="schedule"),
-            misfire_grace=self.cfg.revalidation.misfire_grace_seconds)
+            misfire_grace=self.cfg.revalidation.misfire_grace_seconds, owner=self.replica.owner,
+            lease_seconds=self.cfg.replicas.lease_seconds)
         self.scheduler.start()
 
     def next_run_times(self) -> dict[str, dt.datetime | None]:
@@ -437,18 +442,20 @@ class Daemon:
             return {}
         return self.scheduler.next_run_times()
 
-    def _recover_abandoned_runs(self) -> None:
-        """After a SIGKILL (a clean stop marks its own run): runs left 'running' are marked
-        abandoned and their samples go back to the window; leases are dropped. One daemon per
-        store is assumed here, as for SQLite; the replica work scopes both to dead owners."""
+    def _register_replica(self) -> None:
+        """Register this daemon in the store's ``replicas`` table (sentinel.storage.replicas): on SQLite a
+        second live daemon is refused here (ReplicaRefused); dead replicas' runs left 'running'
+        (a SIGKILL: a clean stop marks its own) are marked abandoned, their samples back in the
+        window, and their schedule leases dropped. Runs this daemon starts carry its owner id."""
+        from .storage.replicas import Replica
+        from .scheduler import owner_id
+
         assert self.store is not None
-        for run in self.store.list_runs(limit=1000):
-            if run["status"] == "running" and self.store.finish_run(
-                    run["id"], status="abandoned", n_samples=0, record=None, results=[], release_window=True,
-                    error="the daemon stopped during this run; its samples went back to the window"):
-                log.warning("abandoned run recovered", extra={"run_id": run["id"], "pair": run["pair"]})
-        if self.store.clear_schedule_leases():
-            log.info("schedule leases of the previous daemon dropped")
+        self.replica = Replica(self.store, owner_id(), lease_seconds=self.cfg.replicas.lease_seconds,
+                               api=self.cfg.api.listen if self.serve_api else None)
+        self.replica.register()
+        self.store.owner = self.replica.owner
+        self.replica.start()
 
     # -- side loops ------------------------------------------------------------------------------
     def _spawn(self, target: Callable[[], None], name: str) -> None:

@@ -6,8 +6,9 @@ Behaviour kept from the APScheduler 3 job store it replaces: an interval per pai
 time survives a restart while the interval is unchanged; after downtime the missed runs coalesce
 into one; a run more than ``misfire_grace`` seconds late is passed over (logged) and the pair
 waits for its next slot; a pair whose previous run is still going is not started twice. Claims
-are leases (owner + expiry, renewed while the run lasts), so several daemons on one PostgreSQL
-store would each run a due pair once; nothing else here assumes a single daemon.
+are leases (owner + expiry, renewed every third of the lease while the run lasts), so several
+daemons on one PostgreSQL store run each due pair once, and a dead daemon's pairs are claimed
+again once its lease lapsed (sooner: sentinel.storage.replicas drops a dead replica's leases).
 """
 from __future__ import annotations
 
@@ -24,8 +25,7 @@ from typing import Any, Callable
 log = logging.getLogger("sentinel.scheduler")
 
 TICK_SECONDS = 1.0
-LEASE_SECONDS = 60.0     # a claim lapses this long after its owner stopped renewing it
-RENEW_SECONDS = 20.0
+LEASE_SECONDS = 30.0     # a claim lapses this long after its owner stopped renewing it (replicas.lease_seconds)
 
 
 def owner_id() -> str:
@@ -38,9 +38,12 @@ class RevalidationScheduler:
     sentinel.storage.repository.Store (its schedule methods); claims are its ScheduleClaims."""
 
     def __init__(self, store: Any, intervals: dict[str, float], run: Callable[[str], Any], *,
-                 misfire_grace: float, owner: str | None = None, tick_seconds: float = TICK_SECONDS):
+                 misfire_grace: float, owner: str | None = None, tick_seconds: float = TICK_SECONDS,
+                 lease_seconds: float = LEASE_SECONDS):
         self.store, self.intervals, self.run_pair = store, dict(intervals), run
         self.misfire_grace, self.tick_seconds = misfire_grace, tick_seconds
+        # renewed every third of the lease: two renewals may fail before another replica takes over
+        self.lease_seconds, self.renew_seconds = lease_seconds, lease_seconds / 3
         self.owner = owner or owner_id()
         self._stop = threading.Event()
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -94,10 +97,10 @@ class RevalidationScheduler:
         while not self._stop.is_set():
             try:
                 self.tick()
-                if time.monotonic() - renewed >= RENEW_SECONDS:
+                if time.monotonic() - renewed >= self.renew_seconds:
                     with self._held_lock:
                         pairs = list(self._held)
-                    self.store.renew_schedule_leases(self.owner, pairs, LEASE_SECONDS)
+                    self.store.renew_schedule_leases(self.owner, pairs, self.lease_seconds)
                     renewed = time.monotonic()
             except Exception:
                 log.exception("schedule tick failed")
@@ -106,7 +109,7 @@ class RevalidationScheduler:
     def tick(self) -> list[Any]:
         """Claim what is due now and queue it for the worker."""
         claims, missed = self.store.claim_due_schedules(self.owner, misfire_grace=self.misfire_grace,
-                                                        lease_seconds=LEASE_SECONDS)
+                                                        lease_seconds=self.lease_seconds)
         for m in missed:
             if m.reason == "misfire":
                 log.warning("scheduled revalidation missed", extra={
@@ -121,6 +124,9 @@ class RevalidationScheduler:
                 if c.pair in self._held:   # our lease lapsed mid-run (store unreachable) and was re-taken
                     continue
                 self._held[c.pair] = c
+            # one line per claimed slot: across replicas each (pair, due) appears once
+            log.info("scheduled revalidation claimed", extra={"pair": c.pair, "due": c.due_at.isoformat(),
+                                                              "owner": self.owner})
             self._queue.put(c)
             queued.append(c)
         return queued

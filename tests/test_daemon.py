@@ -107,10 +107,11 @@ def _start(cfg_path, log):
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, broker, topic):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, broker, topic, client):
     n_good, n_bad = 4000, 40
     n = produce(broker.bootstrap, topic, n_good, n_bad)
-    kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "group_id": f"g-{topic}",
+    kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "group_id": f"g-{topic}", "client": client,
              "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "poll_timeout_ms": 200,
              "max_poll_records": 40}   # small batches so the kill lands mid-ingest
     cfg_path = example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, kafka=kafka)

@@ -658,9 +658,12 @@ def test_chart_lints_and_renders_a_valid_sentinel_config(helm, values_file):
     routes = {r.path for r in create_app(SimpleNamespace(cfg=parsed)).routes}
     assert {"/healthz", "/readyz", "/metrics"} <= routes
 
-    # one daemon; Service selects the pod; labels come from _helpers.tpl
+    # one daemon (Recreate) unless the scenario runs replicas; Service selects the pods; labels
+    # come from _helpers.tpl
     deploy = one(objs, "Deployment")
-    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
+    replicas = values.get("replicaCount", 1)
+    assert deploy["spec"]["replicas"] == replicas
+    assert deploy["spec"]["strategy"]["type"] == ("Recreate" if replicas <= 1 else "RollingUpdate")
     svc = one(objs, "Service")
     assert svc["spec"]["selector"].items() <= pod_labels(deploy).items()
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
@@ -756,7 +759,8 @@ def test_chart_rules_file_is_the_deploy_rules_file(helm):
 
 
 @pytest.mark.parametrize("bad, where", [
-    ({"replicaCount": 2}, "/replicaCount"),
+    ({"replicaCount": -1}, "/replicaCount"),
+    ({"replicaCount": 2}, "/config/store/url"),   # several replicas only with PostgreSQL
     ({"replicas": 1}, "replicas"),
     ({"config": {"api": {"listen": "127.0.0.1:8080"}}}, "/config/api/listen"),
     ({"config": {"api": {"enabled": False}}}, "/config/api/enabled"),

@@ -269,9 +269,10 @@ class Escalator:
         return steps
 
     def _step(self, incident_id: int, policies: Mapping[str, EscalationPolicy], now: dt.datetime) -> bool:
-        # One transaction per step, fenced on the stored timer: two daemons never take one step twice.
+        # One transaction per step, the timer row claimed (a replica holding it is skipped) and the
+        # update fenced on the stored timer: two daemons never take one step twice.
         with self.incidents.begin() as tx:
-            esc = tx.escalation(incident_id)
+            esc = tx.escalation(incident_id, claim=True)
             if esc is None or esc.status != "active" or esc.next_at is None or as_utc(esc.next_at) > now:
                 return False
             policy = policies.get(esc.policy or "")

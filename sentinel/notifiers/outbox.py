@@ -7,9 +7,11 @@ notification as a row in the same transaction makes "transition happened" and "n
 owed" one atomic fact; the dispatcher then delivers it at least once.
 
 Delivery guarantees, from Sentinel's side:
-- A row is *claimed* before it is sent: a conditional UPDATE pushes its ``next_attempt_at`` a lease
-  into the future, and only the dispatcher whose UPDATE changed the row sends it. Two dispatchers
-  (two replicas, or an old and a restarted process) never send the same row at the same time.
+- A row is *claimed* before it is sent: it is read with FOR UPDATE SKIP LOCKED, a conditional
+  UPDATE pushes its ``next_attempt_at`` a lease into the future and records the replica in
+  ``claimed_by``, and only the dispatcher whose UPDATE changed the row sends it. Two dispatchers
+  (two replicas, or an old and a restarted process) never send the same row at the same time; a
+  dead replica's claim lapses with its lease (``replicas.lease_seconds``) and is sent by another.
 - A row is marked ``sent`` once, and a sent row is never picked up again.
 - The one window left is a crash after the receiver accepted a request and before ``sent`` was
   committed: when the lease runs out the row is sent again. Every request carries the row's
@@ -100,28 +102,23 @@ class OutboxDispatcher:
 
     # -- dispatch ------------------------------------------------------------------------------
     def dispatch_due(self, limit: int = 100) -> dict[str, int]:
-        """Attempt every pending row that is due (oldest first, at most ``limit``).
+        """Claim and attempt pending rows that are due, oldest first, one at a time (each claim
+        its own short transaction, so a lease covers one send), at most ``limit``.
 
-        Returns counts ``{"sent", "retry", "failed", "skipped"}``; ``skipped`` rows were claimed by
-        another dispatcher between this one listing and claiming them.
+        Returns counts ``{"sent", "retry", "failed", "skipped"}``; ``skipped`` stays 0 here (rows
+        another dispatcher holds are passed over inside the claim) and is kept for callers.
         """
         counts = {"sent": 0, "retry": 0, "failed": 0, "skipped": 0}
         now = self._now()
-        due = self.outbox.due(now, limit)
-        for row in due:
-            lease_until = self._claim(row.id, now)
-            if lease_until is None:
-                counts["skipped"] += 1
-                continue
+        lease_until = now + self.lease
+        for _ in range(limit):
+            row = self.outbox.claim_next(getattr(self.store, "owner", None), now, lease_until)
+            if row is None:
+                break
             outcome = self._attempt(row, lease_until)
             counts[outcome] += 1
             self._report(row.target, outcome)
         return counts
-
-    def _claim(self, row_id: int, now: dt.datetime) -> dt.datetime | None:
-        # Only the dispatcher whose claim moved the row sends it (see OutboxRecords.claim).
-        lease_until = now + self.lease
-        return lease_until if self.outbox.claim(row_id, now, lease_until) else None
 
     def _attempt(self, row: Any, lease_until: dt.datetime) -> str:
         target = row.target

@@ -31,17 +31,45 @@ SOURCES: dict[str, str] = {
     "file": "sentinel.sources.file:FileSource",
 }
 
+#: The ``kafka`` source by ``kafka.client``: one source, two client libraries.
+KAFKA_CLIENTS: dict[str, str] = {
+    "kafka-python": "sentinel.sources.kafka:KafkaSource",
+    "confluent": "sentinel.sources.confluent:ConfluentSource",
+}
+
 
 def build_source(cfg: Any) -> "Source":
     """The source ``cfg.ingest.source`` names, built from ``cfg`` (not started). An unknown or
-    unimportable name is a ConfigError at ``ingest.source``."""
+    unimportable name is a ConfigError at ``ingest.source``. ``kafka`` runs on the client
+    ``kafka.client`` names: kafka-python (``kafka``) or librdkafka (``confluent``)."""
+    name = cfg.ingest.source
+    if name == "kafka":
+        name = KAFKA_CLIENTS.get(getattr(cfg.kafka, "client", "kafka-python"), SOURCES["kafka"])
     try:
-        cls = resolve("source", cfg.ingest.source, SOURCES)
+        cls = resolve("source", name, SOURCES)
     except PluginError as exc:
         raise ConfigError(cfg.source, "ingest.source", str(exc)) from None
     if not callable(getattr(cls, "from_config", None)):
         raise ConfigError(cfg.source, "ingest.source", f"{cfg.ingest.source!r} has no from_config(cfg) to build it")
     return cls.from_config(cfg)
+
+
+def next_offsets(records: Sequence["RawRecord"]) -> dict[tuple[str, int], int]:
+    """Per ``(topic, partition)`` of ``records``: the highest offset + 1 (what a commit stores)."""
+    upto: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        upto[key] = max(upto.get(key, -1), r.offset + 1)
+    return upto
+
+
+def first_offsets(records: Sequence["RawRecord"]) -> dict[tuple[str, int], int]:
+    """Per ``(topic, partition)`` of ``records``: the lowest offset (where a rewind seeks to)."""
+    first: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        first[key] = min(first.get(key, r.offset), r.offset)
+    return first
 
 
 class SourceError(SentinelError):

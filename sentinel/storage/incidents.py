@@ -171,8 +171,12 @@ class IncidentRecords:
         return {k: list(dict.fromkeys(v)) for k, v in out.items()}
 
     # -- escalation timers -----------------------------------------------------------------------
-    def escalation(self, incident_id: int) -> Any | None:
-        return self.conn.execute(select(X).where(X.c.incident_id == incident_id)).first()
+    def escalation(self, incident_id: int, *, claim: bool = False) -> Any | None:
+        """The incident's timer; ``claim``: hold its row for this transaction, or None when another
+        replica holds it now (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite ignores it and relies
+        on the fenced :meth:`advance_escalation`)."""
+        q = select(X).where(X.c.incident_id == incident_id)
+        return self.conn.execute(q.with_for_update(skip_locked=True) if claim else q).first()
 
     def save_escalation(self, incident_id: int, *, policy: str | None, tier: int, loop: int, status: str,
                         next_at: dt.datetime | None, notified: Sequence[str], now: dt.datetime) -> None:

@@ -55,15 +55,32 @@ class OutboxRecords:
             .where(and_(t.outbox.c.status == PENDING, t.outbox.c.next_attempt_at <= now))
             .order_by(t.outbox.c.next_attempt_at, t.outbox.c.id).limit(limit)).all()
 
-    def claim(self, row_id: int, now: dt.datetime, lease_until: dt.datetime) -> bool:
-        """Push a due row's ``next_attempt_at`` to ``lease_until``; True for the one caller that did."""
+    def claim(self, row_id: int, now: dt.datetime, lease_until: dt.datetime, owner: str | None = None) -> bool:
+        """Push a due row's ``next_attempt_at`` to ``lease_until`` (``claimed_by``: ``owner``);
+        True for the one caller that did."""
         # The conditional UPDATE is the lock: it succeeds for exactly one dispatcher, because the
         # winner moves next_attempt_at past `now` and a loser's WHERE no longer matches. It works
         # the same on SQLite (writers serialised) and PostgreSQL (row lock, re-check after wait).
         res = self.conn.execute(update(t.outbox).where(and_(
             t.outbox.c.id == row_id, t.outbox.c.status == PENDING, t.outbox.c.next_attempt_at <= now))
-            .values(next_attempt_at=lease_until))
+            .values(next_attempt_at=lease_until, claimed_by=owner))
         return res.rowcount == 1
+
+    def claim_next(self, owner: str | None, now: dt.datetime, lease_until: dt.datetime) -> Any | None:
+        """Claim the oldest due pending row for ``owner`` until ``lease_until``; None when none is
+        left. The row is read with FOR UPDATE SKIP LOCKED (PostgreSQL: replicas claiming at once
+        each take another row instead of queueing on the same one; SQLite ignores it) and taken
+        by the conditional update of :meth:`claim`, which alone decides on SQLite."""
+        o = t.outbox
+        while True:
+            row = self.conn.execute(
+                select(o.c.id, o.c.target, o.c.idempotency_key, o.c.payload, o.c.attempts)
+                .where(and_(o.c.status == PENDING, o.c.next_attempt_at <= now))
+                .order_by(o.c.next_attempt_at, o.c.id).limit(1).with_for_update(skip_locked=True)).first()
+            if row is None:
+                return None
+            if self.claim(row.id, now, lease_until, owner):
+                return row
 
     def mark_sent(self, row_id: int, now: dt.datetime, attempts: int) -> None:
         # Not fenced on the lease: if our claim expired and another dispatcher also sent the
@@ -98,9 +115,13 @@ class OutboxStore(RecordsStore[OutboxRecords]):
         with self.read() as rows:
             return rows.due(now, limit)
 
-    def claim(self, row_id: int, now: dt.datetime, lease_until: dt.datetime) -> bool:
+    def claim(self, row_id: int, now: dt.datetime, lease_until: dt.datetime, owner: str | None = None) -> bool:
         with self.begin() as rows:
-            return rows.claim(row_id, now, lease_until)
+            return rows.claim(row_id, now, lease_until, owner)
+
+    def claim_next(self, owner: str | None, now: dt.datetime, lease_until: dt.datetime) -> Any | None:
+        with self.begin() as rows:
+            return rows.claim_next(owner, now, lease_until)
 
     def mark_sent(self, row_id: int, now: dt.datetime, attempts: int) -> None:
         with self.begin() as rows:

@@ -25,6 +25,7 @@ from .records import as_utc, utc_dict
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30000   # how long a SQLite write waits for another writer's lock
 _PG_LOCK_NOT_AVAILABLE = "55P03"
+MIGRATE_LOCK = 0x53_454E_5401   # pg_advisory_xact_lock key held while migrating
 
 
 def utcnow() -> dt.datetime:
@@ -152,8 +153,11 @@ class MissedRun:
 
 
 class Store:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, owner: str | None = None):
         self.engine = engine
+        # the replica this process runs as (sentinel.storage.replicas); runs it starts carry it, so a
+        # live replica can tell its own runs in progress from a dead one's
+        self.owner = owner
 
     # -- lifecycle -----------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -164,6 +168,10 @@ class Store:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # replicas starting together: one migrates, the others wait here, then find the
+                # schema current (SQLite serialises writers by itself)
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -317,7 +325,7 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(insert(t.runs).values(
                 pair=pair, trigger=trigger, status="running", started_at=utcnow(), n_samples=0,
-                record=record)).inserted_primary_key[0]
+                record=record, owner=self.owner)).inserted_primary_key[0]
 
     def claim_window(self, pair: str, run_id: int) -> list[Sample]:
         """Attach the pair's pending samples to ``run_id`` and return them (labels joined by id).

@@ -79,6 +79,7 @@ runs = Table(
     Column("record", JSON, nullable=False),
     Column("report_path", Text),
     Column("error", Text),
+    Column("owner", String(255)),   # the replica running it (replicas.owner); NULL before 0007
     Index("ix_runs_pair_started", "pair", "started_at"),
 )
 
@@ -148,6 +149,7 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("sent_at", DateTime(timezone=True)),
+    Column("claimed_by", String(255)),   # the replica holding the delivery lease (until next_attempt_at)
     UniqueConstraint("idempotency_key", name="uq_outbox_idempotency"),
     Index("ix_outbox_status_next", "status", "next_attempt_at"),
 )
@@ -212,4 +214,18 @@ schedules = Table(
     Column("lease_until", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_schedules_next_run", "next_run_at"),
+)
+
+# One row per running daemon (replica) on this store, its heartbeat renewed every third of the
+# lease (replicas.lease_seconds). A row older than the lease is a dead replica's: its runs left
+# 'running', its schedule leases and its registration are taken over by a live one. On SQLite a
+# live row of another owner refuses the start (sentinel.storage.replicas).
+replicas = Table(
+    "replicas", metadata,
+    Column("owner", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("api", String(255)),   # where its API listens (host:port), for /healthz and people
 )

@@ -1,0 +1,190 @@
+"""`make bench-scale`: how fast Sentinel ingests and how replicas share the work (issue 13).
+
+One run prints three tables, on one local Tansu broker:
+
+1. ingest: each source (kafka-python, librdkafka/confluent) beside its raw client on the same
+   topic, at sampling rates 0.1 and 1.0. The raw figure is a consumer-group member polling and
+   committing every batch; the source figure is the daemon's ingest loop (poll, decode, store in
+   SQLite, commit) in this process, from the first record to the last.
+2. replicas: 1, 2 and 3 `sentinel run` processes on one PostgreSQL database and one topic of 6
+   partitions, rate 1.0: messages stored per second, from the first stored row to the last.
+3. the replica fault test of tests/test_replicas.py at full size (--kill-messages, 300,000 by
+   default; 0 skips it): 3 daemons, one SIGKILLed mid-ingest and restarted; stored + quarantined
+   = produced, scheduled slots claimed once, notifications delivered once.
+
+A benchmark, not a test: figures depend on the machine (2 shared cores here) and are printed,
+never asserted. PostgreSQL from $SENTINEL_TEST_PG (default postgres@127.0.0.1:5432).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
+
+from sentinel.testing.broker import TansuBroker, unique_name  # noqa: E402
+
+from e2e_harness import BenchStore, print_table  # noqa: E402
+
+
+def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
+    """msg/s of a bare kafka-python group member committing each batch."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id=unique_name("raw"), enable_auto_commit=False,
+                      auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=2000,
+                      max_poll_records=500)
+    got, t0 = 0, None
+    try:
+        while got < n:
+            batch = c.poll(timeout_ms=500)
+            if batch:
+                t0 = t0 or time.monotonic()
+                got += sum(len(v) for v in batch.values())
+                c.commit()
+        return n / (time.monotonic() - t0)
+    finally:
+        c.close(autocommit=False)
+
+
+def raw_confluent(bootstrap: str, topic: str, n: int) -> float:
+    """msg/s of a bare librdkafka group member committing each batch (synchronously)."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("raw"), "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 2000})
+    c.subscribe([topic])
+    got, t0 = 0, None
+    try:
+        while got < n:
+            msgs = c.consume(num_messages=500, timeout=0.5)
+            if msgs:
+                t0 = t0 or time.monotonic()
+                got += sum(1 for m in msgs if m.error() is None)
+                c.commit(asynchronous=False)
+        return n / (time.monotonic() - t0)
+    finally:
+        c.close()
+
+
+def source_rate(workdir: Path, bootstrap: str, topic: str, n: int, client: str, rate: float) -> float:
+    """msg/s of the daemon's ingest loop (poll → decode → store → commit) on ``client``."""
+    from sentinel.app import build
+    from sentinel.config import load_config
+    from sentinel.daemon import Daemon
+    from pairs import example_config
+
+    d = workdir / f"src-{client}-{rate}"
+    d.mkdir()
+    cfg = load_config(example_config(d, bootstrap=bootstrap, topic=topic, sampling={"rate": rate, "window": 10_000_000},
+                                     kafka={"bootstrap_servers": [bootstrap], "topic": topic, "group_id": unique_name("src"),
+                                            "client": client, "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}))
+    daemon = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
+    daemon.start()
+    consumed = lambda: daemon.metrics.registry.get_sample_value("sentinel_messages_consumed_total") or 0  # noqa: E731
+    try:
+        t0 = None
+        while consumed() < n:
+            if daemon.ingest_once() and t0 is None:
+                t0 = time.monotonic()
+        return n / (time.monotonic() - t0)
+    finally:
+        daemon.shutdown()
+
+
+def ingest_table(workdir: Path, broker: TansuBroker, n: int) -> None:
+    from test_replicas import traffic
+    from sentinel.sources.confluent import produce_values
+
+    topic = unique_name("ingest")
+    broker.create_topic(topic, partitions=1)
+    produce_values(broker.bootstrap, topic, traffic(n, "i", pairs=("triage",), bad_every=0))
+    raws = {"kafka-python": raw_kafka_python(broker.bootstrap, topic, n), "confluent": raw_confluent(broker.bootstrap, topic, n)}
+    rows = []
+    for client, raw in raws.items():
+        for rate in (0.1, 1.0):
+            got = source_rate(workdir, broker.bootstrap, topic, n, client, rate)
+            rows.append([client, rate, f"{raw:,.0f}", f"{got:,.0f}", f"{got / raw:.2f}x"])
+            print(f"  {client} rate {rate}: {got:,.0f} msg/s (raw {raw:,.0f})", flush=True)
+    print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store")
+    print_table(["client", "rate", "raw msg/s", "sentinel msg/s", "of raw"], rows)
+
+
+def replicas_rate(workdir: Path, broker: TansuBroker, n: int, replicas: int) -> float:
+    """msg/s stored by ``replicas`` `sentinel run` processes sharing one PostgreSQL and 6 partitions."""
+    from test_replicas import Proc, counts, replica_config, traffic, wait_for
+    from sentinel.sources.confluent import produce_values
+
+    store = BenchStore("postgresql", workdir)
+    topic = unique_name("rep")
+    broker.create_topic(topic, partitions=6)
+    produced = produce_values(broker.bootstrap, topic, traffic(n, "r", bad_every=0))
+    procs = [Proc(replica_config(workdir / f"rep{replicas}", f"r{i}", store_url=store.url, bootstrap=broker.bootstrap,
+                                 topic=topic, group=f"g-{topic}", interval=3600, candidate="candidate.int8.onnx")).start()
+             for i in range(replicas)]
+    try:
+        wait_for(lambda: counts(store.url)[0] > 0, 300, "the first stored sample", step=0.2)
+        t0 = time.monotonic()
+        wait_for(lambda: sum(counts(store.url)[::2]) >= produced, 3600, "every message", step=0.5)
+        return produced / (time.monotonic() - t0)
+    finally:
+        for p in procs:
+            p.stop()
+        store.drop()
+
+
+def replicas_table(workdir: Path, broker: TansuBroker, n: int) -> None:
+    rows, base = [], None
+    for k in (1, 2, 3):
+        rate = replicas_rate(workdir, broker, n, k)
+        base = base or rate
+        rows.append([k, f"{rate:,.0f}", f"{rate / base:.2f}x"])
+        print(f"  {k} replica(s): {rate:,.0f} msg/s", flush=True)
+    print(f"\nreplicas: {n:,} messages, 6 partitions, one PostgreSQL, librdkafka source, rate 1.0")
+    print_table(["replicas", "stored msg/s", "of 1 replica"], rows)
+
+
+def kill_table(workdir: Path, broker: TansuBroker, n: int) -> None:
+    from test_replicas import run_three_replicas
+
+    store = BenchStore("postgresql", workdir)
+    try:
+        r = run_three_replicas(workdir / "kill", store.url, broker, n)
+    finally:
+        store.drop()
+    s, distinct, q = r["counts"]
+    print(f"\nreplica faults: 3 daemons, 6 partitions, one SIGKILLed at {r['at_kill']:,} stored and restarted")
+    print_table(["produced", "stored", "quarantined", "stored twice", "lost", "slots claimed", "claimed twice",
+                 "runs overlapping", "notifications", "repeats", "seconds"],
+                [[r["produced"], s, q, s - distinct, r["produced"] - s - q, r["slots"], len(r["duplicate_slots"]),
+                  len(r["overlapping_runs"]), r["notifications"], r["repeats"], f"{r['ingest_seconds']:.0f}"]])
+
+
+# -- revalidation at 10k / 100k / 1M samples: the lead adds this table (issue 13, goal 2) --------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=200_000, help="ingest table: messages per source (200,000)")
+    ap.add_argument("--replica-messages", type=int, default=60_000, help="replicas table: messages per run (60,000)")
+    ap.add_argument("--kill-messages", type=int, default=300_000, help="replica fault run (300,000; 0 skips it)")
+    ap.add_argument("--only", choices=["ingest", "replicas", "kill"], action="append", help="run only these tables")
+    args = ap.parse_args(argv)
+    only = set(args.only or ["ingest", "replicas", "kill"])
+    with tempfile.TemporaryDirectory(prefix="sentinel-scale-") as tmp, TansuBroker() as broker:
+        workdir = Path(tmp)
+        if "ingest" in only:
+            ingest_table(workdir, broker, args.messages)
+        if "replicas" in only:
+            replicas_table(workdir, broker, args.replica_messages)
+        if "kill" in only and args.kill_messages:
+            kill_table(workdir, broker, args.kill_messages)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
