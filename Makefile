@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-perf bench-detection bench-api-limits fuzz soak example-pair example-scenarios clean
+.PHONY: install demo test bench-perf bench-ingest bench-detection bench-api-limits fuzz soak example-pair example-scenarios clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ fuzz: $(STAMP)
 SOAK_MINUTES ?= 20
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+bench-ingest: $(STAMP)
+	$(PY) benchmarks/ingest.py $(INGEST_ARGS)
 
 bench-api-limits: $(STAMP)
 	$(PY) benchmarks/api_limits.py
