@@ -651,18 +651,10 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
     eviction query per stratum whose window fills up, one DELETE and one multi-row INSERT.
 
     The sampling rate is applied first: a message outside it is ``not_sampled`` without a look at
-    the store (its id cannot be stored unless the rate was lowered since; a repeat of it within
-    the batch is still a duplicate)."""
+    the store (its id cannot be stored unless the rate was lowered since), repeats included."""
     window, rate, max_strata = opts
-    kept, seen_here = [], set()
-    for s in batch:
-        if in_sample(s.sample_key, rate):
-            kept.append(s)
-        elif s.msg_id in seen_here:
-            res.duplicates += 1
-        else:
-            seen_here.add(s.msg_id)
-            res.not_sampled += 1
+    kept = [s for s in batch if in_sample(s.sample_key, rate)]
+    res.not_sampled += len(batch) - len(kept)
     if not kept:
         return
     seen: set[str] = set()
@@ -675,7 +667,7 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
     windows = _Windows(conn, pair, window, pending)
     rows: dict[int, tuple[str, SampleIn]] = {}     # position in the batch -> (stratum, sample) to insert
     for pos, s in enumerate(kept):
-        if s.msg_id in seen or s.msg_id in seen_here:
+        if s.msg_id in seen:
             res.duplicates += 1
             continue
         seen.add(s.msg_id)
