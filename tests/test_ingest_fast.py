@@ -293,3 +293,23 @@ def test_a_refused_row_of_a_batch_is_quarantined_alone_and_the_rest_stored(store
     assert (r.stored, r.duplicates, r.quarantined, r.evicted) == (10, 1, 1, 9)
     run = store.create_run("p", "test", {})
     assert sorted(s.msg_id for s in store.claim_window("p", run)) == sorted(f"m{i}" for i in range(11) if i != 7)
+
+
+def test_labels_and_quarantine_rows_of_a_batch_are_written_as_one_by_one(store_url):  # noqa: F811
+    """Labels: the last of a batch wins, an existing one is updated; quarantine rows: a repeat
+    (same position and value) is kept once, another value at the same position beside it."""
+    from sentinel.storage.repository import LabelIn, QuarantineIn
+    store = open_store(store_url)
+    store.ingest([], [LabelIn("a", "0", "l", 0, 1), LabelIn("b", "1", "l", 0, 2)], [], window=10, rate=1.0)
+    r = store.ingest([], [LabelIn("a", "1", "l", 0, 3), LabelIn("c", "0", "l", 0, 4), LabelIn("c", "1", "l", 0, 5)],
+                     [QuarantineIn("t", 0, 7, "invalid_json", "x", "raw1"), QuarantineIn("t", 0, 7, "invalid_json", "x", "raw1"),
+                      QuarantineIn("t", 0, 7, "invalid_json", "x", "raw2"), QuarantineIn("t", 1, 7, "empty", "y", "")],
+                     window=10, rate=1.0)
+    r2 = store.ingest([], [], [QuarantineIn("t", 0, 7, "invalid_json", "x", "raw1")], window=10, rate=1.0)
+    assert (r.labels, r.quarantined, r2.quarantined) == (3, 4, 1)
+    with store.engine.connect() as c:
+        labels = dict(c.execute(select(t.labels.c.msg_id, t.labels.c.label)).all())
+        offsets = sorted(c.execute(select(t.labels.c.msg_id, t.labels.c.offset)).all())
+        quarantine = sorted(c.execute(select(t.quarantine.c.partition, t.quarantine.c.raw)).all())
+    assert labels == {"a": "1", "b": "1", "c": "1"} and offsets == [("a", 3), ("b", 2), ("c", 5)]
+    assert quarantine == [(0, "raw1"), (0, "raw2"), (1, "")]

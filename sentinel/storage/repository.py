@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 
 from ..errors import SentinelError, one_line
@@ -281,20 +281,24 @@ class Store:
                     conn.connection.driver_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
     def _write(self, items: Sequence[Any], opts: tuple[int, float, int | None]) -> IngestResult:
-        """One transaction: quarantine rows, labels, then samples (per pair, window applied)."""
+        """One transaction: quarantine rows, labels, then samples (per pair, window applied), each
+        kind in a bounded number of statements (a multi-row INSERT, not one per row)."""
         res = IngestResult()
         now = utcnow()
         by_pair: dict[str, list[SampleIn]] = {}
+        quarantine: list[QuarantineIn] = []
+        labels: list[LabelIn] = []
+        for item in items:
+            if isinstance(item, QuarantineIn):
+                quarantine.append(item)
+            elif isinstance(item, LabelIn):
+                labels.append(item)
+            else:
+                by_pair.setdefault(item.pair, []).append(item)
         with self.engine.begin() as conn:
-            for item in items:
-                if isinstance(item, QuarantineIn):
-                    _put_quarantine(conn, item, now)
-                    res.quarantined += 1
-                elif isinstance(item, LabelIn):
-                    _put_label(conn, item, now)
-                    res.labels += 1
-                else:
-                    by_pair.setdefault(item.pair, []).append(item)
+            _put_quarantine(conn, quarantine, now)
+            _put_labels(conn, labels, now)
+            res.quarantined, res.labels = len(quarantine), len(labels)
             for pair, batch in by_pair.items():
                 _put_samples(conn, pair, batch, opts, now, res)
         return res
@@ -623,25 +627,47 @@ def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
                         value_sha256(raw))
 
 
-def _put_quarantine(conn: Connection, q: QuarantineIn, now: dt.datetime) -> None:
-    key = q.value_sha256 or value_sha256(q.raw)
-    exists = conn.execute(select(t.quarantine.c.id).where(and_(
-        t.quarantine.c.topic == q.topic, t.quarantine.c.partition == q.partition,
-        t.quarantine.c.offset == q.offset, t.quarantine.c.value_sha256 == key))).first()
-    if exists is None:
-        conn.execute(insert(t.quarantine).values(
-            topic=storable_text(q.topic, 255), partition=q.partition, offset=q.offset,
-            reason=storable_text(q.reason, 64), detail=storable_text(q.detail, 2000),
-            raw=storable_text(q.raw, RAW_LEN), value_sha256=key, stored_at=now))
+def _put_quarantine(conn: Connection, rows: list[QuarantineIn], now: dt.datetime) -> None:
+    """Quarantine rows not kept yet (unique on position and value hash; a repeat is kept once)."""
+    if not rows:
+        return
+    keyed = [(q, q.value_sha256 or value_sha256(q.raw)) for q in rows]
+    have: set[tuple[str, int, int, str]] = set()
+    offsets: dict[tuple[str, int], set[int]] = {}
+    for q, _ in keyed:
+        offsets.setdefault((q.topic, q.partition), set()).add(q.offset)
+    c = t.quarantine.c
+    for (topic, partition), offs in offsets.items():
+        for chunk in _chunks(sorted(offs), 500):
+            have.update(tuple(r) for r in conn.execute(select(c.topic, c.partition, c.offset, c.value_sha256).where(
+                and_(c.topic == topic, c.partition == partition, c.offset.in_(chunk)))))
+    new = []
+    for q, key in keyed:
+        if (q.topic, q.partition, q.offset, key) not in have:
+            have.add((q.topic, q.partition, q.offset, key))
+            new.append(dict(topic=storable_text(q.topic, 255), partition=q.partition, offset=q.offset,
+                            reason=storable_text(q.reason, 64), detail=storable_text(q.detail, 2000),
+                            raw=storable_text(q.raw, RAW_LEN), value_sha256=key, stored_at=now))
+    if new:
+        conn.execute(insert(t.quarantine), new)
 
 
-def _put_label(conn: Connection, lab: LabelIn, now: dt.datetime) -> None:
-    row = conn.execute(select(t.labels.c.msg_id).where(t.labels.c.msg_id == lab.msg_id)).first()
-    values = dict(label=lab.label, topic=lab.topic, partition=lab.partition, offset=lab.offset, stored_at=now)
-    if row is None:
-        conn.execute(insert(t.labels).values(msg_id=lab.msg_id, **values))
-    else:
-        conn.execute(update(t.labels).where(t.labels.c.msg_id == lab.msg_id).values(**values))
+def _put_labels(conn: Connection, labels: list[LabelIn], now: dt.datetime) -> None:
+    """Labels by id, the last of a batch winning, as it would written one by one."""
+    if not labels:
+        return
+    last = {lab.msg_id: lab for lab in labels}
+    have: set[str] = set()
+    for chunk in _chunks(list(last), 500):
+        have.update(r[0] for r in conn.execute(select(t.labels.c.msg_id).where(t.labels.c.msg_id.in_(chunk))))
+    rows = [dict(msg_id=lab.msg_id, label=lab.label, topic=lab.topic, partition=lab.partition, offset=lab.offset,
+                 stored_at=now) for lab in last.values()]
+    new = [r for r in rows if r["msg_id"] not in have]
+    old = [{k: v for k, v in r.items() if k != "msg_id"} | {"b_msg_id": r["msg_id"]} for r in rows if r["msg_id"] in have]
+    if new:
+        conn.execute(insert(t.labels), new)
+    if old:   # SET from the parameters' keys, one statement executed for every row
+        conn.execute(update(t.labels).where(t.labels.c.msg_id == bindparam("b_msg_id")), old)
 
 
 def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple[int, float, int | None],
