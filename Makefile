@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench-perf bench-detection bench-api-limits bench-models bench-console bench-scale fuzz soak example-pair example-scenarios example-digits example-support example-typed-scenarios clean
+.PHONY: install demo test bench-perf bench-ingest bench-detection bench-api-limits bench-models bench-console bench-scale fuzz soak example-pair example-scenarios example-digits example-support example-typed-scenarios clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,8 @@ soak: $(STAMP)
 # SCALE_ARGS="--kill-messages 0" skips the long fault run (~20 minutes on 2 cores)
 bench-scale: $(STAMP)
 	$(PY) benchmarks/scale.py $(SCALE_ARGS)
+bench-ingest: $(STAMP)
+	$(PY) benchmarks/ingest.py $(INGEST_ARGS)
 
 bench-api-limits: $(STAMP)
 	$(PY) benchmarks/api_limits.py

@@ -34,6 +34,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from sentinel.sampling import Sampler  # noqa: E402
 from sentinel.sources.kafka import make_producer  # noqa: E402
+from sentinel.messages import quick_id  # noqa: E402
 from sentinel.storage.repository import in_sample  # noqa: E402
 from sentinel.testing.broker import unique_name  # noqa: E402
 from sentinel.testing.hostile import FAMILIES, QUARANTINE, HostileGenerator  # noqa: E402
@@ -56,6 +57,12 @@ class Traffic:
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
 
+
+
+def _quick_id(value: bytes | None) -> str | None:
+    """The id the daemon samples a message by before decoding it, or None when it decodes it first."""
+    quick = quick_id(value, {PAIR: None})   # type: ignore[dict-item] - only the pair names are read
+    return None if quick is None else quick[1]
 
 def produce_steadily(bootstrap: str, topic: str, gen: HostileGenerator, rate: float, out: Traffic) -> None:
     """``rate`` messages a second in 0.1 s ticks until ``out.stop``; positions recorded as the
@@ -81,8 +88,9 @@ def produce_steadily(bootstrap: str, topic: str, gen: HostileGenerator, rate: fl
                 m = next(stream)
                 i = len(out.families)
                 out.families.append(m.family)
-                # the sampler only decides for messages that decode; a quarantined one is never "not sampled"
-                out.ids.append(m.msg_id if m.expect != QUARANTINE else None)
+                # the sampling decision comes before the decode when the id can be read without it
+                # (messages.quick_id): a malformed message outside the sample is not sampled, not quarantined
+                out.ids.append(m.msg_id if m.expect != QUARANTINE else _quick_id(m.value))
                 key = f"k{i}".encode() if m.value is None else None
                 pending.append((i, producer.send(topic, value=m.value, key=key, timestamp_ms=m.timestamp_ms)))
                 sent += 1

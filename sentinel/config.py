@@ -49,6 +49,10 @@ class KafkaConfig(Strict):
     heartbeat_interval_ms: int = Field(3000, ge=100)
     max_poll_records: int = Field(500, ge=1)
     poll_timeout_ms: int = Field(500, ge=10)
+    # Where a traffic message's id comes from for the sampling decision, taken before the full
+    # decode (README, Operations: performance): "body" reads the top-level "id" of the JSON
+    # value; "key" trusts the record key (UTF-8) to be that id, as producers keyed by id send it.
+    id_from: Literal["body", "key"] = "body"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     # How fast the consumer comes back after a broker restart (README, Operations: readiness).
     # kafka-python doubles the wait between reconnects up to reconnect_backoff_max_ms (30 s by

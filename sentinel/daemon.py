@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from .config import Config, register_secrets
 from .errors import MessageError, SentinelError, one_line
-from .messages import MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic, text_rows
+from .messages import (MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic, key_id, quick_id, quick_pair,
+                       text_rows)
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
@@ -55,12 +56,19 @@ class RunState(enum.Enum):
 
 
 def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None,
-                 max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[list[SampleIn], list[LabelIn], list[QuarantineIn]]:
+                 max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body",
+                 ) -> tuple[list[SampleIn], list[LabelIn], list[QuarantineIn]]:
     """Turn polled Kafka records into rows for the store. Never raises for a bad message: a
     ``MessageError`` is quarantined with its reason; anything else the decoder raises (a bug the
     format checks did not foresee) is quarantined as ``decoder_error`` with the exception's type,
     and logged, so no message can stop the loop. Raw texts are tokenized afterwards, together
-    per pair (``_encode_texts``). ``max_bytes``: ``ingest.max_message_bytes``."""
+    per pair (``_encode_texts``). ``max_bytes``: ``ingest.max_message_bytes``.
+
+    The sampling decision comes first, from the pair and id read without a full decode
+    (``_pre_sample``; ``id_from``: ``kafka.id_from``): a traffic message outside the sampling
+    rate is not decoded, and goes to the store as an empty sample that it counts as not sampled
+    (and never writes), so a malformed message outside the sample is not quarantined. Labels
+    are always decoded."""
     samples, labels, bad = [], [], []
     for r in records:
         try:
@@ -68,9 +76,14 @@ def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, l
                 lm = decode_label(r.value, shapes, max_bytes)
                 labels.append(LabelIn(lm.id, lm.label, r.topic, r.partition, r.offset, raw=r.value))
                 continue
+            key_mid, skipped = _pre_sample(r, shapes, sampler, max_bytes, id_from)
+            if skipped is not None:
+                samples.append(skipped)
+                continue
             m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms, max_bytes=max_bytes, encode_text=False)
-            samples.append(SampleIn(pair=m.pair, msg_id=m.id, ts=m.ts, topic=r.topic, partition=r.partition,
-                                    offset=r.offset, sample_key=sampler.key(m.pair, m.id), inputs=m.inputs,
+            mid = key_mid or m.id
+            samples.append(SampleIn(pair=m.pair, msg_id=mid, ts=m.ts, topic=r.topic, partition=r.partition,
+                                    offset=r.offset, sample_key=sampler.key(m.pair, mid), inputs=m.inputs,
                                     attributes=m.attributes, label=m.label, extra=m.extra or None,
                                     stratum=sampler.stratum(m.attributes), raw=r.value, text=m.text))
         except MessageError as exc:
@@ -80,6 +93,28 @@ def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, l
     if any(s.text is not None for s in samples):
         samples = _encode_texts(samples, shapes, sampler, bad)
     return samples, labels, bad
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _pre_sample(r: Any, shapes: dict[str, PairShape], sampler: Sampler, max_bytes: int,
+                id_from: str) -> tuple[str | None, SampleIn | None]:
+    """``(id from the key, None)`` for a message to decode (the id None unless ``id_from`` is
+    ``key`` and the key can be one), or ``(None, empty sample)`` for one that is certainly outside
+    the sampling rate. With every message kept (rate 1) nothing is read twice."""
+    key_mid = key_id(r.key) if id_from == "key" else None
+    if sampler.rate >= 1.0:
+        return key_mid, None
+    if key_mid is not None:
+        pair = quick_pair(r.value, shapes)
+        quick = None if pair is None else (pair, key_mid)
+    else:
+        quick = quick_id(r.value, shapes, max_bytes)
+    if quick is None or in_sample(key := sampler.key(*quick), sampler.rate):
+        return key_mid, None
+    return None, SampleIn(pair=quick[0], msg_id=quick[1], ts=_EPOCH, topic=r.topic, partition=r.partition,
+                          offset=r.offset, sample_key=key, inputs={}, attributes={})
 
 
 def _decoder_error(r: Any, exc: BaseException) -> QuarantineIn:
@@ -341,7 +376,7 @@ class Daemon:
         if records:
             shapes = {name: p.shape for name, p in self.pairs.items()}
             samples, labels, bad = decode_batch(records, shapes, self.sampler, self.cfg.kafka.labels_topic,
-                                                self.cfg.ingest.max_message_bytes)
+                                                self.cfg.ingest.max_message_bytes, self.cfg.kafka.id_from)
             try:
                 res = self.store.ingest(samples, labels, bad, window=self.cfg.sampling.window,
                                         rate=self.cfg.sampling.rate, max_strata=self.cfg.sampling.max_strata)

@@ -571,6 +571,79 @@ def _inputs_or_text(obj: Mapping[str, Any], shape: PairShape, encode_text: bool)
     return (text_rows(shape, [text])[0] if encode_text else {}), text
 
 
+# -- the id before the full decode ------------------------------------------------------------------
+# The sampling decision needs only (pair, id): the daemon takes it before decoding a message, and
+# decodes only the messages inside the sample. The quick path reads a message whose first key is
+# "id" (a plain string without escapes, or an integer of at most 19 characters), optionally
+# followed directly by "model" (a plain string); anything else, or any doubt, returns None and
+# the full decoder decides. Doubts: a second '"id"' or '"model"' anywhere (json keeps the last of
+# repeated keys), a "\u00" escape anywhere (it could spell a key "id"), a message over the size
+# limit or not UTF-8 (the full decoder quarantines those).
+_WS = rb"[ \t\n\r]*"
+_QUICK = re.compile(rb"\A" + _WS + rb"\{" + _WS + rb'"id"' + _WS + rb":" + _WS
+                    + rb'(?:"([^"\\\x00-\x1f]*)"|(-?(?:0|[1-9][0-9]*))(?=' + _WS + rb"[,}]))" + _WS
+                    + rb'(?:,' + _WS + rb'"model"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)")?')
+
+
+def quick_id(value: bytes | None, pairs: Mapping[str, PairShape],
+             max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[str, str] | None:
+    """``(pair, id)`` as :func:`decode_traffic` would give them for ``value``, read without
+    parsing it, or None when that is not certain (then decode it). When the message is not
+    valid, what it holds is not checked: a message that the full decoder would refuse may get a
+    pair and an id here."""
+    if value is None or len(value) > max_bytes or type(value) is not bytes:
+        return None
+    m = _QUICK.match(value)
+    if m is None or b"\\u00" in value or value.count(b'"id"') != 1:
+        return None
+    text, digits, model = m.groups()
+    if digits is not None:
+        if len(digits) > _MAX_EXACT_INT_CHARS:
+            return None
+        mid = str(int(digits))
+    else:
+        try:
+            mid = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if not mid or len(mid) > MAX_ID_LEN:
+            return None
+    pair = _quick_pair(value, model, pairs)
+    return None if pair is None else (pair, mid)
+
+
+def key_id(key: bytes | None) -> str | None:
+    """The record key as a message id (``kafka.id_from: key``), or None when it cannot be one
+    (absent, not UTF-8, empty, longer than ``MAX_ID_LEN``, a NUL or a surrogate in it)."""
+    if not key or len(key) > MAX_ID_LEN * 4 or b"\x00" in key:
+        return None
+    try:
+        mid = bytes(key).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return mid if len(mid) <= MAX_ID_LEN else None
+
+
+def quick_pair(value: bytes | None, pairs: Mapping[str, PairShape]) -> str | None:
+    """The pair of a message whose id comes from elsewhere (the record key), or None."""
+    if type(value) is not bytes or b"\\u00" in value:
+        return None
+    m = _QUICK.match(value)
+    return _quick_pair(value, None if m is None else m.group(3), pairs)
+
+
+def _quick_pair(value: bytes, model: bytes | None, pairs: Mapping[str, PairShape]) -> str | None:
+    if model is None:
+        return next(iter(pairs)) if len(pairs) == 1 and b'"model"' not in value else None
+    if value.count(b'"model"') != 1:
+        return None
+    try:
+        name = model.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return name if name in pairs else None
+
+
 def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
                    timestamp_ms: int | None = None, max_bytes: int = MAX_MESSAGE_BYTES,
                    encode_text: bool = True) -> TrafficMessage:

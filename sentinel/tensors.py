@@ -206,12 +206,13 @@ def encode_row(row: Mapping[str, np.ndarray]) -> bytes:
     parts = [_MAGIC, struct.pack("<B", len(row))]
     for name, value in row.items():
         arr = np.asarray(value)
-        if arr.dtype.name not in _CODES:
+        code = _CODES.get(arr.dtype.name)   # dtype.name is computed on each access: read it once
+        if code is None:
             raise ValueError(f"input {name!r}: dtype {arr.dtype} cannot be stored")
         key = name.encode("utf-8")
         if len(key) > 255 or arr.ndim > 255:
             raise ValueError(f"input {name[:40]!r}: name or rank too long to store")
-        parts.append(struct.pack("<B", len(key)) + key + struct.pack("<BB", _CODES[arr.dtype.name], arr.ndim))
+        parts.append(struct.pack("<B", len(key)) + key + struct.pack("<BB", code, arr.ndim))
         parts.append(struct.pack(f"<{arr.ndim}I", *arr.shape))
         parts.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
     return b"".join(parts)

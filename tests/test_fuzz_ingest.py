@@ -282,3 +282,29 @@ def test_the_daemon_keeps_a_batch_while_postgresql_refuses_connections(tmp_path,
     finally:
         d.shutdown()
         proxy.close()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@given(batch=batches)
+def test_below_rate_one_a_message_is_sampled_first_and_otherwise_decoded_as_before(batch):
+    """At rate 0.3 the sampling decision comes before the full decode (``quick_id``): every record
+    is still one sample or one quarantine row; a record outside the sample becomes an undecoded
+    sample of the id the decoder gives (or, malformed, is not quarantined); a record inside it,
+    or one whose id the quick path cannot read for certain, is decoded exactly as at rate 1."""
+    shapes = {"triage": PairShape("triage", (3,), ("benign", "malignant"), FEATURES)}
+    records = [RawRecord("t", 0, i, None, v, ts) for i, (v, ts) in enumerate(batch)]
+    every, _, every_bad = decode_batch(records, shapes, Sampler(), None)
+    some, _, some_bad = decode_batch(records, shapes, Sampler(rate=0.3), None)
+    assert len(some) + len(some_bad) == len(records)
+    as_before = {s.offset: s for s in every}
+    bad_before = {q.offset: q.reason for q in every_bad}
+    for s in some:
+        if s.sample_key < 0.3:
+            assert s.offset in as_before and s.msg_id == as_before[s.offset].msg_id
+        elif s.offset in as_before:
+            assert (s.msg_id, s.sample_key) == (as_before[s.offset].msg_id, as_before[s.offset].sample_key)
+        else:   # malformed but not sampled: never decoded, so never quarantined
+            assert s.offset in bad_before and not s.inputs
+    for q in some_bad:
+        assert bad_before[q.offset] == q.reason

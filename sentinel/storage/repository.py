@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 
 from ..errors import SentinelError, one_line
@@ -288,20 +289,24 @@ class Store:
                     conn.connection.driver_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
     def _write(self, items: Sequence[Any], opts: tuple[int, float, int | None]) -> IngestResult:
-        """One transaction: quarantine rows, labels, then samples (per pair, window applied)."""
+        """One transaction: quarantine rows, labels, then samples (per pair, window applied), each
+        kind in a bounded number of statements (a multi-row INSERT, not one per row)."""
         res = IngestResult()
         now = utcnow()
         by_pair: dict[str, list[SampleIn]] = {}
+        quarantine: list[QuarantineIn] = []
+        labels: list[LabelIn] = []
+        for item in items:
+            if isinstance(item, QuarantineIn):
+                quarantine.append(item)
+            elif isinstance(item, LabelIn):
+                labels.append(item)
+            else:
+                by_pair.setdefault(item.pair, []).append(item)
         with self.engine.begin() as conn:
-            for item in items:
-                if isinstance(item, QuarantineIn):
-                    _put_quarantine(conn, item, now)
-                    res.quarantined += 1
-                elif isinstance(item, LabelIn):
-                    _put_label(conn, item, now)
-                    res.labels += 1
-                else:
-                    by_pair.setdefault(item.pair, []).append(item)
+            _put_quarantine(conn, quarantine, now)
+            _put_labels(conn, labels, now)
+            res.quarantined, res.labels = len(quarantine), len(labels)
             for pair, batch in by_pair.items():
                 _put_samples(conn, pair, batch, opts, now, res)
         return res
@@ -720,63 +725,140 @@ def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
                         value_sha256(raw))
 
 
-def _put_quarantine(conn: Connection, q: QuarantineIn, now: dt.datetime) -> None:
-    key = q.value_sha256 or value_sha256(q.raw)
-    exists = conn.execute(select(t.quarantine.c.id).where(and_(
-        t.quarantine.c.topic == q.topic, t.quarantine.c.partition == q.partition,
-        t.quarantine.c.offset == q.offset, t.quarantine.c.value_sha256 == key))).first()
-    if exists is None:
-        conn.execute(insert(t.quarantine).values(
-            topic=storable_text(q.topic, 255), partition=q.partition, offset=q.offset,
-            reason=storable_text(q.reason, 64), detail=storable_text(q.detail, 2000),
-            raw=storable_text(q.raw, RAW_LEN), value_sha256=key, stored_at=now))
+def _put_quarantine(conn: Connection, rows: list[QuarantineIn], now: dt.datetime) -> None:
+    """Quarantine rows not kept yet (unique on position and value hash; a repeat is kept once)."""
+    if not rows:
+        return
+    keyed = [(q, q.value_sha256 or value_sha256(q.raw)) for q in rows]
+    have: set[tuple[str, int, int, str]] = set()
+    offsets: dict[tuple[str, int], set[int]] = {}
+    for q, _ in keyed:
+        offsets.setdefault((q.topic, q.partition), set()).add(q.offset)
+    c = t.quarantine.c
+    for (topic, partition), offs in offsets.items():
+        for chunk in _chunks(sorted(offs), 500):
+            have.update(tuple(r) for r in conn.execute(select(c.topic, c.partition, c.offset, c.value_sha256).where(
+                and_(c.topic == topic, c.partition == partition, c.offset.in_(chunk)))))
+    new = []
+    for q, key in keyed:
+        if (q.topic, q.partition, q.offset, key) not in have:
+            have.add((q.topic, q.partition, q.offset, key))
+            new.append(dict(topic=storable_text(q.topic, 255), partition=q.partition, offset=q.offset,
+                            reason=storable_text(q.reason, 64), detail=storable_text(q.detail, 2000),
+                            raw=storable_text(q.raw, RAW_LEN), value_sha256=key, stored_at=now))
+    if new:
+        conn.execute(insert(t.quarantine), new)
 
 
-def _put_label(conn: Connection, lab: LabelIn, now: dt.datetime) -> None:
-    row = conn.execute(select(t.labels.c.msg_id).where(t.labels.c.msg_id == lab.msg_id)).first()
-    values = dict(label=lab.label, topic=lab.topic, partition=lab.partition, offset=lab.offset, stored_at=now)
-    if row is None:
-        conn.execute(insert(t.labels).values(msg_id=lab.msg_id, **values))
-    else:
-        conn.execute(update(t.labels).where(t.labels.c.msg_id == lab.msg_id).values(**values))
+def _put_labels(conn: Connection, labels: list[LabelIn], now: dt.datetime) -> None:
+    """Labels by id, the last of a batch winning, as it would written one by one."""
+    if not labels:
+        return
+    last = {lab.msg_id: lab for lab in labels}
+    have: set[str] = set()
+    for chunk in _chunks(list(last), 500):
+        have.update(r[0] for r in conn.execute(select(t.labels.c.msg_id).where(t.labels.c.msg_id.in_(chunk))))
+    rows = [dict(msg_id=lab.msg_id, label=lab.label, topic=lab.topic, partition=lab.partition, offset=lab.offset,
+                 stored_at=now) for lab in last.values()]
+    new = [r for r in rows if r["msg_id"] not in have]
+    old = [{k: v for k, v in r.items() if k != "msg_id"} | {"b_msg_id": r["msg_id"]} for r in rows if r["msg_id"] in have]
+    if new:
+        conn.execute(insert(t.labels), new)
+    if old:   # SET from the parameters' keys, one statement executed for every row
+        conn.execute(update(t.labels).where(t.labels.c.msg_id == bindparam("b_msg_id")), old)
 
 
 def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple[int, float, int | None],
                  now: dt.datetime, res: IngestResult) -> None:
+    """One pair's samples of a batch, with the outcome writing them one by one in order would give,
+    in a bounded number of statements: one duplicate query per 500 ids, one pending count, one
+    eviction query per stratum whose window fills up, one DELETE and one multi-row INSERT.
+
+    The sampling rate is applied first: a message outside it is ``not_sampled`` without a look at
+    the store (its id cannot be stored unless the rate was lowered since), repeats included."""
     window, rate, max_strata = opts
+    kept = [s for s in batch if in_sample(s.sample_key, rate)]
+    res.not_sampled += len(batch) - len(kept)
+    if not kept:
+        return
     seen: set[str] = set()
-    for chunk in _chunks(list({s.msg_id for s in batch}), 500):
+    for chunk in _chunks(list({s.msg_id for s in kept}), 500):
         seen.update(r[0] for r in conn.execute(select(t.samples.c.msg_id).where(
             and_(t.samples.c.pair == pair, t.samples.c.msg_id.in_(chunk)))))
     pending_q = (select(t.samples.c.stratum, func.count()).where(and_(
         t.samples.c.pair == pair, t.samples.c.run_id.is_(None))).group_by(t.samples.c.stratum))
     pending: dict[str, int] = {row[0]: row[1] for row in conn.execute(pending_q)}
-    for s in batch:
+    windows = _Windows(conn, pair, window, pending)
+    rows: dict[int, tuple[str, SampleIn]] = {}     # position in the batch -> (stratum, sample) to insert
+    for pos, s in enumerate(kept):
         if s.msg_id in seen:
             res.duplicates += 1
             continue
         seen.add(s.msg_id)
-        if not in_sample(s.sample_key, rate):
-            res.not_sampled += 1
-            continue
         stratum = fit_stratum(s.stratum)
         if stratum not in pending and max_strata is not None and len(pending) >= max_strata:
             stratum = OTHER_STRATUM
         if pending.get(stratum, 0) >= window:
-            top = conn.execute(select(t.samples.c.id, t.samples.c.sample_key).where(and_(
-                t.samples.c.pair == pair, t.samples.c.run_id.is_(None), t.samples.c.stratum == stratum)
-            ).order_by(t.samples.c.sample_key.desc()).limit(1)).first()
             res.evicted += 1
-            if top is None or s.sample_key >= top.sample_key:
+            if not windows.evict_for(stratum, s.sample_key, kept, rows):
                 continue
-            conn.execute(delete(t.samples).where(t.samples.c.id == top.id))
             pending[stratum] -= 1
-        conn.execute(insert(t.samples).values(
-            pair=s.pair, msg_id=s.msg_id, ts=s.ts, topic=s.topic, partition=s.partition,
-            offset=s.offset, sample_key=s.sample_key, inputs=stored_inputs(s.inputs), text=s.text,
-            attributes=s.attributes, label=s.label, extra=s.extra, stored_at=now, stratum=stratum))
+        rows[pos] = (stratum, s)
+        windows.added(stratum, s.sample_key, pos)
         pending[stratum] = pending.get(stratum, 0) + 1
         res.stored += 1
+    if windows.deleted:
+        for chunk in _chunks(windows.deleted, 500):
+            conn.execute(delete(t.samples).where(t.samples.c.id.in_(chunk)))
+    if rows:
+        conn.execute(insert(t.samples), [dict(
+            pair=s.pair, msg_id=s.msg_id, ts=s.ts, topic=s.topic, partition=s.partition,
+            offset=s.offset, sample_key=s.sample_key, inputs=stored_inputs(s.inputs), text=s.text,
+            attributes=s.attributes, label=s.label, extra=s.extra, stored_at=now, stratum=stratum)
+            for stratum, s in rows.values()])
+
+
+class _Windows:
+    """The largest keys of each full stratum window, so the sample a new one pushes out is known
+    without a query per message: the first time a stratum is full, its ``m`` largest pending keys
+    are read once, ``m`` being the number of samples of the batch that may still enter it; since
+    each entering sample pushes out at most one, the largest key is always among those read or
+    among the batch's own samples (kept here too)."""
+
+    def __init__(self, conn: Connection, pair: str, window: int, pending: dict[str, int]):
+        self.conn, self.pair, self.window, self.pending = conn, pair, window, pending
+        self.top: dict[str, list[tuple[float, int, int]]] = {}   # stratum -> max-heap of (-key, kind, ref)
+        self.deleted: list[int] = []                              # stored rows pushed out
+
+    def added(self, stratum: str, key: float, pos: int) -> None:
+        if stratum in self.top:
+            heapq.heappush(self.top[stratum], (-key, 1, pos))
+
+    def evict_for(self, stratum: str, key: float, kept: list[SampleIn], rows: dict[int, Any]) -> bool:
+        """Push the largest key of the full window ``stratum`` out for a sample with ``key``;
+        False (nothing changes) when ``key`` is not smaller."""
+        heap = self.top.get(stratum)
+        if heap is None:
+            heap = self.top[stratum] = self._read(stratum, len(kept))
+            for pos, (st, s) in rows.items():
+                if st == stratum:
+                    heapq.heappush(heap, (-s.sample_key, 1, pos))
+        if not heap or key >= -heap[0][0]:
+            return False
+        _, kind, ref = heapq.heappop(heap)
+        if kind == 0:
+            self.deleted.append(ref)
+        else:
+            del rows[ref]       # a sample of this batch, pushed out before it was written
+        return True
+
+    def _read(self, stratum: str, m: int) -> list[tuple[float, int, int]]:
+        q = select(t.samples.c.id, t.samples.c.sample_key).where(and_(
+            t.samples.c.pair == self.pair, t.samples.c.run_id.is_(None), t.samples.c.stratum == stratum)
+        ).order_by(t.samples.c.sample_key.desc()).limit(m)
+        heap = [(-r.sample_key, 0, r.id) for r in self.conn.execute(q)]
+        heapq.heapify(heap)
+        return heap
 
 
 def stored_inputs(inputs: Row | Sequence[float]) -> bytes:
