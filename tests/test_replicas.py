@@ -262,7 +262,7 @@ def test_lease_takeover_when_the_replica_holding_a_pair_is_killed(tmp_path, pg_u
         print(f"lease {lease:g} s, interval {interval:g} s: the next run started {took:.1f} s after the kill")
         assert took <= lease + interval + 2, took
         wait_for(lambda: next(r for r in rows(pg_url, runs) if r["id"] == run["id"])["status"] == "abandoned",
-                 3 * lease, "the killed replica's run to be marked abandoned")
+                 max(3 * lease, 60), "the killed replica's run to be marked abandoned")   # a bound, not a speed figure: slack for a loaded machine
         assert survivor.p.poll() is None
     finally:
         stop.set()
