@@ -415,3 +415,25 @@ def account(produced: dict[tuple[int, int], int], n: int, stored: list[tuple[int
         if 0 <= i < n and acc.outcome[i] == "lost":
             acc.outcome[i] = "not_sampled"
     return acc
+
+
+def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
+    """msg/s of a bare kafka-python group member committing each batch."""
+    from kafka import KafkaConsumer
+
+    from sentinel.testing.broker import unique_name
+
+    c = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id=unique_name("raw"), enable_auto_commit=False,
+                      auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=2000,
+                      max_poll_records=500)
+    got, t0 = 0, None
+    try:
+        while got < n:
+            batch = c.poll(timeout_ms=500)
+            if batch:
+                t0 = t0 or time.monotonic()
+                got += sum(len(v) for v in batch.values())
+                c.commit()
+        return n / (time.monotonic() - t0)
+    finally:
+        c.close(autocommit=False)

@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 from sentinel.testing.broker import TansuBroker, unique_name  # noqa: E402
 
-from e2e_harness import print_table  # noqa: E402
+from e2e_harness import print_table, raw_kafka_python  # noqa: E402
 
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
@@ -50,26 +50,6 @@ def produce(bootstrap: str, topic: str, n: int) -> None:
                                            for i in range(start, min(n, start + 20_000))), timeout_s=300)
     finally:
         producer.close()
-
-
-def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
-    """msg/s of a bare kafka-python group member committing each batch."""
-    from kafka import KafkaConsumer
-
-    c = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id=unique_name("raw"), enable_auto_commit=False,
-                      auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=2000,
-                      max_poll_records=500)
-    got, t0 = 0, None
-    try:
-        while got < n:
-            batch = c.poll(timeout_ms=500)
-            if batch:
-                t0 = t0 or time.monotonic()
-                got += sum(len(v) for v in batch.values())
-                c.commit()
-        return n / (time.monotonic() - t0)
-    finally:
-        c.close(autocommit=False)
 
 
 def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float, id_from: str = "body",
