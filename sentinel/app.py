@@ -81,7 +81,12 @@ class App:
     def incidents(self) -> Any:
         """The incident engine (``incidents.engine.IncidentEngine``) on this store."""
         from .incidents.engine import IncidentEngine
-        return self._once("incidents", lambda: IncidentEngine.from_config(self.cfg, self.store, policies=self.policies))
+        def make() -> Any:
+            engine = IncidentEngine.from_config(self.cfg, self.store, policies=self.policies)
+            if self.cfg.grafana.url:    # people's acks and resolutions show on the dashboards too
+                engine.on_people = lambda *told: self.grafana.annotate_transition(*told)
+            return engine
+        return self._once("incidents", make)
 
     @property
     def dispatcher(self) -> Any:

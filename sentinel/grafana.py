@@ -1,4 +1,5 @@
-"""Grafana annotations for finished runs and for incidents runs opened or reopened, pushed with
+"""Grafana annotations for finished runs, for incidents runs opened or reopened, and for people
+acknowledging or resolving an incident, pushed with
 grafana-client (``POST /api/annotations``) when ``grafana.url`` is configured, so the dashboard's
 graphs show when a run failed and an incident opened, with a link to the console page.
 
@@ -9,6 +10,7 @@ and imports nothing of Sentinel's flow.
 """
 from __future__ import annotations
 
+import html
 import logging
 import time
 from typing import Any
@@ -59,3 +61,21 @@ class GrafanaAnnotator:
                 f" [{inc.severity}] {inc.pair} {inc.check} on {inc.slice}"
             sent += self._add([TAG, "incident", f"pair:{inc.pair}", f"severity:{inc.severity}", inc.action], text, at_ms)
         return sent
+
+    def annotate_transition(self, action: str, incident: dict[str, Any], actor: str, note: str | None = None,
+                            at: float | None = None) -> bool:
+        """One annotation for a person's ``ack`` or ``resolve`` of ``incident``: who did it, and
+        their note, so the graphs show when someone took the incident on and when it ended."""
+        done = {"ack": "acknowledged", "resolve": "resolved"}.get(action, action)
+        at_ms = int((time.time() if at is None else at) * 1000)
+        text = self._link(f"/incidents/{incident['id']}", f"Incident #{incident['id']} {done}") + \
+            f" by {_plain(actor)}: {incident.get('pair')} {incident.get('check')}"
+        if note:
+            text += f" ({_plain(note)[:200]})"
+        return self._add([TAG, "incident", f"pair:{incident.get('pair')}", f"severity:{incident.get('severity')}", done],
+                         text, at_ms)
+
+
+def _plain(text: str) -> str:
+    """Text a person wrote, safe inside the annotation's HTML."""
+    return html.escape(str(text), quote=False)

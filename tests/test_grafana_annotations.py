@@ -110,3 +110,30 @@ def test_annotations_link_to_the_console_pages(grafana):
     assert run["time"] == 1500 and "dashboardUID" not in run
     assert '<a href="https://sentinel.example/runs/12">Run 12 of triage fail</a>' in run["text"]
     assert '<a href="https://sentinel.example/incidents/4">Incident #4 opened</a>' in incident["text"]
+
+
+def test_a_person_acknowledging_and_resolving_is_annotated_with_their_name(tmp_path, monkeypatch, grafana):
+    """The dashboards show when someone took an incident on and when it ended, not only when a
+    run opened it; what a person wrote is escaped, not HTML."""
+    url, rec = grafana
+    outcome = run_daemon(tmp_path, monkeypatch, url)
+    inc = outcome.incidents[0]
+    cfg = load_config(tmp_path / "sentinel.yaml")
+    engine = build(cfg, load_models=False).incidents
+    rec.requests.clear()
+    engine.ack(inc.incident_id, "alice", note="looking <now>")
+    engine.resolve(inc.incident_id, "bob")
+    (_, _, acked), (_, _, resolved) = rec.requests
+    assert acked["tags"] == ["sentinel", "incident", "pair:triage", f"severity:{inc.severity}", "acknowledged"]
+    assert acked["text"] == (f"Incident #{inc.incident_id} acknowledged by alice: triage decision_flips "
+                             "(looking &lt;now&gt;)")
+    assert resolved["text"].startswith(f"Incident #{inc.incident_id} resolved by bob")
+    assert resolved["tags"][-1] == "resolved"
+
+
+def test_a_refusing_grafana_never_undoes_an_acknowledgement(tmp_path, monkeypatch, grafana):
+    url, rec = grafana
+    outcome = run_daemon(tmp_path, monkeypatch, url)
+    rec.status = 500
+    engine = build(load_config(tmp_path / "sentinel.yaml"), load_models=False).incidents
+    assert engine.ack(outcome.incidents[0].incident_id, "alice")["state"] == "acknowledged"

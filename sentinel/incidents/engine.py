@@ -23,6 +23,7 @@ in ``sentinel.storage.incidents``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, Callable, Mapping, Sequence
 
 from ..checks.base import CheckResult
@@ -78,6 +79,9 @@ class IncidentEngine:
         self._silences = Silences(self.records, self.lifecycle)
         self.links = links or Links()
         self.lifecycle.links = self.escalator.links = self.links
+        # told after each transition by a person commits: (action, incident, actor, note); the
+        # app points it at the Grafana annotator. It is a side channel: its failure is logged
+        self.on_people: Callable[[str, dict[str, Any], str, str | None], Any] | None = None
 
     @classmethod
     def from_config(cls, cfg: Any, store: Store, *, policies: Sequence[EscalationPolicy] | None = None,
@@ -123,12 +127,23 @@ class IncidentEngine:
     def ack(self, incident_id: int, actor: str, note: str | None = None) -> dict[str, Any]:
         """``open → acknowledged``: stops the escalation and tells everyone notified so far.
         Returns the incident; raises StateError from any other state."""
-        return self.lifecycle.transition("ack", incident_id, actor, note, self._now())
+        return self._told("ack", self.lifecycle.transition("ack", incident_id, actor, note, self._now()), actor, note)
 
     def resolve(self, incident_id: int, actor: str, note: str | None = None) -> dict[str, Any]:
         """``open | acknowledged | silenced → resolved``; tells everyone notified so far. Returns
         the incident; raises StateError if it is resolved already."""
-        return self.lifecycle.transition("resolve", incident_id, actor, note, self._now())
+        return self._told("resolve", self.lifecycle.transition("resolve", incident_id, actor, note, self._now()),
+                          actor, note)
+
+    def _told(self, action: str, incident: dict[str, Any], actor: str, note: str | None) -> dict[str, Any]:
+        """Tell ``on_people`` about a committed transition; returns the incident."""
+        if self.on_people is not None:
+            try:
+                self.on_people(action, incident, actor, note)
+            except Exception:   # an optional side channel never undoes or fails a person's action
+                logging.getLogger("sentinel.incidents").exception("transition observer failed",
+                                                                  extra={"incident_id": incident.get("id")})
+        return incident
 
     # -- silences ------------------------------------------------------------------------------
     def add_silence(self, matchers: Sequence[Matcher], *, author: str, reason: str, duration: float | None = None,
