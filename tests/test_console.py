@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sentinel.app import http_app as create_app
 from sentinel.errors import ConfigError
 from seeds import add_run, flip_result
+from sentinel.console.sessions import COOKIE
 from sentinel.users import Users, add_user, hash_token, parse_users
 
 from consoles import Control, make_console_app
@@ -30,9 +31,14 @@ def client(started):
     return TestClient(create_app(started.app, Control()), base_url="https://testserver")
 
 
+def login_csrf(client: TestClient) -> str:
+    """The sign-in form's CSRF token (its cookie is kept by the client)."""
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+
+
 def sign_in(client: TestClient, token: str) -> str:
     """Sign in through the login form; returns the session's CSRF token (read from a page)."""
-    r = client.post("/login", data={"token": token, "next": "/"}, follow_redirects=False)
+    r = client.post("/login", data={"token": token, "next": "/", "csrf": login_csrf(client)}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/", r.text
     return re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
 
@@ -111,9 +117,15 @@ def test_viewer_cannot_act_and_approver_accepts(started, client):
 
 
 def test_sign_in_out_and_sessions_follow_the_users_file(started, client):
-    r = client.post("/login", data={"token": "nope", "next": "/"})
+    r = client.post("/login", data={"token": "nope", "next": "/", "csrf": login_csrf(client)})
     assert r.status_code == 401 and "unknown token" in r.text
-    assert client.post("/login", data={"token": started.tokens["alice"], "next": "//evil.example"},
+    # a sign-in posted from another site (no form token, or not the cookie's) signs nobody in
+    for forged in ({}, {"csrf": "forged"}):
+        r = client.post("/login", data={"token": started.tokens["alice"], "next": "/", **forged}, follow_redirects=False)
+        assert r.status_code == 403 and "came from another site" in r.text
+        assert COOKIE not in r.cookies
+    assert client.post("/login", data={"token": started.tokens["alice"], "next": "//evil.example",
+                                       "csrf": login_csrf(client)},
                        follow_redirects=False).headers["location"] == "/"
     assert "signed in as <b id=\"who\">alice</b>" in client.get("/").text
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)

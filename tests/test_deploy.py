@@ -705,7 +705,7 @@ def test_own_pairs_replace_the_example_pair_and_existing_secret_feeds_every_secr
     assert "Secret" not in objs and "PersistentVolumeClaim" not in objs
     env = env_names(objs)
     assert set(env) == {"SENTINEL_API_TOKEN", "SENTINEL_KAFKA_PASSWORD", "SENTINEL_WEBHOOK_SECRET",
-                        "SENTINEL_WEBHOOK_URL", "SENTINEL_STORE__URL"}
+                        "SENTINEL_WEBHOOK_URL", "SENTINEL_STORE__URL", "SENTINEL_SESSION_SECRET"}
     for e in env.values():
         ref = e["valueFrom"]["secretKeyRef"]
         assert ref["name"] == "sentinel-secrets" and ref["optional"] is True

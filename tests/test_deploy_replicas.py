@@ -52,3 +52,23 @@ def test_the_replica_scenario_lints(helm):
     assert not report["errors"], report
     objs = render(helm, values)
     assert one(objs, "PodDisruptionBudget") and rendered_config(objs)["kafka"]["client"] == "confluent"
+
+
+def test_replicas_share_one_console_session_key(helm):
+    """A sign-in on one pod holds on every pod: with replicaCount > 1 the chart's Secret holds a
+    session-secret (made when none is given) and every replica reads it from the same key."""
+    import base64
+    objs = render(helm, {"replicaCount": 3, **PG})
+    secret = one(objs, "Secret")
+    made = base64.b64decode(secret["data"]["session-secret"]).decode()
+    assert len(made) >= 32 and made.isalnum()
+    env = {e["name"]: e for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ref = env["SENTINEL_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "session-secret"}
+    given = render(helm, {"replicaCount": 2, **PG, "secrets": {"sessionSecret": "k" * 40}})
+    assert base64.b64decode(one(given, "Secret")["data"]["session-secret"]).decode() == "k" * 40
+    # the config's own variable name is the one the chart fills
+    named = render(helm, {"replicaCount": 2, "config": {**PG["config"], "api": {"session_secret_env": "CONSOLE_KEY"}}})
+    assert "CONSOLE_KEY" in {e["name"] for e in one(named, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # one replica: no session key is made (sessions end with the process, as before)
+    assert "Secret" not in render(helm, {})

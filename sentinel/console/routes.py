@@ -2,7 +2,9 @@
 redirected back: post/redirect/get)."""
 from __future__ import annotations
 
+import hmac
 import inspect
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote
@@ -17,7 +19,7 @@ from ..links import Links
 from ..redact import SECRETS
 from ..users import Users, roles_for
 from . import views
-from .sessions import COOKIE, Session, Sessions
+from .sessions import COOKIE, LOGIN_COOKIE, Session, Sessions
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATES = ("open", "acknowledged", "resolved", "silenced")
@@ -166,17 +168,29 @@ class Console:
         return self.render(req, "pair.html", session=s, **data)
 
     # -- sign in and out -------------------------------------------------------------------------
-    def login_page(self, req: Request) -> Response:
-        return self.render(req, "login.html", next=_local(req.query_params.get("next")))
+    def login_page(self, req: Request, *, status: int = 200, error: str | None = None, nxt: str | None = None
+                   ) -> Response:
+        """The sign-in form, with a fresh login CSRF token in the form and in a cookie (double
+        submit): another site cannot post a token of its own choosing into someone's browser."""
+        token = secrets.token_urlsafe(24)
+        out = self.render(req, "login.html", status, next=nxt or _local(req.query_params.get("next")),
+                          login_csrf=token, error=error)
+        out.set_cookie(value=token, **{**self.sessions.cookie_args(), "key": LOGIN_COOKIE, "max_age": 3600})
+        return out
 
     async def login(self, req: Request) -> Response:
         fields = {k: v[0] for k, v in parse_qs((await req.body()).decode("utf-8", "replace")).items()}
-        user = self.users.authenticate(fields.get("token", "").strip())
         nxt = _local(fields.get("next"))
+        cookie = req.cookies.get(LOGIN_COOKIE, "")
+        if not cookie or not hmac.compare_digest(cookie.encode(), fields.get("csrf", "").encode()):
+            return self.login_page(req, status=403, nxt=nxt,
+                                   error="the sign-in form expired or came from another site: sign in again here")
+        user = self.users.authenticate(fields.get("token", "").strip())
         if user is None:
-            return self.render(req, "login.html", 401, next=nxt, error="unknown token")
+            return self.login_page(req, status=401, nxt=nxt, error="unknown token")
         out = RedirectResponse(nxt, status_code=303)
         out.set_cookie(value=self.sessions.issue(user), **self.sessions.cookie_args())
+        out.delete_cookie(LOGIN_COOKIE, path="/")
         return out
 
     async def logout(self, req: Request) -> Response:

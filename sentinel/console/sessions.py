@@ -18,6 +18,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from ..users import User, Users
 
 COOKIE = "sentinel_session"
+LOGIN_COOKIE = "sentinel_login"   # the sign-in form's CSRF token (double submit), until signed in
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,11 @@ only those given a value.
   (dict "value" "kafkaPassword" "key" "kafka-password" "env" (dig "kafka" "sasl_password_env" "SENTINEL_KAFKA_PASSWORD" .Values.config))
   (dict "value" "webhookSecret" "key" "webhook-secret" "env" "SENTINEL_WEBHOOK_SECRET")
   (dict "value" "webhookUrl" "key" "webhook-url" "env" "SENTINEL_WEBHOOK_URL")
-  (dict "value" "storeUrl" "key" "store-url" "env" "SENTINEL_STORE__URL") -}}
+  (dict "value" "storeUrl" "key" "store-url" "env" "SENTINEL_STORE__URL")
+  (dict "value" "sessionSecret" "key" "session-secret" "env" (dig "api" "session_secret_env" "SENTINEL_SESSION_SECRET" .Values.config)) -}}
 {{- $out := list -}}
 {{- range $all -}}
-{{- if or $s.existingSecret (get $s .value) -}}
+{{- if or $s.existingSecret (get $s .value) (and (eq .value "sessionSecret") (gt (int $.Values.replicaCount) 1)) -}}
 {{- $out = append $out . -}}
 {{- end -}}
 {{- end -}}
@@ -98,4 +99,22 @@ when a Kafka password is provided. */}}
 {{- $_ := set $cfg "kafka" $kafka -}}
 {{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/*
+The key console sessions are signed with. Several replicas must share it (a user signed in on one
+pod is signed in on all): secrets.sessionSecret, else the one this release's Secret already holds
+(kept across upgrades), else a new random one.
+*/}}
+{{- define "sentinel.sessionSecret" -}}
+{{- if .Values.secrets.sessionSecret -}}
+{{- .Values.secrets.sessionSecret -}}
+{{- else -}}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (include "sentinel.secretName" .) -}}
+{{- if and $old $old.data (hasKey $old.data "session-secret") -}}
+{{- index $old.data "session-secret" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 48 -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
