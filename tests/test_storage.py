@@ -211,6 +211,31 @@ def test_a_row_refused_with_an_operational_class_error_is_still_set_aside(store_
     check_split(store, res)
 
 
+@pytest.mark.postgres
+def test_a_row_that_ends_the_connection_every_time_is_set_aside_not_retried_forever(store_url):  # noqa: F811
+    # a trigger that terminates its own backend on one id: each write of that row loses the
+    # connection, while the store itself takes writes. Before, ingest raised StoreUnavailable on
+    # it forever and never moved past the batch
+    if not store_url.startswith("postgresql"):
+        pytest.skip("terminating one's own backend from a trigger is PostgreSQL's")
+    store = open_store(store_url)
+    with store.engine.begin() as c:
+        c.exec_driver_sql(
+            "CREATE FUNCTION end_connection() RETURNS trigger AS $$ BEGIN IF left(NEW.msg_id, 6) = 'poison' THEN "
+            "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(1); END IF; RETURN NEW; "
+            "END $$ LANGUAGE plpgsql")
+        c.exec_driver_sql("CREATE TRIGGER end_connection BEFORE INSERT ON samples FOR EACH ROW "
+                          "EXECUTE FUNCTION end_connection()")
+    res = store.ingest(poison_batch(), [LabelIn("m1", "x", "l", 0, 5)],
+                       [QuarantineIn("t", 0, 99, "invalid_json", "bad", "xx")], window=100, rate=1.0)
+    assert res.stored == 11 and res.labels == 1
+    assert [(q.reason, q.offset) for q in res.rejected] == [("store_rejected", 7)]
+    assert "terminating connection" in res.rejected[0].detail
+    rows = {r["reason"]: r for r in store.quarantined()}
+    assert rows["store_rejected"]["raw"] == '{"id": "poison-7", "inputs": [7]}'
+    assert store.count("samples") == 11
+
+
 def test_a_read_only_store_is_unavailable_and_nothing_is_set_aside(tmp_path):
     path = tmp_path / "ro.db"
     open_store(f"sqlite:///{path}").dispose()

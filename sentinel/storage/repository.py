@@ -235,8 +235,11 @@ class Store:
             return
         except Exception as exc:   # noqa: BLE001
             error = exc
-        if is_disconnect(error):   # never a row's fault: the store went away while the batch was split
-            raise StoreUnavailable(one_line(error)) from error
+        if is_disconnect(error):   # the store went away while the batch was split, or this row ends connections
+            written, error = self._rewrite_after_disconnect(items, opts, error)
+            if written is not None:
+                res.add(written)
+                return
         q = rejected_row(items[0], error)
         try:
             # the store taking this quarantine row is what shows it is up and refused only that row
@@ -245,6 +248,26 @@ class Store:
             raise StoreUnavailable(f"{one_line(error)}; and the quarantine write failed: {one_line(exc)}") from exc
         res.quarantined += 1
         res.rejected.append(q)
+
+    def _rewrite_after_disconnect(self, items: list[Any], opts: tuple[int, float, int | None], error: BaseException
+                                  ) -> tuple[Any, BaseException]:
+        """One row whose write lost the connection twice: (its IngestResult, None) when it goes
+        in now; (None, the error) when the row, not the store, ends the connection: the store
+        takes a probe write, the row's third write fails again, and a probe after that works
+        too. Such a row would otherwise be retried forever and ingest would never move past it;
+        it is set aside like a refused row (raw kept). A store that is really going up and down
+        fails a probe instead: StoreUnavailable, nothing set aside."""
+        for probe in range(2):
+            if (problem := self._write_problem()) is not None:
+                raise StoreUnavailable(f"{one_line(error)}; then {problem}") from error
+            if probe == 0:
+                try:
+                    return self._write(items, opts), error
+                except Exception as exc:   # noqa: BLE001
+                    error = exc
+                if not is_disconnect(error):
+                    break
+        return None, error
 
     def _write_problem(self) -> str | None:
         """None when the store takes writes (:meth:`probe_writes`), else why not."""
