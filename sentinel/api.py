@@ -423,7 +423,8 @@ def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
 
     @api.get("/api/v1/runs/{run_id}/diagnosis")
     def diagnosis(req: Request, run_id: int) -> dict[str, Any]:
-        """Where the run's candidate diverges from its float twin, layer by layer (docs/diagnose.md)."""
+        """Where the run's candidate diverges from its float twin, layer by layer (docs/diagnose.md):
+        the stored diagnosis when the run has one, else computed now."""
         return _diagnosis(app, run_id)
 
     @api.post("/api/v1/runs", status_code=201)
@@ -448,17 +449,27 @@ def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
 
 
 def _diagnosis(app: Any, run_id: int) -> dict[str, Any]:
-    from .diagnose import DiagnoseError, diagnose_run, sqnr_svg
+    """The diagnosis kept in the run's record (automatic, or from the console's button), with
+    ``stored`` saying who made it when; else one computed now (``stored: null``, not kept)."""
+    from .diagnose import DiagnoseError, Diagnosis, diagnose_run, sqnr_svg
+    from .diagnose.auto import stored
+    from .revalidation import run_samples
 
-    if app.store.get_run(run_id) is None:
+    run = app.store.get_run(run_id)
+    if run is None:
         raise NotFoundError("run", run_id)
+    entry = stored(run)
+    if entry is not None and isinstance(entry.get("result"), dict):
+        about = {k: entry.get(k) for k in ("by", "at", "seconds", "trigger")}
+        return {**entry["result"], "svg": sqnr_svg(Diagnosis.from_dict(entry["result"])), "stored": about}
     try:
-        d = diagnose_run(app, app.cfg, run_id)
+        samples = run_samples(app.store, run, app.pair(run["pair"]).shape) if run["pair"] in app.cfg.pairs else None
+        d = diagnose_run(app, app.cfg, run_id, samples=samples)
     except ConfigError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except DiagnoseError as exc:
         raise ApiError(409, "cannot_diagnose", str(exc)) from None   # the run and the models do not fit
-    return {**d.to_dict(), "svg": sqnr_svg(d)}
+    return {**d.to_dict(), "svg": sqnr_svg(d), "stored": None}
 
 
 def _accept(app: Any, run_id: int, actor: str, reason: str) -> dict[str, Any]:

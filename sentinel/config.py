@@ -118,7 +118,10 @@ class DiagnoseConfig(Strict):
     """``sentinel diagnose`` per pair (docs/diagnose.md): SQNR floors in dB for activations and
     weights (``null``: the default for how the candidate is quantized: 40 dynamic, 30 static
     per-tensor, 35 per-channel), the most flipped rows used (and as many agreeing rows, but at least
-    ``min_agreeing`` so the floors are not judged on a handful), how many layers to name."""
+    ``min_agreeing`` so the floors are not judged on a handful), how many layers to name.
+    ``auto``: diagnose every run whose decision_flips, calibration or robustness result fails,
+    right after it is stored (the result is kept in the run's record; ``false``: on demand only)."""
+    auto: bool = True
     sqnr_floor_db: float | None = None
     weight_sqnr_floor_db: float | None = None
     max_rows: int = Field(500, ge=1, le=100_000)

@@ -31,10 +31,22 @@ def print_results(o: Any) -> None:
         print(f"  {r.check:<{width}}  {r.slice:<{swidth}}  {r.status:<17}  {value:>9}  {r.n:>6}  {said}")
     if o.report_path:
         print(f"  report: {o.report_path}")
+    _print_diagnosis((o.record or {}).get("diagnosis"))
     for inc in o.incidents or []:
         notified = f", notified {', '.join(inc.notified)}" if inc.notified else ""
         print(f"  incident #{inc.incident_id} {inc.action} [{inc.severity}] {inc.check}/{inc.slice}"
               f" (occurrences {inc.occurrences}{notified})")
+
+
+def _print_diagnosis(entry: Any) -> None:
+    """The automatic diagnosis of a run (sentinel.diagnose.auto), in its own sentences."""
+    if not isinstance(entry, dict):
+        return
+    if "result" not in entry:
+        print(f"  diagnosis: none ({entry.get('error')})")
+        return
+    for i, line in enumerate(entry["result"].get("summary") or []):
+        print(f"  {'diagnosis: ' if i == 0 else '             '}{line}")
 
 
 def print_incident(inc: dict[str, Any]) -> None:

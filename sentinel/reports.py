@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .diagnose.auto import RECORD_KEY, stored
+from .diagnose.html import diagnosis_html
 from .verdict import decision_of, result_type
 from .words import describe
 
@@ -267,7 +269,8 @@ def render_run(run: dict[str, Any], evidently: str | None = None, context: dict[
     perf = _perf_section(results)
     if perf:
         sections.append(perf)
-    record = json.dumps(run.get("record", {}), indent=2, sort_keys=True, default=str)
+    record = json.dumps({k: v for k, v in (run.get("record") or {}).items() if k != RECORD_KEY},   # shown above
+                        indent=2, sort_keys=True, default=str)
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Sentinel run {run['id']} ({_e(run['pair'])}): {_e(run['status'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px;color:#1f2328}}table{{border-collapse:collapse;margin:1em 0}}
@@ -276,6 +279,7 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:t
 </head><body>
 {_headline_block(run, results, ctx)}
 <h2>What needs attention</h2>{_attention(failing)}
+{diagnosis_html(stored(run))}
 {_history_section(results, ctx)}
 {''.join(sections)}
 <h2>Per-slice table</h2>{_slice_table(results)}

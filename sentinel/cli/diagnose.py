@@ -1,5 +1,6 @@
 """``sentinel diagnose RUN_ID``: where in the network the run's candidate diverges from its float
-twin (docs/diagnose.md); prints the table, writes the JSON result and the SVG plot."""
+twin (docs/diagnose.md); prints the table, writes the JSON result and the SVG plot, and keeps the
+result in the run's record (replacing an automatic one)."""
 from __future__ import annotations
 
 import argparse
@@ -20,18 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when no tensor or weight is below its floor, 1 when one is (2: usage/config error)."""
-    from ..diagnose import diagnose_run
-    from ..errors import NotFoundError
+    from ..diagnose import diagnose_and_store
     from ..revalidation import resolve_report_dir, run_samples
 
     app = app_of(args)
-    run_ = app.store.get_run(args.run_id)
-    if run_ is None:
-        raise NotFoundError("run", args.run_id)
-    samples = None
-    if run_["pair"] in app.cfg.pairs:
-        samples = run_samples(app.store, run_, app.pair(run_["pair"]).shape)
-    d = diagnose_run(app, app.cfg, args.run_id, samples=samples)
+    # kept in the run's record too: the console's run page and the API then show this one
+    d, _ = diagnose_and_store(app, args.run_id, by="cli", read_samples=run_samples)
     out = Path(args.out) if args.out else resolve_report_dir(app.cfg)
     paths = write_diagnosis(d, out)
     if args.json:

@@ -23,7 +23,8 @@ from .sessions import COOKIE, LOGIN_COOKIE, Session, Sessions
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATES = ("open", "acknowledged", "resolved", "silenced")
-ACTIONS = {"ack": "respond", "resolve": "respond", "silence": "respond", "accept": "approve"}
+ACTIONS = {"ack": "respond", "resolve": "respond", "silence": "respond", "accept": "approve",
+           "diagnose": "revalidate"}   # running a diagnosis costs what starting a revalidation does: responder and above
 
 
 class Refused(Exception):
@@ -124,6 +125,7 @@ class Console:
             add(f"/incidents/{{incident_id}}/{action}", self.post(action, getattr(self, f"do_{action}")),
                 methods=["POST"], include_in_schema=False)
         add("/runs/{run_id}/accept", self.post("accept", self.do_accept), methods=["POST"], include_in_schema=False)
+        add("/runs/{run_id}/diagnose", self.post("diagnose", self.do_diagnose), methods=["POST"], include_in_schema=False)
 
     # -- pages -----------------------------------------------------------------------------------
     def overview(self, req: Request, s: Session | None) -> Response:
@@ -233,6 +235,18 @@ class Console:
         accept_run(self.app.store, run_id, actor=s.user.name, reason=_text(fields.get("reason")) or "",
                    kept=kept_models(self.app.cfg))
         return f"/runs/{run_id}?done=accepted"
+
+    def do_diagnose(self, s: Session, fields: dict[str, str], run_id: int) -> str:
+        """Diagnose the run now and keep it in its record (sentinel.diagnose.auto), then back to its page."""
+        from ..diagnose import DiagnoseError, diagnose_and_store
+        from ..errors import ConfigError
+        from ..revalidation import run_samples
+
+        try:
+            diagnose_and_store(self.app, run_id, by=s.user.name, read_samples=run_samples)
+        except (ConfigError, DiagnoseError) as exc:   # the run and the configured models do not fit
+            raise StateError(f"run {run_id} cannot be diagnosed: {exc}") from None
+        return f"/runs/{run_id}?done=diagnosed"
 
 
 def _text(value: str | None) -> str | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from ..diagnose.auto import RECORD_KEY
+from ..diagnose.html import diagnosis_html
 from ..storage.records import as_utc
 from ..verdict import decision_of, sentence
 from . import svg
@@ -100,8 +102,11 @@ def run(app: Any, run_id: int) -> dict[str, Any] | None:
         x["words"] = result_words(x)
     failing = [x for x in results if x["status"] in ("fail", "error", "warn")]
     record = dict(r.get("record") or {})
+    entry = record.pop(RECORD_KEY, None)   # shown in its own section, not in the reproducibility record
     return {"run": r, "results": results, "failing": failing, "plots": run_plots(app, r, results),
-            "record": record, "perf": record.get("perf") or {}, "traffic": app.store.traffic_range(run_id)}
+            "record": record, "perf": record.get("perf") or {}, "traffic": app.store.traffic_range(run_id),
+            "diagnosis": diagnosis_html(entry if isinstance(entry, dict) else None),
+            "can_diagnose": r["pair"] in app.cfg.pairs and r["status"] not in ("running", "error", "abandoned")}
 
 
 def run_plots(app: Any, r: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SentinelError
+
 #: SQNR is capped here: above it the two tensors agree to float32 rounding, and an uncapped value
 #: (thousands of dB for bit-identical tensors) would swamp every difference computed from it.
 MAX_DB = 100.0
@@ -24,6 +26,14 @@ FLOOR_SOURCES = {
     "per_tensor": "PyTorch ModelNumerics.test_float_quant_compare_per_tensor: static per-tensor int8 > 30 dB",
     "per_channel": "PyTorch ModelNumerics.test_float_quant_compare_per_channel: per-channel int8 > 35 dB",
 }
+
+
+class DiagnoseError(SentinelError):
+    """A diagnosis cannot be made; ``path`` is the model file (or ``""``), ``reason`` why."""
+
+    def __init__(self, path: object, reason: str):   # a str or a Path
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}" if path else reason)
 
 
 def db_ratio(signal2: float, noise2: float) -> float:
@@ -154,6 +164,16 @@ class Diagnosis:
         for t, row in zip(self.tensors, d["tensors"]):
             row["drop"] = t.drop
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Diagnosis":
+        """The Diagnosis :meth:`to_dict` gave (a stored one: the report, the console and the API
+        render it again without running a graph). Unknown keys are ignored."""
+        known = {f for f in cls.__dataclass_fields__ if f not in ("tensors", "weights")}
+        tfields, wfields = set(TensorFigures.__dataclass_fields__), set(WeightFigures.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   tensors=[TensorFigures(**{k: v for k, v in t.items() if k in tfields}) for t in d.get("tensors") or []],
+                   weights=[WeightFigures(**{k: v for k, v in w.items() if k in wfields}) for w in d.get("weights") or []])
 
 
 def output_figures(baseline: np.ndarray, candidate: np.ndarray, flipped: np.ndarray, agreeing: np.ndarray

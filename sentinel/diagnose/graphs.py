@@ -30,7 +30,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from ..errors import SentinelError
+from .figures import DiagnoseError  # noqa: F401  (raised here; defined without onnx)
 
 QDQ_SUFFIX = "_DequantizeLinear_Output"
 QUANT_SUFFIX = "_quantized"
@@ -40,14 +40,6 @@ _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Ma
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-
-
-class DiagnoseError(SentinelError):
-    """A diagnosis cannot be made; ``path`` is the model file (or ``""``), ``reason`` why."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{path}: {reason}" if path else reason)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 from . import graphs
 from .figures import (DEFAULT_FLOORS, FLOOR_SOURCES, MAX_DB, Diagnosis, Sums, TensorFigures, WeightFigures,
                       output_figures, sqnr_db)
-from .graphs import DiagnoseError
+from .figures import DiagnoseError
 
 Rows = np.ndarray | Mapping[str, np.ndarray]
 

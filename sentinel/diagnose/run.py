@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError, NotFoundError
 from .figures import Diagnosis
-from .graphs import DiagnoseError
+from .figures import DiagnoseError
 from .localise import Rows, diagnose_graphs, diagnose_outputs, take
 
 
@@ -42,16 +42,32 @@ def diagnose_run(app_or_store: Any, cfg: Any, run_id: int, *, loaded: Any = None
         samples = store.run_samples(run_id)
     if not samples:
         raise DiagnoseError("", f"run {run_id} has no stored samples to diagnose")
-    rows = sample_rows(samples, getattr(loaded.shape, "input_shape", None))
+    shape = getattr(loaded.shape, "input_shape", None)
+    rows = sample_rows(samples, shape)
     base, cand = loaded.baseline.predict_proba(rows), loaded.candidate.predict_proba(rows)
-    flipped = base.argmax(axis=1) != cand.argmax(axis=1)
-    idx = pick_rows(flipped, pc.diagnose.max_rows, min_agreeing=pc.diagnose.min_agreeing, seed=cfg.revalidation.seed)
-    d = diagnose_pair(cfg, pc, take(rows, idx), flipped[idx], base[idx], cand[idx], name=name)
-    d.run_id, d.pair = run_id, name
+    d = diagnose_samples(cfg, pc, samples, base, cand, name=name, input_shape=shape, rows=rows)
+    d.run_id = run_id
     return d
 
 
-def diagnose_pair(cfg: Any, pc: Any, rows: Rows, flipped: np.ndarray, base: np.ndarray, cand: np.ndarray, *,
+def diagnose_samples(cfg: Any, pc: Any, samples: Sequence[Any], base: np.ndarray, cand: np.ndarray, *, name: str,
+                     input_shape: Sequence[int] | None = None, rows: Rows | None = None) -> Diagnosis:
+    """The diagnosis of ``samples`` given both models' outputs on them (a run just evaluated has
+    them: the automatic diagnosis runs no model on the whole window again). Only the rows picked
+    (:func:`pick_rows`, at most ``max_rows`` flipped and as many agreeing) are stacked and run
+    through the graphs; a candidate without a float twin needs no rows at all. ``rows``: every
+    sample's stacked inputs when the caller already has them."""
+    flipped = np.asarray(base).argmax(axis=1) != np.asarray(cand).argmax(axis=1)
+    idx = pick_rows(flipped, pc.diagnose.max_rows, min_agreeing=pc.diagnose.min_agreeing, seed=cfg.revalidation.seed)
+    picked: Rows | None = None
+    if pc.candidate.float_reference is not None:
+        picked = take(rows, idx) if rows is not None else sample_rows([samples[i] for i in idx], input_shape)
+    d = diagnose_pair(cfg, pc, picked, flipped[idx], np.asarray(base)[idx], np.asarray(cand)[idx], name=name)
+    d.pair = name
+    return d
+
+
+def diagnose_pair(cfg: Any, pc: Any, rows: Rows | None, flipped: np.ndarray, base: np.ndarray, cand: np.ndarray, *,
                   name: str = "") -> Diagnosis:
     """Tensor by tensor when the candidate is an ONNX graph with a float twin, else (or when no
     tensor matches by name) the output-level comparison, saying why. ``name``: the pair, for
@@ -66,6 +82,8 @@ def diagnose_pair(cfg: Any, pc: Any, rows: Rows, flipped: np.ndarray, base: np.n
     if not cfg.resolve_path(ref).is_file():
         raise ConfigError(cfg.source, f"pairs.{name or '<pair>'}.candidate.float_reference",
                           f"file not found: {cfg.resolve_path(ref)}")
+    if rows is None:
+        raise DiagnoseError("", "no rows given to run through the graphs")
     try:
         return diagnose_graphs(cfg.resolve_path(ref), cfg.resolve_path(pc.candidate.path), rows, flipped,
                                baseline_out=base, candidate_out=cand, floor=pc.diagnose.sqnr_floor_db,

@@ -70,7 +70,9 @@ def triage() -> DemoExample:
                 for i, (row, label) in enumerate(zip(x, y), start=start)]
 
     pair = {"baseline": {"path": str(d / "baseline.pt2"), "runtime": "torch", "threads": 1},
-            "candidate": {"path": str(d / "candidate.int8.onnx"), "runtime": "onnxruntime", "threads": 1},
+            "candidate": {"path": str(d / "candidate.int8.onnx"), "runtime": "onnxruntime", "threads": 1,
+                          # the float graph it was quantized from: a failing run is diagnosed layer by layer
+                          "float_reference": str(d / "baseline.fp32.onnx")},
             "classes": meta["classes"], "critical_classes": meta["critical_classes"], "batch_size": 256}
     return DemoExample("triage", "torch baseline, int8 ONNX candidate", pair,
                        [_flips(0.02, 0.05, 200, (0.02, 0.05, 50)), LATENCY], batch,

@@ -224,6 +224,11 @@ class Revalidator:
         # notifications link to the run's console page, not to the report file
         if self.incidents is not None:
             outcome.incidents = self.incidents.process_run(pair, run_id, results)
+        # the run is stored: a failing flips/calibration/robustness result is diagnosed before the
+        # report is written, so the report shows it (never raises; bounded by diagnose.max_rows;
+        # imported here: onnx costs 1.5 s to import and most runs pass)
+        from ..diagnose.auto import auto_diagnose
+        auto_diagnose(self.cfg, self.store, loaded, outcome, samples, data, cancel=self.cancel)
         if self.report_writer is not None:
             try:
                 outcome.report_path = self.report_writer(self.store.get_run(run_id), loaded, data)

@@ -448,6 +448,17 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(report_path=path))
 
+    def set_record_entry(self, run_id: int, key: str, value: Any) -> None:
+        """Set one top-level ``key`` of a finished run's record (its diagnosis: sentinel.diagnose.auto),
+        keeping the rest; the row is locked so a concurrent accept is not lost. NotFoundError
+        when there is no such run."""
+        from ..errors import NotFoundError
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.runs.c.record).where(t.runs.c.id == run_id).with_for_update()).first()
+            if row is None:
+                raise NotFoundError("run", run_id)
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(record={**(row.record or {}), key: value}))
+
     def get_run(self, run_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
