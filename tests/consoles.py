@@ -54,3 +54,9 @@ def make_console_app(tmp_path: Path, store_url: str | None = None, **api: Any) -
     app = build(cfg, load_models=False)
     run_id, incident_id = failing_incident(app, report_dir=Path(cfg.reports_dir))
     return Started(app, run_id, incident_id, tokens, users_file)
+
+
+def login_csrf(client: Any) -> str:
+    """The sign-in form's CSRF token (a TestClient keeps its cookie)."""
+    import re
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)

@@ -15,7 +15,7 @@ from seeds import add_run, flip_result
 from sentinel.console.sessions import COOKIE
 from sentinel.users import Users, add_user, hash_token, parse_users
 
-from consoles import Control, make_console_app
+from consoles import Control, login_csrf, make_console_app
 from stores import store_url  # noqa: F401  (fixture)
 
 
@@ -29,11 +29,6 @@ def started(tmp_path, store_url):  # noqa: F811
 @pytest.fixture
 def client(started):
     return TestClient(create_app(started.app, Control()), base_url="https://testserver")
-
-
-def login_csrf(client: TestClient) -> str:
-    """The sign-in form's CSRF token (its cookie is kept by the client)."""
-    return re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
 
 
 def sign_in(client: TestClient, token: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from consoles import login_csrf
 from pairs import EXAMPLE, example_config, traffic_lines
 from sentinel.app import build
 from sentinel.config import load_config
@@ -143,7 +144,8 @@ def served(tmp_path):
 
 def sign_in(client: TestClient, token: str, run_id: int) -> str:
     client.cookies.clear()
-    r = client.post("/login", data={"token": token, "next": f"/runs/{run_id}"}, follow_redirects=False)
+    r = client.post("/login", data={"token": token, "next": f"/runs/{run_id}", "csrf": login_csrf(client)},
+                    follow_redirects=False)
     assert r.status_code == 303, r.text
     return re.search(r'name="csrf" value="([^"]+)"', client.get(f"/runs/{run_id}").text).group(1)
 
