@@ -66,8 +66,9 @@ class LoadedPair:
 
     @property
     def hashes(self) -> dict[str, Any]:
-        if self.candidates:
-            return {"baseline": _hash(self.baseline), "candidates": {n: _hash(r) for n, r in self.candidates.items()}}
+        if self.candidates:   # by_sha256: which candidate a file is, for the gate (store.runs_of_candidate)
+            return {"baseline": _hash(self.baseline), "candidates": {n: _hash(r) for n, r in self.candidates.items()},
+                    "by_sha256": {r.sha256: n for n, r in self.candidates.items()}}
         return {role: _hash(r) for role, r in (("baseline", self.baseline), ("candidate", self.candidate))}
 
     def close(self) -> None:

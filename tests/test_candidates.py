@@ -1,0 +1,217 @@
+"""Several candidates, one baseline (issue 14 part 2): the committed digits pair with its int8
+candidate and its damaged one, real models, real stores."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sentinel.checks.result import CheckResult
+from sentinel.config import ConfigError, load_config, parse_config
+from sentinel.examples import digits
+from sentinel.gate import gate_verdict
+from sentinel.incidents.engine import IncidentEngine
+from sentinel.incidents.lifecycle import fingerprint
+from sentinel.revalidation import Revalidator, load_pair, read_input_file
+from sentinel.storage import open_store
+
+from stores import store_url  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIR = digits.example_dir()
+CHECKS = [{"type": "decision_flips", "warn": 0.02, "fail": 0.05, "min_samples": 100},
+          {"type": "calibration", "warn": 0.005, "fail": 0.02, "min_samples": 100},
+          {"type": "latency_p95", "warn": 1.0, "fail": 1.5, "min_samples": 20}]
+
+
+def model(name: str) -> dict:
+    return {"path": str(PAIR / name), "runtime": "onnxruntime", "threads": 1, "output_name": "probabilities"}
+
+
+def digits_config(tmp_path: Path, candidates: dict, *, store: str | None = None, perf: bool = False) -> Path:
+    cfg = {"store": {"url": store or f"sqlite:///{tmp_path}/s.db"},
+           "pairs": {"digits": {"baseline": {"path": str(PAIR / "baseline.pt2"), "runtime": "torch", "threads": 1},
+                                "candidates": {n: model(f) for n, f in candidates.items()},
+                                "classes": digits.CLASSES, "batch_size": 128, "modality": "image"}},
+           "checks": CHECKS, "perf": {"enabled": perf, "budget_seconds": 0.5, "warmup_seconds": 0.05},
+           "reports_dir": str(tmp_path / "reports"), "api": {"enabled": False}}
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def traffic(tmp_path: Path, n: int, seed: int, name: str = "t.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(m) + "\n" for m in digits.traffic_messages(np.random.default_rng(seed), n,
+                                                                                    prefix=f"s{seed}")))
+    return path
+
+
+class Counting:
+    """A real runner, counting the rows of every multi-row call (window and reference inference;
+    batch-1 timing calls are left out)."""
+
+    def __init__(self, runner):
+        self.runner, self.rows, self.calls = runner, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.runner, name)
+
+    def run(self, batch):
+        n = len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
+        if n > 1:
+            self.rows, self.calls = self.rows + n, self.calls + 1
+        return self.runner.run(batch)
+
+
+# -- config ----------------------------------------------------------------------------------
+
+def test_candidates_config_is_validated_with_the_key_named():
+    base = {"path": "b.onnx"}
+
+    def pair(**kw):
+        return {"pairs": {"p": {"baseline": base, "classes": ["a", "b"], **kw}}}
+    for raw, words in ((pair(), "neither is set"), (pair(candidate=base, candidates={"a": base}), "both are set"),
+                       (pair(candidates={"int-8": base}), "'int-8' is not a simple identifier"),
+                       (pair(candidates={}), "candidates is empty")):
+        with pytest.raises(ConfigError) as err:
+            parse_config(raw, source="f.yaml", environ={})
+        assert words in str(err.value) and "pairs.p" in str(err.value)
+    cfg = parse_config(pair(candidates={"int8": base, "pruned50": {"path": "p.onnx"}}), environ={})
+    assert list(cfg.pairs["p"].candidate_specs()) == ["int8", "pruned50"]
+    single = parse_config(pair(candidate=base), environ={})
+    assert "candidates" not in single.pairs["p"].model_dump()     # a single pair dumps (and hashes) as before
+
+
+def test_an_unknown_candidate_file_is_named_by_its_key(tmp_path):
+    cfg = load_config(digits_config(tmp_path, {"int8": "candidate.int8.onnx", "gone": "nope.onnx"}))
+    with pytest.raises(ConfigError, match=r"pairs\.digits\.candidates\.gone\.path: model file not found"):
+        load_pair(cfg, "digits")
+
+
+# -- one run, baseline once, results per candidate -------------------------------------------
+
+def test_one_run_covers_every_candidate_and_the_baseline_runs_once_per_window(tmp_path):
+    cfg = load_config(digits_config(tmp_path, {"int8": "candidate.int8.onnx", "damaged": "damaged.int8.onnx"}))
+    loaded = load_pair(cfg, "digits")
+    loaded.baseline = counting = Counting(loaded.baseline)
+    store = open_store(cfg.store.url)
+    reval = Revalidator(cfg, store, {"digits": loaded})
+    first, source, _ = read_input_file(str(traffic(tmp_path, 600, 1)), {"digits": loaded.shape})
+    outcome = reval.run("digits", trigger="test", samples=first["digits"], source=source)
+    assert counting.rows == 600 and counting.calls == 5          # 600 rows in batches of 128, once
+    assert {r.candidate for r in outcome.results} == {"int8", "damaged"}
+    flips = {r.candidate: r for r in outcome.results if r.check == "decision_flips" and r.slice == "overall"}
+    assert flips["int8"].status == "pass" and flips["damaged"].status == "fail"
+    assert flips["damaged"].value > 0.1 > flips["int8"].value
+    stored = store.get_run(outcome.run_id)
+    assert {(r["candidate"], r["check"]) for r in stored["results"]} == {
+        (c, k) for c in ("int8", "damaged") for k in ("decision_flips", "calibration", "latency_p95")}
+    assert set(stored["record"]["models"]["candidates"]) == {"int8", "damaged"}
+    assert stored["record"]["baseline_runs"] == {"batches": 5, "reused": 5}
+    # a second window with the first as reference: the baseline runs once on each
+    counting.rows = counting.calls = 0
+    second, _, _ = read_input_file(str(traffic(tmp_path, 300, 2, "u.jsonl")), {"digits": loaded.shape})
+    reval.evaluate_data(loaded, second["digits"], reference_runs=[outcome.run_id])
+    assert counting.rows == 300 + 600
+
+
+def test_the_tradeoff_table_is_in_the_record(tmp_path):
+    cfg = load_config(digits_config(tmp_path, {"int8": "candidate.int8.onnx", "damaged": "damaged.int8.onnx"},
+                                    perf=True))
+    loaded = load_pair(cfg, "digits")
+    given, source, _ = read_input_file(str(traffic(tmp_path, 400, 3)), {"digits": loaded.shape})
+    outcome = Revalidator(cfg, open_store(cfg.store.url), {"digits": loaded}).run(
+        "digits", trigger="test", samples=given["digits"], source=source)
+    table = outcome.record["tradeoff"]
+    rows = {r["candidate"]: r for r in table["candidates"]}
+    assert [r["candidate"] for r in table["candidates"]] == ["int8", "damaged"]
+    assert rows["int8"]["safety_pass"] and not rows["damaged"]["safety_pass"]
+    assert "decision_flips" in rows["damaged"]["failed_checks"]
+    assert rows["int8"]["model_bytes"] == (PAIR / "candidate.int8.onnx").stat().st_size
+    assert rows["damaged"]["flip_rate"] > 0.1 and rows["int8"]["flip_rate"] < 0.02
+    for r in rows.values():
+        assert r["latency_ratio"] > 0 and r["peak_memory_bytes"] > 0
+        assert r["energy"]["status"] in ("measured", "unavailable")
+        assert r["energy"].get("reason") or r["energy"].get("joules_per_1000") is not None
+        perf = outcome.record["candidates"][r["candidate"]]["perf"]
+        assert perf["model_bytes"]["candidate"] == r["model_bytes"]
+    assert "perf" not in outcome.record      # each candidate's is under candidates.<name>.perf
+
+
+# -- incidents --------------------------------------------------------------------------------
+
+def test_two_failing_candidates_are_two_incidents_naming_them(tmp_path):
+    cfg = load_config(digits_config(tmp_path, {"damaged": "damaged.int8.onnx", "damaged_too": "damaged.int8.onnx",
+                                               "int8": "candidate.int8.onnx"}))
+    store = open_store(cfg.store.url)
+    loaded = load_pair(cfg, "digits")
+    given, source, _ = read_input_file(str(traffic(tmp_path, 400, 4)), {"digits": loaded.shape})
+    engine = IncidentEngine.from_config(cfg, store)
+    outcome = Revalidator(cfg, store, {"digits": loaded}, incidents=engine).run(
+        "digits", trigger="test", samples=given["digits"], source=source)
+    flips = [engine.get(c.incident_id) for c in outcome.incidents if c.check == "decision_flips"]
+    assert sorted(c.candidate for c in outcome.incidents if c.check == "decision_flips") == ["damaged", "damaged_too"]
+    assert len({i["fingerprint"] for i in flips}) == 2
+    for inc in flips:
+        who = inc["evidence"]["candidate"]
+        assert inc["title"].startswith(f"digits, candidate {who}: decision_flips failed on overall")
+    assert all(c.candidate != "int8" for c in outcome.incidents)
+
+
+def test_single_candidate_results_and_fingerprints_are_unchanged():
+    import hashlib
+
+    r = CheckResult("decision_flips", "overall", "pass", 0.0, 10, "ok")
+    assert "candidate" not in r.to_row()
+    assert fingerprint("triage", "decision_flips") == hashlib.sha256(b"triage\x1fdecision_flips\x1f*").hexdigest()[:32]
+    assert fingerprint("p", "c", "*", "int8") != fingerprint("p", "c", "*", "damaged")
+
+
+# -- migration --------------------------------------------------------------------------------
+
+def test_migration_0008_adds_and_removes_the_candidate_column(store_url):  # noqa: F811
+    from sqlalchemy import inspect
+
+    from sentinel.storage.repository import make_engine
+    from test_storage import migrate_to
+
+    engine = make_engine(store_url)
+    for _ in migrate_to(engine, "0007"):
+        pass
+    assert "candidate" not in {c["name"] for c in inspect(engine).get_columns("check_results")}
+    for conn in migrate_to(engine, "0008"):
+        conn.exec_driver_sql("INSERT INTO runs (pair, trigger, status, started_at, record, n_samples) VALUES "
+                             "('p', 't', 'pass', '2026-12-01 00:00:00', '{}', 0)")
+        conn.exec_driver_sql("INSERT INTO check_results (run_id, \"check\", slice, status, n, message, evidence, "
+                             "candidate) SELECT id, 'c', 'overall', 'pass', 1, 'm', '{}', 'int8' FROM runs")
+    assert "candidate" in {c["name"] for c in inspect(engine).get_columns("check_results")}
+    for _ in migrate_to(engine, "0007", downgrade=True):
+        pass
+    assert "candidate" not in {c["name"] for c in inspect(engine).get_columns("check_results")}
+    with engine.connect() as conn:       # the results themselves are kept
+        assert conn.exec_driver_sql("SELECT count(*) FROM check_results").scalar_one() == 1
+    engine.dispose()
+
+
+# -- gate -------------------------------------------------------------------------------------
+
+def test_the_gate_judges_only_the_asked_candidate(tmp_path, store_url):  # noqa: F811
+    cfg = load_config(digits_config(tmp_path, {"int8": "candidate.int8.onnx", "damaged": "damaged.int8.onnx"},
+                                    store=store_url))
+    store = open_store(cfg.store.url)
+    loaded = load_pair(cfg, "digits")
+    given, source, _ = read_input_file(str(traffic(tmp_path, 400, 5)), {"digits": loaded.shape})
+    engine = IncidentEngine.from_config(cfg, store)
+    run = Revalidator(cfg, store, {"digits": loaded}, incidents=engine).run(
+        "digits", trigger="test", samples=given["digits"], source=source)
+    good = gate_verdict(store, cfg, "digits", loaded.candidates["int8"].sha256, incidents=engine)
+    bad = gate_verdict(store, cfg, "digits", loaded.candidates["damaged"].sha256, incidents=engine)
+    assert (good.verdict, good.run) == ("pass", run.run_id)
+    assert set(good.checks) == {"decision_flips", "calibration", "latency_p95"}
+    assert bad.verdict == "fail" and "decision_flips" in bad.reason
+    other = gate_verdict(store, cfg, "digits", "0" * 64)
+    assert other.verdict == "inconclusive"
