@@ -215,3 +215,39 @@ def test_the_gate_judges_only_the_asked_candidate(tmp_path, store_url):  # noqa:
     assert bad.verdict == "fail" and "decision_flips" in bad.reason
     other = gate_verdict(store, cfg, "digits", "0" * 64)
     assert other.verdict == "inconclusive"
+
+
+# -- sentinel compare -------------------------------------------------------------------------
+
+def test_compare_on_the_digits_example_names_int8_and_rejects_the_damaged_one(tmp_path, monkeypatch, capsys):
+    from sentinel.cli import main
+
+    monkeypatch.setenv("SENTINEL_STORE__URL", f"sqlite:///{tmp_path}/c.db")
+    monkeypatch.setenv("SENTINEL_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("SENTINEL_PERF__BUDGET_SECONDS", "0.5")
+    data = traffic(tmp_path, 1000, 0)
+    code = main(["compare", "--config", str(ROOT / "deploy/sentinel.digits.compare.yaml"), "--input", str(data)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.strip().splitlines()[-1].startswith("chosen: int8 (smallest model file")
+    damaged = next(line for line in out.splitlines() if line.strip().startswith("damaged"))
+    assert "FAIL: " in damaged and "decision_flips" in damaged
+    code = main(["compare", "--config", str(ROOT / "deploy/sentinel.digits.compare.yaml"), "--input", str(data),
+                 "--prefer", "fastest", "--json"])
+    got = json.loads(capsys.readouterr().out)
+    assert code == 0 and got["chosen"] == "int8" and got["prefer"] == "fastest"
+    assert [r["candidate"] for r in got["tradeoff"]["candidates"]] == ["int8", "damaged"]
+
+
+def test_compare_exits_1_when_no_candidate_passes_and_2_on_errors(tmp_path, capsys):
+    from sentinel.cli import main
+
+    cfg = digits_config(tmp_path, {"damaged": "damaged.int8.onnx", "damaged_too": "damaged.int8.onnx"})
+    data = traffic(tmp_path, 400, 6)
+    assert main(["compare", "--config", str(cfg), "--input", str(data)]) == 1
+    captured = capsys.readouterr()
+    assert "chosen: none (no candidate passes every safety check)" in captured.err
+    assert main(["compare", "--config", str(cfg), "--input", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read input file" in capsys.readouterr().err
+    assert main(["compare", "--config", str(cfg), "--input", str(data), "--pair", "nope"]) == 2
+    assert "no pair 'nope'" in capsys.readouterr().err
