@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .comparison import tradeoff_section
 from .verdict import decision_of, result_type
 from .words import describe
 
@@ -253,7 +254,9 @@ def render_run(run: dict[str, Any], evidently: str | None = None, context: dict[
     the store knows around the run (``storage.summaries.report_context``: traffic range,
     incidents, history), plus ``base_url`` (the console's public URL) for links."""
     ctx = context or {}
-    results = run.get("results", [])
+    # several candidates: each result's check shown with its candidate (damaged:decision_flips)
+    results = [{**r, "check": f"{r['candidate']}:{r['check']}"} if r.get("candidate") else r
+               for r in run.get("results", [])]
     failing = [r for r in results if r["status"] in ("fail", "warn", "error")]
     rows = []
     for r in results:
@@ -276,6 +279,7 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:t
 </head><body>
 {_headline_block(run, results, ctx)}
 <h2>What needs attention</h2>{_attention(failing)}
+{tradeoff_section(run.get("record"))}
 {_history_section(results, ctx)}
 {''.join(sections)}
 <h2>Per-slice table</h2>{_slice_table(results)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from ..comparison import tradeoff_section
 from ..storage.records import as_utc
 from ..verdict import decision_of, sentence
 from . import svg
@@ -98,10 +99,12 @@ def run(app: Any, run_id: int) -> dict[str, Any] | None:
     results = sorted(r.get("results") or [], key=lambda x: (STATUS_ORDER.get(x["status"], 5), x["check"], x["slice"]))
     for x in results:
         x["words"] = result_words(x)
+        x["label"] = f"{x['candidate']}:{x['check']}" if x.get("candidate") else x["check"]
     failing = [x for x in results if x["status"] in ("fail", "error", "warn")]
     record = dict(r.get("record") or {})
     return {"run": r, "results": results, "failing": failing, "plots": run_plots(app, r, results),
-            "record": record, "perf": record.get("perf") or {}, "traffic": app.store.traffic_range(run_id)}
+            "record": record, "perf": record.get("perf") or {}, "traffic": app.store.traffic_range(run_id),
+            "tradeoff": tradeoff_section(record)}
 
 
 def run_plots(app: Any, r: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
