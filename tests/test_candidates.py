@@ -124,7 +124,8 @@ def test_the_tradeoff_table_is_in_the_record(tmp_path):
                                     perf=True))
     loaded = load_pair(cfg, "digits")
     given, source, _ = read_input_file(str(traffic(tmp_path, 400, 3)), {"digits": loaded.shape})
-    outcome = Revalidator(cfg, open_store(cfg.store.url), {"digits": loaded}).run(
+    store = open_store(cfg.store.url)
+    outcome = Revalidator(cfg, store, {"digits": loaded}).run(
         "digits", trigger="test", samples=given["digits"], source=source)
     table = outcome.record["tradeoff"]
     rows = {r["candidate"]: r for r in table["candidates"]}
@@ -140,6 +141,19 @@ def test_the_tradeoff_table_is_in_the_record(tmp_path):
         perf = outcome.record["candidates"][r["candidate"]]["perf"]
         assert perf["model_bytes"]["candidate"] == r["model_bytes"]
     assert "perf" not in outcome.record      # each candidate's is under candidates.<name>.perf
+    # the report and the console's run page show the table and the plot, no script
+    from types import SimpleNamespace
+
+    from sentinel.console import views
+    from sentinel.reports import render_run
+
+    stored = store.get_run(outcome.run_id)
+    page = render_run(stored)
+    for html in (page, views.run(SimpleNamespace(store=store), outcome.run_id)["tradeoff"]):
+        assert "<h2 id='tradeoff'>Candidates compared</h2>" in html and "<script" not in html
+        assert "aria-label='candidates'" in html and "<title>damaged: " in html
+        assert "FAIL: " in html and f"{rows['int8']['flip_rate']:.1%} flips" in html
+    assert "damaged:decision_flips" in page
 
 
 # -- incidents --------------------------------------------------------------------------------
