@@ -158,7 +158,7 @@ def test_the_tradeoff_table_is_in_the_record(tmp_path):
 
 # -- incidents --------------------------------------------------------------------------------
 
-def test_two_failing_candidates_are_two_incidents_naming_them(tmp_path):
+def test_two_failing_candidates_are_two_incidents_naming_them(tmp_path, capsys):
     cfg = load_config(digits_config(tmp_path, {"damaged": "damaged.int8.onnx", "damaged_too": "damaged.int8.onnx",
                                                "int8": "candidate.int8.onnx"}))
     store = open_store(cfg.store.url)
@@ -170,9 +170,17 @@ def test_two_failing_candidates_are_two_incidents_naming_them(tmp_path):
     flips = [engine.get(c.incident_id) for c in outcome.incidents if c.check == "decision_flips"]
     assert sorted(c.candidate for c in outcome.incidents if c.check == "decision_flips") == ["damaged", "damaged_too"]
     assert len({i["fingerprint"] for i in flips}) == 2
+    from sentinel.incidents.payload import build_payload
+    from sentinel.notifiers.render import text_body
+    from sentinel.printing import print_incident
+
     for inc in flips:
         who = inc["evidence"]["candidate"]
         assert inc["title"].startswith(f"digits, candidate {who}: decision_flips failed on overall")
+        payload = build_payload("opened", inc, inc["opened_at"], actor=None)
+        assert payload["incident"]["candidate"] == who and f"Candidate: {who}" in text_body(payload, None)
+        print_incident(inc)     # what `sentinel incidents show` prints
+        assert f"pair digits  candidate {who}  check decision_flips" in capsys.readouterr().out
     assert all(c.candidate != "int8" for c in outcome.incidents)
 
 
