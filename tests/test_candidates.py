@@ -237,6 +237,20 @@ def test_the_gate_judges_only_the_asked_candidate(tmp_path, store_url):  # noqa:
     assert bad.verdict == "fail" and "decision_flips" in bad.reason
     other = gate_verdict(store, cfg, "digits", "0" * 64)
     assert other.verdict == "inconclusive"
+    # the HTTP endpoint says the same (what Argo Rollouts and Flagger read)
+    from types import SimpleNamespace
+
+    from sentinel.api_gate import answer
+    from sentinel.console import views
+
+    app = SimpleNamespace(store=store, cfg=cfg, pairs={"digits": loaded}, incidents=engine)
+    for name, ok in (("int8", True), ("damaged", False)):
+        resp = answer(app, {"pair": "digits", "candidate": loaded.candidates[name].sha256})
+        body = json.loads(resp.body)
+        assert body["ok"] is ok and body["candidate"] == loaded.candidates[name].sha256
+    # the console's pair page lists each candidate file
+    models = views.pair(app, "digits")["models"]
+    assert models["candidate int8"]["sha256"] == loaded.candidates["int8"].sha256 and "candidates" not in models
 
 
 # -- sentinel compare -------------------------------------------------------------------------

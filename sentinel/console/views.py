@@ -140,6 +140,9 @@ def pair(app: Any, name: str, *, before: int | None = None) -> dict[str, Any]:
              for check, slice_ in sorted(chosen.items())][:24]
     last = app.store.get_run(runs[0]["id"]) if runs and before is None else None
     models = ((last or {}).get("record") or {}).get("models") or {}
+    if "candidates" in models:      # several candidates: one row each, by name
+        models = {"baseline": models.get("baseline"),
+                  **{f"candidate {n}": m for n, m in (models.get("candidates") or {}).items()}}
     acceptable = next((r for r in (runs if before is None else []) if r["status"] not in ("running", "error")), None)
     return {"name": name, "runs": runs, "plots": plots, "models": models,
             "accepted": app.store.accepted_perf(name), "latest": last, "acceptable": acceptable,
