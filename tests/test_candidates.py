@@ -165,8 +165,14 @@ def test_two_failing_candidates_are_two_incidents_naming_them(tmp_path, capsys):
     loaded = load_pair(cfg, "digits")
     given, source, _ = read_input_file(str(traffic(tmp_path, 400, 4)), {"digits": loaded.shape})
     engine = IncidentEngine.from_config(cfg, store)
-    outcome = Revalidator(cfg, store, {"digits": loaded}, incidents=engine).run(
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    outcome = Revalidator(cfg, store, {"digits": loaded}, incidents=engine, metrics=metrics).run(
         "digits", trigger="test", samples=given["digits"], source=source)
+    assert metrics.registry.get_sample_value("sentinel_runs_total", {"pair": "digits", "status": "fail"}) == 1
     flips = [engine.get(c.incident_id) for c in outcome.incidents if c.check == "decision_flips"]
     assert sorted(c.candidate for c in outcome.incidents if c.check == "decision_flips") == ["damaged", "damaged_too"]
     assert len({i["fingerprint"] for i in flips}) == 2
