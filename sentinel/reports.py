@@ -279,8 +279,8 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:t
 </head><body>
 {_headline_block(run, results, ctx)}
 <h2>What needs attention</h2>{_attention(failing)}
-{tradeoff_section(run.get("record"))}
 {_history_section(results, ctx)}
+{tradeoff_section(run.get("record"))}
 {''.join(sections)}
 <h2>Per-slice table</h2>{_slice_table(results)}
 <h2>Check results</h2>
