@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from .comparison import tradeoff_section
 from .verdict import decision_of, result_type
 from .words import describe
 
@@ -280,7 +279,7 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:t
 {_headline_block(run, results, ctx)}
 <h2>What needs attention</h2>{_attention(failing)}
 {_history_section(results, ctx)}
-{tradeoff_section(run.get("record"))}
+{_tradeoff(run)}
 {''.join(sections)}
 <h2>Per-slice table</h2>{_slice_table(results)}
 <h2>Check results</h2>
@@ -292,6 +291,12 @@ control (p_adj below) <i>and</i> at least their warn/fail level (the minimum eff
 <pre>{_e(record)}</pre></details>
 {_evidently_section(evidently)}
 </body></html>"""
+
+
+def _tradeoff(run: dict[str, Any]) -> str:
+    """The candidates' trade-off table and plot (a run of several candidates; else empty)."""
+    from .comparison import tradeoff_section
+    return tradeoff_section(run.get("record"))
 
 
 def _evidence_sections(results: list[dict[str, Any]]) -> list[str]:

@@ -149,8 +149,8 @@ def test_the_tradeoff_table_is_in_the_record(tmp_path):
 
     stored = store.get_run(outcome.run_id)
     page = render_run(stored)
-    for html in (page, views.run(SimpleNamespace(store=store), outcome.run_id)["tradeoff"]):
-        assert "<h2 id='tradeoff'>Candidates compared</h2>" in html and "<script" not in html
+    for html in (page, "".join(views.run(SimpleNamespace(store=store), outcome.run_id)["plots"])):
+        assert "id='tradeoff'>Candidates compared</h" in html and "<script" not in html
         assert "aria-label='candidates'" in html and "<title>damaged: " in html
         assert "FAIL: " in html and f"{rows['int8']['flip_rate']:.1%} flips" in html
     assert "damaged:decision_flips" in page

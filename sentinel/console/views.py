@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..comparison import tradeoff_section
 from ..storage.records import as_utc
 from ..verdict import decision_of, sentence
 from . import svg
@@ -103,13 +102,15 @@ def run(app: Any, run_id: int) -> dict[str, Any] | None:
     failing = [x for x in results if x["status"] in ("fail", "error", "warn")]
     record = dict(r.get("record") or {})
     return {"run": r, "results": results, "failing": failing, "plots": run_plots(app, r, results),
-            "record": record, "perf": record.get("perf") or {}, "traffic": app.store.traffic_range(run_id),
-            "tradeoff": tradeoff_section(record)}
+            "record": record, "perf": record.get("perf") or {}, "traffic": app.store.traffic_range(run_id)}
 
 
 def run_plots(app: Any, r: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
-    """Flip matrices, latency distributions, then the failing checks' values over recent runs."""
-    plots, matrices = [], set()
+    """The candidates' trade-off (a run of several), flip matrices, latency distributions, then the
+    failing checks' values over recent runs."""
+    from ..comparison import tradeoff_section
+
+    plots, matrices = [tradeoff_section(r.get("record"), heading="h3")], set()
     for x in sorted(results, key=lambda x: x["slice"] != "overall"):    # overall's matrix first
         ev = x.get("evidence") or {}
         if "flip_matrix" in ev and x["check"] not in matrices:
