@@ -293,3 +293,38 @@ def test_compare_exits_1_when_no_candidate_passes_and_2_on_errors(tmp_path, caps
     assert "cannot read input file" in capsys.readouterr().err
     assert main(["compare", "--config", str(cfg), "--input", str(data), "--pair", "nope"]) == 2
     assert "no pair 'nope'" in capsys.readouterr().err
+
+
+def test_a_stored_window_of_a_multi_candidate_pair_and_a_single_pair_beside_it(tmp_path):
+    """The daemon's path (the window claimed from the store), and a single-candidate pair's run
+    record and results exactly as before: no candidate, no trade-off, models.candidate."""
+    import datetime as dt
+
+    from sentinel.sampling import Sampler
+    from sentinel.storage.repository import SampleIn
+
+    path = digits_config(tmp_path, {"int8": "candidate.int8.onnx", "damaged": "damaged.int8.onnx"})
+    raw = yaml.safe_load(path.read_text())
+    raw["pairs"]["single"] = {**raw["pairs"]["digits"], "candidate": model("candidate.int8.onnx")}
+    del raw["pairs"]["single"]["candidates"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(path)
+    store = open_store(cfg.store.url)
+    x, _ = digits.ordinary_traffic(np.random.default_rng(8), 300)
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    for pair in ("digits", "single"):
+        store.ingest([SampleIn(pair=pair, msg_id=f"m{i}", ts=now, topic="t", partition=0, offset=i,
+                               sample_key=Sampler().key(pair, f"m{i}"), inputs={"image": img.astype(np.float32)},
+                               attributes={}) for i, img in enumerate(x)], [], [], window=1000, rate=1.0)
+    reval = Revalidator(cfg, store, {p: load_pair(cfg, p) for p in ("digits", "single")})
+    multi, single = reval.run("digits"), reval.run("single")
+    assert multi.n_samples == single.n_samples == 300
+    assert {r.candidate for r in multi.results} == {"int8", "damaged"} and "tradeoff" in multi.record
+    assert {r.candidate for r in single.results} == {None}
+    assert "tradeoff" not in single.record and "candidates" not in single.record
+    assert set(single.record["models"]) == {"baseline", "candidate"}
+    assert all("candidate" not in r.to_row() for r in single.results)
+    ours = [r for r in multi.results if r.candidate == "int8"]
+    assert [(r.check, r.slice, r.status, r.value) for r in ours] == [
+        (r.check, r.slice, r.status, r.value) for r in single.results if r.type != "latency_p95"
+    ] + [(r.check, r.slice, r.status, r.value) for r in ours if r.type == "latency_p95"]
