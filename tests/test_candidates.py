@@ -293,6 +293,11 @@ def test_compare_exits_1_when_no_candidate_passes_and_2_on_errors(tmp_path, caps
     assert "cannot read input file" in capsys.readouterr().err
     assert main(["compare", "--config", str(cfg), "--input", str(data), "--pair", "nope"]) == 2
     assert "no pair 'nope'" in capsys.readouterr().err
+    raw = yaml.safe_load(cfg.read_text())
+    raw["pairs"]["digits"]["candidate"] = raw["pairs"]["digits"].pop("candidates")["damaged"]
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["compare", "--config", str(cfg), "--input", str(data), "--pair", "digits"]) == 2
+    assert "pairs.digits: has one candidate" in capsys.readouterr().err
 
 
 def test_a_stored_window_of_a_multi_candidate_pair_and_a_single_pair_beside_it(tmp_path):
