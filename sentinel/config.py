@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from .errors import ConfigError
 from .redact import SECRETS, url_secrets
@@ -176,9 +177,16 @@ def default_checks() -> list[CheckSpec]:
     ]
 
 
+CANDIDATE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"   # a simple identifier: int8, pruned50, distilled
+
+
 class PairConfig(Strict):
+    """One model pair: a baseline and either one ``candidate`` or several named ``candidates``
+    (``{int8: ..., pruned50: ...}``: each judged against the same baseline outputs, README
+    "Comparing candidates"); exactly one of the two keys."""
     baseline: ModelSpec
-    candidate: ModelSpec
+    candidate: ModelSpec | None = None
+    candidates: dict[str, ModelSpec] | None = None
     classes: list[str] = Field(min_length=2)
     critical_classes: list[str] = Field(default_factory=list)
     features: list[str] | None = None   # order of named features in `inputs` objects
@@ -194,6 +202,55 @@ class PairConfig(Strict):
     interval_seconds: float | None = Field(None, gt=0)   # overrides revalidation.interval_seconds
     checks: list[CheckSpec] | None = None                # overrides the top-level checks
     diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidate_names(cls, v: dict[str, ModelSpec] | None) -> dict[str, ModelSpec] | None:
+        import re
+
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("candidates is empty: list at least one candidate (name: {path: ...})")
+        bad = [name for name in v if not re.match(CANDIDATE_NAME, name)]
+        if bad:
+            raise ValueError(f"candidate name {bad[0]!r} is not a simple identifier (letters, digits, _; "
+                             f"not starting with a digit; at most 64 characters)")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """The unused one of candidate/candidates is left out: a single-candidate pair dumps (and
+        hashes, ``Config.config_hash``) exactly as before ``candidates`` existed."""
+        out = handler(self)
+        for key in ("candidate", "candidates"):
+            if out.get(key, 0) is None:
+                out.pop(key)
+        return out
+
+    @property
+    def multi(self) -> bool:
+        """Several named candidates (``candidates:``) rather than one ``candidate:``."""
+        return self.candidates is not None
+
+    def candidate_specs(self) -> dict[str | None, ModelSpec]:
+        """Each candidate's spec by name; a single ``candidate:`` is the one unnamed (None) entry."""
+        if self.candidates is not None:
+            return dict(self.candidates)
+        assert self.candidate is not None
+        return {None: self.candidate}
+
+    def candidate_spec(self, name: str | None = None) -> ModelSpec:
+        """The spec of candidate ``name`` (None: the single candidate, or the first listed)."""
+        specs = self.candidate_specs()
+        return specs[name] if name is not None else next(iter(specs.values()))
+
+    @model_validator(mode="after")
+    def _one_candidate_key(self) -> "PairConfig":
+        if (self.candidate is None) == (self.candidates is None):
+            raise ValueError("give exactly one of candidate (one model) and candidates (several, by name)"
+                             + ("; both are set" if self.candidate is not None else "; neither is set"))
+        return self
 
     @model_validator(mode="after")
     def _critical_in_classes(self) -> "PairConfig":

@@ -21,6 +21,9 @@ The verdict on (pair, candidate sha256), from the pair's stored runs whose recor
    none at all, makes it **inconclusive**, naming the check and its own message.
 5. Otherwise **pass** (warnings pass: they are shown in ``checks``).
 
+In a pair with several candidates (``candidates:``) one run judges them all: only the results of
+the candidate with that sha256 (``record.models.by_sha256``) count, and only its incidents hold it.
+
 ``ok`` is ``verdict == "pass"``. A bottom-layer module: it reads the store through the duck-typed
 ``runs_of_candidate``/``get_run`` it is given and imports nothing above it.
 """
@@ -137,25 +140,30 @@ def gate_verdict(store: Any, cfg: Any, pair: str, sha256: str, *, require: Seque
         return Verdict("inconclusive", f"every run of this candidate ended in error; run {latest['id']}: "
                                        f"{latest.get('error') or 'no error recorded'}", run=int(latest["id"]), runs=ids)
     full = store.get_run(int(judged["id"])) or {"results": []}
-    v = judge(full.get("results") or [], required=require or REQUIRED_TYPES)
+    name = judged.get("candidate")     # in a pair with several candidates: this file's name
+    rows = [r for r in full.get("results") or [] if r.get("candidate") == name]
+    v = judge(rows, required=require or REQUIRED_TYPES)
     v.n, v.run, v.runs, v.at = int(judged.get("n_samples") or 0), int(judged["id"]), ids, _iso(judged.get("finished_at"))
     v.reason = f"run {judged['id']}: {v.reason}"
     if v.verdict != "fail" and latest is not judged:
         v.verdict = "inconclusive"
         v.reason = (f"run {latest['id']} of this candidate ended in error ({latest.get('error') or 'no error recorded'}); "
                     f"the last run that judged, {v.reason}")
-    held = held_by_incident(incidents, pair, set(ids)) if v.verdict != "fail" else None
+    held = held_by_incident(incidents, pair, set(ids), name) if v.verdict != "fail" else None
     if held is not None:
         v.verdict, v.reason = "fail", f"{held}; {v.reason}"
     return v
 
 
-def held_by_incident(incidents: Any, pair: str, run_ids: set[int]) -> str | None:
-    """Why an unresolved incident of one of ``run_ids`` holds the candidate back, or None."""
+def held_by_incident(incidents: Any, pair: str, run_ids: set[int], candidate: str | None = None) -> str | None:
+    """Why an unresolved incident of one of ``run_ids`` holds the candidate back, or None.
+    ``candidate``: in a pair with several, only that candidate's incidents count."""
     if incidents is None or not run_ids:
         return None
     for state in UNRESOLVED:
         for inc in incidents.list(state=state, pair=pair, limit=1000):
+            if (inc.get("evidence") or {}).get("candidate") != candidate:
+                continue
             mine = sorted(run_ids.intersection(inc.get("run_ids") or ()))
             if mine and incident_verdict({"incident": inc}).verdict == "fail":
                 return (f"incident #{inc['id']} ({inc.get('check')}) is {state}: run {mine[-1]} of this candidate "

@@ -106,3 +106,40 @@ def distributions(sketches: dict[str, Sequence[float]], *, unit: str = "ms", lab
                     f"<text x='{w - pad}' y='{top + 12 * (n + 1)}' font-size='11' text-anchor='end' fill='{colour}'>"
                     f"{_e(role)} p50 {p50:.3g}</text>")
     return _svg(w, h, "".join(body), label)
+
+
+def tradeoff(points: Sequence[tuple[str, float | None, float | None, bool]], *, label: str = "candidates",
+             w: int = 380, h: int = 220) -> str:
+    """Each candidate as (name, latency ratio candidate/baseline, flip rate, passed every safety
+    check): x the latency ratio (left is faster; the dashed line at ×1 is the baseline's speed),
+    y the flip rate (up is more decisions changed), a dot green when the candidate passed, red
+    when it did not. A candidate without a measured ratio is listed, not placed."""
+    placed = [(n, float(r), float(f), ok) for n, r, f, ok in points
+              if r is not None and f is not None and math.isfinite(r) and math.isfinite(f)]
+    left, right, top, bottom = 46, 14, 22, 34
+    body = [f"<text x='4' y='14' font-size='11'>{_e(label)}: flip rate vs latency ratio</text>"]
+    missing = [p[0] for p in points if p[0] not in {q[0] for q in placed}]
+    if missing:
+        body.append(f"<text x='4' y='{h - 4}' font-size='10' fill='{GREY}'>not placed (no latency ratio or flips): "
+                    f"{_e(', '.join(missing))}</text>")
+    if not placed:
+        return _svg(w, h, "".join(body), label)
+    x_hi = max([1.0] + [r for _, r, _, _ in placed]) * 1.1
+    y_hi = max([0.01] + [f for _, _, f, _ in placed]) * 1.15
+    x = lambda v: left + (w - left - right) * (v / x_hi)
+    y = lambda v: h - bottom - (h - bottom - top) * (v / y_hi)
+    body += [f"<line x1='{left}' x2='{w - right}' y1='{h - bottom}' y2='{h - bottom}' stroke='{GREY}'/>",
+             f"<line x1='{left}' x2='{left}' y1='{top}' y2='{h - bottom}' stroke='{GREY}'/>",
+             f"<line x1='{x(1.0):.1f}' x2='{x(1.0):.1f}' y1='{top}' y2='{h - bottom}' stroke='{GREY}' "
+             f"stroke-dasharray='3 3'><title>×1: as fast as the baseline</title></line>",
+             f"<text x='{x(1.0):.1f}' y='{h - bottom + 12}' font-size='10' text-anchor='middle'>×1</text>",
+             f"<text x='{left}' y='{h - bottom + 12}' font-size='10' text-anchor='middle'>×0</text>",
+             f"<text x='{w - right}' y='{h - bottom + 24}' font-size='10' text-anchor='end'>latency ratio →</text>",
+             f"<text x='{left - 4}' y='{top + 4}' font-size='10' text-anchor='end'>{y_hi:.0%}</text>",
+             f"<text x='{left - 4}' y='{h - bottom}' font-size='10' text-anchor='end'>0%</text>"]
+    for name, r, f, ok in placed:
+        colour = STATUS_COLOURS["pass" if ok else "fail"]
+        body.append(f"<circle cx='{x(r):.1f}' cy='{y(f):.1f}' r='5' fill='{colour}'><title>{_e(name)}: ×{r:.2f} "
+                    f"latency, {f:.1%} flips, {'passed' if ok else 'failed'} the safety checks</title></circle>"
+                    f"<text x='{x(r) + 8:.1f}' y='{y(f) + 4:.1f}' font-size='11'>{_e(name)}</text>")
+    return _svg(w, h, "".join(body), label)

@@ -22,19 +22,22 @@ def print_results(o: Any) -> None:
     """One run (a ``RunOutcome``): its status line, a results table (each row in the words of the
     test that decided it, :func:`sentinel.words.describe`), the report and incidents."""
     print(f"run {o.run_id}  pair {o.pair}  status {o.status.upper()}  samples {o.n_samples}")
-    width = max([len(r.check) for r in o.results] + [5])
+    if any(r.candidate for r in o.results):   # several candidates: each row names its own
+        print_tradeoff(o.record.get("tradeoff") or {})
+    width = max([len(_label(r)) for r in o.results] + [5])
     swidth = max([len(r.slice) for r in o.results] + [5])
     print(f"  {'check':<{width}}  {'slice':<{swidth}}  {'status':<17}  {'value':>9}  {'n':>6}  detail")
     for r in o.results:
         value = "" if r.value is None else f"{r.value:.4g}"
         said = describe(r.to_row(), with_where=None)
-        print(f"  {r.check:<{width}}  {r.slice:<{swidth}}  {r.status:<17}  {value:>9}  {r.n:>6}  {said}")
+        print(f"  {_label(r):<{width}}  {r.slice:<{swidth}}  {r.status:<17}  {value:>9}  {r.n:>6}  {said}")
     if o.report_path:
         print(f"  report: {o.report_path}")
     _print_diagnosis((o.record or {}).get("diagnosis"))
     for inc in o.incidents or []:
         notified = f", notified {', '.join(inc.notified)}" if inc.notified else ""
-        print(f"  incident #{inc.incident_id} {inc.action} [{inc.severity}] {inc.check}/{inc.slice}"
+        who = f"candidate {inc.candidate} " if getattr(inc, "candidate", None) else ""
+        print(f"  incident #{inc.incident_id} {inc.action} [{inc.severity}] {who}{inc.check}/{inc.slice}"
               f" (occurrences {inc.occurrences}{notified})")
 
 
@@ -55,7 +58,8 @@ def print_incident(inc: dict[str, Any]) -> None:
     announced it."""
     print(f"incident #{inc['id']}  [{inc['severity']}]  {inc['state']}")
     print(f"  {inc['title']}")
-    print(f"  pair {inc['pair']}  check {inc['check']}  slices {', '.join(inc.get('slices') or [inc['slice']])}  "
+    who = (inc.get("evidence") or {}).get("candidate")
+    print(f"  pair {inc['pair']}  " + (f"candidate {who}  " if who else "") + f"check {inc['check']}  slices {', '.join(inc.get('slices') or [inc['slice']])}  "
           f"fingerprint {inc['fingerprint']}")
     print(f"  opened {_when(inc['opened_at'])}  updated {_when(inc['updated_at'])}  occurrences {inc['occurrences']}"
           + (f"  resolved {_when(inc['resolved_at'])}" if inc.get("resolved_at") else ""))
@@ -102,3 +106,65 @@ def _print_delivery(d: dict[str, Any], indent: str) -> None:
     sent = f" at {_when(d['sent_at'])}" if d.get("sent_at") else ""
     print(f"{indent}> {d.get('event') or 'notification'} to {d['target']}: {d['status']}{sent} "
           f"(attempt{'s' if d['attempts'] != 1 else ''} {d['attempts']}){error}")
+
+
+def _label(r: Any) -> str:
+    """A result's check, prefixed by its candidate in a pair with several (``damaged:decision_flips``)."""
+    return f"{r.candidate}:{r.check}" if getattr(r, "candidate", None) else r.check
+
+
+def print_tradeoff(table: dict[str, Any]) -> None:
+    """The trade-off table of a run of several candidates (sentinel.checks.tradeoff)."""
+    for line in tradeoff_lines(table):
+        print(f"  {line}")
+
+
+TRADEOFF_COLUMNS = ("candidate", "flips", "critical miss", "ECE change", "latency", "peak memory", "file size",
+                    "energy", "safety")
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def _bytes(v: Any) -> str:
+    if v is None:
+        return "—"
+    return f"{v / 2**20:.1f} MiB" if v >= 2**20 else f"{v / 1024:.1f} KiB"
+
+
+def tradeoff_cells(row: dict[str, Any]) -> list[str]:
+    """One candidate's trade-off row in words, in TRADEOFF_COLUMNS order: shares in %, the latency
+    ratio as ×, energy in J per 1,000 inferences or ``unavailable``, safety ``pass`` or the checks
+    that failed."""
+    miss = _pct(row.get("critical_miss_rate"))
+    if row.get("critical_class") is not None:
+        miss += f" ({row['critical_class']})"
+    elif row.get("critical_miss_rate") is None:
+        miss = "— (no critical class)"
+    ece = row.get("calibration_change")
+    ratio = row.get("latency_ratio")
+    energy = row.get("energy") or {}
+    joules = energy.get("joules_per_1000")
+    watt = f"{joules:.3g} J/1000" if energy.get("status") == "measured" and joules is not None else "unavailable"
+    failed = row.get("failed_checks") or []
+    safety = "pass" if row.get("safety_pass") else ("FAIL: " + ", ".join(failed) if failed else "FAIL: nothing judged")
+    return [str(row.get("candidate")), _pct(row.get("flip_rate")), miss,
+            "—" if ece is None else f"{ece:+.4f}", "—" if ratio is None else f"×{ratio:.2f}",
+            _bytes(row.get("peak_memory_bytes")), _bytes(row.get("model_bytes")), watt, safety]
+
+
+def tradeoff_lines(table: dict[str, Any]) -> list[str]:
+    """The trade-off table as aligned text lines, with the baseline's figures and, when energy
+    was not measured, why."""
+    rows = [list(TRADEOFF_COLUMNS)] + [tradeoff_cells(r) for r in table.get("candidates", [])]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(TRADEOFF_COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    base = table.get("baseline") or {}
+    lines.append(f"baseline: file size {_bytes(base.get('model_bytes'))}, peak memory "
+                 f"{_bytes(base.get('peak_memory_bytes'))}; latency is candidate/baseline at batch 1; "
+                 f"safety: {table.get('safety_checks', '')}")
+    reason = (base.get("energy") or {}).get("reason")
+    if reason:
+        lines.append(f"energy unavailable: {reason}")
+    return lines

@@ -255,7 +255,9 @@ def render_run(run: dict[str, Any], evidently: str | None = None, context: dict[
     the store knows around the run (``storage.summaries.report_context``: traffic range,
     incidents, history), plus ``base_url`` (the console's public URL) for links."""
     ctx = context or {}
-    results = run.get("results", [])
+    # several candidates: each result's check shown with its candidate (damaged:decision_flips)
+    results = [{**r, "check": f"{r['candidate']}:{r['check']}"} if r.get("candidate") else r
+               for r in run.get("results", [])]
     failing = [r for r in results if r["status"] in ("fail", "warn", "error")]
     rows = []
     for r in results:
@@ -281,6 +283,7 @@ td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:t
 <h2>What needs attention</h2>{_attention(failing)}
 {diagnosis_html(stored(run))}
 {_history_section(results, ctx)}
+{_tradeoff(run)}
 {''.join(sections)}
 <h2>Per-slice table</h2>{_slice_table(results)}
 <h2>Check results</h2>
@@ -292,6 +295,12 @@ control (p_adj below) <i>and</i> at least their warn/fail level (the minimum eff
 <pre>{_e(record)}</pre></details>
 {_evidently_section(evidently)}
 </body></html>"""
+
+
+def _tradeoff(run: dict[str, Any]) -> str:
+    """The candidates' trade-off table and plot (a run of several candidates; else empty)."""
+    from .comparison import tradeoff_section
+    return tradeoff_section(run.get("record"))
 
 
 def _evidence_sections(results: list[dict[str, Any]]) -> list[str]:

@@ -200,3 +200,9 @@ def _decimals(written: str) -> int:
 def status_line(row: Mapping[str, Any]) -> str:
     """``FAIL: <describe(row)>``: a result's status and its sentence."""
     return f"{str(row.get('status', '')).upper()}: {describe(row)}"
+
+
+def subject(pair: str, candidate: str | None = None) -> str:
+    """What a title is about: the pair (``triage``), or in a pair with several candidates the pair
+    and the candidate judged (``digits, candidate damaged``)."""
+    return pair if candidate is None else f"{pair}, candidate {candidate}"

@@ -24,7 +24,10 @@ class CheckResult:
     ``decision_flips`` has its own levels). Every sentence about the result is rendered from
     ``decision`` (:func:`sentinel.verdict.sentence`); it is None for ``insufficient_data`` and
     ``error``. ``type`` is the check's type (``latency_p95``), which stays when a user renames
-    the check. Both are stored inside the row's ``evidence`` (``decision``, ``check_type``)."""
+    the check. Both are stored inside the row's ``evidence`` (``decision``, ``check_type``).
+    ``candidate`` names the candidate judged in a pair with several (``candidates:``; the
+    ``check_results.candidate`` column), None in a single-candidate pair (the row then has no
+    ``candidate`` key, as before)."""
     check: str
     slice: str
     status: str
@@ -37,11 +40,14 @@ class CheckResult:
     critical: bool = False      # concerns a safety-critical class (raises incident severity)
     decision: Decision | None = None
     type: str = ""
+    candidate: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("critical", "decision", "type"):
             d.pop(k)
+        if d["candidate"] is None:
+            d.pop("candidate")
         d["evidence"] = {**_jsonable(self.evidence), "critical": self.critical}
         if self.type:
             d["evidence"]["check_type"] = self.type

@@ -14,7 +14,7 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 #: Command name -> module (in ``sentinel.cli``) defining ``register`` and ``run``, in help order.
-COMMANDS = {"run": "run", "revalidate": "revalidate", "validate": "validate", "incidents": "incidents",
+COMMANDS = {"run": "run", "revalidate": "revalidate", "compare": "compare", "validate": "validate", "incidents": "incidents",
             "report": "report", "replay": "replay", "accept": "accept", "diagnose": "diagnose", "users": "users", "demo": "demo"}
 
 

@@ -100,6 +100,7 @@ def run(app: Any, run_id: int) -> dict[str, Any] | None:
     results = sorted(r.get("results") or [], key=lambda x: (STATUS_ORDER.get(x["status"], 5), x["check"], x["slice"]))
     for x in results:
         x["words"] = result_words(x)
+        x["label"] = f"{x['candidate']}:{x['check']}" if x.get("candidate") else x["check"]
     failing = [x for x in results if x["status"] in ("fail", "error", "warn")]
     record = dict(r.get("record") or {})
     entry = record.pop(RECORD_KEY, None)   # shown in its own section, not in the reproducibility record
@@ -110,8 +111,11 @@ def run(app: Any, run_id: int) -> dict[str, Any] | None:
 
 
 def run_plots(app: Any, r: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
-    """Flip matrices, latency distributions, then the failing checks' values over recent runs."""
-    plots, matrices = [], set()
+    """The candidates' trade-off (a run of several), flip matrices, latency distributions, then the
+    failing checks' values over recent runs."""
+    from ..comparison import tradeoff_section
+
+    plots, matrices = [tradeoff_section(r.get("record"), heading="h3")], set()
     for x in sorted(results, key=lambda x: x["slice"] != "overall"):    # overall's matrix first
         ev = x.get("evidence") or {}
         if "flip_matrix" in ev and x["check"] not in matrices:
@@ -142,6 +146,9 @@ def pair(app: Any, name: str, *, before: int | None = None) -> dict[str, Any]:
              for check, slice_ in sorted(chosen.items())][:24]
     last = app.store.get_run(runs[0]["id"]) if runs and before is None else None
     models = ((last or {}).get("record") or {}).get("models") or {}
+    if "candidates" in models:      # several candidates: one row each, by name
+        models = {"baseline": models.get("baseline"),
+                  **{f"candidate {n}": m for n, m in (models.get("candidates") or {}).items()}}
     acceptable = next((r for r in (runs if before is None else []) if r["status"] not in ("running", "error")), None)
     return {"name": name, "runs": runs, "plots": plots, "models": models,
             "accepted": app.store.accepted_perf(name), "latest": last, "acceptable": acceptable,

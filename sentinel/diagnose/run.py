@@ -35,6 +35,8 @@ def diagnose_run(app_or_store: Any, cfg: Any, run_id: int, *, loaded: Any = None
     if name not in cfg.pairs:
         raise ConfigError(cfg.source, "pairs", f"run {run_id} is for pair {name!r}, not in this config")
     pc = cfg.pairs[name]
+    if pc.multi:    # one candidate's flipped rows against its own float twin: not yet per candidate
+        raise DiagnoseError("", f"pair {name!r} lists several candidates; diagnose works on single-candidate pairs")
     loaded = loaded if loaded is not None else app_or_store.pair(name)
     if samples is None:
         if ((run.get("record") or {}).get("samples") or {}).get("kind") == "file":

@@ -15,7 +15,8 @@ from ..notifiers.outbox import enqueue
 from ..storage.incidents import IncidentRecords, IncidentStore
 from ..links import Links
 from .escalation import Escalator
-from .payload import SEVERITY_RANK, SYSTEM_ACTOR, _title, build_payload, evidence, iso, primary, worst_severity
+from .payload import (SEVERITY_RANK, SYSTEM_ACTOR, _title, build_payload, evidence, incident_candidate, iso, primary,
+                      worst_severity)
 from .silences import matching_silence
 
 GROUP = "*"                         # the slice part of a grouped (per-check) fingerprint
@@ -50,12 +51,16 @@ class IncidentChange:
     state: str
     occurrences: int
     notified: tuple[str, ...] = ()     # targets an outbox row was written for
+    candidate: str | None = None       # the candidate, in a pair with several
 
 
-def fingerprint(pair: str, check: str, slice_: str = GROUP) -> str:
+def fingerprint(pair: str, check: str, slice_: str = GROUP, candidate: str | None = None) -> str:
     """The identity of a problem: same pair, check and slice → same incident while it is active.
-    Grouped incidents use the slice ``"*"``."""
-    return hashlib.sha256(f"{pair}\x1f{check}\x1f{slice_}".encode()).hexdigest()[:32]
+    Grouped incidents use the slice ``"*"``. In a pair with several candidates the candidate is
+    part of it (two candidates failing one check are two incidents); a single candidate's
+    fingerprint is unchanged."""
+    who = "" if candidate is None else f"\x1f{candidate}"
+    return hashlib.sha256(f"{pair}\x1f{check}\x1f{slice_}{who}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class Lifecycle:
         """See ``IncidentEngine.process_run``."""
         groups: dict[str, list[CheckResult]] = {}
         for r in results:
-            groups.setdefault(fingerprint(pair, r.check, GROUP if self.rules.group_slices else r.slice), []).append(r)
+            groups.setdefault(fingerprint(pair, r.check, GROUP if self.rules.group_slices else r.slice, r.candidate), []).append(r)
         if not groups:
             return []
         changes: list[IncidentChange] = []
@@ -276,7 +281,8 @@ def _change(incident: dict[str, Any], event_id: int, action: str, targets: Seque
     return IncidentChange(incident_id=incident["id"], event_id=event_id, action=action,
                           fingerprint=incident["fingerprint"], pair=incident["pair"], check=incident["check"],
                           slice=incident["slice"], severity=incident["severity"], state=incident["state"],
-                          occurrences=incident["occurrences"], notified=tuple(targets))
+                          occurrences=incident["occurrences"], notified=tuple(targets),
+                          candidate=incident_candidate(incident))
 
 
 def _state_error(action: str, incident_id: int, state: str, to_state: str) -> StateError:

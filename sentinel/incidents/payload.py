@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 from ..checks.base import CheckResult
 from ..links import Links
 from ..storage.repository import as_utc
-from ..words import describe
+from ..words import describe, subject
 
 PAYLOAD_VERSION = 1
 SYSTEM_ACTOR = "sentinel"          # the actor of events Sentinel causes itself (audit rows)
@@ -45,7 +45,15 @@ def evidence(primary: CheckResult, failing: Sequence[CheckResult], report_path: 
                 "critical": result.critical, "details": row["evidence"]}
 
     slices = [{"slice": r.slice, **{k: v for k, v in summary(r).items() if k != "details"}} for r in failing]
-    return {"result": summary(primary), "slices": slices, "report": report_path}
+    out = {"result": summary(primary), "slices": slices, "report": report_path}
+    if primary.candidate is not None:   # a pair with several candidates: which one this is about
+        out["candidate"] = primary.candidate
+    return out
+
+
+def incident_candidate(incident: Mapping[str, Any]) -> str | None:
+    """The candidate an incident is about (pairs with several), None for a single candidate."""
+    return (incident.get("evidence") or {}).get("candidate")
 
 
 def _title(pair: str, result: CheckResult, failing: Sequence[CheckResult] = ()) -> str:
@@ -57,7 +65,7 @@ def _title(pair: str, result: CheckResult, failing: Sequence[CheckResult] = ()) 
     said = describe(result.to_row(), with_where=None)
     more = len(failing) - 1
     where = result.slice + (f" and {more} more slice{'s' if more > 1 else ''}" if more > 0 else "")
-    title = f"{pair}: {result.check} {verb} on {where}"
+    title = f"{subject(pair, result.candidate)}: {result.check} {verb} on {where}"
     return f"{title}: {said}" if said else title
 
 
@@ -96,6 +104,7 @@ def build_payload(event: str, incident: dict[str, Any], at: dt.datetime, *, acto
             "url": pages["url"],
             "report": pages["report"],
             "runbook_url": incident["runbook_url"],
+            **({"candidate": incident_candidate(incident)} if incident_candidate(incident) else {}),
             "evidence": incident["evidence"].get("result", {}),
             "slice_results": incident["evidence"].get("slices", []),
         },

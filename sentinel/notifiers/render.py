@@ -68,7 +68,8 @@ def text_body(payload: Mapping[str, Any], base_url: str | None) -> str:
     """A plain-text rendering (email body, fallbacks)."""
     inc = payload["incident"]
     lines = [summary(payload), "", f"Incident #{inc['id']} {what_happened(payload)} at {payload.get('at')}.",
-             f"State: {inc['state']}   Pair: {inc['pair']}   Check: {inc['check']}   "
+             f"State: {inc['state']}   Pair: {inc['pair']}   "
+             + (f"Candidate: {inc['candidate']}   " if inc.get("candidate") else "") + f"Check: {inc['check']}   "
              f"Occurrences: {inc['occurrences']}", "", "Evidence:"]
     lines += [f"  - {line}" for line in evidence_lines(payload)]
     for text, href in links(payload, base_url):

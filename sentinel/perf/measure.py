@@ -39,10 +39,11 @@ def measure_run(cfg: Any, loaded: Any, paired: Any, x: Rows, history: list[dict[
     if not cfg.perf.enabled:
         return None, time_calls(paired, x)
     pc = cfg.pairs[loaded.name]
+    spec = pc.candidate_spec(getattr(loaded, "candidate_name", None))   # the view's, with several candidates
     reference, sessions = accepted_reference(cfg, loaded.name, loaded.baseline, loaded.candidate, history)
     try:
         perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
-                            settings=cfg.perf, specs={"baseline": pc.baseline, "candidate": pc.candidate},
+                            settings=cfg.perf, specs={"baseline": pc.baseline, "candidate": spec},
                             accepted=sessions, reference=reference, cancel=cancel,
                             signature=getattr(paired, "signature", None))
     finally:

@@ -52,6 +52,11 @@ class LoadedPair:
     suites: list[dict[str, Any]] = field(default_factory=list)   # record of each applying suite file
     reference: Any = None           # the suites' ReferenceSpec (None: the last accepted run)
     inputs: PairInputs | None = None   # what both models take (None: one float input of shape.input_shape)
+    # a pair with several candidates (``candidates:``): each by name, ``candidate`` is the first;
+    # a per-candidate view (candidates.views) has none and names its own in ``candidate_name``
+    candidates: dict[str, Runner] = field(default_factory=dict)
+    candidate_name: str | None = None
+    shared_baseline: Any = None     # in a view: the baseline run once per distinct batch (candidates.py)
 
     @property
     def io(self) -> PairInputs:
@@ -60,12 +65,14 @@ class LoadedPair:
         return self.inputs
 
     @property
-    def hashes(self) -> dict[str, dict[str, str]]:
-        return {role: {"path": str(r.path), "sha256": r.sha256, "runtime": r.runtime}
-                for role, r in (("baseline", self.baseline), ("candidate", self.candidate))}
+    def hashes(self) -> dict[str, Any]:
+        if self.candidates:   # by_sha256: which candidate a file is, for the gate (store.runs_of_candidate)
+            return {"baseline": _hash(self.baseline), "candidates": {n: _hash(r) for n, r in self.candidates.items()},
+                    "by_sha256": {r.sha256: n for n, r in self.candidates.items()}}
+        return {role: _hash(r) for role, r in (("baseline", self.baseline), ("candidate", self.candidate))}
 
     def close(self) -> None:
-        for r in (self.baseline, self.candidate):
+        for r in (self.baseline, self.candidate, *self.candidates.values()):
             try:
                 r.close()
             except Exception:  # closing is best effort
@@ -78,10 +85,11 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
     pc = cfg.pairs[name]
     runners: dict[str, Runner] = {}
     try:
-        for role in ("baseline", "candidate"):
-            runners[role] = _load_runner(cfg, name, role)
-        b, c = runners["baseline"], runners["candidate"]
-        inputs = pair_inputs(cfg, name, b, c)
+        runners["baseline"] = b = _load_runner(cfg, name, "baseline")
+        for cname in pc.candidate_specs():
+            runners[cname or "candidate"] = c = _load_runner(cfg, name, "candidate", cname)
+            inputs = pair_inputs(cfg, name, b, c, cname)
+        c = runners[next(iter(pc.candidate_specs())) or "candidate"]
     except ConfigError:
         for r in runners.values():
             r.close()
@@ -94,14 +102,19 @@ def load_pair(cfg: Config, name: str) -> LoadedPair:
     sig = inputs.signature
     shape = PairShape(name, tuple(sig.input_shape or ()), tuple(pc.classes), tuple(pc.features) if pc.features else None,
                       signature=sig, text=inputs.text)
+    named = {n: r for n, r in runners.items() if n != "baseline"} if pc.multi else {}
     return LoadedPair(name, list(pc.classes), list(pc.critical_classes), b, c, checks, pc.batch_size, shape,
-                      suites=[s.record for s in suites], reference=reference, inputs=inputs)
+                      suites=[s.record for s in suites], reference=reference, inputs=inputs, candidates=named)
 
 
-def _load_runner(cfg: Config, name: str, role: str) -> Runner:
+def _hash(r: Runner) -> dict[str, str]:
+    return {"path": str(r.path), "sha256": r.sha256, "runtime": r.runtime}
+
+
+def _load_runner(cfg: Config, name: str, role: str, candidate: str | None = None) -> Runner:
     pc = cfg.pairs[name]
-    spec = getattr(pc, role)
-    key = f"pairs.{name}.{role}"
+    spec = pc.baseline if role == "baseline" else pc.candidate_spec(candidate)
+    key = f"pairs.{name}.{role}" if candidate is None else f"pairs.{name}.candidates.{candidate}"
     path = cfg.resolve_path(spec.path)
     if not path.exists():
         raise ConfigError(cfg.source, key + ".path", f"model file not found: {path}")
@@ -253,6 +266,9 @@ class Revalidator:
         and the run's performance record (None when nothing was measured). The reference window is
         ``reference_runs``' samples when given (a replay), else the pinned data set or the pair's
         last accepted run(s) before ``before_run``."""
+        if loaded.candidates:   # several candidates: each judged on the same baseline outputs
+            from .candidates import evaluate_candidates
+            return evaluate_candidates(self, loaded, samples, before_run=before_run, reference_runs=reference_runs)
         data = self.build_data(loaded, samples, before_run=before_run, reference_runs=reference_runs)
         results: list[CheckResult] = []
         for check in loaded.checks:
@@ -277,7 +293,8 @@ class Revalidator:
             base, cand, embeddings = out.baseline, out.candidate, _embeddings(out)
             notes["outputs"] = _output_note(out)
             if measure:
-                perf, latency = measure_run(self.cfg, loaded, paired, x, history, cancel=self.cancel)
+                perf, latency = measure_run(self.cfg, loaded, self._paired(loaded, shared=False), x, history,
+                                            cancel=self.cancel)
         else:
             base = cand = np.zeros((0, len(loaded.classes)))
         texts = sample_texts(samples)
@@ -294,8 +311,11 @@ class Revalidator:
         data.reference = self._reference(loaded, data, before_run=before_run, reference_runs=reference_runs)
         return data
 
-    def _paired(self, loaded: LoadedPair) -> PairedRunner:
-        return PairedRunner(loaded.baseline, loaded.candidate, signature=loaded.io.signature,
+    def _paired(self, loaded: LoadedPair, *, shared: bool = True) -> PairedRunner:
+        """The pair's runners side by side; in a candidate's view the baseline is the shared one
+        (run once per distinct batch) unless ``shared`` is false (timing: every call is timed)."""
+        base = loaded.shared_baseline if shared and loaded.shared_baseline is not None else loaded.baseline
+        return PairedRunner(base, loaded.candidate, signature=loaded.io.signature,
                             batching=loaded.io.batching)
 
     def _reference(self, loaded: LoadedPair, data: RunData, *, before_run: int | None,
@@ -326,12 +346,13 @@ class Revalidator:
         io = loaded.io
         key = (loaded.name, source.get("ids_sha256") or source.get("sha256"), source.get("count", len(rows)),
                loaded.baseline.sha256, loaded.candidate.sha256)
-        cached = self._reference_cache.get(loaded.name)
+        slot = loaded.name if loaded.candidate_name is None else f"{loaded.name}/{loaded.candidate_name}"
+        cached = self._reference_cache.get(slot)
         if cached is not None and cached[0] == key:
             out = cached[1]
         else:
             out = self._paired(loaded).run(io.model_input(rows), loaded.batch_size)
-            self._reference_cache[loaded.name] = (key, out)
+            self._reference_cache[slot] = (key, out)
         return ReferenceData(source, io.model_input(rows) if io.stacked else None, out.baseline, out.candidate,
                              attributes, label_indices(labels, loaded.classes), rows=rows, texts=texts,
                              text_stats=text_stats(io, texts), embeddings=_embeddings(out))

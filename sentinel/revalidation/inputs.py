@@ -80,8 +80,11 @@ def _text_encoder(cfg: Any, name: str, sig: Signature) -> tuple[Any, Signature]:
     return enc, sig
 
 
-def pair_inputs(cfg: Any, name: str, baseline: Any, candidate: Any) -> PairInputs:
+def pair_inputs(cfg: Any, name: str, baseline: Any, candidate: Any, candidate_name: str | None = None) -> PairInputs:
+    """What both models take; ``candidate_name`` names the candidate in a pair with several."""
     pc = cfg.pairs[name]
+    spec = pc.candidate_spec(candidate_name)
+    ckey = f"pairs.{name}.candidate" if candidate_name is None else f"pairs.{name}.candidates.{candidate_name}"
     sig = pair_signature(cfg, name, baseline, candidate)
     enc, sig = _text_encoder(cfg, name, sig)
     if pc.features is not None:
@@ -90,10 +93,10 @@ def pair_inputs(cfg: Any, name: str, baseline: Any, candidate: Any) -> PairInput
             raise ConfigError(cfg.source, f"pairs.{name}.features",
                               f"lists {len(pc.features)} features but the models take "
                               f"{f'{width} values' if width is not None else sig.describe()}")
-    kinds = {pc.baseline.output in MULTILABEL_OUTPUTS, pc.candidate.output in MULTILABEL_OUTPUTS}
+    kinds = {pc.baseline.output in MULTILABEL_OUTPUTS, spec.output in MULTILABEL_OUTPUTS}
     if len(kinds) != 1:
-        raise ConfigError(cfg.source, f"pairs.{name}.candidate.output",
-                          f"baseline output is {pc.baseline.output!r}, candidate {pc.candidate.output!r}: both "
+        raise ConfigError(cfg.source, f"{ckey}.output",
+                          f"baseline output is {pc.baseline.output!r}, candidate {spec.output!r}: both "
                           "models must give one label per row, or both independent labels")
     return PairInputs(sig, enc, modality_of(sig, pc.modality, has_text=enc is not None), pc.image_layout, pc.batching,
                       "multilabel" if kinds == {True} else "single")

@@ -478,11 +478,15 @@ class Store:
 
     def runs_of_candidate(self, pair: str, sha256: str, limit: int = 50) -> list[dict[str, Any]]:
         """The newest runs of ``pair`` whose record names candidate file ``sha256``
-        (``record.models.candidate.sha256``), newest first, without their records: what the
-        rollout gate (sentinel/gate.py) reads, filtered in SQL (a run record is ~16 kB)."""
+        (``record.models.candidate.sha256``, or in a pair with several candidates
+        ``record.models.by_sha256``: then ``candidate`` is that file's candidate name, else None),
+        newest first, without their records: what the rollout gate (sentinel/gate.py) reads,
+        filtered in SQL (a run record is ~16 kB)."""
         r = t.runs.c
-        q = (select(r.id, r.pair, r.status, r.n_samples, r.started_at, r.finished_at, r.error)
-             .where(and_(r.pair == pair, r.record["models"]["candidate"]["sha256"].as_string() == sha256))
+        named = r.record["models"]["by_sha256"][sha256].as_string()
+        q = (select(r.id, r.pair, r.status, r.n_samples, r.started_at, r.finished_at, r.error, named.label("candidate"))
+             .where(and_(r.pair == pair, or_(r.record["models"]["candidate"]["sha256"].as_string() == sha256,
+                                             named.is_not(None))))
              .order_by(r.id.desc()).limit(limit))
         with self.engine.connect() as conn:
             return [utc_dict(row) for row in conn.execute(q)]

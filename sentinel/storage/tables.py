@@ -96,6 +96,8 @@ check_results = Table(
     Column("n", Integer, nullable=False),
     Column("message", Text, nullable=False),
     Column("evidence", JSON, nullable=False),
+    # which candidate of a pair with several (``candidates:``) the result judges; NULL: the single one
+    Column("candidate", String(64)),
     Index("ix_check_results_run", "run_id"),
 )
 
