@@ -62,16 +62,19 @@ class Metrics:
         if seconds is not None:
             self.run_duration.observe(seconds)
         for r in results:
+            # a candidate of a pair with several: CANDIDATE:CHECK (storage.summaries.metric_check)
+            check = f"{r.candidate}:{r.check}" if getattr(r, "candidate", None) else r.check
             if r.value is not None:
-                self.check_value.labels(pair, r.check, r.slice).set(r.value)
-            self.check_status.labels(pair, r.check, r.slice).set(STATUS_VALUES.get(r.status, STATUS_VALUES["error"]))
+                self.check_value.labels(pair, check, r.slice).set(r.value)
+            self.check_status.labels(pair, check, r.slice).set(STATUS_VALUES.get(r.status, STATUS_VALUES["error"]))
             if (latency_type is not None and r.type == latency_type and r.slice == "overall"
                     and r.evidence.get("batch_size") == 1):
                 for role in ("baseline", "candidate"):
+                    label = f"candidate:{r.candidate}" if role == "candidate" and getattr(r, "candidate", None) else role
                     for q in LATENCY_QUANTILES:
                         v = r.evidence.get(role, {}).get(q)
                         if v is not None:
-                            self.inference_latency.labels(pair, role, q).set(v)
+                            self.inference_latency.labels(pair, label, q).set(v)
 
     def set_incidents(self, counts: Mapping[tuple[str, str, str], int]) -> None:
         """Unresolved incidents by (pair, severity, state): ``sentinel_incidents`` per state and

@@ -333,3 +333,32 @@ def test_a_stored_window_of_a_multi_candidate_pair_and_a_single_pair_beside_it(t
     assert [(r.check, r.slice, r.status, r.value) for r in ours] == [
         (r.check, r.slice, r.status, r.value) for r in single.results if r.type != "latency_p95"
     ] + [(r.check, r.slice, r.status, r.value) for r in ours if r.type == "latency_p95"]
+
+
+def test_each_candidate_keeps_its_own_check_gauges_also_after_a_restart(tmp_path):
+    """A pair with several candidates: sentinel_check_status/value per CANDIDATE:CHECK (as the
+    report labels them), so the last candidate's value does not hide the first's, and the
+    SentinelCheckFailing alert names the candidate; the same series come back from the store."""
+    from prometheus_client import generate_latest
+
+    from sentinel.metrics import Metrics
+    from sentinel.storage.summaries import metrics_state
+
+    path = digits_config(tmp_path, {"int8": "candidate.int8.onnx", "damaged": "damaged.int8.onnx"})
+    cfg = load_config(path)
+    store = open_store(cfg.store.url)
+    metrics = Metrics()
+    reval = Revalidator(cfg, store, {"digits": load_pair(cfg, "digits")}, metrics=metrics)
+    by_pair, source, _ = read_input_file(str(traffic(tmp_path, 600, 3)), {"digits": reval.pairs["digits"].shape})
+    out = reval.run("digits", samples=by_pair["digits"], source=source)
+    flips = {r.candidate: r for r in out.results if r.type == "decision_flips" and r.slice == "overall"}
+    assert flips["damaged"].status == "fail" and flips["int8"].status == "pass"
+    text = generate_latest(metrics.registry).decode()
+    for name, r in flips.items():
+        assert (f'sentinel_check_status{{check="{name}:{r.check}",pair="digits",slice="overall"}} '
+                f'{4.0 if name == "damaged" else 0.0}') in text
+    restored = Metrics()
+    restored.restore(metrics_state(store))
+    again = generate_latest(restored.registry).decode()
+    assert f'sentinel_check_status{{check="damaged:{flips["damaged"].check}",pair="digits",slice="overall"}} 4.0' in again
+    assert f'sentinel_check_status{{check="int8:{flips["int8"].check}",pair="digits",slice="overall"}} 0.0' in again
