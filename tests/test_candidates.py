@@ -132,6 +132,8 @@ def test_the_tradeoff_table_is_in_the_record(tmp_path):
     assert [r["candidate"] for r in table["candidates"]] == ["int8", "damaged"]
     assert rows["int8"]["safety_pass"] and not rows["damaged"]["safety_pass"]
     assert "decision_flips" in rows["damaged"]["failed_checks"]
+    # the damaged candidate's failing flips start no layer diagnosis yet: the run says why
+    assert "lists several candidates" in outcome.record["diagnosis"]["error"]
     assert rows["int8"]["model_bytes"] == (PAIR / "candidate.int8.onnx").stat().st_size
     assert rows["damaged"]["flip_rate"] > 0.1 and rows["int8"]["flip_rate"] < 0.02
     for r in rows.values():
@@ -149,7 +151,7 @@ def test_the_tradeoff_table_is_in_the_record(tmp_path):
 
     stored = store.get_run(outcome.run_id)
     page = render_run(stored)
-    for html in (page, "".join(views.run(SimpleNamespace(store=store), outcome.run_id)["plots"])):
+    for html in (page, "".join(views.run(SimpleNamespace(store=store, cfg=cfg), outcome.run_id)["plots"])):
         assert "id='tradeoff'>Candidates compared</h" in html and "<script" not in html
         assert "aria-label='candidates'" in html and "<title>damaged: " in html
         assert "FAIL: " in html and f"{rows['int8']['flip_rate']:.1%} flips" in html

@@ -59,6 +59,9 @@ def diagnose_samples(cfg: Any, pc: Any, samples: Sequence[Any], base: np.ndarray
     (:func:`pick_rows`, at most ``max_rows`` flipped and as many agreeing) are stacked and run
     through the graphs; a candidate without a float twin needs no rows at all. ``rows``: every
     sample's stacked inputs when the caller already has them."""
+    if pc.multi:    # one candidate's flipped rows against its own float twin: not yet per candidate
+        raise DiagnoseError("", f"pair {name!r} lists several candidates; diagnose works on single-candidate "
+                                "pairs (compare the candidates' trade-off table instead)")
     flipped = np.asarray(base).argmax(axis=1) != np.asarray(cand).argmax(axis=1)
     idx = pick_rows(flipped, pc.diagnose.max_rows, min_agreeing=pc.diagnose.min_agreeing, seed=cfg.revalidation.seed)
     picked: Rows | None = None
