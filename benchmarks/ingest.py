@@ -53,8 +53,8 @@ def produce(bootstrap: str, topic: str, n: int) -> None:
 
 
 def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float, id_from: str = "body",
-                  profile: cProfile.Profile | None = None) -> float:
-    """msg/s of the daemon's ingest loop on the kafka-python source, SQLite store."""
+                  profile: cProfile.Profile | None = None, client: str = "kafka-python") -> float:
+    """msg/s of the daemon's ingest loop on the ``client`` source, SQLite store."""
     from sentinel.app import build
     from sentinel.config import load_config
     from sentinel.daemon import Daemon
@@ -63,7 +63,7 @@ def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float
     d = Path(tempfile.mkdtemp(dir=workdir))
     cfg = load_config(example_config(d, bootstrap=bootstrap, topic=topic, sampling={"rate": rate, "window": 10_000_000},
                                      kafka={"bootstrap_servers": [bootstrap], "topic": topic, "group_id": unique_name("s"),
-                                            "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000,
+                                            "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "client": client,
                                             **({"id_from": id_from} if id_from != "body" else {})}))
     daemon = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     daemon.start()
