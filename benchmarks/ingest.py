@@ -1,13 +1,15 @@
-"""`make bench-ingest`: the kafka-python source's ingest rate beside the raw client (issue 13, goal 1).
+"""`make bench-ingest`: each Kafka source's ingest rate beside its raw client (issue 13, goal 1).
 
 One run, one local Tansu broker, one topic of ``--messages`` (200,000) messages of the example
-pair (``sentinel.examples.traffic.ordinary_traffic``, keyed by id). Prints a table:
+pair (``sentinel.examples.traffic.ordinary_traffic``, keyed by id). Prints one table, per client
+(kafka-python, then librdkafka through confluent-kafka):
 
-* raw: a bare kafka-python consumer-group member polling and committing every batch;
-* sentinel: the daemon's ingest loop (poll → decode → sample → store in SQLite → commit) in this
-  process, in steady state (from the first record read after the start's Evidently preload to the
-  last), at sampling rates 0.1 and 1.0, with
-  ``kafka.id_from`` body (the default) and key.
+* raw: a bare consumer-group member of that client polling and committing every batch (of the
+  source's default size: 500 records for kafka-python, 10,000 for confluent);
+* sentinel: the daemon's ingest loop on that client's source (poll → sample → decode → store in
+  SQLite → commit) in this process, in steady state (from the first record read after the start's
+  Evidently preload to the last), at sampling rates 0.1 and 1.0, with ``kafka.id_from`` body (the
+  default) and key.
 
 Each figure is the median of ``--repeat`` passes (1 by default) over the same topic with a fresh
 consumer group and store. ``--profile`` prints the top of a cProfile of one daemon pass instead.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import pstats
 import statistics
 import sys
@@ -31,7 +34,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 from sentinel.testing.broker import TansuBroker, unique_name  # noqa: E402
 
-from e2e_harness import print_table, raw_kafka_python  # noqa: E402
+from sentinel.config import POLL_RECORDS  # noqa: E402
+
+from e2e_harness import print_table, raw_confluent, raw_kafka_python  # noqa: E402
 
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
@@ -93,12 +98,36 @@ def median_of(repeat: int, fn) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
 
+RAW = {"kafka-python": lambda b, t, n: raw_kafka_python(b, t, n),
+       "confluent": lambda b, t, n: raw_confluent(b, t, n, POLL_RECORDS["confluent"])}
+
+
+def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: list[str], repeat: int) -> None:
+    """Per client: the raw consumer, then the daemon's loop on that client's source at rates 0.1
+    and 1.0 for each ``kafka.id_from``, all on ``topic``; prints the table."""
+    rows = []
+    for client in ("kafka-python", "confluent"):
+        raw = median_of(repeat, lambda: RAW[client](bootstrap, topic, n))
+        print(f"  raw {client}: {raw:,.0f} msg/s", flush=True)
+        rows.append([client, f"raw (group + commit, {POLL_RECORDS[client]:,} a poll)", "", "", f"{raw:,.0f}", "1.00x"])
+        for rate in (0.1, 1.0):
+            for id_from in id_froms:
+                got = median_of(repeat, lambda: sentinel_rate(workdir, bootstrap, topic, n, rate, id_from, client=client))
+                rows.append([client, "sentinel ingest loop", rate, id_from, f"{got:,.0f}", f"{got / raw:.2f}x"])
+                print(f"  {client} rate {rate} id_from {id_from}: {got:,.0f} msg/s ({got / raw:.2f}x)", flush=True)
+    fast = [name for name in ("crc32c", "orjson") if importlib.util.find_spec(name) is not None]
+    print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store, median of {repeat}; "
+          f"C extensions: {', '.join(fast) or 'none (no crc32c, no orjson)'}")
+    print_table(["client", "consumer", "rate", "id_from", "msg/s", "of raw"], rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=1, help="passes per figure; the median is printed")
     ap.add_argument("--profile", action="store_true", help="cProfile one pass at --rate instead of the table")
     ap.add_argument("--rate", type=float, default=1.0)
+    ap.add_argument("--client", default="kafka-python", choices=sorted(RAW), help="--profile: the source to profile")
     ap.add_argument("--id-from", default="body,key", help="kafka.id_from values to measure (body,key)")
     args = ap.parse_args(argv)
     n = args.messages
@@ -110,20 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"produced {n:,} messages in {time.monotonic() - t0:.0f} s", flush=True)
         if args.profile:
             prof = cProfile.Profile()
-            got = sentinel_rate(workdir, broker.bootstrap, topic, n, args.rate, args.id_from.split(",")[0], prof)
-            print(f"sentinel rate {args.rate} id_from {args.id_from}: {got:,.0f} msg/s (profiled)")
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+            got = sentinel_rate(workdir, broker.bootstrap, topic, n, args.rate, args.id_from.split(",")[0], prof,
+                                client=args.client)
+            print(f"{args.client} rate {args.rate} id_from {args.id_from}: {got:,.0f} msg/s (profiled)")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(45)
             return 0
-        raw = median_of(args.repeat, lambda: raw_kafka_python(broker.bootstrap, topic, n))
-        print(f"  raw kafka-python: {raw:,.0f} msg/s", flush=True)
-        rows = [["raw kafka-python (group + commit)", "", "", f"{raw:,.0f}", "1.00x"]]
-        for rate in (0.1, 1.0):
-            for id_from in args.id_from.split(","):
-                got = median_of(args.repeat, lambda: sentinel_rate(workdir, broker.bootstrap, topic, n, rate, id_from))
-                rows.append(["sentinel ingest loop", rate, id_from, f"{got:,.0f}", f"{got / raw:.2f}x"])
-                print(f"  sentinel rate {rate} id_from {id_from}: {got:,.0f} msg/s", flush=True)
-    print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store, median of {args.repeat}")
-    print_table(["consumer", "rate", "id_from", "msg/s", "of raw"], rows)
+        ingest_table(workdir, broker.bootstrap, topic, n, args.id_from.split(","), args.repeat)
     return 0
 
 
