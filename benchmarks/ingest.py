@@ -12,7 +12,8 @@ pair (``sentinel.examples.traffic.ordinary_traffic``, keyed by id). Prints one t
   default) and key.
 
 Each figure is the median of ``--repeat`` passes (1 by default) over the same topic with a fresh
-consumer group and store. ``--profile`` prints the top of a cProfile of one daemon pass instead.
+consumer group and store; a ratio is the median of each pass's loop figure over the raw figure
+taken just before it in the same pass. ``--profile`` prints the top of a cProfile of one daemon pass instead.
 A benchmark, not a test: figures depend on the machine (2 shared cores here) and are printed,
 never asserted.
 """
@@ -104,20 +105,32 @@ RAW = {"kafka-python": lambda b, t, n: raw_kafka_python(b, t, n),
 
 def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: list[str], repeat: int) -> None:
     """Per client: the raw consumer, then the daemon's loop on that client's source at rates 0.1
-    and 1.0 for each ``kafka.id_from``, all on ``topic``; prints the table."""
+    and 1.0 for each ``kafka.id_from``, all on ``topic``; prints the table. The passes are
+    interleaved (each raw figure is taken just before the loop figures it is compared with) and
+    the medians printed, ratios included: on shared cores the load moves between passes."""
+    runs = [(c, rate, i) for c in ("kafka-python", "confluent") for rate in (0.1, 1.0) for i in id_froms]
+    raws: dict[str, list[float]] = {c: [] for c in RAW}
+    got: dict[tuple, list[float]] = {r: [] for r in runs}
+    ratio: dict[tuple, list[float]] = {r: [] for r in runs}
+    for k in range(repeat):
+        for client in RAW:
+            raws[client].append(RAW[client](bootstrap, topic, n))
+            print(f"  pass {k + 1}: raw {client}: {raws[client][-1]:,.0f} msg/s", flush=True)
+            for run in (r for r in runs if r[0] == client):
+                got[run].append(sentinel_rate(workdir, bootstrap, topic, n, run[1], run[2], client=client))
+                ratio[run].append(got[run][-1] / raws[client][-1])
+                print(f"  pass {k + 1}: {client} rate {run[1]} id_from {run[2]}: {got[run][-1]:,.0f} msg/s "
+                      f"({ratio[run][-1]:.2f}x)", flush=True)
+    med = statistics.median
     rows = []
-    for client in ("kafka-python", "confluent"):
-        raw = median_of(repeat, lambda: RAW[client](bootstrap, topic, n))
-        print(f"  raw {client}: {raw:,.0f} msg/s", flush=True)
-        rows.append([client, f"raw (group + commit, {POLL_RECORDS[client]:,} a poll)", "", "", f"{raw:,.0f}", "1.00x"])
-        for rate in (0.1, 1.0):
-            for id_from in id_froms:
-                got = median_of(repeat, lambda: sentinel_rate(workdir, bootstrap, topic, n, rate, id_from, client=client))
-                rows.append([client, "sentinel ingest loop", rate, id_from, f"{got:,.0f}", f"{got / raw:.2f}x"])
-                print(f"  {client} rate {rate} id_from {id_from}: {got:,.0f} msg/s ({got / raw:.2f}x)", flush=True)
+    for client in RAW:
+        rows.append([client, f"raw (group + commit, {POLL_RECORDS[client]:,} a poll)", "", "",
+                     f"{med(raws[client]):,.0f}", "1.00x"])
+        rows += [[client, "sentinel ingest loop", r[1], r[2], f"{med(got[r]):,.0f}", f"{med(ratio[r]):.2f}x"]
+                 for r in runs if r[0] == client]
     fast = [name for name in ("crc32c", "orjson") if importlib.util.find_spec(name) is not None]
-    print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store, median of {repeat}; "
-          f"C extensions: {', '.join(fast) or 'none (no crc32c, no orjson)'}")
+    print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store, median of {repeat} "
+          f"interleaved passes; C extensions: {', '.join(fast) or 'none (no crc32c, no orjson)'}")
     print_table(["client", "consumer", "rate", "id_from", "msg/s", "of raw"], rows)
 
 
