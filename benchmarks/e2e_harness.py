@@ -418,7 +418,8 @@ def account(produced: dict[tuple[int, int], int], n: int, stored: list[tuple[int
 
 
 def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
-    """msg/s of a bare kafka-python group member committing each batch."""
+    """msg/s of a bare kafka-python group member committing each batch: ``(per wall second, per CPU
+    second of this process)``."""
     from kafka import KafkaConsumer
 
     from sentinel.testing.broker import unique_name
@@ -434,15 +435,16 @@ def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
                 got += sum(len(v) for v in batch.values())
                 c.commit()
                 if t0 is None:   # timed from the first batch on, as the daemon's loop is
-                    first, t0 = got, time.monotonic()
-        return (got - first) / (time.monotonic() - t0)
+                    first, t0, c0 = got, time.monotonic(), time.process_time()
+        return (got - first) / (time.monotonic() - t0), (got - first) / (time.process_time() - c0)
     finally:
         c.close(autocommit=False)
 
 
 def raw_confluent(bootstrap: str, topic: str, n: int, batch: int = 10_000) -> float:
     """msg/s of a bare librdkafka group member committing each batch of ``batch`` records
-    (synchronously): the confluent source's default batch (``kafka.max_poll_records``)."""
+    (synchronously): the confluent source's default batch (``kafka.max_poll_records``); ``(per wall
+    second, per CPU second of this process, librdkafka's threads included)``."""
     from confluent_kafka import Consumer
 
     from sentinel.testing.broker import unique_name
@@ -458,7 +460,7 @@ def raw_confluent(bootstrap: str, topic: str, n: int, batch: int = 10_000) -> fl
                 got += sum(1 for m in msgs if m.error() is None)
                 c.commit(asynchronous=False)
                 if t0 is None:   # timed from the first batch on, as the daemon's loop is
-                    first, t0 = got, time.monotonic()
-        return (got - first) / (time.monotonic() - t0)
+                    first, t0, c0 = got, time.monotonic(), time.process_time()
+        return (got - first) / (time.monotonic() - t0), (got - first) / (time.process_time() - c0)
     finally:
         c.close()

@@ -359,3 +359,24 @@ def test_orjson_changes_no_outcome_of_the_hostile_messages():
     for m in HostileGenerator(3).generate(4000):
         fast, slow = _both_ways(m.value)
         assert fast[0] == slow[0] and _same(fast[1], slow[1]), (m.family, m.variant)
+
+
+# -- the batch decision is the per-message decision -----------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=30).filter(lambda s: not any("\ud800" <= c <= "\udfff" for c in s)),
+                max_size=60), st.integers(0, 2**32), st.sampled_from(["p", "q", "é"]))
+def test_sampler_keys_are_sampler_key_bit_for_bit(ids, seed, pair):
+    sampler = Sampler(rate=0.5, seed=seed)
+    assert [float(k) for k in sampler.keys(pair, ids)] == [sampler.key(pair, i) for i in ids]
+
+
+def test_read_batch_counts_what_it_leaves_undecoded_and_decodes_the_rest():
+    from sentinel.daemon import read_batch
+
+    sampler = Sampler(rate=0.2, seed=9)
+    values = [json.dumps({"id": f"m{i}", "inputs": [i, 1, 2]}).encode() for i in range(300)] + [b"{bad"]
+    b = read_batch(records(values), ONE, sampler, None)
+    inside = [f"m{i}" for i in range(300) if sampler.key("p", f"m{i}") < 0.2]
+    assert [s.msg_id for s in b.samples] == inside and all(s.inputs for s in b.samples)
+    assert b.not_sampled == 300 - len(inside) and [q.reason for q in b.bad] == ["invalid_json"]
