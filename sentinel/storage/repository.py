@@ -10,7 +10,7 @@ import hashlib
 import heapq
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -724,7 +724,7 @@ def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
                             ascii(item.raw)[:RAW_LEN], item.value_sha256 or value_sha256(item.raw))
     raw = getattr(item, "raw", None)
     if raw is None:   # a row built without its message: keep what was to be stored
-        raw = json.dumps({k: v for k, v in vars(item).items() if k != "raw"}, ensure_ascii=True,
+        raw = json.dumps({f.name: getattr(item, f.name) for f in fields(item) if f.name != "raw"}, ensure_ascii=True,
                          default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))   # arrays as lists
     return QuarantineIn(item.topic, item.partition, item.offset, "store_rejected", detail, raw_text(raw),
                         value_sha256(raw))
