@@ -418,7 +418,8 @@ def account(produced: dict[tuple[int, int], int], n: int, stored: list[tuple[int
 
 
 def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
-    """msg/s of a bare kafka-python group member committing each batch."""
+    """msg/s of a bare kafka-python group member committing each batch: ``(per wall second, per CPU
+    second of this process)``."""
     from kafka import KafkaConsumer
 
     from sentinel.testing.broker import unique_name
@@ -426,14 +427,40 @@ def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
     c = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id=unique_name("raw"), enable_auto_commit=False,
                       auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=2000,
                       max_poll_records=500)
-    got, t0 = 0, None
+    got, first, t0 = 0, 0, None
     try:
         while got < n:
             batch = c.poll(timeout_ms=500)
             if batch:
-                t0 = t0 or time.monotonic()
                 got += sum(len(v) for v in batch.values())
                 c.commit()
-        return n / (time.monotonic() - t0)
+                if t0 is None:   # timed from the first batch on, as the daemon's loop is
+                    first, t0, c0 = got, time.monotonic(), time.process_time()
+        return (got - first) / (time.monotonic() - t0), (got - first) / (time.process_time() - c0)
     finally:
         c.close(autocommit=False)
+
+
+def raw_confluent(bootstrap: str, topic: str, n: int, batch: int = 10_000) -> float:
+    """msg/s of a bare librdkafka group member committing each batch of ``batch`` records
+    (synchronously): the confluent source's default batch (``kafka.max_poll_records``); ``(per wall
+    second, per CPU second of this process, librdkafka's threads included)``."""
+    from confluent_kafka import Consumer
+
+    from sentinel.testing.broker import unique_name
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("raw"), "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 2000})
+    c.subscribe([topic])
+    got, first, t0 = 0, 0, None
+    try:
+        while got < n:
+            msgs = c.consume(num_messages=batch, timeout=0.5)
+            if msgs:
+                got += sum(1 for m in msgs if m.error() is None)
+                c.commit(asynchronous=False)
+                if t0 is None:   # timed from the first batch on, as the daemon's loop is
+                    first, t0, c0 = got, time.monotonic(), time.process_time()
+        return (got - first) / (time.monotonic() - t0), (got - first) / (time.process_time() - c0)
+    finally:
+        c.close()

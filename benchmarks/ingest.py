@@ -1,16 +1,19 @@
-"""`make bench-ingest`: the kafka-python source's ingest rate beside the raw client (issue 13, goal 1).
+"""`make bench-ingest`: each Kafka source's ingest rate beside its raw client (issue 13, goal 1).
 
 One run, one local Tansu broker, one topic of ``--messages`` (200,000) messages of the example
-pair (``sentinel.examples.traffic.ordinary_traffic``, keyed by id). Prints a table:
+pair (``sentinel.examples.traffic.ordinary_traffic``, keyed by id). Prints one table, per client
+(kafka-python, then librdkafka through confluent-kafka):
 
-* raw: a bare kafka-python consumer-group member polling and committing every batch;
-* sentinel: the daemon's ingest loop (poll → decode → sample → store in SQLite → commit) in this
-  process, in steady state (from the first record read after the start's Evidently preload to the
-  last), at sampling rates 0.1 and 1.0, with
-  ``kafka.id_from`` body (the default) and key.
+* raw: a bare consumer-group member of that client polling and committing every batch (of the
+  source's default size: 500 records for kafka-python, 10,000 for confluent);
+* sentinel: the daemon's ingest loop on that client's source (poll → sample → decode → store in
+  SQLite → commit) in this process, in steady state (from the first record read after the start's
+  Evidently preload to the last), at sampling rates 0.1 and 1.0, with ``kafka.id_from`` body (the
+  default) and key.
 
 Each figure is the median of ``--repeat`` passes (1 by default) over the same topic with a fresh
-consumer group and store. ``--profile`` prints the top of a cProfile of one daemon pass instead.
+consumer group and store; a ratio is the median of each pass's loop figure over the raw figure
+taken just before it in the same pass. ``--profile`` prints the top of a cProfile of one daemon pass instead.
 A benchmark, not a test: figures depend on the machine (2 shared cores here) and are printed,
 never asserted.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import pstats
 import statistics
 import sys
@@ -31,7 +35,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 from sentinel.testing.broker import TansuBroker, unique_name  # noqa: E402
 
-from e2e_harness import print_table, raw_kafka_python  # noqa: E402
+from sentinel.config import POLL_RECORDS  # noqa: E402
+
+from e2e_harness import print_table, raw_confluent, raw_kafka_python  # noqa: E402
 
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
@@ -53,8 +59,9 @@ def produce(bootstrap: str, topic: str, n: int) -> None:
 
 
 def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float, id_from: str = "body",
-                  profile: cProfile.Profile | None = None) -> float:
-    """msg/s of the daemon's ingest loop on the kafka-python source, SQLite store."""
+                  profile: cProfile.Profile | None = None, client: str = "kafka-python") -> tuple[float, float]:
+    """msg/s of the daemon's ingest loop on the ``client`` source, SQLite store: ``(per wall second,
+    per CPU second of this process)``."""
     from sentinel.app import build
     from sentinel.config import load_config
     from sentinel.daemon import Daemon
@@ -63,7 +70,7 @@ def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float
     d = Path(tempfile.mkdtemp(dir=workdir))
     cfg = load_config(example_config(d, bootstrap=bootstrap, topic=topic, sampling={"rate": rate, "window": 10_000_000},
                                      kafka={"bootstrap_servers": [bootstrap], "topic": topic, "group_id": unique_name("s"),
-                                            "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000,
+                                            "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "client": client,
                                             **({"id_from": id_from} if id_from != "body" else {})}))
     daemon = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     daemon.start()
@@ -77,14 +84,14 @@ def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float
         for t in threading.enumerate():
             if t.name == "sentinel-preload":
                 t.join()
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         if profile is not None:
             profile.enable()
         while consumed() < n:
             daemon.ingest_once()
         if profile is not None:
             profile.disable()
-        return (consumed() - first) / (time.monotonic() - t0)
+        return (consumed() - first) / (time.monotonic() - t0), (consumed() - first) / (time.process_time() - c0)
     finally:
         daemon.shutdown()
 
@@ -93,12 +100,58 @@ def median_of(repeat: int, fn) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
 
+RAW = {"kafka-python": lambda b, t, n: raw_kafka_python(b, t, n),
+       "confluent": lambda b, t, n: raw_confluent(b, t, n, POLL_RECORDS["confluent"])}
+
+
+def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: list[str], repeat: int) -> None:
+    """Per client: the raw consumer, then the daemon's loop on that client's source at rates 0.1
+    and 1.0 for each ``kafka.id_from``, all on ``topic``; prints the table. The passes are
+    interleaved (each raw figure is taken just before the loop figures it is compared with) and
+    the medians printed, ratios included: on shared cores the load moves between passes. Each
+    figure is given per wall second and per CPU second of the process (what one idle core would
+    do; the broker's own CPU is not in it)."""
+    runs = [(c, rate, i) for c in RAW for rate in (0.1, 1.0) for i in id_froms]
+    raws: dict[str, list[tuple[float, float]]] = {c: [] for c in RAW}
+    got: dict[tuple, list[tuple[float, float]]] = {r: [] for r in runs}
+    for k in range(repeat):
+        for client in RAW:
+            raws[client].append(RAW[client](bootstrap, topic, n))
+            print(f"  pass {k + 1}: raw {client}: {_show(raws[client][-1])}", flush=True)
+            for run in (r for r in runs if r[0] == client):
+                got[run].append(sentinel_rate(workdir, bootstrap, topic, n, run[1], run[2], client=client))
+                print(f"  pass {k + 1}: {client} rate {run[1]} id_from {run[2]}: {_show(got[run][-1], raws[client][-1])}",
+                      flush=True)
+    rows = []
+    for client in RAW:
+        rows.append([client, f"raw (group + commit, {POLL_RECORDS[client]:,} a poll)", "", "",
+                     *_cells(raws[client], raws[client])])
+        rows += [[client, "sentinel ingest loop", r[1], r[2], *_cells(got[r], raws[client])] for r in runs if r[0] == client]
+    fast = [name for name in ("crc32c", "orjson") if importlib.util.find_spec(name) is not None]
+    print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store, median of {repeat} "
+          f"interleaved passes; C extensions: {', '.join(fast) or 'none (no crc32c, no orjson)'}")
+    print_table(["client", "consumer", "rate", "id_from", "msg/s", "of raw", "msg/CPU-s", "of raw (CPU)"], rows)
+
+
+def _show(fig: tuple[float, float], raw: tuple[float, float] | None = None) -> str:
+    of = f" ({fig[0] / raw[0]:.2f}x, CPU {fig[1] / raw[1]:.2f}x)" if raw else ""
+    return f"{fig[0]:,.0f} msg/s, {fig[1]:,.0f} msg/CPU-s{of}"
+
+
+def _cells(figs: list[tuple[float, float]], raws: list[tuple[float, float]]) -> list[str]:
+    """Median wall and CPU rates, and the medians of the per-pass ratios to the raw client."""
+    med = statistics.median
+    return [f"{med(f[0] for f in figs):,.0f}", f"{med(f[0] / r[0] for f, r in zip(figs, raws)):.2f}x",
+            f"{med(f[1] for f in figs):,.0f}", f"{med(f[1] / r[1] for f, r in zip(figs, raws)):.2f}x"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=1, help="passes per figure; the median is printed")
     ap.add_argument("--profile", action="store_true", help="cProfile one pass at --rate instead of the table")
     ap.add_argument("--rate", type=float, default=1.0)
+    ap.add_argument("--client", default="kafka-python", choices=sorted(RAW), help="--profile: the source to profile")
     ap.add_argument("--id-from", default="body,key", help="kafka.id_from values to measure (body,key)")
     args = ap.parse_args(argv)
     n = args.messages
@@ -110,20 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"produced {n:,} messages in {time.monotonic() - t0:.0f} s", flush=True)
         if args.profile:
             prof = cProfile.Profile()
-            got = sentinel_rate(workdir, broker.bootstrap, topic, n, args.rate, args.id_from.split(",")[0], prof)
-            print(f"sentinel rate {args.rate} id_from {args.id_from}: {got:,.0f} msg/s (profiled)")
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+            got = sentinel_rate(workdir, broker.bootstrap, topic, n, args.rate, args.id_from.split(",")[0], prof,
+                                client=args.client)
+            print(f"{args.client} rate {args.rate} id_from {args.id_from}: {_show(got)} (profiled)")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(45)
             return 0
-        raw = median_of(args.repeat, lambda: raw_kafka_python(broker.bootstrap, topic, n))
-        print(f"  raw kafka-python: {raw:,.0f} msg/s", flush=True)
-        rows = [["raw kafka-python (group + commit)", "", "", f"{raw:,.0f}", "1.00x"]]
-        for rate in (0.1, 1.0):
-            for id_from in args.id_from.split(","):
-                got = median_of(args.repeat, lambda: sentinel_rate(workdir, broker.bootstrap, topic, n, rate, id_from))
-                rows.append(["sentinel ingest loop", rate, id_from, f"{got:,.0f}", f"{got / raw:.2f}x"])
-                print(f"  sentinel rate {rate} id_from {id_from}: {got:,.0f} msg/s", flush=True)
-    print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store, median of {args.repeat}")
-    print_table(["consumer", "rate", "id_from", "msg/s", "of raw"], rows)
+        ingest_table(workdir, broker.bootstrap, topic, n, args.id_from.split(","), args.repeat)
     return 0
 
 

@@ -3,9 +3,8 @@
 One run prints three tables, on one local Tansu broker:
 
 1. ingest: each source (kafka-python, librdkafka/confluent) beside its raw client on the same
-   topic, at sampling rates 0.1 and 1.0. The raw figure is a consumer-group member polling and
-   committing every batch; the source figure is the daemon's ingest loop (poll, decode, store in
-   SQLite, commit) in this process, from the first record to the last.
+   topic, at sampling rates 0.1 and 1.0: the table of ``make bench-ingest`` (benchmarks/ingest.py,
+   which says how each figure is taken), ``kafka.id_from: body``.
 2. replicas: 1, 2 and 3 `sentinel run` processes on one PostgreSQL database and one topic of 6
    partitions, rate 1.0: messages stored per second, from the first stored row to the last.
 3. the replica fault test of tests/test_replicas.py at full size (--kill-messages, 300,000 by
@@ -28,70 +27,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 from sentinel.testing.broker import TansuBroker, unique_name  # noqa: E402
 
-from e2e_harness import BenchStore, print_table, raw_kafka_python  # noqa: E402
-
-
-def raw_confluent(bootstrap: str, topic: str, n: int) -> float:
-    """msg/s of a bare librdkafka group member committing each batch (synchronously)."""
-    from confluent_kafka import Consumer
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("raw"), "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 2000})
-    c.subscribe([topic])
-    got, t0 = 0, None
-    try:
-        while got < n:
-            msgs = c.consume(num_messages=500, timeout=0.5)
-            if msgs:
-                t0 = t0 or time.monotonic()
-                got += sum(1 for m in msgs if m.error() is None)
-                c.commit(asynchronous=False)
-        return n / (time.monotonic() - t0)
-    finally:
-        c.close()
-
-
-def source_rate(workdir: Path, bootstrap: str, topic: str, n: int, client: str, rate: float) -> float:
-    """msg/s of the daemon's ingest loop (poll → decode → store → commit) on ``client``."""
-    from sentinel.app import build
-    from sentinel.config import load_config
-    from sentinel.daemon import Daemon
-    from pairs import example_config
-
-    d = workdir / f"src-{client}-{rate}"
-    d.mkdir()
-    cfg = load_config(example_config(d, bootstrap=bootstrap, topic=topic, sampling={"rate": rate, "window": 10_000_000},
-                                     kafka={"bootstrap_servers": [bootstrap], "topic": topic, "group_id": unique_name("src"),
-                                            "client": client, "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}))
-    daemon = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
-    daemon.start()
-    consumed = lambda: daemon.metrics.registry.get_sample_value("sentinel_messages_consumed_total") or 0  # noqa: E731
-    try:
-        t0 = None
-        while consumed() < n:
-            if daemon.ingest_once() and t0 is None:
-                t0 = time.monotonic()
-        return n / (time.monotonic() - t0)
-    finally:
-        daemon.shutdown()
+from e2e_harness import BenchStore, print_table  # noqa: E402
 
 
 def ingest_table(workdir: Path, broker: TansuBroker, n: int) -> None:
-    from test_replicas import traffic
-    from sentinel.sources.confluent import produce_values
+    """The table of ``make bench-ingest`` (benchmarks/ingest.py), ``kafka.id_from: body``."""
+    from ingest import ingest_table as table, produce
 
     topic = unique_name("ingest")
     broker.create_topic(topic, partitions=1)
-    produce_values(broker.bootstrap, topic, traffic(n, "i", pairs=("triage",), bad_every=0))
-    raws = {"kafka-python": raw_kafka_python(broker.bootstrap, topic, n), "confluent": raw_confluent(broker.bootstrap, topic, n)}
-    rows = []
-    for client, raw in raws.items():
-        for rate in (0.1, 1.0):
-            got = source_rate(workdir, broker.bootstrap, topic, n, client, rate)
-            rows.append([client, rate, f"{raw:,.0f}", f"{got:,.0f}", f"{got / raw:.2f}x"])
-            print(f"  {client} rate {rate}: {got:,.0f} msg/s (raw {raw:,.0f})", flush=True)
-    print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store")
-    print_table(["client", "rate", "raw msg/s", "sentinel msg/s", "of raw"], rows)
+    produce(broker.bootstrap, topic, n)
+    table(workdir, broker.bootstrap, topic, n, ["body"], repeat=1)
 
 
 def replicas_rate(workdir: Path, broker: TansuBroker, n: int, replicas: int) -> float:

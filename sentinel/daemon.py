@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import gc
 import logging
 import os
 import signal
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
+
+import numpy as np
 
 from .config import Config, register_secrets
 from .errors import MessageError, SentinelError, one_line
@@ -46,6 +49,11 @@ def _preload_evidently() -> None:
         preload()
     except Exception:  # the report says so if it really cannot be imported
         log.warning("evidently could not be imported; reports will lack its section", exc_info=True)
+    # The start has made millions of long-lived objects (torch, the runtimes, Evidently, pandas);
+    # each full collection walked them all, ~0.2 s at a time, and the ingest loop's allocations
+    # set one off every few seconds (12% of the loop's CPU at rate 0.1 on librdkafka). Frozen,
+    # they are left out of every later collection; what is made after this is collected as usual.
+    gc.freeze()
 
 
 class RunState(enum.Enum):
@@ -55,66 +63,114 @@ class RunState(enum.Enum):
     STOPPED = "stopped"
 
 
+@dataclass
+class Batch:
+    """A polled batch read for the store: what to write, and how many traffic messages were left
+    outside the sampling rate undecoded (``not_sampled``)."""
+    samples: list[SampleIn] = field(default_factory=list)
+    labels: list[LabelIn] = field(default_factory=list)
+    bad: list[QuarantineIn] = field(default_factory=list)
+    not_sampled: int = 0
+
+
 def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None,
                  max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body",
                  ) -> tuple[list[SampleIn], list[LabelIn], list[QuarantineIn]]:
+    """:func:`read_batch`, with each message outside the sampling rate as an empty sample in its
+    place (the store counts those not sampled and never writes them)."""
+    b = read_batch(records, shapes, sampler, labels_topic, max_bytes, id_from, keep_skipped=True)
+    return b.samples, b.labels, b.bad
+
+
+def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None,
+               max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body", keep_skipped: bool = False) -> Batch:
     """Turn polled Kafka records into rows for the store. Never raises for a bad message: a
     ``MessageError`` is quarantined with its reason; anything else the decoder raises (a bug the
     format checks did not foresee) is quarantined as ``decoder_error`` with the exception's type,
     and logged, so no message can stop the loop. Raw texts are tokenized afterwards, together
     per pair (``_encode_texts``). ``max_bytes``: ``ingest.max_message_bytes``.
 
-    The sampling decision comes first, from the pair and id read without a full decode
-    (``_pre_sample``; ``id_from``: ``kafka.id_from``): a traffic message outside the sampling
-    rate is not decoded, and goes to the store as an empty sample that it counts as not sampled
-    (and never writes), so a malformed message outside the sample is not quarantined. Labels
-    are always decoded."""
-    samples, labels, bad = [], [], []
+    The sampling decision comes first, for the whole batch, from the pair and id read without a
+    full decode (``_pre_sample``; ``id_from``: ``kafka.id_from``): a traffic message outside the
+    sampling rate is not decoded but counted (``Batch.not_sampled``), so a malformed message
+    outside the sample is not quarantined. Labels are always decoded."""
+    out = Batch()
+    traffic: list[Any] = []
     for r in records:
+        if labels_topic is not None and r.topic == labels_topic:
+            _decode_label(r, shapes, max_bytes, out)
+        else:
+            traffic.append(r)
+    key_mids, outside = _pre_sample(traffic, shapes, sampler, max_bytes, id_from)
+    for i, r in enumerate(traffic):
+        if i in outside:
+            if keep_skipped:
+                pair, mid, key = outside[i]
+                out.samples.append(SampleIn(pair=pair, msg_id=mid, ts=_EPOCH, topic=r.topic, partition=r.partition,
+                                            offset=r.offset, sample_key=key, inputs={}, attributes={}))
+            else:
+                out.not_sampled += 1
+            continue
         try:
-            if labels_topic is not None and r.topic == labels_topic:
-                lm = decode_label(r.value, shapes, max_bytes)
-                labels.append(LabelIn(lm.id, lm.label, r.topic, r.partition, r.offset, raw=r.value))
-                continue
-            key_mid, skipped = _pre_sample(r, shapes, sampler, max_bytes, id_from)
-            if skipped is not None:
-                samples.append(skipped)
-                continue
             m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms, max_bytes=max_bytes, encode_text=False)
-            mid = key_mid or m.id
-            samples.append(SampleIn(pair=m.pair, msg_id=mid, ts=m.ts, topic=r.topic, partition=r.partition,
-                                    offset=r.offset, sample_key=sampler.key(m.pair, mid), inputs=m.inputs,
-                                    attributes=m.attributes, label=m.label, extra=m.extra or None,
-                                    stratum=sampler.stratum(m.attributes), raw=r.value, text=m.text))
+            mid = key_mids[i] if key_mids is not None and key_mids[i] is not None else m.id
+            out.samples.append(SampleIn(pair=m.pair, msg_id=mid, ts=m.ts, topic=r.topic, partition=r.partition,
+                                        offset=r.offset, sample_key=sampler.key(m.pair, mid), inputs=m.inputs,
+                                        attributes=m.attributes, label=m.label, extra=m.extra or None,
+                                        stratum=sampler.stratum(m.attributes), raw=r.value, text=m.text))
         except MessageError as exc:
-            bad.append(_quarantined(r, exc.reason, exc.detail))
+            out.bad.append(_quarantined(r, exc.reason, exc.detail))
         except Exception as exc:   # noqa: BLE001 - the point: a decoder bug quarantines one message
-            bad.append(_decoder_error(r, exc))
-    if any(s.text is not None for s in samples):
-        samples = _encode_texts(samples, shapes, sampler, bad)
-    return samples, labels, bad
+            out.bad.append(_decoder_error(r, exc))
+    if any(s.text is not None for s in out.samples):
+        out.samples = _encode_texts(out.samples, shapes, sampler, out.bad)
+    return out
+
+
+def _decode_label(r: Any, shapes: dict[str, PairShape], max_bytes: int, out: Batch) -> None:
+    try:
+        lm = decode_label(r.value, shapes, max_bytes)
+        out.labels.append(LabelIn(lm.id, lm.label, r.topic, r.partition, r.offset, raw=r.value))
+    except MessageError as exc:
+        out.bad.append(_quarantined(r, exc.reason, exc.detail))
+    except Exception as exc:   # noqa: BLE001 - as for traffic: one message quarantined, never the loop stopped
+        out.bad.append(_decoder_error(r, exc))
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def _pre_sample(r: Any, shapes: dict[str, PairShape], sampler: Sampler, max_bytes: int,
-                id_from: str) -> tuple[str | None, SampleIn | None]:
-    """``(id from the key, None)`` for a message to decode (the id None unless ``id_from`` is
-    ``key`` and the key can be one), or ``(None, empty sample)`` for one that is certainly outside
-    the sampling rate. With every message kept (rate 1) nothing is read twice."""
-    key_mid = key_id(r.key) if id_from == "key" else None
-    if sampler.rate >= 1.0:
-        return key_mid, None
-    if key_mid is not None:
-        pair = quick_pair(r.value, shapes)
-        quick = None if pair is None else (pair, key_mid)
-    else:
-        quick = quick_id(r.value, shapes, max_bytes)
-    if quick is None or in_sample(key := sampler.key(*quick), sampler.rate):
-        return key_mid, None
-    return None, SampleIn(pair=quick[0], msg_id=quick[1], ts=_EPOCH, topic=r.topic, partition=r.partition,
-                          offset=r.offset, sample_key=key, inputs={}, attributes={})
+def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampler, max_bytes: int,
+                id_from: str) -> tuple[list[str | None] | None, dict[int, tuple[str, str, float]]]:
+    """The sampling decision of a batch before decoding it: ``(ids from the keys, outside)``.
+    The ids are per record, None where ``id_from`` is not ``key`` or the key cannot be one (the
+    list itself None then); ``outside`` maps the position of each record certainly outside the
+    rate to its ``(pair, id, sample key)``. A record whose pair or id is not certain without the
+    full decode is decoded. With every message kept (rate 1) nothing is read twice. The keys
+    are computed per pair in one call (``Sampler.keys``): the same numbers as ``Sampler.key``."""
+    key_mids = [key_id(r.key) for r in records] if id_from == "key" else None
+    if sampler.rate >= 1.0 or not records:
+        return key_mids, {}
+    by_pair: dict[str, tuple[list[int], list[str]]] = {}
+    for i, r in enumerate(records):
+        mid = key_mids[i] if key_mids is not None else None
+        if mid is not None:
+            pair = quick_pair(r.value, shapes)
+            quick = None if pair is None else (pair, mid)
+        else:
+            quick = quick_id(r.value, shapes, max_bytes)
+        if quick is not None:
+            where = by_pair.get(quick[0])
+            if where is None:
+                where = by_pair[quick[0]] = ([], [])
+            where[0].append(i)
+            where[1].append(quick[1])
+    outside: dict[int, tuple[str, str, float]] = {}
+    for pair, (idx, mids) in by_pair.items():
+        keys = sampler.keys(pair, mids)
+        for k in np.flatnonzero(keys >= sampler.rate).tolist():    # in_sample: key < rate
+            outside[idx[k]] = (pair, mids[k], float(keys[k]))
+    return key_mids, outside
 
 
 def _decoder_error(r: Any, exc: BaseException) -> QuarantineIn:
@@ -375,15 +431,16 @@ class Daemon:
         self.last_poll_ok = time.monotonic()
         if records:
             shapes = {name: p.shape for name, p in self.pairs.items()}
-            samples, labels, bad = decode_batch(records, shapes, self.sampler, self.cfg.kafka.labels_topic,
-                                                self.cfg.ingest.max_message_bytes, self.cfg.kafka.id_from)
+            b = read_batch(records, shapes, self.sampler, self.cfg.kafka.labels_topic,
+                           self.cfg.ingest.max_message_bytes, self.cfg.kafka.id_from)
             try:
-                res = self.store.ingest(samples, labels, bad, window=self.cfg.sampling.window,
-                                        rate=self.cfg.sampling.rate, max_strata=self.cfg.sampling.max_strata)
+                res = self.store.ingest(b.samples, b.labels, b.bad, window=self.cfg.sampling.window,
+                                        rate=self.cfg.sampling.rate, max_strata=self.cfg.sampling.max_strata,
+                                        not_sampled=b.not_sampled)
             except Exception as exc:   # noqa: BLE001 - StoreUnavailable, or a bug: never lose the batch
                 self._store_down(records, exc)
                 return 0
-            self._stored(records, bad, res)
+            self._stored(records, b.bad, res)
         lag = self.source.lag()
         if lag is not None:
             self.metrics.consumer_lag.set(lag)

@@ -166,11 +166,35 @@ _DIGITS = bytes(48 if 48 <= i <= 57 else (45 if i == 45 else 32) for i in range(
 _LONG_RUNS = (b"0" * (_MAX_EXACT_INT_CHARS + 1), b"-" + b"0" * _MAX_EXACT_INT_CHARS)
 
 
+def _long_digit_runs(value: bytes | str) -> bool:
+    mapped = (value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)).translate(_DIGITS)
+    return _LONG_RUNS[0] in mapped or _LONG_RUNS[1] in mapped
+
+
 def _decoder_for(value: bytes | str) -> json.JSONDecoder:
     if len(value) < _PLAIN_FROM:
         return _DECODER
-    mapped = (value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)).translate(_DIGITS)
-    return _DECODER if _LONG_RUNS[0] in mapped or _LONG_RUNS[1] in mapped else _PLAIN_DECODER
+    return _DECODER if _long_digit_runs(value) else _PLAIN_DECODER
+
+
+# orjson, when installed, parses a message ~5x faster than the standard decoder. It is used only
+# where both give the same object: without a run of digits that could be a longer integer (it keeps
+# 20-digit integers exact, the decoder above makes them doubles), and only for what it accepts;
+# whatever it refuses (NaN, Infinity, 1e400, lone surrogates, anything not JSON) the standard
+# decoder decides, so what is accepted, the objects and every error message stay the same.
+try:
+    import orjson as _orjson
+except ImportError:   # pragma: no cover - the standard decoder alone
+    _orjson = None
+
+
+def _loads(value: bytes | str, text: str) -> Any:
+    if _orjson is not None and not _long_digit_runs(value):
+        try:
+            return _orjson.loads(text)
+        except (ValueError, TypeError):
+            pass
+    return _decoder_for(value).decode(text)
 
 
 def parse_json(value: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
@@ -187,7 +211,7 @@ def parse_json(value: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES) ->
         # checked before json.loads, whose recursion a few thousand brackets exhaust
         raise MessageError("too_deep", f"arrays/objects nest {depth} deep, limit {MAX_DEPTH}")
     try:
-        obj = _decoder_for(value).decode(text)
+        obj = _loads(value, text)
     except ValueError as exc:
         raise MessageError("invalid_json", f"not JSON ({' '.join(str(exc).split())[:120]})") from None
     if not isinstance(obj, dict):

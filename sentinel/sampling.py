@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -33,3 +37,21 @@ class Sampler:
     def key(self, pair: str, msg_id: str) -> float:
         h = hashlib.blake2b(f"{self.seed}\x1f{pair}\x1f{msg_id}".encode(), digest_size=8).digest()
         return int.from_bytes(h, "big") / 2**64
+
+    def keys(self, pair: str, msg_ids: Sequence[str]) -> np.ndarray:
+        """:meth:`key` of each of ``msg_ids`` (one pair), as float64, bit for bit: the hash of a
+        copy of the pair's prefix state, the digests read as big-endian uint64 at once (numpy
+        rounds uint64 to the nearest double as Python's int / 2**64 does; dividing by 2**64 is
+        exact). A fraction of the per-message cost, for deciding a whole batch."""
+        base = _prefix_state(self.seed, pair)
+        digests = []
+        for mid in msg_ids:
+            h = base.copy()
+            h.update(mid.encode())
+            digests.append(h.digest())
+        return np.frombuffer(b"".join(digests), dtype=">u8").astype(np.float64) / 2.0**64
+
+
+@lru_cache(maxsize=256)
+def _prefix_state(seed: int, pair: str) -> "hashlib._Hash":
+    return hashlib.blake2b(f"{seed}\x1f{pair}\x1f".encode(), digest_size=8)

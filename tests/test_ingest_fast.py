@@ -313,3 +313,70 @@ def test_labels_and_quarantine_rows_of_a_batch_are_written_as_one_by_one(store_u
         quarantine = sorted(c.execute(select(t.quarantine.c.partition, t.quarantine.c.raw)).all())
     assert labels == {"a": "1", "b": "1", "c": "1"} and offsets == [("a", 3), ("b", 2), ("c", 5)]
     assert quarantine == [(0, "raw1"), (0, "raw2"), (1, "")]
+
+
+# -- orjson, when installed, changes nothing the decoder gives ----------------------------------
+
+def _both_ways(value):
+    """parse_json's outcome (the object, or the reason and detail) with orjson and without."""
+    from sentinel import messages
+
+    out = []
+    for fast in (messages._orjson, None):
+        with patch.object(messages, "_orjson", fast):
+            try:
+                out.append(("ok", messages.parse_json(value)))
+            except MessageError as exc:
+                out.append((exc.reason, exc.detail))
+    return out
+
+
+def _same(a, b) -> bool:   # NaN != NaN, but the same NaN in both is the same outcome
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str) and \
+        type(a) is type(b)
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**22, 10**22), st.floats(allow_nan=True), st.text(max_size=8)),
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=4), kids, max_size=4)),
+    max_leaves=12)
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("orjson"), reason="orjson is not installed")
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values, st.booleans(), st.integers(0, 40), st.binary(max_size=3))
+def test_orjson_parses_as_the_standard_decoder_or_leaves_it_to_it(obj, ascii_only, cut, junk):
+    text = json.dumps({"id": "m", "v": obj}, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    for value in (text, text[:cut] + junk + text[cut:], text.replace(b"1", b"1" * 20)):
+        fast, slow = _both_ways(value)
+        assert fast[0] == slow[0] and _same(fast[1], slow[1]), value
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("orjson"), reason="orjson is not installed")
+def test_orjson_changes_no_outcome_of_the_hostile_messages():
+    from sentinel.testing.hostile import HostileGenerator
+
+    for m in HostileGenerator(3).generate(4000):
+        fast, slow = _both_ways(m.value)
+        assert fast[0] == slow[0] and _same(fast[1], slow[1]), (m.family, m.variant)
+
+
+# -- the batch decision is the per-message decision -----------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=30).filter(lambda s: not any("\ud800" <= c <= "\udfff" for c in s)),
+                max_size=60), st.integers(0, 2**32), st.sampled_from(["p", "q", "é"]))
+def test_sampler_keys_are_sampler_key_bit_for_bit(ids, seed, pair):
+    sampler = Sampler(rate=0.5, seed=seed)
+    assert [float(k) for k in sampler.keys(pair, ids)] == [sampler.key(pair, i) for i in ids]
+
+
+def test_read_batch_counts_what_it_leaves_undecoded_and_decodes_the_rest():
+    from sentinel.daemon import read_batch
+
+    sampler = Sampler(rate=0.2, seed=9)
+    values = [json.dumps({"id": f"m{i}", "inputs": [i, 1, 2]}).encode() for i in range(300)] + [b"{bad"]
+    b = read_batch(records(values), ONE, sampler, None)
+    inside = [f"m{i}" for i in range(300) if sampler.key("p", f"m{i}") < 0.2]
+    assert [s.msg_id for s in b.samples] == inside and all(s.inputs for s in b.samples)
+    assert b.not_sampled == 300 - len(inside) and [q.reason for q in b.bad] == ["invalid_json"]

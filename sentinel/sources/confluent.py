@@ -7,7 +7,8 @@ kafka-python reads ~14k (PITFALLS.md), so the decode, not the client, bounds ing
 How the contract maps onto librdkafka:
 
 * auto-commit and the automatic offset store are off: offsets move only through :meth:`commit`;
-* records come from ``consume()`` in batches of ``kafka.max_poll_records``; per-message errors
+* records come from ``consume()`` in batches of ``kafka.max_poll_records`` (10,000 by default:
+  at 500 the per-batch store transaction and commit were a third of the loop); per-message errors
   that are not fatal (a broker restarting, partition EOF) are logged and skipped, a fatal one
   raises :class:`~sentinel.sources.base.SourceError`;
 * lag is the high watermark of the last fetch (``get_watermark_offsets(cached=True)``, no
@@ -123,26 +124,29 @@ class ConfluentSource:
         consumer = self._require()
         timeout = (self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms) / 1000
         try:
-            msgs = consumer.consume(num_messages=self.cfg.max_poll_records, timeout=timeout)
+            msgs = consumer.consume(num_messages=self.cfg.poll_records, timeout=timeout)
         except KafkaException as exc:
             raise SourceError("kafka poll", self.servers, _describe(exc)) from exc
         out: list[RawRecord] = []
         first: dict[tuple[str, int], int] = {}
+        topic, partition = None, None
         for m in msgs:
-            err = m.error()
-            if err is not None:
-                self._on_message_error(err)
+            if m.error() is not None:
+                self._on_message_error(m.error())
                 continue
             ts_type, ts = m.timestamp()
             rec = RawRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                             ts if ts_type != _NO_TIMESTAMP and ts >= 0 else None)
-            first.setdefault((rec.topic, rec.partition), rec.offset)
+            if rec.partition != partition or rec.topic != topic:   # a run of one partition starts
+                topic, partition = rec.topic, rec.partition
+                first.setdefault((topic, partition), rec.offset)
             out.append(rec)
         if out:
             self._brokers_down_at = None
             for (t, p), offset in first.items():
                 self._check_restarted(TopicPartition(t, p), offset)
-            out.sort(key=lambda r: (r.topic, r.partition))   # stable: offset order kept per partition
+            if len(first) > 1:
+                out.sort(key=_by_partition)   # stable: offset order kept per partition
         return out
 
     def commit(self, records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
@@ -287,6 +291,10 @@ def produce_values(servers: str | Sequence[str], topic: str, values: Iterable[by
         raise SourceError("kafka produce", servers, f"{topic}: {len(errors) + left} of {n} messages failed"
                                                     + (f" ({errors[0]})" if errors else " (not acknowledged in time)"))
     return n
+
+
+def _by_partition(r: RawRecord) -> tuple[str, int]:
+    return r.topic, r.partition
 
 
 def _describe(exc: BaseException) -> str:

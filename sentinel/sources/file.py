@@ -44,7 +44,7 @@ class FileSource:
     @classmethod
     def from_config(cls, cfg: Any) -> "FileSource":
         """The daemon's file source: ``ingest.file``, relative to the config file's folder."""
-        return cls(cfg.resolve_path(cfg.ingest.file), max_poll_records=cfg.kafka.max_poll_records)
+        return cls(cfg.resolve_path(cfg.ingest.file), max_poll_records=cfg.kafka.max_poll_records or DEFAULT_POLL_RECORDS)
 
     @property
     def servers(self) -> list[str]:

@@ -31,7 +31,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ..config import KafkaConfig, read_secret
 from ..errors import StateError
-from .base import RawRecord, SourceError
+from .base import RawRecord, SourceError, next_offsets
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class KafkaSource:
             auto_offset_reset=cfg.auto_offset_reset,
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-            max_poll_records=cfg.max_poll_records,
+            max_poll_records=cfg.poll_records,
             security_protocol=cfg.security_protocol,
             reconnect_backoff_ms=cfg.reconnect_backoff_ms,
             reconnect_backoff_max_ms=cfg.reconnect_backoff_max_ms,
@@ -196,10 +196,7 @@ class KafkaSource:
         if not records:
             return {}
         consumer = self._require()
-        upto: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (r.topic, r.partition)
-            upto[key] = max(upto.get(key, -1), r.offset + 1)
+        upto = next_offsets(records)
         with self._lock:
             todo = {k: v for k, v in upto.items() if v > self._committed.get(k, -1)}
         if not todo:

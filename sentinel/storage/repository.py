@@ -10,7 +10,7 @@ import hashlib
 import heapq
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -33,7 +33,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SampleIn:
     pair: str
     msg_id: str
@@ -185,8 +185,10 @@ class Store:
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, samples: Sequence[SampleIn], labels: Sequence[LabelIn], quarantined: Sequence[QuarantineIn],
-               *, window: int, rate: float, max_strata: int | None = None) -> IngestResult:
+               *, window: int, rate: float, max_strata: int | None = None, not_sampled: int = 0) -> IngestResult:
         """Store one polled batch; the caller commits Kafka offsets after this returns.
+        ``not_sampled``: traffic messages of the batch the caller left out, undecoded, as outside
+        the sampling rate (counted in the result as the empty samples for them would be).
 
         Duplicates (same pair and id) are dropped; each pair keeps a bottom-k window: the
         ``window`` pending samples with the smallest ``sample_key`` (a seeded hash of the id), which
@@ -205,7 +207,9 @@ class Store:
         items: list[Any] = [*quarantined, *labels, *samples]
         opts = (window, rate, max_strata)
         try:
-            return self._write(items, opts)
+            res = self._write(items, opts)
+            res.not_sampled += not_sampled
+            return res
         except Exception as exc:   # noqa: BLE001 - classified below, never swallowed
             first = exc
         problem = self._write_problem()
@@ -217,6 +221,7 @@ class Store:
         except StoreUnavailable as exc:
             exc.partial = res
             raise
+        res.not_sampled += not_sampled
         return res
 
     def _split(self, items: list[Any], opts: tuple[int, float, int | None], res: IngestResult) -> None:
@@ -757,7 +762,7 @@ def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
                             ascii(item.raw)[:RAW_LEN], item.value_sha256 or value_sha256(item.raw))
     raw = getattr(item, "raw", None)
     if raw is None:   # a row built without its message: keep what was to be stored
-        raw = json.dumps({k: v for k, v in vars(item).items() if k != "raw"}, ensure_ascii=True,
+        raw = json.dumps({f.name: getattr(item, f.name) for f in fields(item) if f.name != "raw"}, ensure_ascii=True,
                          default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))   # arrays as lists
     return QuarantineIn(item.topic, item.partition, item.offset, "store_rejected", detail, raw_text(raw),
                         value_sha256(raw))
