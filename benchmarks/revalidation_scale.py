@@ -35,6 +35,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SUITE = ROOT / "checks" / "triage.yaml"
+#: the Sentinel checkout under test in the child processes (``--code``: e.g. an older commit's files)
+CODE = Path(os.environ.get("SENTINEL_BENCH_CODE", str(ROOT)))
 
 
 def write_traffic(path: Path, n: int, seed: int, start: int = 0) -> Path:
@@ -87,7 +89,7 @@ def timed_child(cmd: list[str]) -> tuple[float, float, str]:
     resident set, which also covers its own children, e.g. the memory probes, when larger)."""
     t0 = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M", *cmd], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(CODE), "SENTINEL_BENCH_CODE": str(CODE)})
     wall = time.perf_counter() - t0
     if proc.returncode == 2 or proc.returncode < 0 or "MAXRSS" not in proc.stderr:
         raise RuntimeError(f"{' '.join(cmd[-4:])} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
@@ -110,7 +112,7 @@ def cli_runs(work: Path, n: int) -> dict[str, float]:
 
 DAEMON_SCRIPT = r"""
 import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])
+sys.path.append(sys.argv[1])   # after PYTHONPATH: sentinel comes from the checkout under test
 from benchmarks.revalidation_scale import daemon_inside
 print("RESULT " + json.dumps(daemon_inside(sys.argv[2], int(sys.argv[3]))))
 """
@@ -195,7 +197,7 @@ def idle_rss(work: Path) -> tuple[float, float]:
     from sentinel.testing.broker import free_port
 
     cfg = write_config(work, api=True, port=free_port())
-    _, _, stdout = timed_child([sys.executable, "-c", IDLE_SCRIPT, str(ROOT), str(cfg)])
+    _, _, stdout = timed_child([sys.executable, "-c", IDLE_SCRIPT, str(CODE), str(cfg)])
     _, rss, started = next(ln for ln in stdout.splitlines() if ln.startswith("RESULT ")).split()
     return float(rss), float(started)
 
@@ -233,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated sample counts")
     ap.add_argument("--no-daemon", action="store_true")
     ap.add_argument("--no-cli", action="store_true")
+    ap.add_argument("--code", help="the Sentinel checkout to measure (default: this one), e.g. an older commit's files")
     args = ap.parse_args(argv)
+    if args.code:
+        global CODE
+        CODE = Path(args.code).resolve()
     sys.path.insert(0, str(ROOT / "benchmarks"))
     revalidation_table([int(s) for s in args.sizes.split(",")], daemon=not args.no_daemon, cli=not args.no_cli)
     return 0
