@@ -423,7 +423,7 @@ EVIDENTLY_TIMEOUT_SECONDS = 300
 class EvidentlyProcess:
     """A short-lived child process that builds one Evidently section
     (sentinel.checks.drift.summary_html_child). Started early (:func:`prepare_evidently`, when a
-    run starts), it imports Evidently (5-7 s, ~290 MB) beside the run, at low priority, and waits
+    run starts), it imports Evidently (5-7 s, ~290 MB) beside the run and waits
     for the columns; it exits after one section. The parent (the daemon) never imports Evidently."""
 
     def __init__(self) -> None:

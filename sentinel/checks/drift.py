@@ -284,10 +284,8 @@ def summary_html_child() -> None:
     stdin (the run needed no section, or the parent died) ends it."""
     import io
     import json
-    import os
     import sys
 
-    os.nice(10)     # below the revalidation that waits for it, and its perf timing
     import evidently.presets  # noqa: F401 - warm: the import is most of the cost
     data = sys.stdin.buffer.read()
     if not data:
