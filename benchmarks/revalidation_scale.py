@@ -88,7 +88,8 @@ def timed_child(cmd: list[str]) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MB, stdout) of one child process, under GNU time (its maximum
     resident set, which also covers its own children, e.g. the memory probes, when larger)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M", *cmd], capture_output=True, text=True,
+    # cwd: not a checkout (python -m / -c put the cwd first on sys.path, before PYTHONPATH)
+    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M", *cmd], capture_output=True, text=True, cwd=tempfile.gettempdir(),
                           env={**os.environ, "PYTHONPATH": str(CODE), "SENTINEL_BENCH_CODE": str(CODE)})
     wall = time.perf_counter() - t0
     if proc.returncode == 2 or proc.returncode < 0 or "MAXRSS" not in proc.stderr:
