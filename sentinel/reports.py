@@ -477,8 +477,13 @@ class ReportWriter:
         return self.write(run, data)
 
     def prepare(self, loaded: Any) -> None:
+        """Never raises: a process that cannot start now is started (or reported) at report time."""
         if any(getattr(c, "type", "") in DRIFT_CHECK_TYPES for c in getattr(loaded, "checks", ())):
-            prepare_evidently()
+            try:
+                prepare_evidently()
+            except Exception:   # noqa: BLE001 - the run goes on; the report says what failed
+                import logging
+                logging.getLogger("sentinel.reports").warning("Evidently's process did not start", exc_info=True)
 
 
 DRIFT_CHECK_TYPES = ("data_drift", "prediction_drift")
