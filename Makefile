@@ -74,9 +74,10 @@ SOAK_MINUTES ?= 20
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
-# ingest msg/s of each Kafka client's source beside the raw client (rates 0.1 and 1.0), 1/2/3
-# replicas on PostgreSQL, and the 3-replica SIGKILL run at 300,000 messages; prints tables.
-# SCALE_ARGS="--kill-messages 0" skips the long fault run (~20 minutes on 2 cores)
+# ingest msg/s of each Kafka client's source beside the raw client (rates 0.1 and 1.0), revalidation
+# wall/peak RSS at 10k/100k/1M samples, 1/2/3 replicas on PostgreSQL, and the 3-replica SIGKILL run
+# at 300,000 messages; prints tables. SCALE_ARGS="--kill-messages 0" skips the long fault run
+# (~20 minutes on 2 cores); SCALE_ARGS="--only revalidation" runs only the revalidation table
 bench-scale: $(STAMP)
 	$(PY) benchmarks/scale.py $(SCALE_ARGS)
 bench-ingest: $(STAMP)

@@ -1,13 +1,17 @@
 """`make bench-scale`: how fast Sentinel ingests and how replicas share the work (issue 13).
 
-One run prints three tables, on one local Tansu broker:
+One run prints four tables, on one local Tansu broker:
 
 1. ingest: each source (kafka-python, librdkafka/confluent) beside its raw client on the same
    topic, at sampling rates 0.1 and 1.0: the table of ``make bench-ingest`` (benchmarks/ingest.py,
    which says how each figure is taken), ``kafka.id_from: body``.
-2. replicas: 1, 2 and 3 `sentinel run` processes on one PostgreSQL database and one topic of 6
+2. revalidation: the example pair with its full shipped suite at 10k, 100k and 1M samples:
+   ``sentinel revalidate --input`` wall time (imports included) and peak RSS, the daemon's
+   ``Revalidator.run`` from claiming the window to the report written, and the daemon's RSS after
+   start (benchmarks/revalidation_scale.py; ``--only revalidation`` runs just this table).
+3. replicas: 1, 2 and 3 `sentinel run` processes on one PostgreSQL database and one topic of 6
    partitions, rate 1.0: messages stored per second, from the first stored row to the last.
-3. the replica fault test of tests/test_replicas.py at full size (--kill-messages, 300,000 by
+4. the replica fault test of tests/test_replicas.py at full size (--kill-messages, 300,000 by
    default; 0 skips it): 3 daemons, one SIGKILLed mid-ingest and restarted; stored + quarantined
    = produced, scheduled slots claimed once, notifications delivered once.
 
@@ -90,7 +94,11 @@ def kill_table(workdir: Path, broker: TansuBroker, n: int) -> None:
                   len(r["overlapping_runs"]), r["notifications"], r["repeats"], f"{r['ingest_seconds']:.0f}"]])
 
 
-# -- revalidation at 10k / 100k / 1M samples: the lead adds this table (issue 13, goal 2) --------
+# -- revalidation at 10k / 100k / 1M samples (issue 13, goal 2): benchmarks/revalidation_scale.py --
+def revalidation_table(sizes: list[int]) -> None:
+    from revalidation_scale import revalidation_table as table
+
+    table(sizes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,13 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=200_000, help="ingest table: messages per source (200,000)")
     ap.add_argument("--replica-messages", type=int, default=60_000, help="replicas table: messages per run (60,000)")
     ap.add_argument("--kill-messages", type=int, default=300_000, help="replica fault run (300,000; 0 skips it)")
-    ap.add_argument("--only", choices=["ingest", "replicas", "kill"], action="append", help="run only these tables")
+    ap.add_argument("--revalidation-sizes", default="10000,100000,1000000",
+                    help="revalidation table: samples per run, comma-separated (10000,100000,1000000)")
+    ap.add_argument("--only", choices=["ingest", "revalidation", "replicas", "kill"], action="append",
+                    help="run only these tables (e.g. --only revalidation)")
     args = ap.parse_args(argv)
-    only = set(args.only or ["ingest", "replicas", "kill"])
+    only = set(args.only or ["ingest", "revalidation", "replicas", "kill"])
+    if only == {"revalidation"}:   # no broker needed
+        revalidation_table([int(n) for n in args.revalidation_sizes.split(",")])
+        return 0
     with tempfile.TemporaryDirectory(prefix="sentinel-scale-") as tmp, TansuBroker() as broker:
         workdir = Path(tmp)
         if "ingest" in only:
             ingest_table(workdir, broker, args.messages)
+        if "revalidation" in only:
+            revalidation_table([int(n) for n in args.revalidation_sizes.split(",")])
         if "replicas" in only:
             replicas_table(workdir, broker, args.replica_messages)
         if "kill" in only and args.kill_messages:

@@ -143,7 +143,11 @@ class App:
         from .revalidation import Revalidator
         return self._once(("revalidator", self.pair_names), lambda: Revalidator(
             self.cfg, self.store, self.pairs, incidents=self.incidents, metrics=self.metrics,
-            report_writer=lambda run, _loaded, data=None: self.write_report(run, data), cancel=self.cancel))
+            report_writer=self._report_writer(), cancel=self.cancel))
+
+    def _report_writer(self) -> Any:
+        from .reports import ReportWriter
+        return ReportWriter(self.write_report)
 
     def evaluator(self, name: str) -> Any:
         """A ``Revalidator`` over the one pair ``name`` for re-evaluating stored runs (``replay``,

@@ -42,20 +42,6 @@ THREAD_JOIN_SECONDS = 2.0
 WRITE_RETRY_MAX_SECONDS = 30.0   # cap of the backoff while the store takes no writes
 
 
-def _preload_evidently() -> None:
-    from .checks.drift import preload
-
-    try:
-        preload()
-    except Exception:  # the report says so if it really cannot be imported
-        log.warning("evidently could not be imported; reports will lack its section", exc_info=True)
-    # The start has made millions of long-lived objects (torch, the runtimes, Evidently, pandas);
-    # each full collection walked them all, ~0.2 s at a time, and the ingest loop's allocations
-    # set one off every few seconds (12% of the loop's CPU at rate 0.1 on librdkafka). Frozen,
-    # they are left out of every later collection; what is made after this is collected as usual.
-    gc.freeze()
-
-
 class RunState(enum.Enum):
     STARTING = "starting"
     STARTED = "started"
@@ -278,9 +264,8 @@ class Daemon:
         self.source.start()
         self._start_health()
         self._spawn(self._outbox_loop, "outbox")
-        # every run's report goes through Evidently, whose import takes 5-7 s: pay it now, beside
-        # the consumer, rather than inside the first revalidation
-        self._spawn(_preload_evidently, "preload")
+        # Evidently (5-7 s and ~290 MB to import) is not loaded here: each report's Evidently section is
+        # built in a short-lived child process that starts with the run (sentinel.reports.EvidentlyProcess)
         if self.serve_api:
             self._start_api()
         if self.install_signals and threading.current_thread() is threading.main_thread():
@@ -288,6 +273,11 @@ class Daemon:
             # handler that only sets an event lets poll() return and the loop drain.
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        # The start has made millions of long-lived objects (torch, the runtimes, pandas); each
+        # full collection walked them all, ~0.2 s at a time, and the ingest loop's allocations set
+        # one off every few seconds (12% of the loop's CPU at rate 0.1 on librdkafka). Frozen, they
+        # are left out of every later collection; what is made after this is collected as usual.
+        gc.freeze()
         self.state = RunState.STARTED
         log.info("started", extra={"pairs": sorted(self.pairs), "store": self.store.engine.url.get_backend_name(),
                                    "api_port": self.api_port})

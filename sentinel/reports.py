@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +251,11 @@ def _history_section(results: list[dict[str, Any]], ctx: dict[str, Any]) -> str:
             f"check's warn and fail levels.</p><div class='plots'>{''.join(charts)}</div>")
 
 
-def render_run(run: dict[str, Any], evidently: str | None = None, context: dict[str, Any] | None = None) -> str:
-    """The report as one HTML string. ``evidently``: Evidently's HTML to embed; ``context``: what
+def render_run(run: dict[str, Any], evidently: str | None = None, context: dict[str, Any] | None = None,
+               evidently_sample: dict[str, Any] | None = None) -> str:
+    """The report as one HTML string. ``evidently``: Evidently's HTML to embed (``evidently_sample``:
+    the rows it was drawn from, see :func:`evidently_for`; an ``error`` there says why it is
+    missing); ``context``: what
     the store knows around the run (``storage.summaries.report_context``: traffic range,
     incidents, history), plus ``base_url`` (the console's public URL) for links."""
     ctx = context or {}
@@ -293,7 +297,7 @@ control (p_adj below) <i>and</i> at least their warn/fail level (the minimum eff
 {''.join(rows)}</table>
 <details><summary>Reproducibility record (model hashes, config hash, seeds, samples, package versions)</summary>
 <pre>{_e(record)}</pre></details>
-{_evidently_section(evidently)}
+{_evidently_section(evidently, evidently_sample)}
 </body></html>"""
 
 
@@ -341,31 +345,67 @@ def _evidence_sections(results: list[dict[str, Any]]) -> list[str]:
     return sections
 
 
-def _evidently_section(doc: str | None) -> str:
+def _evidently_section(doc: str | None, sample: dict[str, Any] | None = None) -> str:
+    if doc is None and (sample or {}).get("error"):
+        return (f"<h2>Evidently: distributions</h2><p>Not available for this run: {_e(sample['error'])}. "
+                "Sentinel's checks above are complete without it.</p>")
     if doc is None:
         return ("<h2>Evidently: distributions</h2><p>None for this run: no drift check compared it with a "
                 "reference window (no accepted run before it and no pinned data set).</p>")
     return ("<h2>Evidently: distributions</h2><p>Evidently's own view of the columns Sentinel's drift checks "
-            "tested (input features and the candidate's output probabilities), this window against the "
-            f"reference window (at most {EVIDENTLY_MAX_ROWS:,} rows of each, a seeded subsample): summaries and histograms only. It gives no drift verdicts of its own; whether a "
-            "column drifted is Sentinel's decision, in the results above (a family-wise test <i>and</i> a minimum "
-            "effect size). Latency is not shown here: see the latency distributions above.</p>"
+            f"tested (input features and the candidate's output probabilities), this window against the "
+            f"reference window, {_sample_words(sample)}: summaries and histograms only. It gives no drift "
+            "verdicts of its own; whether a column drifted is Sentinel's decision, in the results above (a "
+            "family-wise test <i>and</i> a minimum effect size, on every row). Latency is not shown here: see "
+            "the latency distributions above.</p>"
             f"<iframe style='width:100%;height:1400px;border:1px solid #d0d7de' srcdoc=\"{html.escape(doc, quote=True)}\">"
             "</iframe>")
 
+
+def _sample_words(sample: dict[str, Any] | None) -> str:
+    """"drawn from 5,000 of 100,000 rows of this window and 5,000 of 80,000 of the reference (a
+    subsample seeded 0)"; without ``sample``, the bound."""
+    if not sample:
+        return f"at most {EVIDENTLY_MAX_ROWS:,} rows of each (a seeded subsample)"
+    c, r = sample["current"], sample["reference"]
+    sub = c["rows"] < c["of"] or r["rows"] < r["of"]
+    return (f"drawn from {c['rows']:,} of {c['of']:,} rows of this window and {r['rows']:,} of {r['of']:,} of the "
+            f"reference" + (f" (at most {sample['max_rows']:,} of each: a subsample seeded {sample['seed']})" if sub else ""))
+
+
+_WARM_LOCK = threading.Lock()
 
 #: rows of each window Evidently's section is drawn from (a seeded subsample above this; Sentinel's
 #: own statistics always use every row)
 EVIDENTLY_MAX_ROWS = 5000
 
 
-def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
+def evidently_for(data: Any, results: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any] | None]:
     """Evidently's HTML for the run: the columns Sentinel's drift checks tested (input columns or
     descriptors, and the candidate's output probabilities), this window vs the reference window,
-    as distributions without verdicts (checks.drift.evidently_summary_html), on at most
-    :data:`EVIDENTLY_MAX_ROWS` rows of each (seeded, said in the section). None when no drift
-    check compared any."""
-    from .checks.drift import drift_columns, evidently_summary_html
+    as distributions without verdicts (checks.drift.evidently_summary_html, built in a
+    short-lived child process: :class:`EvidentlyProcess`), on at most :data:`EVIDENTLY_MAX_ROWS`
+    rows of each (seeded). Also what the section was drawn from (rows of each window used and
+    in all, the seed), which the section states. (None, None) when no drift check compared any."""
+    columns = evidently_columns(data, results)
+    if columns is None:
+        release_evidently()
+        return None, None
+    cur, ref = columns
+    seed = int(getattr(data, "seed", 0) or 0)
+    rng = np.random.default_rng(seed)
+    n_cur, n_ref = len(next(iter(cur.values()))), len(next(iter(ref.values())))
+    cur, ref = _subsample(cur, rng), _subsample(ref, rng)
+    sample = {"max_rows": EVIDENTLY_MAX_ROWS, "seed": seed, "columns": len(cur),
+              "current": {"rows": len(next(iter(cur.values()))), "of": n_cur},
+              "reference": {"rows": len(next(iter(ref.values()))), "of": n_ref}}
+    return _take_process().html(ref, cur), sample
+
+
+def evidently_columns(data: Any, results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(current, reference) columns by name of the drift columns ``results`` tested; None when
+    no drift check compared any."""
+    from .checks.drift import drift_columns
 
     drift = [r for r in results if (r.get("evidence") or {}).get("method") and r["slice"].count("=") == 1]
     if not drift or data is None or data.reference is None or not data.reference.n or not data.n:
@@ -378,11 +418,7 @@ def evidently_for(data: Any, results: list[dict[str, Any]]) -> str | None:
         col = f"p({cls})"
         if col in tested:
             cur[col], ref[col] = data.candidate[:, i], data.reference.candidate[:, i]
-    if not cur:
-        return None
-    rng = np.random.default_rng(getattr(data, "seed", 0))
-    cur, ref = _subsample(cur, rng), _subsample(ref, rng)
-    return evidently_summary_html(ref, cur)
+    return (cur, ref) if cur else None
 
 
 def _subsample(columns: dict[str, Any], rng: Any) -> dict[str, Any]:
@@ -391,6 +427,104 @@ def _subsample(columns: dict[str, Any], rng: Any) -> dict[str, Any]:
         return columns
     keep = np.sort(rng.choice(n, EVIDENTLY_MAX_ROWS, replace=False))
     return {k: np.asarray(v)[keep] for k, v in columns.items()}
+
+
+#: seconds a report waits for Evidently's process before leaving its section out
+EVIDENTLY_TIMEOUT_SECONDS = 300
+
+
+class EvidentlyProcess:
+    """A short-lived child process that builds one Evidently section
+    (sentinel.checks.drift.summary_html_child). Started early (:func:`prepare_evidently`, when a
+    run starts), it imports Evidently (5-7 s, ~290 MB) beside the run and waits
+    for the columns; it exits after one section. The parent (the daemon) never imports Evidently."""
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        root = str(Path(__file__).resolve().parents[1])   # the child imports this same sentinel
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self.proc = subprocess.Popen([sys.executable, "-c", "from sentinel.checks.drift import summary_html_child; "
+                                      "summary_html_child()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+
+    def html(self, reference: dict[str, Any], current: dict[str, Any]) -> str:
+        """The section's HTML; RuntimeError (with the child's last words) when it failed."""
+        import io
+
+        buf = io.BytesIO()
+        names = list(current)
+        np.savez(buf, names=np.array(json.dumps(names)),
+                 **{f"r{i}": np.asarray(reference[c], dtype=float) for i, c in enumerate(names)},
+                 **{f"c{i}": np.asarray(current[c], dtype=float) for i, c in enumerate(names)})
+        try:
+            out, err = self.proc.communicate(buf.getvalue(), timeout=EVIDENTLY_TIMEOUT_SECONDS)
+        except Exception:
+            self.close()
+            raise
+        if self.proc.returncode != 0 or not out:
+            tail = " ".join(err.decode("utf-8", "replace").strip().splitlines()[-1:])
+            raise RuntimeError(f"Evidently's report process exited {self.proc.returncode}: {tail}")
+        return out.decode("utf-8")
+
+    def close(self) -> None:
+        """End the child now (it holds nothing worth keeping; waiting for an empty stdin to end it
+        would wait for its Evidently import first)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+class ReportWriter:
+    """The revalidator's ``report_writer``: ``writer(run, loaded, data)`` writes the run's report
+    through ``write(run, data)`` and returns its path; ``prepare(loaded)``, when a run starts,
+    starts Evidently's process for its section if the pair has a drift check (the import then
+    runs beside the run instead of after it)."""
+
+    def __init__(self, write: Any):
+        self.write = write
+
+    def __call__(self, run: dict[str, Any], loaded: Any, data: Any = None) -> str | None:
+        return self.write(run, data)
+
+    def prepare(self, loaded: Any) -> None:
+        """Never raises: a process that cannot start now is started (or reported) at report time."""
+        if any(getattr(c, "type", "") in DRIFT_CHECK_TYPES for c in getattr(loaded, "checks", ())):
+            try:
+                prepare_evidently()
+            except Exception:   # noqa: BLE001 - the run goes on; the report says what failed
+                import logging
+                logging.getLogger("sentinel.reports").warning("Evidently's process did not start", exc_info=True)
+
+
+DRIFT_CHECK_TYPES = ("data_drift", "prediction_drift")
+_warm: list[EvidentlyProcess] = []   # at most one started ahead of a report (prepare_evidently)
+
+
+def prepare_evidently() -> None:
+    """Start the next report's Evidently process now, unless one is already waiting."""
+    with _WARM_LOCK:
+        if not any(p.proc.poll() is None for p in _warm):
+            _warm.clear()
+            _warm.append(EvidentlyProcess())
+
+
+def release_evidently() -> None:
+    """End the waiting process (the report needs no Evidently section)."""
+    with _WARM_LOCK:
+        procs = list(_warm)
+        _warm.clear()
+    for p in procs:
+        p.close()
+
+
+def _take_process() -> EvidentlyProcess:
+    with _WARM_LOCK:
+        alive = [p for p in _warm if p.proc.poll() is None]
+        _warm.clear()
+    return alive[0] if alive else EvidentlyProcess()
 
 
 def _ratio(v: Any) -> str:
@@ -423,5 +557,12 @@ def write_run_report(run: dict[str, Any], reports_dir: Path, data: Any = None,
     columns; ``context`` what the store knows around the run (see :func:`render_run`)."""
     reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"run-{run['id']}-{run['pair']}.html"
-    path.write_text(render_run(run, evidently_for(data, run.get("results", [])), context), encoding="utf-8")
+    try:
+        doc, sample = evidently_for(data, run.get("results", []))
+    except Exception as exc:   # noqa: BLE001 - the report is written without Evidently's section, saying why
+        import logging
+        logging.getLogger("sentinel.reports").warning("Evidently section failed", exc_info=True,
+                                                      extra={"run_id": run.get("id")})
+        doc, sample = None, {"error": f"{type(exc).__name__}: {exc}"}
+    path.write_text(render_run(run, doc, context, evidently_sample=sample), encoding="utf-8")
     return str(path.resolve())

@@ -248,6 +248,25 @@ def test_distance_methods_get_permutation_p_values():
     assert {r.slice for r in res} == {"overall", "feature=x2", "feature=x3"}
 
 
+def test_native_ks_and_z_scores_equal_evidentlys_own_stattests():
+    """ks and z are scored without importing Evidently (sentinel.checks.drift.NATIVE_SCORES): the
+    p-values must be Evidently's, bit for bit, or replays of older runs would differ."""
+    import pandas as pd
+
+    from sentinel.checks.drift import _evidently, ks_p_value, z_p_value
+    get_stattest, ct = _evidently()
+    rng = np.random.default_rng(4)
+    for k in range(6):
+        ref, cur = rng.normal(size=500 + 37 * k), rng.normal(0.05 * k, 1, size=800)
+        want = get_stattest("ks", ct.Numerical)(pd.Series(ref), pd.Series(cur), ct.Numerical, None).drift_score
+        assert ks_p_value(ref, cur) == want
+        ref2, cur2 = (rng.random(400) < 0.3 + 0.02 * k).astype(float) * 3 + 1, (rng.random(700) < 0.3).astype(float) * 3 + 1
+        want = get_stattest("z", ct.Categorical)(pd.Series(ref2), pd.Series(cur2), ct.Categorical, None).drift_score
+        assert z_p_value(ref2, cur2) == want
+    same = np.ones(50)
+    assert z_p_value(same, same) == 1.0
+
+
 def test_prediction_drift_is_black_box_shift_detection_on_the_candidate_outputs():
     res = check("prediction_drift", warn=0.1, fail=0.25, params={"slice_by": ["region"]}).evaluate(
         run_data(n=1500, shift=1.5))

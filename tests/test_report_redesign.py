@@ -58,3 +58,37 @@ def test_the_report_leads_with_what_failed_how_badly_since_when_and_what_to_do(t
     assert "Evidently: distributions" in page and "no drift verdicts of its own" in page
     assert "drift detected" not in doc.lower() and "latency ms" not in doc and "Drift" not in doc
     assert "https://cdn" not in page.split("<iframe")[0]
+
+
+def test_evidently_is_drawn_from_a_stated_subsample_in_a_child_process(tmp_path, capsys, monkeypatch):
+    """Evidently's section is built on at most EVIDENTLY_MAX_ROWS rows of each window (seeded),
+    and the report says how many of how many; Sentinel's drift check used every row."""
+    import sentinel.reports as reports
+    monkeypatch.setattr(reports, "EVIDENTLY_MAX_ROWS", 120)
+    cfg = example_config(tmp_path, checks=CHECKS, perf={"enabled": False})
+    revalidate(cfg, tmp_path, 1, capsys)
+    second = revalidate(cfg, tmp_path, 2, capsys)
+    drift = [r for r in second["results"] if r["check"] == "data_drift" and r["slice"] != "overall"]
+    assert drift and all(r["evidence"]["n_current"] == 300 and r["evidence"]["n_reference"] == 300 for r in drift)
+    page = Path(second["report"]).read_text()
+    assert ("drawn from 120 of 300 rows of this window and 120 of 300 of the reference "
+            "(at most 120 of each: a subsample seeded 0)") in page
+    assert "srcdoc=" in page
+
+
+def test_the_revalidating_process_never_imports_evidently(tmp_path):
+    """The drift checks score ks/z themselves and the report's Evidently section comes from a
+    short-lived child: `sentinel revalidate` ends with a full report and Evidently never loaded."""
+    import subprocess
+    import sys
+    cfg = example_config(tmp_path, checks=CHECKS, perf={"enabled": False})
+    for seed in (1, 2):
+        x, _ = ordinary_traffic(np.random.default_rng(seed), 300)
+        path = tmp_path / f"t{seed}.jsonl"
+        path.write_text("\n".join(json.dumps(m) for m in traffic_lines(x, prefix=f"s{seed}-")) + "\n")
+        code = ("import sys; from sentinel.cli import main; rc = main(['revalidate', '--config', sys.argv[1], "
+                "'--input', sys.argv[2]]); print('EVIDENTLY', 'evidently' in sys.modules)")
+        proc = subprocess.run([sys.executable, "-c", code, str(cfg), str(path)], capture_output=True, text=True)
+        assert "EVIDENTLY False" in proc.stdout, proc.stdout + proc.stderr
+    report = sorted((tmp_path).rglob("run-2-*.html"))[0].read_text()
+    assert "Evidently: distributions" in report and "srcdoc=" in report

@@ -67,3 +67,23 @@ def test_differences_name_what_differs():
     assert any("token_type_ids" in d and "second model only" in d for d in diff)
     assert any("int64 in the first model, int32" in d for d in diff)
     assert TEXT.differences(TEXT) == []
+
+
+def test_decode_rows_in_bulk_gives_what_decode_row_gives_row_by_row():
+    from sentinel.tensors import decode_row, decode_rows, encode_row
+    rng = np.random.default_rng(3)
+    rows = [{"features": rng.normal(size=30).astype(np.float32)} for _ in range(40)]
+    rows += [{"input_ids": rng.integers(0, 9, size=k).astype(np.int64), "attention_mask": np.ones(k, np.int64)}
+             for k in (3, 5, 5, 7)]
+    rows += [{"feature5": rng.normal(size=30).astype(np.float32)} for _ in range(9)]   # same length, other name
+    rows += [{"features": rng.normal(size=30).astype(np.float64)[:15]} for _ in range(10)]
+    blobs = [encode_row(r) for r in rows]
+    order = rng.permutation(len(blobs))
+    got = decode_rows([blobs[i] for i in order])
+    for g, i in zip(got, order):
+        want = decode_row(blobs[i])
+        assert list(g) == list(want)
+        for k in want:
+            assert g[k].dtype == want[k].dtype and g[k].shape == want[k].shape and np.array_equal(g[k], want[k])
+    with pytest.raises(ValueError, match="bad magic"):
+        decode_rows([blobs[0]] * 10 + [b"XX" + blobs[0][2:]] + [blobs[0]] * 10)

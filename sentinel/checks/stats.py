@@ -21,7 +21,8 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 # false-alarms at most alpha of the time.
 
 import numpy as np
-from scipy import special, stats
+
+# scipy (~90 MB) is imported by the functions that use it: the daemon holds it only once a run needs it
 
 FAMILY_METHODS = ("holm", "bh")
 
@@ -61,6 +62,7 @@ def binom_greater(k: int, n: int, p0: float) -> float:
         return 1.0
     if p0 <= 0:
         return 0.0
+    from scipy import stats
     return float(stats.binom.sf(k - 1, n, min(p0, 1.0)))
 
 
@@ -87,6 +89,7 @@ def paired_mean_greater(d: np.ndarray) -> float:
     if not np.isfinite(sd) or sd == 0:
         return 1.0 if d.mean() <= 0 else 0.0
     t = d.mean() / (sd / np.sqrt(d.size))
+    from scipy import stats
     return float(stats.t.sf(t, d.size - 1))
 
 
@@ -107,6 +110,7 @@ def group_shift(d: np.ndarray, in_group: np.ndarray) -> float:
     y = np.arange(0, min(b, m) + 1)[None, :]
     rest = m - x - y
     ok = (rest >= 0) & (rest <= z)
+    from scipy import special
     lc = lambda N, K: special.gammaln(N + 1) - special.gammaln(K + 1) - special.gammaln(N - K + 1)  # noqa: E731
     with np.errstate(invalid="ignore"):
         logp = lc(a, x) + lc(b, y) + lc(z, np.where(ok, rest, 0)) - lc(n, m)

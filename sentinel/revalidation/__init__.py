@@ -178,6 +178,8 @@ class Revalidator:
         record = run_record(self.cfg, loaded, trigger)
         run_id = self.store.create_run(pair, trigger, record)
         self.active_run = (run_id, pair)
+        if hasattr(self.report_writer, "prepare"):   # sentinel.reports.ReportWriter: Evidently's process starts now
+            self.report_writer.prepare(loaded)
         try:
             evaluated = self._evaluate_run(loaded, run_id, record, samples, source)
             return None if evaluated is None else self._finish(loaded, run_id, record, t0, *evaluated)

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import Connection, Engine, and_, bindparam, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import (Connection, Engine, Text, and_, bindparam, create_engine, delete, event, func, insert, or_, select,
+                        type_coerce, update)
 from sqlalchemy.engine import make_url
 
 from ..errors import SentinelError, one_line
-from ..tensors import Row, as_row, decode_row, encode_row
+from ..tensors import Row, as_row, decode_rows, encode_row
 from . import tables as t
 from .records import as_utc, utc_dict
 
@@ -27,6 +28,33 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30000   # how long a SQLite write waits for another writer's lock
 _PG_LOCK_NOT_AVAILABLE = "55P03"
 MIGRATE_LOCK = 0x53_454E_5401   # pg_advisory_xact_lock key held while migrating
+
+
+SAMPLES_READ_ROWS = 20000   # stored rows turned into samples at a time (run_samples)
+
+
+def _samples_of(got: list[Any], parsed: dict[Any, Any]) -> list["Sample"]:
+    """Samples of stored rows (``samples`` joined with ``labels``): inputs decoded in bulk
+    (sentinel.tensors.decode_rows: one numpy call per input for rows of one layout, each row a
+    view), JSON columns parsed once per distinct text (:func:`_json_value`)."""
+    inputs = decode_rows([m["inputs"] for m in got])
+    return [Sample(id=m["id"], pair=m["pair"], msg_id=m["msg_id"], ts=as_utc(m["ts"]), topic=m["topic"],
+                   partition=m["partition"], offset=m["offset"], inputs=row,
+                   attributes=_json_value(m["attributes"], parsed) or {},
+                   label=m["label"] if m["label"] is not None else m["joined_label"],
+                   extra=_json_value(m["extra"], parsed), text=m["text"]) for m, row in zip(got, inputs)]
+
+
+def _json_value(value: Any, parsed: dict[Any, Any]) -> Any:
+    """A JSON column's value read as text, parsed once per distinct text (``parsed`` keeps them);
+    each call gets its own shallow copy of a dict. A value the driver parsed already is returned
+    as it is."""
+    if not isinstance(value, str):
+        return value
+    got = parsed.get(value)
+    if got is None:
+        got = parsed[value] = json.loads(value)
+    return dict(got) if isinstance(got, dict) else got
 
 
 def utcnow() -> dt.datetime:
@@ -115,7 +143,7 @@ class StoreUnavailable(SentinelError):
         super().__init__(f"store unavailable: {problem}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)   # slots: a window holds 100,000s of them
 class Sample:
     """A stored sample, or one read from a file (``sentinel revalidate --input``): those have no
     Kafka position, so ``id``, ``ts``, ``topic``, ``partition`` and ``offset`` may be None."""
@@ -379,18 +407,18 @@ class Store:
 
     def run_samples(self, run_id: int) -> list[Sample]:
         with self.engine.connect() as conn:
-            q = (select(t.samples, t.labels.c.label.label("joined_label"))
+            # the JSON columns as stored text, parsed once per distinct value (a window's attributes
+            # and extra fields repeat: {"region": "eu"}); PostgreSQL's driver may hand them parsed
+            cols = [c if c.name not in ("attributes", "extra") else type_coerce(c, Text).label(c.name)
+                    for c in t.samples.c]
+            q = (select(*cols, t.labels.c.label.label("joined_label"))
                  .select_from(t.samples.outerjoin(t.labels, t.labels.c.msg_id == t.samples.c.msg_id))
                  .where(t.samples.c.run_id == run_id).order_by(t.samples.c.sample_key))
-            out = []
-            for r in conn.execute(q):
-                m = r._mapping
-                out.append(Sample(id=m["id"], pair=m["pair"], msg_id=m["msg_id"], ts=as_utc(m["ts"]),
-                                  topic=m["topic"], partition=m["partition"], offset=m["offset"],
-                                  inputs=decode_row(m["inputs"]), attributes=m["attributes"] or {},
-                                  label=m["label"] if m["label"] is not None else m["joined_label"],
-                                  extra=m["extra"], text=m["text"]))
-            return out
+            parsed: dict[Any, Any] = {}
+            out: list[Sample] = []
+            for part in conn.execute(q).partitions(SAMPLES_READ_ROWS):   # never every raw row at once
+                out += _samples_of([r._mapping for r in part], parsed)
+        return out
 
     def accepted_runs(self, pair: str, before_run: int | None = None, *, limit: int = 1) -> list[int]:
         """Ids of the newest accepted runs of ``pair`` (older than ``before_run`` when given), newest

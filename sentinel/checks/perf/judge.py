@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 SKETCH = 512
 STATES = ("ok", "no_reference", "no_experiment", "too_few")
@@ -143,6 +142,7 @@ def compare(reference: Any, experiment: Any, *, keep: float = 0.2, min_n: int = 
     ls_ref = np.log(_sketch(fastest(ref, keep, min_n)))
     ls_exp = np.log(_sketch(fastest(exp, keep, min_n)))
     # one side constant and the other not is fine: the rank test handles ties
+    from scipy import stats   # imported when a comparison runs (~90 MB), not at daemon start
     p = float(stats.mannwhitneyu(ls_exp, ls_ref, alternative="greater").pvalue)
     rng = np.random.default_rng(seed)
     s_ref, s_exp = _sketch(ref), _sketch(exp)
