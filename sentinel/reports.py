@@ -24,6 +24,7 @@ import numpy as np
 
 from .diagnose.auto import RECORD_KEY, stored
 from .diagnose.html import diagnosis_html
+from .perf.memory import track, untrack
 from .verdict import decision_of, result_type
 from .words import describe
 
@@ -449,6 +450,7 @@ class EvidentlyProcess:
         self.proc = subprocess.Popen([sys.executable, "-c", "from sentinel.checks.drift import summary_html_child; "
                                       "summary_html_child()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
+        track(self.proc)   # the daemon's shutdown stops it with the memory probes
 
     def html(self, reference: dict[str, Any], current: dict[str, Any]) -> str:
         """The section's HTML; RuntimeError (with the child's last words) when it failed."""
@@ -464,6 +466,7 @@ class EvidentlyProcess:
         except Exception:
             self.close()
             raise
+        untrack(self.proc)
         if self.proc.returncode != 0 or not out:
             tail = " ".join(err.decode("utf-8", "replace").strip().splitlines()[-1:])
             raise RuntimeError(f"Evidently's report process exited {self.proc.returncode}: {tail}")
@@ -475,6 +478,7 @@ class EvidentlyProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.communicate()
+        untrack(self.proc)
 
 
 class ReportWriter:

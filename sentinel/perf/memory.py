@@ -105,6 +105,18 @@ def session_peak_memory(*, path: str, runtime: str, role: str, output: str, thre
     return proc
 
 
+def track(proc: subprocess.Popen[Any]) -> None:
+    """Count another child of the daemon's with the probes (Evidently's report process), so that
+    shutdown stops it with them (:func:`terminate_children`, :func:`kill_children_now`)."""
+    with _live_lock:
+        _live.add(proc)
+
+
+def untrack(proc: subprocess.Popen[Any]) -> None:
+    with _live_lock:
+        _live.discard(proc)
+
+
 def live_children() -> list[int]:
     """Pids of the probes started and not yet collected or reaped."""
     with _live_lock:
