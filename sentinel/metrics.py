@@ -7,6 +7,8 @@ from typing import Any, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .words import check_label
+
 # sentinel_check_status values, a dashboard contract (the gauge's help text is made from it);
 # a status not listed is shown as error
 STATUS_VALUES = {"pass": 0, "insufficient_data": 1, "warn": 2, "error": 3, "fail": 4}
@@ -62,8 +64,7 @@ class Metrics:
         if seconds is not None:
             self.run_duration.observe(seconds)
         for r in results:
-            # a candidate of a pair with several: CANDIDATE:CHECK (storage.summaries.metric_check)
-            check = f"{r.candidate}:{r.check}" if getattr(r, "candidate", None) else r.check
+            check = check_label(r.check, getattr(r, "candidate", None))   # CANDIDATE:CHECK for several
             if r.value is not None:
                 self.check_value.labels(pair, check, r.slice).set(r.value)
             self.check_status.labels(pair, check, r.slice).set(STATUS_VALUES.get(r.status, STATUS_VALUES["error"]))

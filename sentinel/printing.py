@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .words import describe
+from .words import check_label, describe
 
 
 def _when(value: Any) -> str:
@@ -109,8 +109,7 @@ def _print_delivery(d: dict[str, Any], indent: str) -> None:
 
 
 def _label(r: Any) -> str:
-    """A result's check, prefixed by its candidate in a pair with several (``damaged:decision_flips``)."""
-    return f"{r.candidate}:{r.check}" if getattr(r, "candidate", None) else r.check
+    return check_label(r.check, getattr(r, "candidate", None))
 
 
 def print_tradeoff(table: dict[str, Any]) -> None:

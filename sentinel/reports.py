@@ -26,7 +26,7 @@ from .diagnose.auto import RECORD_KEY, stored
 from .diagnose.html import diagnosis_html
 from .perf.memory import track, untrack
 from .verdict import decision_of, result_type
-from .words import describe
+from .words import check_label, describe
 
 STATUS_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "error": "#8250df",
                   "insufficient_data": "#57606a"}
@@ -261,7 +261,7 @@ def render_run(run: dict[str, Any], evidently: str | None = None, context: dict[
     incidents, history), plus ``base_url`` (the console's public URL) for links."""
     ctx = context or {}
     # several candidates: each result's check shown with its candidate (damaged:decision_flips)
-    results = [{**r, "check": f"{r['candidate']}:{r['check']}"} if r.get("candidate") else r
+    results = [{**r, "check": check_label(r["check"], r["candidate"])} if r.get("candidate") else r
                for r in run.get("results", [])]
     failing = [r for r in results if r["status"] in ("fail", "warn", "error")]
     rows = []

@@ -202,6 +202,12 @@ def status_line(row: Mapping[str, Any]) -> str:
     return f"{str(row.get('status', '')).upper()}: {describe(row)}"
 
 
+def check_label(check: str, candidate: str | None = None) -> str:
+    """A result's check as reports, the console, the CLI and the gauges label it: prefixed by its
+    candidate in a pair with several (``damaged:decision_flips``), the check alone otherwise."""
+    return f"{candidate}:{check}" if candidate else check
+
+
 def subject(pair: str, candidate: str | None = None) -> str:
     """What a title is about: the pair (``triage``), or in a pair with several candidates the pair
     and the candidate judged (``digits, candidate damaged``)."""

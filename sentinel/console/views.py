@@ -12,6 +12,7 @@ from ..diagnose.auto import RECORD_KEY
 from ..diagnose.html import diagnosis_html
 from ..storage.records import as_utc
 from ..verdict import decision_of, sentence
+from ..words import check_label
 from . import svg
 
 PAGE_SIZE = 50
@@ -100,7 +101,7 @@ def run(app: Any, run_id: int) -> dict[str, Any] | None:
     results = sorted(r.get("results") or [], key=lambda x: (STATUS_ORDER.get(x["status"], 5), x["check"], x["slice"]))
     for x in results:
         x["words"] = result_words(x)
-        x["label"] = f"{x['candidate']}:{x['check']}" if x.get("candidate") else x["check"]
+        x["label"] = check_label(x["check"], x.get("candidate"))
     failing = [x for x in results if x["status"] in ("fail", "error", "warn")]
     record = dict(r.get("record") or {})
     entry = record.pop(RECORD_KEY, None)   # shown in its own section, not in the reproducibility record

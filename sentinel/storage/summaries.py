@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from . import tables as t
+from ..words import check_label
 from .records import as_utc
 
 R, C, I, E, SAMPLES = t.runs, t.check_results, t.incidents, t.incident_events, t.samples
@@ -29,17 +30,10 @@ def metrics_state(store: Any) -> dict[str, Any]:
         latest = latest.subquery()
         last_run = {p: as_utc(at) for p, at in conn.execute(
             select(R.c.pair, R.c.finished_at).join(latest, R.c.id == latest.c.id))}
-        checks = [(p, metric_check(c, cand), s, st, v) for p, c, cand, s, st, v in conn.execute(
+        checks = [(p, check_label(c, cand), s, st, v) for p, c, cand, s, st, v in conn.execute(
             select(R.c.pair, C.c.check, C.c.candidate, C.c.slice, C.c.status, C.c.value)
             .join(R, R.c.id == C.c.run_id).join(latest, R.c.id == latest.c.id))]
     return {"incidents": incidents, "runs": runs, "last_run": last_run, "checks": checks}
-
-
-def metric_check(check: str, candidate: str | None) -> str:
-    """The ``check`` label of a result's gauges: ``CANDIDATE:CHECK`` for a candidate of a pair
-    with several (as the report labels it, so each candidate keeps its own series and the
-    SentinelCheckFailing alert names it), the check's name otherwise."""
-    return f"{candidate}:{check}" if candidate else check
 
 
 def incident_counts(store: Any) -> dict[tuple[str, str, str], int]:
