@@ -417,7 +417,7 @@ def account(produced: dict[tuple[int, int], int], n: int, stored: list[tuple[int
     return acc
 
 
-def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
+def raw_kafka_python(bootstrap: str, topic: str, n: int, batch: int = 500) -> float:
     """msg/s of a bare kafka-python group member committing each batch: ``(per wall second, per CPU
     second of this process)``."""
     from kafka import KafkaConsumer
@@ -426,7 +426,7 @@ def raw_kafka_python(bootstrap: str, topic: str, n: int) -> float:
 
     c = KafkaConsumer(topic, bootstrap_servers=[bootstrap], group_id=unique_name("raw"), enable_auto_commit=False,
                       auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=2000,
-                      max_poll_records=500)
+                      max_poll_records=batch)
     got, first, t0 = 0, 0, None
     try:
         while got < n:

@@ -100,7 +100,7 @@ def median_of(repeat: int, fn) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
 
-RAW = {"kafka-python": lambda b, t, n: raw_kafka_python(b, t, n),
+RAW = {"kafka-python": lambda b, t, n: raw_kafka_python(b, t, n, POLL_RECORDS["kafka-python"]),
        "confluent": lambda b, t, n: raw_confluent(b, t, n, POLL_RECORDS["confluent"])}
 
 

@@ -37,7 +37,7 @@ class StoreConfig(Strict):
     echo: bool = False
 
 
-POLL_RECORDS = {"kafka-python": 500, "confluent": 10_000}
+POLL_RECORDS = {"kafka-python": 5_000, "confluent": 10_000}
 
 
 class KafkaConfig(Strict):
@@ -52,8 +52,9 @@ class KafkaConfig(Strict):
     session_timeout_ms: int = Field(10000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)
     # records per poll, and so per store transaction and offset commit; None: the client's own
-    # default (POLL_RECORDS: 500 for kafka-python, 10,000 for confluent, whose polls are ~40x
-    # cheaper and whose rate the per-batch costs would otherwise bound)
+    # default (POLL_RECORDS: 5,000 for kafka-python, 10,000 for confluent: the store transaction,
+    # its queries and the synchronous commit per batch would otherwise bound the rate; a poll
+    # returns what has been fetched, so a small flow does not wait for a full batch)
     max_poll_records: int | None = Field(None, ge=1)
     poll_timeout_ms: int = Field(500, ge=10)
     # Where a traffic message's id comes from for the sampling decision, taken before the full

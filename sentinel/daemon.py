@@ -27,8 +27,8 @@ import numpy as np
 
 from .config import Config, register_secrets
 from .errors import MessageError, SentinelError, one_line
-from .messages import (MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic, key_id, quick_id, quick_pair,
-                       text_rows)
+from .messages import (MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic, key_id, quick_id, quick_ids,
+                       quick_pair, text_rows)
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
@@ -78,11 +78,11 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
             _decode_label(r, shapes, max_bytes, out)
         else:
             traffic.append(r)
-    key_mids, outside = _pre_sample(traffic, shapes, sampler, max_bytes, id_from)
-    for i, r in enumerate(traffic):
-        if i in outside:
-            out.not_sampled += 1
-            continue
+    key_mids, inside = _pre_sample(traffic, shapes, sampler, max_bytes, id_from)
+    if inside is not None:
+        out.not_sampled = len(traffic) - len(inside)
+    for i in range(len(traffic)) if inside is None else inside:
+        r = traffic[i]
         try:
             m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms, max_bytes=max_bytes, encode_text=False)
             mid = key_mids[i] if key_mids is not None and key_mids[i] is not None else m.id
@@ -110,35 +110,46 @@ def _decode_label(r: Any, shapes: dict[str, PairShape], max_bytes: int, out: Bat
 
 
 def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampler, max_bytes: int,
-                id_from: str) -> tuple[list[str | None] | None, set[int]]:
-    """The sampling decision of a batch before decoding it: ``(ids from the keys, outside)``.
+                id_from: str) -> tuple[list[str | None] | None, list[int] | None]:
+    """The sampling decision of a batch before decoding it: ``(ids from the keys, inside)``.
     The ids are per record, None where ``id_from`` is not ``key`` or the key cannot be one (the
-    list itself None then); ``outside`` holds the position of each record certainly outside the
-    rate. A record whose pair or id is not certain without the
-    full decode is decoded. With every message kept (rate 1) nothing is read twice. The keys
-    are computed per pair in one call (``Sampler.keys``): the same numbers as ``Sampler.key``."""
+    list itself None then); ``inside`` lists, in order, the positions of the records to decode:
+    those inside the rate and those whose pair or id is not certain without the full decode
+    (None: all of them; with every message kept, rate 1, nothing is read twice). The ids are
+    read for the whole batch (``quick_ids``) and the keys computed per pair in one call
+    (``Sampler.keys``): the same numbers as ``Sampler.key``."""
     key_mids = [key_id(r.key) for r in records] if id_from == "key" else None
     if sampler.rate >= 1.0 or not records:
-        return key_mids, set()
+        return key_mids, None
+    if key_mids is None:
+        quick = quick_ids([r.value for r in records], shapes, max_bytes)
+    else:
+        quick = [None if mid is None else _keyed(quick_pair(r.value, shapes), mid)
+                 for r, mid in zip(records, key_mids)]
+        if None in key_mids:    # no usable key: the id from the body, as without id_from
+            quick = [q if mid is not None else quick_id(r.value, shapes, max_bytes)
+                     for q, r, mid in zip(quick, records, key_mids)]
     by_pair: dict[str, tuple[list[int], list[str]]] = {}
-    for i, r in enumerate(records):
-        mid = key_mids[i] if key_mids is not None else None
-        if mid is not None:
-            pair = quick_pair(r.value, shapes)
-            quick = None if pair is None else (pair, mid)
-        else:
-            quick = quick_id(r.value, shapes, max_bytes)
-        if quick is not None:
-            where = by_pair.get(quick[0])
-            if where is None:
-                where = by_pair[quick[0]] = ([], [])
-            where[0].append(i)
-            where[1].append(quick[1])
-    outside: set[int] = set()
+    unsure: list[int] = []
+    for i, q in enumerate(quick):
+        if q is None:
+            unsure.append(i)
+            continue
+        where = by_pair.get(q[0])
+        if where is None:
+            where = by_pair[q[0]] = ([], [])
+        where[0].append(i)
+        where[1].append(q[1])
+    inside = unsure
     for pair, (idx, mids) in by_pair.items():
         keys = sampler.keys(pair, mids)
-        outside.update(idx[k] for k in np.flatnonzero(keys >= sampler.rate).tolist())   # in_sample: key < rate
-    return key_mids, outside
+        inside.extend(idx[k] for k in np.flatnonzero(keys < sampler.rate).tolist())   # in_sample: key < rate
+    inside.sort()
+    return key_mids, inside
+
+
+def _keyed(pair: str | None, mid: str) -> tuple[str, str] | None:
+    return None if pair is None else (pair, mid)
 
 
 def _decoder_error(r: Any, exc: BaseException) -> QuarantineIn:

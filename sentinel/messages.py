@@ -621,19 +621,49 @@ def quick_id(value: bytes | None, pairs: Mapping[str, PairShape],
     if m is None or b"\\u00" in value or value.count(b'"id"') != 1:
         return None
     text, digits, model = m.groups()
-    if digits is not None:
-        if len(digits) > _MAX_EXACT_INT_CHARS:
-            return None
-        mid = str(int(digits))
-    else:
-        try:
-            mid = text.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        if not mid or len(mid) > MAX_ID_LEN:
-            return None
+    mid = _quick_mid(text, digits)
+    if mid is None:
+        return None
     pair = _quick_pair(value, model, pairs)
     return None if pair is None else (pair, mid)
+
+
+def quick_ids(values: Sequence[Any], pairs: Mapping[str, PairShape],
+              max_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, str] | None]:
+    """:func:`quick_id` of each of ``values``, the same answers, for a polled batch: the doubts
+    that need a scan of a whole message (a second '"id"' or '"model"', a "\\u00" escape) are
+    looked for once in the batch joined (by a NUL byte, which none of those contain, so none is
+    found across two messages), and per message only where the batch has some."""
+    if not values or any(type(v) is not bytes for v in values) or max(map(len, values)) > max_bytes:
+        return [quick_id(v, pairs, max_bytes) for v in values]
+    joined = b"\x00".join(values)
+    if b"\\u00" in joined or b'"model"' in joined or len(pairs) != 1:
+        return [quick_id(v, pairs, max_bytes) for v in values]
+    pair = next(iter(pairs))
+    once = joined.count(b'"id"') == len(values)    # with one match per message below: exactly one each
+    out: list[tuple[str, str] | None] = []
+    for v in values:
+        m = _QUICK.match(v)
+        if m is None or (not once and v.count(b'"id"') != 1):
+            out.append(None)
+            continue
+        mid = _quick_mid(m.group(1), m.group(2))
+        out.append(None if mid is None else (pair, mid))
+    if once and None in out:   # a message without a match may hold two '"id"' and a matched one none
+        return [quick_id(v, pairs, max_bytes) for v in values]
+    return out
+
+
+def _quick_mid(text: bytes | None, digits: bytes | None) -> str | None:
+    """The id the quick path read: an integer of at most 19 characters as its decimal text, a
+    string if UTF-8, not empty and not too long; None when the full decoder must decide."""
+    if digits is not None:
+        return str(int(digits)) if len(digits) <= _MAX_EXACT_INT_CHARS else None
+    try:
+        mid = text.decode("utf-8")   # type: ignore[union-attr]
+    except UnicodeDecodeError:
+        return None
+    return mid if mid and len(mid) <= MAX_ID_LEN else None
 
 
 def key_id(key: bytes | None) -> str | None:

@@ -11,6 +11,7 @@ raw little-endian array bytes.
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
@@ -203,19 +204,39 @@ _CODES = {name: i for i, name in enumerate(DTYPES)}
 
 def encode_row(row: Mapping[str, np.ndarray]) -> bytes:
     """One row's arrays, typed, in the compact binary form the store keeps."""
-    parts = [_MAGIC, struct.pack("<B", len(row))]
+    parts = [_MAGIC, _COUNT[len(row)] if len(row) < 256 else struct.pack("<B", len(row))]
     for name, value in row.items():
-        arr = np.asarray(value)
-        code = _CODES.get(arr.dtype.name)   # dtype.name is computed on each access: read it once
-        if code is None:
-            raise ValueError(f"input {name!r}: dtype {arr.dtype} cannot be stored")
-        key = name.encode("utf-8")
-        if len(key) > 255 or arr.ndim > 255:
-            raise ValueError(f"input {name[:40]!r}: name or rank too long to store")
-        parts.append(struct.pack("<B", len(key)) + key + struct.pack("<BB", code, arr.ndim))
-        parts.append(struct.pack(f"<{arr.ndim}I", *arr.shape))
-        parts.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes())
+        arr = value if type(value) is np.ndarray else np.asarray(value)
+        dtype = arr.dtype
+        head = _HEADS.get((name, dtype, arr.shape))
+        if head is None:
+            head = _head(name, arr)
+        parts.append(head)
+        if dtype.byteorder in _NOT_LITTLE or not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("<"))
+        parts.append(arr.tobytes())
     return b"".join(parts)
+
+
+_COUNT = [struct.pack("<B", i) for i in range(256)]
+_NOT_LITTLE = frozenset(">=" if sys.byteorder == "big" else ">")   # byte orders stored swapped ("|": one byte)
+_HEADS: dict[tuple[str, np.dtype, tuple[int, ...]], bytes] = {}   # (name, dtype, shape) -> its header
+_HEADS_MAX = 4096   # rows of one model share a few layouts; ragged text lengths a few hundred
+
+
+def _head(name: str, arr: np.ndarray) -> bytes:
+    """An array's header in a stored row (name, dtype code, rank, dims), kept for the next row of
+    the same layout: building it was most of a row's encoding."""
+    code = _CODES.get(arr.dtype.name)
+    if code is None:
+        raise ValueError(f"input {name!r}: dtype {arr.dtype} cannot be stored")
+    key = name.encode("utf-8")
+    if len(key) > 255 or arr.ndim > 255:
+        raise ValueError(f"input {name[:40]!r}: name or rank too long to store")
+    head = struct.pack("<B", len(key)) + key + struct.pack("<BB", code, arr.ndim) + struct.pack(f"<{arr.ndim}I", *arr.shape)
+    if len(_HEADS) < _HEADS_MAX:
+        _HEADS[(name, arr.dtype, arr.shape)] = head
+    return head
 
 
 def decode_row(data: bytes | bytearray | memoryview) -> Row:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from sentinel.daemon import read_batch
 from sentinel.errors import MessageError
-from sentinel.messages import PairShape, decode_traffic, key_id, quick_id, quick_pair
+from sentinel.messages import PairShape, decode_traffic, key_id, quick_id, quick_ids, quick_pair
 from sentinel.sampling import Sampler
 from sentinel.sources.base import RawRecord
 from sentinel.storage import open_store
@@ -83,6 +83,23 @@ def test_quick_pair_is_the_decoders_pair_or_declines(value):
         got = quick_pair(value, pairs)
         if got is not None and full(value, pairs) is not None:
             assert got == full(value, pairs)[0], value
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(message_texts(), max_size=12), st.sampled_from([ONE, TWO]), st.sampled_from([64, 1 << 20]))
+def test_quick_ids_of_a_batch_are_quick_id_of_each(values, pairs, max_bytes):
+    """The batch form looks for doubts once in the joined batch: it must answer what the
+    per-message form answers for every message, whatever its neighbours hold."""
+    assert quick_ids(values, pairs, max_bytes) == [quick_id(v, pairs, max_bytes) for v in values]
+
+
+def test_quick_ids_sees_a_doubt_in_one_message_of_a_batch():
+    plain = [b'{"id":"r-%d","inputs":[1,2,3]}' % i for i in range(5)]
+    for odd in (b'{"id":"r-9","inputs":[1,2,3],"id":"r-8"}', b'{"inputs":[1,2,3]}', b'{"id":"r\\u002d1","inputs":[]}',
+                b'{"id":"r-7","inputs":[1],"attributes":{"model":"q"}}'):
+        batch = plain[:2] + [odd] + plain[2:]
+        got = quick_ids(batch, ONE)
+        assert got[2] is None and got[:2] + got[3:] == [("p", f"r-{i}") for i in range(5)], odd
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -964,10 +964,33 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         db = u.database
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
+                               json_serializer=json_dumps)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    return create_engine(url, echo=echo, pool_pre_ping=True, json_serializer=json_dumps)
+
+
+# JSON columns: a sample's attributes (a flat object of strings, one per stored sample) through
+# orjson, which writes the same object ~10x faster (the text differs only in spacing, which no
+# reader sees); everything else, and whatever orjson refuses (a lone surrogate), through the
+# standard library, which keeps NaN and integers past 64 bits as it always did. The attributes
+# were a fifth of the store's time per row.
+try:
+    import orjson as _orjson
+except ImportError:   # pragma: no cover - the standard library alone
+    _orjson = None
+
+
+def json_dumps(value: Any) -> str:
+    if value is None:    # a sample's extra, mostly: what json.dumps gives, without its encoder's set-up
+        return "null"
+    if _orjson is not None and type(value) is dict and all(type(v) is str for v in value.values()):
+        try:
+            return _orjson.dumps(value).decode("utf-8")
+        except TypeError:
+            pass
+    return json.dumps(value)
 
 
 def open_store(url: str, *, echo: bool = False, migrate: bool = True) -> Store:
