@@ -1,10 +1,10 @@
-"""Hostile traffic through the real decode -> store path: how many messages make ``decode_batch``
+"""Hostile traffic through the real decode -> store path: how many messages make ``read_batch``
 raise (anything but a quarantine), and how many decoded rows the store then refuses, on SQLite and
 PostgreSQL. Seeded; re-run it to compare two versions of the code (PYTHONPATH picks the code).
 
     PYTHONPATH=. python benchmarks/fuzz_decode.py [--n 50000] [--seed 9] [--backends sqlite postgres]
 
-Each message goes through ``decode_batch`` alone (so one raising message cannot hide another).
+Each message goes through ``read_batch`` alone (so one raising message cannot hide another).
 Decoded rows are then written with ``Store.ingest`` in batches of 500; a batch that raises is
 split in halves until each row that raises is found, and counted as refused (a daemon would have
 rewound that batch and retried it forever). A version of ``Store.ingest``
@@ -220,7 +220,7 @@ def hostile_records(n: int, seed: int, topic: str = "traffic") -> list:
 # -- the measurement --------------------------------------------------------------------------------
 
 def decode_each(records: list) -> tuple[list, list, collections.Counter, collections.Counter]:
-    from sentinel.daemon import decode_batch
+    from sentinel.daemon import read_batch
     from sentinel.messages import PairShape
     from sentinel.sampling import Sampler
 
@@ -229,7 +229,8 @@ def decode_each(records: list) -> tuple[list, list, collections.Counter, collect
     samples, quarantined, raised, reasons = [], [], collections.Counter(), collections.Counter()
     for _family, r in records:
         try:
-            s, _labels, q = decode_batch([r], shapes, sampler, None)
+            b = read_batch([r], shapes, sampler, None)
+            s, q = b.samples, b.bad
         except Exception as exc:   # noqa: BLE001 - what we are counting
             raised[type(exc).__name__] += 1
             continue
@@ -302,7 +303,7 @@ def _pg_drop(name: str) -> None:
 
 
 def _deep_message_ms() -> float:
-    """Milliseconds decode_batch takes on issue 9's reproduction (it raised RecursionError before)."""
+    """Milliseconds read_batch takes on issue 9's reproduction (it raised RecursionError before)."""
     import timeit
 
     from sentinel.sources.base import RawRecord
@@ -331,7 +332,7 @@ def main() -> int:
     t0 = time.perf_counter()
     samples, quarantined, raised, reasons = decode_each(records)
     dt_decode = time.perf_counter() - t0
-    print(f"\ndecode_batch: {len(samples)} decoded, {len(quarantined)} quarantined, "
+    print(f"\nread_batch: {len(samples)} decoded, {len(quarantined)} quarantined, "
           f"{sum(raised.values())} raised something else ({dt_decode:.1f} s)")
     for name, k in raised.most_common():
         print(f"  raised {name:28} {k:7d}")

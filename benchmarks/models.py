@@ -7,7 +7,7 @@ messages; ``digits``: CNN, NCHW float image):
 
 * inference rows/s per role at the pair's serving batch size, straight through onnxruntime /
   torch ("plain") and through Sentinel's runners (``load_runner(...).predict_proba``);
-* decode + store messages/s: the daemon's ``decode_batch`` then ``Store.ingest`` into SQLite;
+* decode + store messages/s: the daemon's ``read_batch`` then ``Store.ingest`` into SQLite;
 * stored bytes per sample (the ``samples.inputs`` column) vs the raw array bytes of its inputs;
 * revalidation wall time of ``sentinel revalidate --input`` on 2,000 and 10,000 messages with the
   pair's full suite (``checks/triage.yaml``, ``checks/support/suite.yaml``,
@@ -159,7 +159,7 @@ def decode_and_store(kind: Kind, work: Path) -> tuple[float, float, float]:
     from sqlalchemy import func, select
 
     from sentinel.config import load_config
-    from sentinel.daemon import decode_batch
+    from sentinel.daemon import read_batch
     from sentinel.revalidation import load_pair
     from sentinel.sampling import Sampler
     from sentinel.sources.base import RawRecord
@@ -174,8 +174,8 @@ def decode_and_store(kind: Kind, work: Path) -> tuple[float, float, float]:
     sampler = Sampler(rate=1.0, seed=0)
     t0 = time.perf_counter()
     for lo in range(0, len(records), 500):
-        s, lab, bad = decode_batch(records[lo:lo + 500], shapes, sampler, None)
-        store.ingest(s, lab, bad, window=100000, rate=1.0)
+        b = read_batch(records[lo:lo + 500], shapes, sampler, None)
+        store.ingest(b.samples, b.labels, b.bad, window=100000, rate=1.0, not_sampled=b.not_sampled)
     rate = len(records) / (time.perf_counter() - t0)
     with store.engine.connect() as conn:
         n, stored = conn.execute(select(func.count(), func.sum(func.length(samples.c.inputs)))).one()

@@ -126,7 +126,7 @@ def daemon_inside(work: str, n: int) -> dict[str, float]:
 
     from sentinel.app import build
     from sentinel.config import load_config
-    from sentinel.daemon import decode_batch
+    from sentinel.daemon import read_batch
     from sentinel.sampling import Sampler
     from sentinel.sources.base import RawRecord
 
@@ -136,6 +136,10 @@ def daemon_inside(work: str, n: int) -> dict[str, float]:
     shapes = {"triage": app.pairs["triage"].shape}
     sampler = Sampler(rate=1.0, seed=0)
 
+    def put(batch: list[Any]) -> None:
+        b = read_batch(batch, shapes, sampler, None)
+        app.store.ingest(b.samples, b.labels, b.bad, window=10_000_000, rate=1.0)
+
     def ingest(seed: int) -> None:
         path = write_traffic(w / f"d-{seed}.jsonl", n, seed)
         with path.open("rb") as f:
@@ -143,10 +147,10 @@ def daemon_inside(work: str, n: int) -> dict[str, float]:
             for i, line in enumerate(f):
                 batch.append(RawRecord("traffic", 0, seed * 10_000_000 + i, None, line.rstrip(b"\n"), None))
                 if len(batch) == 5000:
-                    app.store.ingest(*decode_batch(batch, shapes, sampler, None), window=10_000_000, rate=1.0)
+                    put(batch)
                     batch = []
             if batch:
-                app.store.ingest(*decode_batch(batch, shapes, sampler, None), window=10_000_000, rate=1.0)
+                put(batch)
         path.unlink()
 
     out: dict[str, float] = {}

@@ -1,7 +1,7 @@
 """What a sample costs in the store, per kind of model input, and how fast messages of that kind
 are decoded and stored: raw array bytes, the stored row (``encode_row``), the database's bytes per
 sample (SQLite file, PostgreSQL table + TOAST + indexes), and decode+store messages/s through the
-real ``decode_batch`` -> ``Store.ingest`` path. Prints a table; not a test (nothing here is
+real ``read_batch`` -> ``Store.ingest`` path. Prints a table; not a test (nothing here is
 asserted: tests/test_typed_storage.py checks the stored form's length formula).
 
     PYTHONPATH=. python benchmarks/stored_bytes.py [--n 1000] [--backends sqlite postgres]
@@ -96,7 +96,7 @@ def _db_bytes(store: Any) -> int:
 
 def measure(url: str, kind: Kind, n: int, seed: int = 0) -> dict[str, Any]:
     """One kind on one store: ``n`` messages decoded and stored (batches of 500, rate 1)."""
-    from sentinel.daemon import decode_batch
+    from sentinel.daemon import read_batch
     from sentinel.sampling import Sampler
     from sentinel.sources.base import RawRecord
     from sentinel.storage.repository import open_store
@@ -111,7 +111,8 @@ def measure(url: str, kind: Kind, n: int, seed: int = 0) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows, bad = [], 0
     for i in range(0, n, 500):
-        samples, _, q = decode_batch(records[i:i + 500], {"p": shape}, sampler, None)
+        b = read_batch(records[i:i + 500], {"p": shape}, sampler, None)
+        samples, q = b.samples, b.bad
         bad += len(q)
         store.ingest(samples, [], q, window=10**9, rate=1.0)
         rows.extend(s.inputs for s in samples[:5])

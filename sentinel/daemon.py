@@ -59,17 +59,8 @@ class Batch:
     not_sampled: int = 0
 
 
-def decode_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None,
-                 max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body",
-                 ) -> tuple[list[SampleIn], list[LabelIn], list[QuarantineIn]]:
-    """:func:`read_batch`, with each message outside the sampling rate as an empty sample in its
-    place (the store counts those not sampled and never writes them)."""
-    b = read_batch(records, shapes, sampler, labels_topic, max_bytes, id_from, keep_skipped=True)
-    return b.samples, b.labels, b.bad
-
-
 def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None,
-               max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body", keep_skipped: bool = False) -> Batch:
+               max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body") -> Batch:
     """Turn polled Kafka records into rows for the store. Never raises for a bad message: a
     ``MessageError`` is quarantined with its reason; anything else the decoder raises (a bug the
     format checks did not foresee) is quarantined as ``decoder_error`` with the exception's type,
@@ -90,12 +81,7 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
     key_mids, outside = _pre_sample(traffic, shapes, sampler, max_bytes, id_from)
     for i, r in enumerate(traffic):
         if i in outside:
-            if keep_skipped:
-                pair, mid, key = outside[i]
-                out.samples.append(SampleIn(pair=pair, msg_id=mid, ts=_EPOCH, topic=r.topic, partition=r.partition,
-                                            offset=r.offset, sample_key=key, inputs={}, attributes={}))
-            else:
-                out.not_sampled += 1
+            out.not_sampled += 1
             continue
         try:
             m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms, max_bytes=max_bytes, encode_text=False)
@@ -123,20 +109,17 @@ def _decode_label(r: Any, shapes: dict[str, PairShape], max_bytes: int, out: Bat
         out.bad.append(_decoder_error(r, exc))
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
 def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampler, max_bytes: int,
-                id_from: str) -> tuple[list[str | None] | None, dict[int, tuple[str, str, float]]]:
+                id_from: str) -> tuple[list[str | None] | None, set[int]]:
     """The sampling decision of a batch before decoding it: ``(ids from the keys, outside)``.
     The ids are per record, None where ``id_from`` is not ``key`` or the key cannot be one (the
-    list itself None then); ``outside`` maps the position of each record certainly outside the
-    rate to its ``(pair, id, sample key)``. A record whose pair or id is not certain without the
+    list itself None then); ``outside`` holds the position of each record certainly outside the
+    rate. A record whose pair or id is not certain without the
     full decode is decoded. With every message kept (rate 1) nothing is read twice. The keys
     are computed per pair in one call (``Sampler.keys``): the same numbers as ``Sampler.key``."""
     key_mids = [key_id(r.key) for r in records] if id_from == "key" else None
     if sampler.rate >= 1.0 or not records:
-        return key_mids, {}
+        return key_mids, set()
     by_pair: dict[str, tuple[list[int], list[str]]] = {}
     for i, r in enumerate(records):
         mid = key_mids[i] if key_mids is not None else None
@@ -151,11 +134,10 @@ def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampl
                 where = by_pair[quick[0]] = ([], [])
             where[0].append(i)
             where[1].append(quick[1])
-    outside: dict[int, tuple[str, str, float]] = {}
+    outside: set[int] = set()
     for pair, (idx, mids) in by_pair.items():
         keys = sampler.keys(pair, mids)
-        for k in np.flatnonzero(keys >= sampler.rate).tolist():    # in_sample: key < rate
-            outside[idx[k]] = (pair, mids[k], float(keys[k]))
+        outside.update(idx[k] for k in np.flatnonzero(keys >= sampler.rate).tolist())   # in_sample: key < rate
     return key_mids, outside
 
 

@@ -672,7 +672,7 @@ def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
                    timestamp_ms: int | None = None, max_bytes: int = MAX_MESSAGE_BYTES,
                    encode_text: bool = True) -> TrafficMessage:
     """One traffic message, decoded and checked (``MessageError`` with a reason otherwise).
-    ``encode_text=False`` leaves a text message's ``inputs`` empty: ``decode_batch`` tokenizes
+    ``encode_text=False`` leaves a text message's ``inputs`` empty: ``daemon.read_batch`` tokenizes
     the texts it keeps together (``text_rows``), which is faster than one at a time."""
     obj = parse_json(value, max_bytes)
     check_values(obj)

@@ -1,6 +1,6 @@
 """No input stops ingest, and the store never refuses what the decoder accepted.
 
-A seeded, bounded hypothesis fuzz over the real ``decode_batch`` -> ``Store.ingest`` path on SQLite
+A seeded, bounded hypothesis fuzz over the real ``read_batch`` -> ``Store.ingest`` path on SQLite
 and PostgreSQL, with the hostile families of issue 9 mixed with valid messages; and the daemon's
 ingest against the real broker while PostgreSQL refuses connections (nothing quarantined, nothing
 lost once it is back).
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.daemon import decode_batch
+from sentinel.daemon import read_batch
 from sentinel.messages import PairShape
 from sentinel.sampling import Sampler
 from sentinel.sources.base import RawRecord
@@ -124,8 +124,9 @@ def check_batch(store, batch) -> None:
     shapes = {pair: PairShape(pair, (3,), ("benign", "malignant"), FEATURES)}
     records = [RawRecord(topic, 0, i, None, v.replace(b'"triage"', f'"{pair}"'.encode()) if v else v, ts)
                for i, (v, ts) in enumerate(batch)]
-    samples, labels, bad = decode_batch(records, shapes, Sampler(stratify_by=("region", "device")), None)
-    assert len(samples) + len(bad) == len(records) and not labels
+    decoded = read_batch(records, shapes, Sampler(stratify_by=("region", "device")), None)
+    samples, labels, bad = decoded.samples, decoded.labels, decoded.bad
+    assert len(samples) + len(bad) == len(records) and not labels and decoded.not_sampled == 0
     assert {q.reason for q in bad} <= REASONS, [q.detail for q in bad if q.reason not in REASONS]
     res = store.ingest(samples, [], bad, window=10**6, rate=1.0)
     first = {}
@@ -289,22 +290,21 @@ def test_the_daemon_keeps_a_batch_while_postgresql_refuses_connections(tmp_path,
 @given(batch=batches)
 def test_below_rate_one_a_message_is_sampled_first_and_otherwise_decoded_as_before(batch):
     """At rate 0.3 the sampling decision comes before the full decode (``quick_id``): every record
-    is still one sample or one quarantine row; a record outside the sample becomes an undecoded
-    sample of the id the decoder gives (or, malformed, is not quarantined); a record inside it,
-    or one whose id the quick path cannot read for certain, is decoded exactly as at rate 1."""
+    is one sample, one quarantine row or counted not sampled; every record the rate keeps is
+    decoded exactly as at rate 1, and so is one whose id the quick path cannot read for certain;
+    a record outside the sample is counted, never decoded (malformed, it is not quarantined)."""
     shapes = {"triage": PairShape("triage", (3,), ("benign", "malignant"), FEATURES)}
     records = [RawRecord("t", 0, i, None, v, ts) for i, (v, ts) in enumerate(batch)]
-    every, _, every_bad = decode_batch(records, shapes, Sampler(), None)
-    some, _, some_bad = decode_batch(records, shapes, Sampler(rate=0.3), None)
-    assert len(some) + len(some_bad) == len(records)
-    as_before = {s.offset: s for s in every}
-    bad_before = {q.offset: q.reason for q in every_bad}
-    for s in some:
-        if s.sample_key < 0.3:
-            assert s.offset in as_before and s.msg_id == as_before[s.offset].msg_id
-        elif s.offset in as_before:
-            assert (s.msg_id, s.sample_key) == (as_before[s.offset].msg_id, as_before[s.offset].sample_key)
-        else:   # malformed but not sampled: never decoded, so never quarantined
-            assert s.offset in bad_before and not s.inputs
-    for q in some_bad:
+    every = read_batch(records, shapes, Sampler(), None)
+    some = read_batch(records, shapes, Sampler(rate=0.3), None)
+    assert every.not_sampled == 0 and len(some.samples) + len(some.bad) + some.not_sampled == len(records)
+    as_before = {s.offset: s for s in every.samples}
+    bad_before = {q.offset: q.reason for q in every.bad}
+    for s in some.samples:
+        assert s.offset in as_before
+        assert (s.msg_id, s.sample_key, s.stratum) == \
+            (as_before[s.offset].msg_id, as_before[s.offset].sample_key, as_before[s.offset].stratum)
+    kept = {o for o, s in as_before.items() if s.sample_key < 0.3}
+    assert kept <= {s.offset for s in some.samples}          # none the rate keeps is lost to the quick path
+    for q in some.bad:
         assert bad_before[q.offset] == q.reason

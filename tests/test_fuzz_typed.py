@@ -1,5 +1,5 @@
 """No typed-tensor or raw-text message stops ingest, and the store keeps exactly what the decoder
-accepted: a seeded, bounded hypothesis fuzz of ``decode_batch`` -> ``Store.ingest`` on SQLite and
+accepted: a seeded, bounded hypothesis fuzz of ``read_batch`` -> ``Store.ingest`` on SQLite and
 PostgreSQL for a pair with two typed inputs (int64 ids of variable length, a fixed float32 tensor)
 and a pair taking raw text through a tokenizer."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.daemon import decode_batch
+from sentinel.daemon import read_batch
 from sentinel.messages import PairShape
 from sentinel.sampling import Sampler
 from sentinel.sources.base import RawRecord
@@ -68,8 +68,9 @@ def test_typed_and_text_messages_are_stored_exactly_or_quarantined(store_url, ba
     values = [json.dumps({**m, "id": f"{k}-{m['id']}"}, ensure_ascii=a).encode("utf-8", "surrogatepass")
               for m, a in batch]
     records = [RawRecord(f"t{k}", 0, i, None, v, None) for i, v in enumerate(values)]
-    samples, _, bad = decode_batch(records, shapes, Sampler(), None)
-    assert len(samples) + len(bad) == len(records)
+    decoded = read_batch(records, shapes, Sampler(), None)
+    samples, bad = decoded.samples, decoded.bad
+    assert len(samples) + len(bad) == len(records) and decoded.not_sampled == 0
     assert {q.reason for q in bad} <= REASONS, [q.detail for q in bad if q.reason not in REASONS]
     res = store.ingest(samples, [], bad, window=10**6, rate=1.0)
     assert res.rejected == [] and res.stored + res.duplicates + res.quarantined == len(records)

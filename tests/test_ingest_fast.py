@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.daemon import decode_batch
+from sentinel.daemon import read_batch
 from sentinel.errors import MessageError
 from sentinel.messages import PairShape, decode_traffic, key_id, quick_id, quick_pair
 from sentinel.sampling import Sampler
@@ -121,7 +121,7 @@ def test_key_id_takes_utf8_keys_only():
     assert [key_id(k) for k in (None, b"", b"\xff", b"a\x00b", b"\xed\xa0\x80", b"x" * 257)] == [None] * 6
 
 
-# -- decode_batch: sampled before decoding --------------------------------------------------------
+# -- read_batch: sampled before decoding --------------------------------------------------------
 
 def records(values, keys=None, topic="t"):
     keys = keys or [None] * len(values)
@@ -131,28 +131,30 @@ def records(values, keys=None, topic="t"):
 def test_messages_outside_the_sample_are_not_decoded_and_the_rest_are_as_before(store_url):  # noqa: F811
     sampler = Sampler(rate=0.3, seed=7)
     values = [json.dumps({"id": f"m{i}", "inputs": [i, 1, 2], "attributes": {"r": "eu"}}).encode() for i in range(400)]
-    samples, _, bad = decode_batch(records(values), ONE, sampler, None)
-    full_samples, _, _ = decode_batch(records(values), ONE, Sampler(rate=1.0, seed=7), None)
-    kept = [s for s in full_samples if s.sample_key < 0.3]
-    assert not bad and 60 < len(kept) < 180
-    decoded = [s for s in samples if s.inputs]
-    assert [(s.msg_id, s.offset, s.sample_key, s.attributes) for s in decoded] == \
+    b = read_batch(records(values), ONE, sampler, None)
+    full = read_batch(records(values), ONE, Sampler(rate=1.0, seed=7), None)
+    kept = [s for s in full.samples if s.sample_key < 0.3]
+    assert not b.bad and full.not_sampled == 0 and 60 < len(kept) < 180
+    assert [(s.msg_id, s.offset, s.sample_key, s.attributes) for s in b.samples] == \
         [(s.msg_id, s.offset, s.sample_key, s.attributes) for s in kept]      # decoded exactly as before
-    assert all(np.array_equal(a.inputs["input"], b.inputs["input"]) for a, b in zip(decoded, kept))
-    assert len(samples) == 400 and all(s.sample_key >= 0.3 for s in samples if not s.inputs)
-    res = open_store(store_url).ingest(samples, [], [], window=10_000, rate=0.3)
+    assert all(np.array_equal(a.inputs["input"], k.inputs["input"]) for a, k in zip(b.samples, kept))
+    assert b.not_sampled == 400 - len(kept)                                    # the rest counted, not decoded
+    store = open_store(store_url)
+    res = store.ingest(b.samples, [], [], window=10_000, rate=0.3, not_sampled=b.not_sampled)
     assert (res.stored, res.not_sampled) == (len(kept), 400 - len(kept))
+    assert sorted(s.msg_id for s in store.claim_window("p", store.create_run("p", "t", {}))) == \
+        sorted(s.msg_id for s in kept)
 
 
 def test_a_malformed_message_outside_the_sample_is_not_sampled_inside_it_quarantined():
     sampler = Sampler(rate=0.5, seed=3)
     ids = [f"m{i}" for i in range(40)]
     values = [b'{"id":"%s","inputs":[1,2]}' % i.encode() for i in ids]     # 2 values, the model takes 3
-    samples, _, bad = decode_batch(records(values), ONE, sampler, None)
+    b = read_batch(records(values), ONE, sampler, None)
     inside = {i for i in ids if sampler.key("p", i) < 0.5}
     assert 0 < len(inside) < 40
-    assert {b.offset for b in bad} == {ids.index(i) for i in inside} and {b.reason for b in bad} == {"shape_mismatch"}
-    assert sorted(s.msg_id for s in samples) == sorted(set(ids) - inside)
+    assert {q.offset for q in b.bad} == {ids.index(i) for i in inside} and {q.reason for q in b.bad} == {"shape_mismatch"}
+    assert not b.samples and b.not_sampled == 40 - len(inside)
 
 
 @pytest.mark.parametrize("rate", [0.4, 1.0])
@@ -160,22 +162,21 @@ def test_id_from_key_samples_and_stores_by_the_record_key(rate):
     sampler = Sampler(rate=rate, seed=5)
     values = [json.dumps({"id": f"b{i}", "inputs": [i, 1, 2]}).encode() for i in range(200)]   # the key wins
     keys = [f"k{i}".encode() for i in range(200)]
-    samples, _, bad = decode_batch(records(values, keys), ONE, sampler, None, id_from="key")
-    assert not bad and [s.msg_id for s in samples] == [f"k{i}" for i in range(200)]
-    assert all(s.sample_key == sampler.key("p", s.msg_id) for s in samples)
-    decoded = {s.msg_id for s in samples if s.inputs}
-    assert decoded == {f"k{i}" for i in range(200) if sampler.key("p", f"k{i}") < rate}
+    b = read_batch(records(values, keys), ONE, sampler, None, id_from="key")
+    inside = [f"k{i}" for i in range(200) if sampler.key("p", f"k{i}") < rate]
+    assert not b.bad and [s.msg_id for s in b.samples] == inside and b.not_sampled == 200 - len(inside)
+    assert all(s.sample_key == sampler.key("p", s.msg_id) for s in b.samples)
     # without a usable key the body's id is used, as with id_from: body
-    samples, _, bad = decode_batch(records([b'{"id":"b1","inputs":[1,2,3]}'], [None]), ONE, sampler, None,
-                                   id_from="key")
-    assert [s.msg_id for s in samples] == ["b1"] and not bad
+    b = read_batch(records([b'{"id":"b1","inputs":[1,2,3]}'], [None]), ONE, Sampler(rate=1.0, seed=5), None,
+                   id_from="key")
+    assert [s.msg_id for s in b.samples] == ["b1"] and not b.bad
 
 
 def test_labels_are_always_decoded():
     sampler = Sampler(rate=0.01)
-    samples, labels, bad = decode_batch(records([b'{"id":"m1","label":1}', b'{"id":"m2"}'], topic="labels"),
-                                        ONE, sampler, "labels")
-    assert [lab.msg_id for lab in labels] == ["m1"] and [b.offset for b in bad] == [1] and not samples
+    b = read_batch(records([b'{"id":"m1","label":1}', b'{"id":"m2"}'], topic="labels"), ONE, sampler, "labels")
+    assert [lab.msg_id for lab in b.labels] == ["m1"] and [q.offset for q in b.bad] == [1]
+    assert not b.samples and b.not_sampled == 0
 
 
 # -- batched writes == row-by-row writes ----------------------------------------------------------

@@ -87,17 +87,17 @@ def test_label_messages():
 
 
 def test_the_daemon_tags_each_sample_with_its_sampling_stratum():
-    from sentinel.daemon import decode_batch
+    from sentinel.daemon import read_batch
     from sentinel.sampling import Sampler
     from sentinel.sources.base import RawRecord
 
     records = [RawRecord("traffic", 0, i, None, enc({"id": f"r{i}", "inputs": [1, 2, 3], "attributes": attrs}), None)
                for i, attrs in enumerate([{"region": "eu", "age": "60+"}, {"region": "us"}, {}])]
-    samples, _, bad = decode_batch(records, SHAPES, Sampler(stratify_by=("region", "age")), None)
-    assert not bad
-    assert [s.stratum for s in samples] == ["region=eu,age=60+", "region=us,age=", "region=,age="]
-    unstratified, _, _ = decode_batch(records, SHAPES, Sampler(), None)
-    assert {s.stratum for s in unstratified} == {""}
+    b = read_batch(records, SHAPES, Sampler(stratify_by=("region", "age")), None)
+    assert not b.bad
+    assert [s.stratum for s in b.samples] == ["region=eu,age=60+", "region=us,age=", "region=,age="]
+    unstratified = read_batch(records, SHAPES, Sampler(), None).samples
+    assert len(unstratified) == 3 and {s.stratum for s in unstratified} == {""}
 
 
 
@@ -257,8 +257,8 @@ def test_a_kafka_timestamp_past_year_9999_is_refused_when_the_message_has_no_ts(
     assert end == dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
 
 
-def test_decode_batch_quarantines_an_unexpected_exception_as_decoder_error():
-    from sentinel.daemon import decode_batch
+def test_read_batch_quarantines_an_unexpected_exception_as_decoder_error():
+    from sentinel.daemon import read_batch
     from sentinel.sampling import Sampler
     from sentinel.sources.base import RawRecord
 
@@ -271,7 +271,8 @@ def test_decode_batch_quarantines_an_unexpected_exception_as_decoder_error():
     values = [enc({"id": "a", "inputs": [1, 2, 3]}), enc({"id": "boom", "inputs": [1, 2, 3]}),
               b'{"id": "n\\u0000", "inputs": [1, 2, 3]}', b"\xff\x00 raw \xed\xa0\x80"]
     records = [RawRecord("t", 0, i, None, v, None) for i, v in enumerate(values)]
-    samples, _, bad = decode_batch(records, SHAPES, Faulty(), None)
+    b = read_batch(records, SHAPES, Faulty(), None)
+    samples, bad = b.samples, b.bad
     assert [s.msg_id for s in samples] == ["a"]
     assert [(q.offset, q.reason) for q in bad] == [(1, "decoder_error"), (2, "nul_character"), (3, "not_utf8")]
     assert bad[0].detail == "ZeroDivisionError: division by zero"

@@ -265,7 +265,7 @@ def test_text_for_a_pair_without_tokenizer_is_refused_clearly():
 
 
 def test_the_daemon_tokenizes_a_batch_of_texts_as_one_by_one_would():
-    from sentinel.daemon import decode_batch
+    from sentinel.daemon import read_batch
     from sentinel.sampling import Sampler
     from sentinel.sources.base import RawRecord
 
@@ -276,7 +276,8 @@ def test_the_daemon_tokenizes_a_batch_of_texts_as_one_by_one_would():
     values.insert(2, enc({"id": "typed", "inputs": {"input_ids": [2, 8, 3], "attention_mask": [1, 1, 1]}}))
     values.append(enc({"id": "bad", "text": ""}))
     records = [RawRecord("t", 0, i, None, v, None) for i, v in enumerate(values)]
-    samples, _, bad = decode_batch(records, shapes, Sampler(), None)
+    b = read_batch(records, shapes, Sampler(), None)
+    samples, bad = b.samples, b.bad
     assert [(q.offset, q.reason) for q in bad] == [(5, "bad_text")]
     by_id = {s.msg_id: s for s in samples}
     for i, t in enumerate(texts):
@@ -288,7 +289,7 @@ def test_the_daemon_tokenizes_a_batch_of_texts_as_one_by_one_would():
 
 
 def test_the_message_size_limit_comes_from_the_caller():
-    from sentinel.daemon import decode_batch
+    from sentinel.daemon import read_batch
     from sentinel.sampling import Sampler
     from sentinel.sources.base import RawRecord
 
@@ -298,8 +299,8 @@ def test_the_message_size_limit_comes_from_the_caller():
     with pytest.raises(MessageError) as e:
         decode_traffic(value, shapes, max_bytes=2048)
     assert e.value.reason == "too_large" and "limit 2048" in e.value.detail
-    _, _, bad = decode_batch([RawRecord("t", 0, 0, None, value, None)], shapes, Sampler(), None, max_bytes=2048)
-    assert [q.reason for q in bad] == ["too_large"]
+    b = read_batch([RawRecord("t", 0, 0, None, value, None)], shapes, Sampler(), None, max_bytes=2048)
+    assert [q.reason for q in b.bad] == ["too_large"] and not b.samples
 
 
 def test_a_tokenizer_that_does_not_fit_the_models_inputs_is_described():

@@ -152,8 +152,8 @@ def test_adopt_takes_a_plain_list_as_the_legacy_float_input():
     assert got["x"].dtype == np.float32 and got["x"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
 
-def test_text_traffic_through_decode_batch_is_stored_with_its_tokens_at_any_sampling_rate(store_url):  # noqa: F811
-    from sentinel.daemon import decode_batch
+def test_text_traffic_through_read_batch_is_stored_with_its_tokens_at_any_sampling_rate(store_url):  # noqa: F811
+    from sentinel.daemon import read_batch
     from sentinel.messages import PairShape
     from sentinel.sampling import Sampler
     from sentinel.sources.base import RawRecord
@@ -166,10 +166,10 @@ def test_text_traffic_through_decode_batch_is_stored_with_its_tokens_at_any_samp
     records = [RawRecord("t", 0, i, None, json.dumps({"id": f"m{i}", "text": t}).encode(), None)
                for i, t in enumerate(texts)]
     sampler = Sampler(rate=0.5)
-    samples, _, bad = decode_batch(records, shapes, sampler, None)
+    b = read_batch(records, shapes, sampler, None)
     store = open_store(store_url)
-    res = store.ingest(samples, [], bad, window=10**6, rate=0.5)
-    assert not bad and 60 < res.stored < 140 and res.stored + res.not_sampled == 200
+    res = store.ingest(b.samples, [], b.bad, window=10**6, rate=0.5, not_sampled=b.not_sampled)
+    assert not b.bad and 60 < res.stored < 140 and res.stored + res.not_sampled == 200
     for s in store.claim_window("p", store.create_run("p", "test", {})):
         want = text.encode([s.text])[0]
         assert s.text == texts[int(s.msg_id[1:])]
