@@ -132,8 +132,12 @@ def test_the_tradeoff_table_is_in_the_record(tmp_path):
     assert [r["candidate"] for r in table["candidates"]] == ["int8", "damaged"]
     assert rows["int8"]["safety_pass"] and not rows["damaged"]["safety_pass"]
     assert "decision_flips" in rows["damaged"]["failed_checks"]
-    # the damaged candidate's failing flips start no layer diagnosis yet: the run says why
-    assert "lists several candidates" in outcome.record["diagnosis"]["error"]
+    # the damaged candidate's failing flips are diagnosed on its own flips (no float twin here:
+    # at the output level); the passing int8 is not diagnosed
+    diagnosed = outcome.record["diagnosis"]["candidates"]
+    assert list(diagnosed) == ["damaged"] and diagnosed["damaged"]["result"]["candidate"] == "damaged"
+    assert diagnosed["damaged"]["result"]["mode"] == "outputs"
+    assert diagnosed["damaged"]["result"]["rows"]["flipped"] == min(round(rows["damaged"]["flip_rate"] * 400), 500)
     assert rows["int8"]["model_bytes"] == (PAIR / "candidate.int8.onnx").stat().st_size
     assert rows["damaged"]["flip_rate"] > 0.1 and rows["int8"]["flip_rate"] < 0.02
     for r in rows.values():

@@ -70,7 +70,8 @@ def evaluate_candidates(revalidator: Any, loaded: Any, samples: Sequence[Any], *
                         reference_runs: list[int] | None = None) -> tuple[list[CheckResult], Any, None]:
     """Every candidate's checks on ``samples``: all results (each with its ``candidate``), the
     first candidate's RunData (its ``notes`` carry every candidate's: ``candidates`` with each
-    one's outputs note and perf record, ``tradeoff`` the table) and None for the perf record (a
+    one's outputs note and perf record, ``tradeoff`` the table; ``candidate_outputs`` each one's
+    outputs) and None for the perf record (a
     run of several candidates keeps each one's under ``candidates.<name>.perf``)."""
     shared = SharedBaseline(loaded.baseline)
     results: list[CheckResult] = []
@@ -93,4 +94,5 @@ def evaluate_candidates(revalidator: Any, loaded: Any, samples: Sequence[Any], *
     notes["baseline_runs"] = {"batches": shared.misses, "reused": shared.hits}
     notes["tradeoff"] = tradeoff_table(loaded.baseline, per)
     first.notes = notes
+    first.candidate_outputs = {name: p["data"].candidate for name, p in per.items()}   # each one's diagnosis
     return results, first, None
