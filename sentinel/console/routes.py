@@ -220,11 +220,13 @@ class Console:
         return f"/incidents/{incident_id}?done=resolved"
 
     def do_silence(self, s: Session, fields: dict[str, str], incident_id: int) -> str:
+        from ..incidents.payload import incident_candidate
         from ..incidents.silences import parse_silence
 
         inc = self.app.incidents.get(incident_id)
-        matchers, duration = parse_silence([f"pair={inc['pair']}", f"check={inc['check']}"],
-                                           fields.get("duration") or "2h")
+        who = incident_candidate(inc)   # a pair with several candidates: this candidate's incidents only
+        matchers, duration = parse_silence([f"pair={inc['pair']}", f"check={inc['check']}"]
+                                           + ([f"candidate={who}"] if who else []), fields.get("duration") or "2h")
         self.app.incidents.add_silence(matchers, author=s.user.name, reason=_text(fields.get("note")) or "",
                                        duration=duration)
         return f"/incidents/{incident_id}?done=silenced"
