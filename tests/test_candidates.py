@@ -368,3 +368,53 @@ def test_each_candidate_keeps_its_own_check_gauges_also_after_a_restart(tmp_path
     again = generate_latest(restored.registry).decode()
     assert f'sentinel_check_status{{check="damaged:{flips["damaged"].check}",pair="digits",slice="overall"}} 4.0' in again
     assert f'sentinel_check_status{{check="int8:{flips["int8"].check}",pair="digits",slice="overall"}} 0.0' in again
+
+
+# -- performance history, per candidate -------------------------------------------------------
+
+def test_each_candidate_is_timed_against_its_own_accepted_history(tmp_path):
+    """perf_history of a pair with several candidates: each candidate's accepted timings are its
+    own history (never another candidate's), and its accepted file is kept for later runs."""
+    from sentinel.perf.accepted import AcceptedModels, candidate_sha_of
+    from sentinel.perf.history import perf_history
+
+    path = digits_config(tmp_path, {"int8": "candidate.int8.onnx", "damaged": "damaged.int8.onnx"}, perf=True)
+    raw = yaml.safe_load(path.read_text())
+    raw["checks"] = CHECKS + [{"type": "perf_history", "warn": 1.05, "fail": 1.08, "min_samples": 20}]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(path)
+    loaded = load_pair(cfg, "digits")
+    store = open_store(cfg.store.url)
+    reval = Revalidator(cfg, store, {"digits": loaded})
+    sha = {name: r.sha256 for name, r in loaded.candidates.items()}
+    assert sha["int8"] != sha["damaged"]
+
+    def run(seed):
+        given, source, _ = read_input_file(str(traffic(tmp_path, 400, seed, f"{seed}.jsonl")), {"digits": loaded.shape})
+        return reval.run("digits", trigger="test", samples=given["digits"], source=source)
+
+    def judged(outcome, name):
+        got = [r for r in outcome.results if r.candidate == name and r.type == "perf_history"
+               and r.slice.startswith("latency")]
+        assert got
+        return got
+
+    first = run(5)
+    for name in sha:
+        assert all(r.status == "insufficient_data" and "no accepted history" in r.message for r in judged(first, name))
+        assert first.record["candidates"][name]["perf"]["accepted"] is True
+        [h] = perf_history(store, "digits", 10, name)              # its own record, naming its own file
+        assert h["run_id"] == first.run_id and candidate_sha_of(h) == sha[name]
+        assert AcceptedModels(cfg.resolve_path(cfg.perf.accepted_models_dir)).find(sha[name]) is not None
+    assert perf_history(store, "digits", 10) == []                # no single-candidate record to mix in
+    second = run(6)
+    for name in sha:
+        for r in judged(second, name):
+            ref = r.evidence["reference"]
+            assert (ref["kind"], ref["sha256"], ref["run_id"]) == ("identical", sha[name], first.run_id), r.message
+            assert r.evidence["history_runs"] == 1 and r.status != "insufficient_data", r.message
+        assert len(perf_history(store, "digits", 10, name)) == 2
+    from sentinel.errors import StateError
+    from sentinel.perf.accepted import accept_run
+    with pytest.raises(StateError, match="judged several candidates: each one's performance joins its own history"):
+        accept_run(store, second.run_id, actor="carol", reason="slower by design", kept=None)

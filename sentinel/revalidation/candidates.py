@@ -16,6 +16,7 @@ import numpy as np
 
 from ..checks.base import CheckResult
 from ..checks.tradeoff import tradeoff_table
+from ..perf.history import joins_history
 from ..runners.paired import _call
 
 __all__ = ["SharedBaseline", "evaluate_candidates", "views"]
@@ -89,8 +90,10 @@ def evaluate_candidates(revalidator: Any, loaded: Any, samples: Sequence[Any], *
     finally:
         shared.clear()
     notes = {k: v for k, v in first.notes.items() if k != "outputs"}
+    # each candidate's perf record joins that candidate's own accepted history (perf.history)
     notes["candidates"] = {name: {"outputs": p["data"].notes.get("outputs"),
-                                  **({"perf": p["perf"]} if p["perf"] is not None else {})} for name, p in per.items()}
+                                  **({"perf": {**p["perf"], "accepted": joins_history(p["results"])}}
+                                     if p["perf"] is not None else {})} for name, p in per.items()}
     notes["baseline_runs"] = {"batches": shared.misses, "reused": shared.hits}
     notes["tradeoff"] = tradeoff_table(loaded.baseline, per)
     first.notes = notes
