@@ -414,6 +414,18 @@ def test_each_candidate_is_timed_against_its_own_accepted_history(tmp_path):
             assert (ref["kind"], ref["sha256"], ref["run_id"]) == ("identical", sha[name], first.run_id), r.message
             assert r.evidence["history_runs"] == 1 and r.status != "insufficient_data", r.message
         assert len(perf_history(store, "digits", 10, name)) == 2
+    # "damaged" rebuilt (here: another file under that name): timed interleaved against the
+    # accepted damaged file, while int8 is still judged against its own
+    raw["pairs"]["digits"]["candidates"]["damaged"] = model("candidate.int8.onnx")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(path)
+    loaded = load_pair(cfg, "digits")
+    reval = Revalidator(cfg, store, {"digits": loaded})
+    third = run(7)
+    for r in judged(third, "damaged"):
+        assert (r.evidence["reference"]["kind"], r.evidence["reference"]["sha256"]) == ("accepted_model", sha["damaged"])
+        assert "timed interleaved" in r.message and r.status != "insufficient_data", r.message
+    assert {r.evidence["reference"]["kind"] for r in judged(third, "int8")} == {"identical"}
     from sentinel.errors import StateError
     from sentinel.perf.accepted import accept_run
     with pytest.raises(StateError, match="judged several candidates: each one's performance joins its own history"):
