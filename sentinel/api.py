@@ -422,10 +422,11 @@ def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
         return FileResponse(path, media_type="text/html")
 
     @api.get("/api/v1/runs/{run_id}/diagnosis")
-    def diagnosis(req: Request, run_id: int) -> dict[str, Any]:
+    def diagnosis(req: Request, run_id: int, candidate: str | None = None) -> dict[str, Any]:
         """Where the run's candidate diverges from its float twin, layer by layer (docs/diagnose.md):
-        the stored diagnosis when the run has one, else computed now."""
-        return _diagnosis(app, run_id)
+        the stored diagnosis when the run has one, else computed now. A pair with several
+        candidates: ``candidate``'s, or ``{"candidates": {name: ...}}`` with every one's."""
+        return _diagnosis(app, run_id, candidate)
 
     @api.post("/api/v1/runs", status_code=201)
     def revalidate(req: Request, pair: str | None = None, user: User = need("revalidate")) -> JSONResponse:
@@ -448,28 +449,42 @@ def _run_routes(api: FastAPI, app: Any, control: Control, links: Links) -> None:
         return _accept(app, run_id, actor_of(req, user), storable(body["reason"], "reason"))
 
 
-def _diagnosis(app: Any, run_id: int) -> dict[str, Any]:
+def _diagnosis(app: Any, run_id: int, candidate: str | None = None) -> dict[str, Any]:
     """The diagnosis kept in the run's record (automatic, or from the console's button), with
-    ``stored`` saying who made it when; else one computed now (``stored: null``, not kept)."""
-    from .diagnose import DiagnoseError, Diagnosis, diagnose_run, sqnr_svg
-    from .diagnose.auto import stored
+    ``stored`` saying who made it when; else one computed now (``stored: null``, not kept). A pair
+    with several candidates: the one named, else ``{"pair", "run_id", "candidates": {name: ...}}``
+    with every candidate's (each stored or computed now); 404 for a candidate it does not list."""
+    from .diagnose import DiagnoseError, Diagnosis, UnknownCandidate, candidate_names, diagnose_run_candidates, sqnr_svg
+    from .diagnose.auto import entries, stored
     from .revalidation import run_samples
 
     run = app.store.get_run(run_id)
     if run is None:
         raise NotFoundError("run", run_id)
-    entry = stored(run)
-    if entry is not None and isinstance(entry.get("result"), dict):
-        about = {k: entry.get(k) for k in ("by", "at", "seconds", "trigger")}
-        return {**entry["result"], "svg": sqnr_svg(Diagnosis.from_dict(entry["result"])), "stored": about}
+    pc = app.cfg.pairs.get(run["pair"])
+    kept = entries(stored(run))
+    out: dict[str | None, dict[str, Any]] = {}
     try:
-        samples = run_samples(app.store, run, app.pair(run["pair"]).shape) if run["pair"] in app.cfg.pairs else None
-        d = diagnose_run(app, app.cfg, run_id, samples=samples)
+        names = [candidate] if pc is None else candidate_names(pc, candidate, pair=run["pair"])
+        for name in names:
+            entry = kept.get(name)
+            if entry is not None and isinstance(entry.get("result"), dict):
+                about = {k: entry.get(k) for k in ("by", "at", "seconds", "trigger")}
+                out[name] = {**entry["result"], "svg": sqnr_svg(Diagnosis.from_dict(entry["result"])), "stored": about}
+        todo = [n for n in names if n not in out]
+        if todo:
+            samples = run_samples(app.store, run, app.pair(run["pair"]).shape) if pc is not None else None
+            got = diagnose_run_candidates(app, app.cfg, run_id, samples=samples, candidate=candidate)
+            out.update({n: {**d.to_dict(), "svg": sqnr_svg(d), "stored": None} for n, d in got.items() if n in todo})
+    except UnknownCandidate as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
     except ConfigError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     except DiagnoseError as exc:
         raise ApiError(409, "cannot_diagnose", str(exc)) from None   # the run and the models do not fit
-    return {**d.to_dict(), "svg": sqnr_svg(d), "stored": None}
+    if candidate is not None or pc is None or not pc.multi:
+        return out[candidate]
+    return {"pair": run["pair"], "run_id": run_id, "candidates": {n: out[n] for n in names}}
 
 
 def _accept(app: Any, run_id: int, actor: str, reason: str) -> dict[str, Any]:

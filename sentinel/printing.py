@@ -42,14 +42,25 @@ def print_results(o: Any) -> None:
 
 
 def _print_diagnosis(entry: Any) -> None:
-    """The automatic diagnosis of a run (sentinel.diagnose.auto), in its own sentences."""
+    """The automatic diagnosis of a run (sentinel.diagnose.auto), in its own sentences; with
+    several candidates, each one's under its name."""
+    if not isinstance(entry, dict):
+        return
+    if isinstance(entry.get("candidates"), dict):
+        for name, one in entry["candidates"].items():
+            _print_diagnosis_of(one, f"diagnosis of {name}: ")
+    else:
+        _print_diagnosis_of(entry, "diagnosis: ")
+
+
+def _print_diagnosis_of(entry: Any, head: str) -> None:
     if not isinstance(entry, dict):
         return
     if "result" not in entry:
-        print(f"  diagnosis: none ({entry.get('error')})")
+        print(f"  {head}none ({entry.get('error')})")
         return
     for i, line in enumerate(entry["result"].get("summary") or []):
-        print(f"  {'diagnosis: ' if i == 0 else '             '}{line}")
+        print(f"  {head if i == 0 else ' ' * len(head)}{line}")
 
 
 def print_incident(inc: dict[str, Any]) -> None:

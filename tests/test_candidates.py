@@ -132,8 +132,12 @@ def test_the_tradeoff_table_is_in_the_record(tmp_path):
     assert [r["candidate"] for r in table["candidates"]] == ["int8", "damaged"]
     assert rows["int8"]["safety_pass"] and not rows["damaged"]["safety_pass"]
     assert "decision_flips" in rows["damaged"]["failed_checks"]
-    # the damaged candidate's failing flips start no layer diagnosis yet: the run says why
-    assert "lists several candidates" in outcome.record["diagnosis"]["error"]
+    # the damaged candidate's failing flips are diagnosed on its own flips (no float twin here:
+    # at the output level); the passing int8 is not diagnosed
+    diagnosed = outcome.record["diagnosis"]["candidates"]
+    assert list(diagnosed) == ["damaged"] and diagnosed["damaged"]["result"]["candidate"] == "damaged"
+    assert diagnosed["damaged"]["result"]["mode"] == "outputs"
+    assert diagnosed["damaged"]["result"]["rows"]["flipped"] == min(round(rows["damaged"]["flip_rate"] * 400), 500)
     assert rows["int8"]["model_bytes"] == (PAIR / "candidate.int8.onnx").stat().st_size
     assert rows["damaged"]["flip_rate"] > 0.1 and rows["int8"]["flip_rate"] < 0.02
     for r in rows.values():
@@ -269,6 +273,7 @@ def test_compare_on_the_digits_example_names_int8_and_rejects_the_damaged_one(tm
     monkeypatch.setenv("SENTINEL_STORE__URL", f"sqlite:///{tmp_path}/c.db")
     monkeypatch.setenv("SENTINEL_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("SENTINEL_PERF__BUDGET_SECONDS", "0.5")
+    monkeypatch.setenv("SENTINEL_PERF__ACCEPTED_MODELS_DIR", str(tmp_path / "accepted"))   # not into deploy/
     data = traffic(tmp_path, 1000, 0)
     code = main(["compare", "--config", str(ROOT / "deploy/sentinel.digits.compare.yaml"), "--input", str(data)])
     out = capsys.readouterr().out
@@ -364,3 +369,65 @@ def test_each_candidate_keeps_its_own_check_gauges_also_after_a_restart(tmp_path
     again = generate_latest(restored.registry).decode()
     assert f'sentinel_check_status{{check="damaged:{flips["damaged"].check}",pair="digits",slice="overall"}} 4.0' in again
     assert f'sentinel_check_status{{check="int8:{flips["int8"].check}",pair="digits",slice="overall"}} 0.0' in again
+
+
+# -- performance history, per candidate -------------------------------------------------------
+
+def test_each_candidate_is_timed_against_its_own_accepted_history(tmp_path):
+    """perf_history of a pair with several candidates: each candidate's accepted timings are its
+    own history (never another candidate's), and its accepted file is kept for later runs."""
+    from sentinel.perf.accepted import AcceptedModels, candidate_sha_of
+    from sentinel.perf.history import perf_history
+
+    path = digits_config(tmp_path, {"int8": "candidate.int8.onnx", "damaged": "damaged.int8.onnx"}, perf=True)
+    raw = yaml.safe_load(path.read_text())
+    raw["checks"] = CHECKS + [{"type": "perf_history", "warn": 1.05, "fail": 1.08, "min_samples": 20}]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(path)
+    loaded = load_pair(cfg, "digits")
+    store = open_store(cfg.store.url)
+    reval = Revalidator(cfg, store, {"digits": loaded})
+    sha = {name: r.sha256 for name, r in loaded.candidates.items()}
+    assert sha["int8"] != sha["damaged"]
+
+    def run(seed):
+        given, source, _ = read_input_file(str(traffic(tmp_path, 400, seed, f"{seed}.jsonl")), {"digits": loaded.shape})
+        return reval.run("digits", trigger="test", samples=given["digits"], source=source)
+
+    def judged(outcome, name):
+        got = [r for r in outcome.results if r.candidate == name and r.type == "perf_history"
+               and r.slice.startswith("latency")]
+        assert got
+        return got
+
+    first = run(5)
+    for name in sha:
+        assert all(r.status == "insufficient_data" and "no accepted history" in r.message for r in judged(first, name))
+        assert first.record["candidates"][name]["perf"]["accepted"] is True
+        [h] = perf_history(store, "digits", 10, name)              # its own record, naming its own file
+        assert h["run_id"] == first.run_id and candidate_sha_of(h) == sha[name]
+        assert AcceptedModels(cfg.resolve_path(cfg.perf.accepted_models_dir)).find(sha[name]) is not None
+    assert perf_history(store, "digits", 10) == []                # no single-candidate record to mix in
+    second = run(6)
+    for name in sha:
+        for r in judged(second, name):
+            ref = r.evidence["reference"]
+            assert (ref["kind"], ref["sha256"], ref["run_id"]) == ("identical", sha[name], first.run_id), r.message
+            assert r.evidence["history_runs"] == 1 and r.status != "insufficient_data", r.message
+        assert len(perf_history(store, "digits", 10, name)) == 2
+    # "damaged" rebuilt (here: another file under that name): timed interleaved against the
+    # accepted damaged file, while int8 is still judged against its own
+    raw["pairs"]["digits"]["candidates"]["damaged"] = model("candidate.int8.onnx")
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(path)
+    loaded = load_pair(cfg, "digits")
+    reval = Revalidator(cfg, store, {"digits": loaded})
+    third = run(7)
+    for r in judged(third, "damaged"):
+        assert (r.evidence["reference"]["kind"], r.evidence["reference"]["sha256"]) == ("accepted_model", sha["damaged"])
+        assert "timed interleaved" in r.message and r.status != "insufficient_data", r.message
+    assert {r.evidence["reference"]["kind"] for r in judged(third, "int8")} == {"identical"}
+    from sentinel.errors import StateError
+    from sentinel.perf.accepted import accept_run
+    with pytest.raises(StateError, match="judged several candidates: each one's performance joins its own history"):
+        accept_run(store, second.run_id, actor="carol", reason="slower by design", kept=None)

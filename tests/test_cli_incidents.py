@@ -50,6 +50,8 @@ def test_show_prints_notes_and_deliveries_per_event_and_list_takes_reopened(tmp_
     assert main(["incidents", "list", "--config", str(cfg), "--state", "resolved", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert cli_incidents.LIST_STATES == engine_module.LIST_STATES
+    from sentinel.incidents import matchers
+    assert cli_incidents.LABELS == matchers.LABELS       # the silence --help names every label
     store.dispose()
 
 

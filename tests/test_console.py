@@ -246,3 +246,23 @@ def test_users_from_the_env_var_sign_in_too(tmp_path, monkeypatch):
     monkeypatch.setenv("SENTINEL_USERS", "users: [{name: erin, role: chief, token_sha256: x}]")
     with pytest.raises(ConfigError, match=r"\$SENTINEL_USERS: users\[0\]\.role: unknown role 'chief'"):
         Users.from_config(cfg, lambda: None)
+
+
+def test_silence_form_on_one_candidates_incident_silences_that_candidate_only(started, client):
+    """A pair with several candidates: each candidate's failure is its own incident, and the
+    incident page's silence form holds that candidate's incidents, not the other candidate's."""
+    results = []
+    for name in ("int8", "damaged"):
+        r = flip_result(0.05)
+        r.candidate = name
+        results.append(r)
+    run_id = add_run(started.app.store, "triage", results)
+    by = {c.candidate: c.incident_id for c in started.app.incidents.process_run("triage", run_id, results)}
+    csrf = sign_in(client, started.tokens["alice"])
+    r = client.post(f"/incidents/{by['int8']}/silence", data={"note": "int8 rebuild", "csrf": csrf, "duration": "1h"})
+    assert r.status_code == 200, r.text
+    [silence] = started.app.incidents.silences()
+    assert silence["matchers"] == ["pair=triage", "check=decision_flips", "candidate=int8"]
+    assert started.app.incidents.get(by["int8"])["state"] == "silenced"
+    assert started.app.incidents.get(by["damaged"])["state"] == "open"
+    assert started.app.incidents.get(started.incident_id)["state"] == "open"     # the single-candidate one too

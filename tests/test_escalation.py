@@ -249,3 +249,45 @@ def test_daemon_start_with_a_bad_policy_is_a_one_line_config_error(tmp_path):
     err = [line for line in p.stderr.splitlines() if line.startswith("sentinel: error:")]
     assert p.returncode == 2 and len(err) == 1, p.stderr[-2000:]
     assert "alerts/escalation.yaml: policies[0].tiers[0].targets[0]: unknown target 'nobody'" in err[0]
+
+
+def judged(candidate, check="decision_flips"):
+    r = CheckResult(check, "overall", "fail", 0.2, 500, "flip rate = 0.2 (>= fail level 0.05)", 0.02, 0.05)
+    r.candidate = candidate     # a pair with several candidates: each result names its own
+    return r
+
+
+def test_silences_and_policies_match_the_candidate_of_a_multi_candidate_pair(store, clock):
+    from sentinel.incidents.matchers import parse_matcher
+
+    policy = {"policies": [
+        {"name": "int8-team", "match": ["candidate=int8"],
+         "tiers": [{"targets": ["pager"], "delay": "10m"}, {"targets": ["lead"]}]},
+        {"name": "rest", "match": ["candidate!=int8"], "tiers": [{"targets": ["slack"]}]}]}
+    eng = engine(store, clock, policy)
+    eng.add_silence([parse_matcher("candidate=damaged")], author="alice", reason="known bad build", duration=3600)
+    changes = eng.process_run("digits", store.create_run("digits", "t", {}),
+                              [judged("int8"), judged("damaged"), judged("pruned50")])
+    by = {c.candidate: c for c in changes}
+    assert by["damaged"].state == "silenced" and by["damaged"].notified == ()
+    assert (by["int8"].state, by["int8"].notified) == ("open", ("pager",))          # its own policy
+    assert (by["pruned50"].state, by["pruned50"].notified) == ("open", ("slack",))
+    clock.advance(600)
+    assert eng.tick()["escalated"] == 1
+    assert sent_to(store, by["int8"].incident_id) == [("opened", 1, "pager"), ("escalated", 2, "lead")]
+    assert sent_to(store, by["damaged"].incident_id) == []
+    assert eng.get(by["int8"].incident_id)["escalation"]["policy"] == "int8-team"
+    # a single-candidate pair's incident has no candidate: candidate=damaged never silences it,
+    # candidate!=int8 always matches it
+    [single] = eng.process_run("triage", store.create_run("triage", "t", {}), [fail()])
+    assert (single.candidate, single.state, single.notified) == (None, "open", ("slack",))
+    # a silence added later moves the open incidents of the candidates it names, and only those
+    s = eng.add_silence([parse_matcher("candidate=~pruned.*")], author="alice", reason="pruning study", duration=60)
+    assert s["silenced"] == [by["pruned50"].incident_id] and s["matchers"] == ["candidate=~pruned.*"]
+    clock.advance(61)
+    assert eng.tick()["unsilenced"] == 1 and eng.get(by["pruned50"].incident_id)["state"] == "open"
+    assert eng.get(by["damaged"].incident_id)["state"] == "silenced"       # its silence lasts an hour
+    # the candidate failing again after its incident was resolved: still silenced
+    eng.resolve(by["damaged"].incident_id, "alice")
+    [again] = eng.process_run("digits", store.create_run("digits", "t", {}), [judged("damaged")])
+    assert (again.candidate, again.state, again.notified) == ("damaged", "silenced", ())

@@ -140,6 +140,21 @@ def test_alertmanager_receives_the_alert_and_resolution_ends_it(store, alertmana
     assert still == []
 
 
+def test_alertmanager_alert_of_one_candidate_carries_its_name(store, alertmanager, clock):
+    """A pair with several candidates: the alert has a ``candidate`` label, so Alertmanager's own
+    silences and routes can tell the candidates apart (single-candidate alerts have none, above)."""
+    clock.now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    am = build_notifier("alertmanager", NotifierConfig(type="alertmanager", url=alertmanager.url))
+    eng = IncidentEngine(store, targets=["alertmanager"], clock=clock)
+    failing = results()
+    for r in failing:
+        r.candidate = "int8"
+    [ch] = eng.process_run("digits", store.create_run("digits", "t", {}), failing)
+    assert OutboxDispatcher(store, {"alertmanager": am}, clock=clock).dispatch_due()["sent"] == 1
+    [alert] = [a for a in alertmanager.alerts() if a["labels"].get("sentinel_incident") == str(ch.incident_id)]
+    assert alert["labels"]["candidate"] == "int8" and alert["labels"]["pair"] == "digits"
+
+
 def test_email_over_smtp(store, clock):
     aiosmtpd = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd is in the test extra")
     got, replies = [], []

@@ -90,6 +90,9 @@ class RunData:
     output_kind: str = "single"
     # what the run records about its inputs and outputs (token truncation, output row-sum deviation)
     notes: dict[str, Any] = field(default_factory=dict)
+    # a pair with several candidates: each candidate's outputs on these rows, by name (``candidate``
+    # above is the first one's); what its automatic diagnosis compares with ``baseline``
+    candidate_outputs: dict[str, np.ndarray] | None = None
 
     @property
     def n(self) -> int:

@@ -17,34 +17,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_id", type=int)
     p.add_argument("--out", help="folder for the JSON result and SVG plot (default: the reports folder)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
+    p.add_argument("--candidate", help="in a pair with several candidates, diagnose this one (default: every one)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit 0 when no tensor or weight is below its floor, 1 when one is (2: usage/config error)."""
-    from ..diagnose import diagnose_and_store
+    """Exit 0 when no tensor or weight is below its floor, 1 when one is (2: usage/config error,
+    a candidate the pair does not list among them). A pair with several candidates: each one's
+    diagnosis, under its name, in its own files."""
+    from ..diagnose import diagnose_and_store_candidates
     from ..revalidation import resolve_report_dir, run_samples
 
     app = app_of(args)
     # kept in the run's record too: the console's run page and the API then show this one
-    d, _ = diagnose_and_store(app, args.run_id, by="cli", read_samples=run_samples)
+    got, _ = diagnose_and_store_candidates(app, args.run_id, by="cli", read_samples=run_samples,
+                                           candidate=args.candidate)
     out = Path(args.out) if args.out else resolve_report_dir(app.cfg)
-    paths = write_diagnosis(d, out)
+    files = {name: write_diagnosis(d, out) for name, d in got.items()}
     if args.json:
-        print(json.dumps({**d.to_dict(), "files": paths}, indent=2))
+        if list(got) == [None]:
+            print(json.dumps({**got[None].to_dict(), "files": files[None]}, indent=2))
+        else:
+            print(json.dumps({"candidates": {n: {**d.to_dict(), "files": files[n]} for n, d in got.items()}}, indent=2))
     else:
-        print_diagnosis(d)
-        print(f"written: {paths['json']}, {paths['svg']}")
-    bad = d.below_floor or any(w.below_floor for w in d.weights)
+        for name, d in got.items():
+            print_diagnosis(d)
+            print(f"written: {files[name]['json']}, {files[name]['svg']}")
+    bad = any(d.below_floor or any(w.below_floor for w in d.weights) for d in got.values())
     return EXIT_FAILED if bad else EXIT_OK
 
 
 def write_diagnosis(d: Any, folder: Path) -> dict[str, str]:
-    """``run-<id>-diagnosis.json`` (the result, with the SVG inline) and ``run-<id>-diagnosis.svg``."""
+    """``run-<id>-diagnosis.json`` (the result, with the SVG inline) and ``run-<id>-diagnosis.svg``;
+    ``run-<id>-<candidate>-diagnosis.*`` for a candidate of a pair with several."""
     from ..diagnose import sqnr_svg
 
     folder.mkdir(parents=True, exist_ok=True)
     svg = sqnr_svg(d)
-    stem = folder / f"run-{d.run_id}-diagnosis"
+    stem = folder / (f"run-{d.run_id}-diagnosis" if d.candidate is None else f"run-{d.run_id}-{d.candidate}-diagnosis")
     Path(f"{stem}.svg").write_text(svg, encoding="utf-8")
     Path(f"{stem}.json").write_text(json.dumps({**d.to_dict(), "svg": svg}, indent=2) + "\n", encoding="utf-8")
     return {"json": f"{stem}.json", "svg": f"{stem}.svg"}
@@ -56,7 +65,8 @@ def _db(v: float | None) -> str:
 
 def print_diagnosis(d: Any) -> None:
     rows = d.rows
-    what = f"run {d.run_id} ({d.pair})" if d.run_id is not None else (d.pair or "rows given")
+    pair = d.pair if d.candidate is None else f"{d.pair}, candidate {d.candidate}"
+    what = f"run {d.run_id} ({pair})" if d.run_id is not None else (pair or "rows given")
     print(f"diagnosis of {what}: {rows['flipped']} flipped and {rows['agreeing']} agreeing rows; "
           + (f"{d.kind} candidate, floor {d.floors['sqnr_db']:g} dB ({d.floors['source']})" if d.mode == "layers"
              else "output level only"))

@@ -11,6 +11,7 @@ from ..errors import SentinelError
 # as sentinel.incidents.engine.LIST_STATES (the stored states and ``reopened``); spelled out so
 # parsing the command line imports no engine (tests/test_cli_incidents.py keeps them equal)
 LIST_STATES = ("open", "acknowledged", "resolved", "silenced", "reopened")
+LABELS = ("pair", "check", "slice", "severity", "state", "candidate")   # as sentinel.incidents.matchers.LABELS
 from .common import EXIT_OK, app_of, config_arg
 
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             q.add_argument("--json", action="store_true")
     q = isub.add_parser("silence", help="silence matching incidents for a while (or --list, --expire ID)",
                         description="Silence incidents matching every --match (NAME=VALUE, NAME!=VALUE, NAME=~REGEX; "
-                                    "names: pair, check, slice, severity, state) for --for (90m, 2h, 1d).")
+                                    f"names: {', '.join(LABELS)}) for --for (90m, 2h, 1d).")
     config_arg(q)
     q.add_argument("--match", "-m", action="append", default=[], metavar="MATCHER")
     q.add_argument("--for", dest="duration", metavar="DURATION")

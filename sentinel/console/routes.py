@@ -220,11 +220,13 @@ class Console:
         return f"/incidents/{incident_id}?done=resolved"
 
     def do_silence(self, s: Session, fields: dict[str, str], incident_id: int) -> str:
+        from ..incidents.payload import incident_candidate
         from ..incidents.silences import parse_silence
 
         inc = self.app.incidents.get(incident_id)
-        matchers, duration = parse_silence([f"pair={inc['pair']}", f"check={inc['check']}"],
-                                           fields.get("duration") or "2h")
+        who = incident_candidate(inc)   # a pair with several candidates: this candidate's incidents only
+        matchers, duration = parse_silence([f"pair={inc['pair']}", f"check={inc['check']}"]
+                                           + ([f"candidate={who}"] if who else []), fields.get("duration") or "2h")
         self.app.incidents.add_silence(matchers, author=s.user.name, reason=_text(fields.get("note")) or "",
                                        duration=duration)
         return f"/incidents/{incident_id}?done=silenced"
@@ -237,13 +239,15 @@ class Console:
         return f"/runs/{run_id}?done=accepted"
 
     def do_diagnose(self, s: Session, fields: dict[str, str], run_id: int) -> str:
-        """Diagnose the run now and keep it in its record (sentinel.diagnose.auto), then back to its page."""
-        from ..diagnose import DiagnoseError, diagnose_and_store
+        """Diagnose the run now and keep it in its record (sentinel.diagnose.auto), then back to its
+        page; a pair with several candidates: the form's ``candidate``, or every one."""
+        from ..diagnose import DiagnoseError, diagnose_and_store_candidates
         from ..errors import ConfigError
         from ..revalidation import run_samples
 
         try:
-            diagnose_and_store(self.app, run_id, by=s.user.name, read_samples=run_samples)
+            diagnose_and_store_candidates(self.app, run_id, by=s.user.name, read_samples=run_samples,
+                                          candidate=fields.get("candidate") or None)
         except (ConfigError, DiagnoseError) as exc:   # the run and the configured models do not fit
             raise StateError(f"run {run_id} cannot be diagnosed: {exc}") from None
         return f"/runs/{run_id}?done=diagnosed"

@@ -108,7 +108,8 @@ def run(app: Any, run_id: int) -> dict[str, Any] | None:
     return {"run": r, "results": results, "failing": failing, "plots": run_plots(app, r, results),
             "record": record, "perf": record.get("perf") or {}, "traffic": app.store.traffic_range(run_id),
             "diagnosis": diagnosis_html(entry if isinstance(entry, dict) else None),
-            "can_diagnose": r["pair"] in app.cfg.pairs and r["status"] not in ("running", "error", "abandoned")}
+            "can_diagnose": r["pair"] in app.cfg.pairs and r["status"] not in ("running", "error", "abandoned"),
+            "diagnose_candidates": list(app.cfg.pairs[r["pair"]].candidates or []) if r["pair"] in app.cfg.pairs else []}
 
 
 def run_plots(app: Any, r: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:

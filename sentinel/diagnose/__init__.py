@@ -13,9 +13,10 @@ from typing import Any
 _WHERE = {
     "DEFAULT_FLOORS": "figures", "MAX_DB": "figures", "Diagnosis": "figures", "TensorFigures": "figures",
     "WeightFigures": "figures", "cosine": "figures", "sqnr_db": "figures", "DiagnoseError": "figures",
+    "UnknownCandidate": "figures", "candidate_names": "run", "diagnose_run_candidates": "run",
     "diagnose_graphs": "localise", "diagnose_outputs": "localise", "sqnr_svg": "plot",
     "diagnose_pair": "run", "diagnose_run": "run", "diagnose_samples": "run", "pick_rows": "run", "sample_rows": "run",
-    "diagnose_and_store": "auto", "stored_diagnosis": "auto", "diagnosis_html": "html",
+    "diagnose_and_store": "auto", "diagnose_and_store_candidates": "auto", "entries": "auto", "stored_diagnosis": "auto", "diagnosis_html": "html",
 }
 __all__ = sorted(_WHERE)
 

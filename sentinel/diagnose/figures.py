@@ -36,6 +36,21 @@ class DiagnoseError(SentinelError):
         super().__init__(f"{path}: {reason}" if path else reason)
 
 
+class UnknownCandidate(DiagnoseError):
+    """A candidate was named that the pair does not list (``choices``: the ones it does; empty
+    for a single-candidate pair, which takes no candidate name)."""
+
+    def __init__(self, pair: str, candidate: str, choices: list[str]):
+        self.pair, self.candidate, self.choices = pair, candidate, choices
+        if not candidate:
+            why = f"pair {pair!r} lists several candidates ({', '.join(choices)}): name one"
+        elif choices:
+            why = f"pair {pair!r} has no candidate {candidate!r}; its candidates are {', '.join(choices)}"
+        else:
+            why = f"pair {pair!r} has a single candidate (candidate:): name none, not {candidate!r}"
+        super().__init__("", why)
+
+
 def db_ratio(signal2: float, noise2: float) -> float:
     """20·log10(‖x‖/‖x−y‖) from the squared norms ‖x‖² and ‖x−y‖², within ±:data:`MAX_DB`."""
     if noise2 <= 0.0:
@@ -140,7 +155,9 @@ class Diagnosis:
     candidate against baseline outputs only; ``reason`` says why). ``named``: the tensors where
     the flipped rows diverge most (by ``introduced``); ``origin``: among tensors below the floor on
     the agreeing rows (the graph is off for ordinary rows too: damage, not a borderline row), the
-    one with the largest ``fall``. ``summary``: sentences rendered from these fields."""
+    one with the largest ``fall``. ``summary``: sentences rendered from these fields.
+    ``candidate``: which candidate of a pair with several (``candidates:``); None (and no such
+    key in :meth:`to_dict`) for a single-candidate pair."""
     mode: str
     reason: str | None
     kind: str
@@ -155,6 +172,7 @@ class Diagnosis:
     summary: list[str] = field(default_factory=list)
     run_id: int | None = None
     pair: str | None = None
+    candidate: str | None = None
 
     def tensor(self, name: str) -> TensorFigures:
         return next(t for t in self.tensors if t.tensor == name or t.node == name)
@@ -163,6 +181,8 @@ class Diagnosis:
         d = asdict(self)
         for t, row in zip(self.tensors, d["tensors"]):
             row["drop"] = t.drop
+        if d["candidate"] is None:   # a single-candidate pair's diagnosis keeps its earlier shape
+            d.pop("candidate")
         return d
 
     @classmethod

@@ -14,27 +14,40 @@ _COLS = ("layer", "op", "SQNR flipped", "SQNR agreeing", "drop", "here", "cos fl
 
 def diagnosis_html(entry: dict[str, Any] | None, *, level: int = 2) -> str:
     """The fragment for a stored entry (``sentinel.diagnose.auto``); ``""`` when there is none.
-    ``level``: the heading level (h2 in the report and on the run page)."""
+    ``level``: the heading level (h2 in the report and on the run page). A pair with several
+    candidates gets one part per candidate diagnosed, under its name (``id='diagnosis-<name>'``;
+    the ids inside end in ``-<name>``)."""
     if not entry:
         return ""
     h = f"h{level}"
-    head = f"<section id='diagnosis'><{h}>Where the candidate diverges (diagnosis)</{h}>"
+    if isinstance(entry.get("candidates"), dict):
+        parts = [f"<section id='diagnosis'><{h}>Where each candidate diverges (diagnosis)</{h}>"]
+        for name, one in entry["candidates"].items():
+            if isinstance(one, dict):
+                sub = f"h{min(level + 1, 6)}"
+                parts.append(f"<section id='diagnosis-{escape(name)}'><{sub}>Candidate {escape(name)}</{sub}>"
+                             f"{_body(one, f'-{escape(name)}')}</section>")
+        return "".join(parts) + "</section>"
+    return f"<section id='diagnosis'><{h}>Where the candidate diverges (diagnosis)</{h}>{_body(entry, '')}</section>"
+
+
+def _body(entry: dict[str, Any], tail: str) -> str:
+    """One candidate's diagnosis (``tail`` ends every id: ``""``, or ``-<candidate>``)."""
     if not isinstance(entry.get("result"), dict):
-        return (f"{head}<p class='muted'>{escape(_provenance(entry))}</p><p class='err' id='diagnosis-error'>"
+        return (f"<p class='muted'>{escape(_provenance(entry))}</p><p class='err' id='diagnosis-error{tail}'>"
                 f"No diagnosis: {escape(str(entry.get('error') or 'unknown error'))}. The run's results are "
-                "unaffected.</p></section>")
+                "unaffected.</p>")
     d = Diagnosis.from_dict(entry["result"])
-    parts = [head, f"<p class='muted' id='diagnosis-about'>{escape(_provenance(entry))}; {escape(_rows(d))}</p>",
-             "<ul id='diagnosis-summary'>" + "".join(f"<li>{escape(line)}</li>" for line in d.summary) + "</ul>"]
+    parts = [f"<p class='muted' id='diagnosis-about{tail}'>{escape(_provenance(entry))}; {escape(_rows(d))}</p>",
+             f"<ul id='diagnosis-summary{tail}'>" + "".join(f"<li>{escape(line)}</li>" for line in d.summary) + "</ul>"]
     if d.tensors:
         marked = [t for t in d.tensors if t.tensor in d.named or t.tensor == d.origin]
         if marked:
             parts.append("<p>Named layers (where the flipped rows diverge most, and where the damage starts):</p>"
-                         + _table(marked, d, "diagnosis-layers"))
-        parts.append(f"<div class='plots' id='diagnosis-plot'>{sqnr_svg(d)}</div>")
+                         + _table(marked, d, f"diagnosis-layers{tail}"))
+        parts.append(f"<div class='plots' id='diagnosis-plot{tail}'>{sqnr_svg(d)}</div>")
         parts.append(f"<details><summary>Every compared tensor ({len(d.tensors)}, network order) and weight"
-                     f"</summary>{_table(d.tensors, d, 'diagnosis-tensors')}{_weights(d)}</details>")
-    parts.append("</section>")
+                     f"</summary>{_table(d.tensors, d, f'diagnosis-tensors{tail}')}{_weights(d)}</details>")
     return "".join(parts)
 
 

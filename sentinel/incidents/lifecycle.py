@@ -15,8 +15,8 @@ from ..notifiers.outbox import enqueue
 from ..storage.incidents import IncidentRecords, IncidentStore
 from ..links import Links
 from .escalation import Escalator
-from .payload import (SEVERITY_RANK, SYSTEM_ACTOR, _title, build_payload, evidence, incident_candidate, iso, primary,
-                      worst_severity)
+from .payload import (SEVERITY_RANK, SYSTEM_ACTOR, _title, build_payload, evidence, incident_candidate, iso,
+                      match_labels, primary, worst_severity)
 from .silences import matching_silence
 
 GROUP = "*"                         # the slice part of a grouped (per-check) fingerprint
@@ -161,8 +161,8 @@ class Lifecycle:
     def _open(self, tx: IncidentRecords, run: _Run) -> IncidentChange:
         first, severity, now = primary(run.failing), worst_severity(run.failing), run.now
         slices = [r.slice for r in run.failing]
-        silence = matching_silence(tx, {"pair": run.pair, "check": first.check, "severity": severity,
-                                        "state": "open", "slice": slices}, now)
+        silence = matching_silence(tx, match_labels(run.pair, first.check, severity, "open", slices, first.candidate),
+                                   now)
         state = "silenced" if silence else "open"
         runbooks = self.rules.runbooks or {}
         incident_id = tx.add_incident(
@@ -187,9 +187,8 @@ class Lifecycle:
 
     def _reopen(self, tx: IncidentRecords, old: dict[str, Any], run: _Run) -> IncidentChange | None:
         first, severity, now = primary(run.failing), worst_severity(run.failing), run.now
-        labels = {"pair": old["pair"], "check": old["check"], "severity": severity, "state": "open",
-                  "slice": [r.slice for r in run.failing]}
-        silence = matching_silence(tx, labels, now)
+        silence = matching_silence(tx, match_labels(old["pair"], old["check"], severity, "open",
+                                                    [r.slice for r in run.failing], first.candidate), now)
         state = "silenced" if silence else "open"
         if not tx.update_incident(old["id"], states=("resolved",), occurrence=True, values=dict(
                 state=state, resolved_at=None, updated_at=now, severity=severity, slice=first.slice,

@@ -1,8 +1,10 @@
 """Label matchers (for silences and escalation policies), parsed from the strings people type:
 ``pair=triage``, ``slice!=overall``, ``check=~decision_.*`` (durations: :mod:`sentinel.durations`).
 
-An incident's labels are ``pair``, ``check``, ``severity``, ``state`` and ``slice``; a grouped
-incident has several slices and a ``slice`` matcher matches when any of them does.
+An incident's labels are ``pair``, ``check``, ``severity``, ``state``, ``slice`` and
+``candidate`` (the candidate's name in a pair with several; empty for a single-candidate pair,
+so ``candidate=int8`` never matches one and ``candidate!=int8`` always does); a grouped incident
+has several slices and a ``slice`` matcher matches when any of them does.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-LABELS = ("pair", "check", "slice", "severity", "state")
+LABELS = ("pair", "check", "slice", "severity", "state", "candidate")
 _MATCHER = re.compile(r"^\s*([A-Za-z_]+)\s*(=~|!=|=)\s*(.*?)\s*$")
 
 

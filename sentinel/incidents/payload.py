@@ -70,9 +70,17 @@ def _title(pair: str, result: CheckResult, failing: Sequence[CheckResult] = ()) 
 
 
 def labels(incident: Mapping[str, Any]) -> dict[str, Any]:
-    """What silences and policies match on."""
-    return {"pair": incident["pair"], "check": incident["check"], "severity": incident["severity"],
-            "state": incident["state"], "slice": incident.get("slices") or [incident["slice"]]}
+    """What silences and policies match on (an incident as ``load_incident`` reads it)."""
+    return match_labels(incident["pair"], incident["check"], incident["severity"], incident["state"],
+                        incident.get("slices") or [incident["slice"]], incident_candidate(incident))
+
+
+def match_labels(pair: str, check: str, severity: str, state: str, slices: Sequence[str],
+                 candidate: str | None) -> dict[str, Any]:
+    """The labels of :data:`sentinel.incidents.matchers.LABELS`: ``candidate`` is the candidate's
+    name in a pair with several, None (matched as ``""``) for a single-candidate pair's."""
+    return {"pair": pair, "check": check, "severity": severity, "state": state, "slice": list(slices),
+            "candidate": candidate}
 
 
 def build_payload(event: str, incident: dict[str, Any], at: dt.datetime, *, actor: str | None,

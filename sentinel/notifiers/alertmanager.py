@@ -10,8 +10,9 @@ Config::
         params: {labels: {team: ml-platform}, hold: 7d, sentinel_url: "https://sentinel.internal:8080"}
 
 The alert's labels (its identity in Alertmanager) are ``alertname`` (``SentinelIncident``),
-``sentinel_incident`` (the id), ``pair``, ``check``, ``severity`` and the configured static
-``labels``; summary, description (the evidence), runbook URL, state and the event are annotations.
+``sentinel_incident`` (the id), ``pair``, ``check``, ``severity``, ``candidate`` (only in a pair
+with several candidates, so Alertmanager's own silences and routes can match it) and the
+configured static ``labels``; summary, description (the evidence), runbook URL, state and the event are annotations.
 Alertmanager has no acknowledgement: an acknowledged incident's alert is re-sent with
 ``state=acknowledged`` and stays active. Resolution sets ``endsAt`` to the resolution time. An
 active alert is sent with ``endsAt`` = event time + ``hold`` (default 7 days): Alertmanager
@@ -74,6 +75,8 @@ class AlertmanagerNotifier:
         ends = at if payload.get("event") == "resolved" else at + self.hold
         labels = {**self.labels, "alertname": self.alertname, "sentinel_incident": str(inc["id"]),
                   "pair": inc["pair"], "check": inc["check"], "severity": inc["severity"]}
+        if inc.get("candidate"):    # a pair with several candidates; single-candidate alerts keep their identity
+            labels["candidate"] = inc["candidate"]
         annotations = {"summary": summary(payload), "description": "\n".join(evidence_lines(payload)),
                        "state": inc["state"], "event": what_happened(payload),
                        "slices": ", ".join(inc.get("slices") or [inc["slice"]])}

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from ..registry import PluginError
 from ..runners.base import ModelLoadError, load_runner, output_options, sha256_file
 from .fingerprint import fingerprint
-from .history import perf_history
+from .history import perf_history, run_perf
 
 log = logging.getLogger("sentinel.perf")
 
@@ -159,19 +159,20 @@ def ab_sessions(load: Any, candidate_path: str | Path, accepted_path: str | Path
     return out
 
 
-def accepted_reference(cfg: Any, pair: str, baseline: Any, candidate: Any, history: list[dict[str, Any]]
-                       ) -> tuple[dict[str, Any], dict[str, list[Any]] | None]:
+def accepted_reference(cfg: Any, pair: str, baseline: Any, candidate: Any, history: list[dict[str, Any]], *,
+                       spec: Any = None) -> tuple[dict[str, Any], dict[str, list[Any]] | None]:
     """What perf_history judges this run's ``candidate`` runner against (:func:`choose_reference`
     on the pair's ``history``), and, when the accepted file is to be timed alongside, fresh
     sessions of both files created in balanced order (:func:`ab_sessions`; the caller closes
     them). A file that cannot be loaded, or now holds other bytes, makes the reference
-    ``unavailable`` with the reason."""
+    ``unavailable`` with the reason. ``spec``: the candidate's config (default: the pair's
+    single, or first, candidate)."""
     fp = fingerprint({"baseline": baseline, "candidate": candidate})
     ref = choose_reference(history, fingerprint_id=fp["id"], control=baseline.sha256,
                            candidate_sha=candidate.sha256, kept=kept_models(cfg))
     if ref["kind"] != "accepted_model":
         return ref, None
-    spec = cfg.pairs[pair].candidate
+    spec = spec if spec is not None else cfg.pairs[pair].candidate_spec()
     expected = {"candidate": candidate.sha256, "accepted": ref["sha256"]}
     made: list[Any] = []
 
@@ -205,8 +206,18 @@ def keep_accepted(cfg: Any, store: Any, pairs: Iterable[str], pair: str, candida
         return
     try:
         kept.keep(candidate.path, sha)
-        referenced = {s for p in pairs for h in perf_history(store, p, cfg.perf.history_runs)
-                      if (s := candidate_sha_of(h))}
+        referenced = {s for p in pairs if p in cfg.pairs for name in cfg.pairs[p].candidate_specs()
+                      for h in perf_history(store, p, cfg.perf.history_runs, name) if (s := candidate_sha_of(h))}
         kept.prune(referenced | {sha})
     except (OSError, ValueError) as exc:
         log.warning("accepted candidate not kept", extra={"pair": pair, "reason": str(exc)})
+
+
+def keep_accepted_of_run(cfg: Any, store: Any, pairs: Iterable[str], loaded: Any, record: dict[str, Any]) -> None:
+    """:func:`keep_accepted` for each candidate of the stored run ``record`` of pair ``loaded``
+    whose perf record was accepted (a pair with several candidates: each its own)."""
+    runners = dict(loaded.candidates) or {None: loaded.candidate}
+    for name, runner in runners.items():
+        perf, _ = run_perf(record, name)
+        if (perf or {}).get("accepted"):
+            keep_accepted(cfg, store, pairs, loaded.name, runner)

@@ -40,7 +40,7 @@ def measure_run(cfg: Any, loaded: Any, paired: Any, x: Rows, history: list[dict[
         return None, time_calls(paired, x)
     pc = cfg.pairs[loaded.name]
     spec = pc.candidate_spec(getattr(loaded, "candidate_name", None))   # the view's, with several candidates
-    reference, sessions = accepted_reference(cfg, loaded.name, loaded.baseline, loaded.candidate, history)
+    reference, sessions = accepted_reference(cfg, loaded.name, loaded.baseline, loaded.candidate, history, spec=spec)
     try:
         perf = measure_pair(loaded.baseline, loaded.candidate, x, serving_batch_size=loaded.batch_size,
                             settings=cfg.perf, specs={"baseline": pc.baseline, "candidate": spec},

@@ -22,7 +22,7 @@ from ..checks.perf import GAUGE_TYPE
 from ..config import Config, ConfigError
 from ..errors import MessageError, RunCancelled, check_cancel
 from ..messages import PairShape, decode_traffic, text_rows
-from ..perf.accepted import keep_accepted
+from ..perf.accepted import keep_accepted_of_run
 from ..perf.history import joins_history, perf_history
 from ..perf.measure import measure_run, perf_record
 from ..record import run_record, sample_record
@@ -232,8 +232,7 @@ class Revalidator:
             log.warning("revalidation result dropped: the run was marked abandoned while it ran",
                         extra={"pair": pair, "run_id": run_id, "status": status})
             return None
-        if (record.get("perf") or {}).get("accepted"):
-            keep_accepted(self.cfg, self.store, self.pairs, pair, loaded.candidate)
+        keep_accepted_of_run(self.cfg, self.store, self.pairs, loaded, record)
         outcome = RunOutcome(run_id, pair, status, len(samples), results, None, record)
         # incidents first: the report names the incident this run opened or counted towards, and
         # notifications link to the run's console page, not to the report file
@@ -286,7 +285,7 @@ class Revalidator:
         rows = sample_rows(samples, io.signature)
         x = io.model_input(rows)
         paired = self._paired(loaded)
-        history = perf_history(self.store, loaded.name, self.cfg.perf.history_runs)
+        history = perf_history(self.store, loaded.name, self.cfg.perf.history_runs, loaded.candidate_name)
         perf, latency = None, {"baseline": np.zeros(0), "candidate": np.zeros(0)}
         embeddings, notes = None, {}
         if rows:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..checks.base import CheckResult
 from ..checks.tradeoff import tradeoff_table
+from ..perf.history import joins_history
 from ..runners.paired import _call
 
 __all__ = ["SharedBaseline", "evaluate_candidates", "views"]
@@ -70,7 +71,8 @@ def evaluate_candidates(revalidator: Any, loaded: Any, samples: Sequence[Any], *
                         reference_runs: list[int] | None = None) -> tuple[list[CheckResult], Any, None]:
     """Every candidate's checks on ``samples``: all results (each with its ``candidate``), the
     first candidate's RunData (its ``notes`` carry every candidate's: ``candidates`` with each
-    one's outputs note and perf record, ``tradeoff`` the table) and None for the perf record (a
+    one's outputs note and perf record, ``tradeoff`` the table; ``candidate_outputs`` each one's
+    outputs) and None for the perf record (a
     run of several candidates keeps each one's under ``candidates.<name>.perf``)."""
     shared = SharedBaseline(loaded.baseline)
     results: list[CheckResult] = []
@@ -88,9 +90,12 @@ def evaluate_candidates(revalidator: Any, loaded: Any, samples: Sequence[Any], *
     finally:
         shared.clear()
     notes = {k: v for k, v in first.notes.items() if k != "outputs"}
+    # each candidate's perf record joins that candidate's own accepted history (perf.history)
     notes["candidates"] = {name: {"outputs": p["data"].notes.get("outputs"),
-                                  **({"perf": p["perf"]} if p["perf"] is not None else {})} for name, p in per.items()}
+                                  **({"perf": {**p["perf"], "accepted": joins_history(p["results"])}}
+                                     if p["perf"] is not None else {})} for name, p in per.items()}
     notes["baseline_runs"] = {"batches": shared.misses, "reused": shared.hits}
     notes["tradeoff"] = tradeoff_table(loaded.baseline, per)
     first.notes = notes
+    first.candidate_outputs = {name: p["data"].candidate for name, p in per.items()}   # each one's diagnosis
     return results, first, None

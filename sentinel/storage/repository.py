@@ -468,6 +468,9 @@ class Store:
                 raise StateError(f"run {run_id} is {row.status}: only a finished run can be accepted")
             record = dict(row.record or {})
             perf = record.get("perf")
+            if not perf and isinstance(record.get("candidates"), dict):
+                raise StateError(f"run {run_id} judged several candidates: each one's performance joins its own "
+                                 "history when its perf_history check passes; accepting one by hand is not supported")
             if not perf or not perf.get("timings"):
                 raise StateError(f"run {run_id} has no performance measurement to accept (perf.enabled was false?)")
             if perf.get("accepted"):
