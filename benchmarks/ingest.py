@@ -32,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
+if "--pure-crc" in sys.argv:   # before kafka-python is imported: its CRC-32C in Python, as without crc32c
+    sys.modules["crc32c"] = None  # type: ignore[assignment]
 
 from sentinel.testing.broker import TansuBroker, unique_name  # noqa: E402
 
@@ -104,18 +106,19 @@ RAW = {"kafka-python": lambda b, t, n: raw_kafka_python(b, t, n, POLL_RECORDS["k
        "confluent": lambda b, t, n: raw_confluent(b, t, n, POLL_RECORDS["confluent"])}
 
 
-def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: list[str], repeat: int) -> None:
+def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: list[str], repeat: int,
+                 clients: tuple[str, ...] = tuple(RAW)) -> None:
     """Per client: the raw consumer, then the daemon's loop on that client's source at rates 0.1
     and 1.0 for each ``kafka.id_from``, all on ``topic``; prints the table. The passes are
     interleaved (each raw figure is taken just before the loop figures it is compared with) and
     the medians printed, ratios included: on shared cores the load moves between passes. Each
     figure is given per wall second and per CPU second of the process (what one idle core would
     do; the broker's own CPU is not in it)."""
-    runs = [(c, rate, i) for c in RAW for rate in (0.1, 1.0) for i in id_froms]
-    raws: dict[str, list[tuple[float, float]]] = {c: [] for c in RAW}
+    runs = [(c, rate, i) for c in clients for rate in (0.1, 1.0) for i in id_froms]
+    raws: dict[str, list[tuple[float, float]]] = {c: [] for c in clients}
     got: dict[tuple, list[tuple[float, float]]] = {r: [] for r in runs}
     for k in range(repeat):
-        for client in RAW:
+        for client in clients:
             raws[client].append(RAW[client](bootstrap, topic, n))
             print(f"  pass {k + 1}: raw {client}: {_show(raws[client][-1])}", flush=True)
             for run in (r for r in runs if r[0] == client):
@@ -123,11 +126,12 @@ def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: li
                 print(f"  pass {k + 1}: {client} rate {run[1]} id_from {run[2]}: {_show(got[run][-1], raws[client][-1])}",
                       flush=True)
     rows = []
-    for client in RAW:
+    for client in clients:
         rows.append([client, f"raw (group + commit, {POLL_RECORDS[client]:,} a poll)", "", "",
                      *_cells(raws[client], raws[client])])
         rows += [[client, "sentinel ingest loop", r[1], r[2], *_cells(got[r], raws[client])] for r in runs if r[0] == client]
-    fast = [name for name in ("crc32c", "orjson") if importlib.util.find_spec(name) is not None]
+    fast = [name for name in ("crc32c", "orjson") if sys.modules.get(name, 0) is not None
+            and importlib.util.find_spec(name) is not None]
     print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store, median of {repeat} "
           f"interleaved passes; C extensions: {', '.join(fast) or 'none (no crc32c, no orjson)'}")
     print_table(["client", "consumer", "rate", "id_from", "msg/s", "of raw", "msg/CPU-s", "of raw (CPU)"], rows)
@@ -153,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=1.0)
     ap.add_argument("--client", default="kafka-python", choices=sorted(RAW), help="--profile: the source to profile")
     ap.add_argument("--id-from", default="body,key", help="kafka.id_from values to measure (body,key)")
+    ap.add_argument("--clients", default=",".join(RAW), help="clients to measure (kafka-python,confluent)")
+    ap.add_argument("--pure-crc", action="store_true",
+                    help="kafka-python without the crc32c C extension (its CRC-32C in Python, as when issue 13 was filed)")
     args = ap.parse_args(argv)
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="sentinel-ingest-") as tmp, TansuBroker() as broker:
@@ -168,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.client} rate {args.rate} id_from {args.id_from}: {_show(got)} (profiled)")
             pstats.Stats(prof).sort_stats("tottime").print_stats(45)
             return 0
-        ingest_table(workdir, broker.bootstrap, topic, n, args.id_from.split(","), args.repeat)
+        ingest_table(workdir, broker.bootstrap, topic, n, args.id_from.split(","), args.repeat,
+                     tuple(args.clients.split(",")))
     return 0
 
 

@@ -21,6 +21,7 @@ never asserted. PostgreSQL from $SENTINEL_TEST_PG (default postgres@127.0.0.1:54
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +43,11 @@ def ingest_table(workdir: Path, broker: TansuBroker, n: int) -> None:
     broker.create_topic(topic, partitions=1)
     produce(broker.bootstrap, topic, n)
     table(workdir, broker.bootstrap, topic, n, ["body"], repeat=1)
+    # issue 13's kafka-python goals were set with its CRC-32C in Python (crc32c not installed):
+    # the same table for that client so, in a process that cannot import crc32c
+    print("\nkafka-python without the crc32c C extension (as when issue 13 was filed):", flush=True)
+    subprocess.run([sys.executable, str(Path(__file__).with_name("ingest.py")), "--messages", str(n),
+                    "--id-from", "body", "--clients", "kafka-python", "--pure-crc"], check=True)
 
 
 def replicas_rate(workdir: Path, broker: TansuBroker, n: int, replicas: int) -> float:
