@@ -308,3 +308,33 @@ def test_upgrading_to_0004_keys_existing_quarantine_rows_by_content(store_url): 
         pass
     with engine.connect() as c:
         assert sorted(c.execute(select(text("raw")).select_from(text("quarantine"))).scalars()) == sorted(['{"id": 1', "plain"])
+
+
+def test_sample_rows_written_past_sqlalchemy_are_the_rows_it_writes(tmp_path):
+    """On SQLite the store hands sample rows to the driver itself (``_insert_samples``), each value
+    through its column's bind processor: the stored bytes must be those of SQLAlchemy's insert,
+    for timestamps, JSON null, nested and big-integer JSON, text and strata alike."""
+    import sqlite3
+
+    import numpy as np
+    from sqlalchemy import insert
+
+    from sentinel.storage import tables as tb
+    from sentinel.storage.repository import _SAMPLE_COLUMNS, _insert_samples, stored_inputs
+
+    now = dt.datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=dt.timezone.utc)
+    x = stored_inputs({"x": np.arange(3, dtype=np.float32)})
+    rows = [("p", "a", now, "t", 0, 1, 0.25, x, None, {"region": "eu"}, None, None, now, ""),
+            ("p", "b", now - dt.timedelta(days=400), "t", 3, 2**40, 0.5, x, "héllo", {"r": "é", "s": ""}, "1",
+             {"meta": [1, 2.5, None], "big": 2**70}, now, "region=eu")]
+    got = []
+    for fast in (True, False):
+        store = open_store(f"sqlite:///{tmp_path}/{fast}.db")
+        with store.engine.begin() as conn:
+            if fast:
+                _insert_samples(conn, rows)
+            else:
+                conn.execute(insert(tb.samples), [dict(zip(_SAMPLE_COLUMNS, r)) for r in rows])
+        got.append(sqlite3.connect(tmp_path / f"{fast}.db").execute("SELECT * FROM samples ORDER BY id").fetchall())
+    assert got[0] == got[1] and len(got[0]) == 2
+    assert open_store(f"sqlite:///{tmp_path}/True.db").pending_count("p") == 2
