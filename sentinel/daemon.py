@@ -132,6 +132,9 @@ def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampl
                      for q, r, mid in zip(quick, records, key_mids)]
     by_pair: dict[str, tuple[list[int], list[str]]] = {}
     unsure: list[int] = []
+    if None not in quick and len(shapes) == 1:   # the common case: every id read, one pair
+        by_pair[next(iter(shapes))] = (list(range(len(quick))), [q[1] for q in quick])   # type: ignore[index]
+        quick = []
     for i, q in enumerate(quick):
         if q is None:
             unsure.append(i)

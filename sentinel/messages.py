@@ -641,9 +641,13 @@ def quick_ids(values: Sequence[Any], pairs: Mapping[str, PairShape],
         return [quick_id(v, pairs, max_bytes) for v in values]
     pair = next(iter(pairs))
     once = joined.count(b'"id"') == len(values)    # with one match per message below: exactly one each
+    matches = list(map(_QUICK.match, values))
+    if once and None not in matches:
+        mids = _plain_mids([m.group(1) for m in matches])
+        if mids is not None:
+            return [(pair, mid) for mid in mids]
     out: list[tuple[str, str] | None] = []
-    for v in values:
-        m = _QUICK.match(v)
+    for v, m in zip(values, matches):
         if m is None or (not once and v.count(b'"id"') != 1):
             out.append(None)
             continue
@@ -652,6 +656,18 @@ def quick_ids(values: Sequence[Any], pairs: Mapping[str, PairShape],
     if once and None in out:   # a message without a match may hold two '"id"' and a matched one none
         return [quick_id(v, pairs, max_bytes) for v in values]
     return out
+
+
+def _plain_mids(texts: list[bytes | None]) -> list[str] | None:
+    """The ids of a batch whose every id is a string (``_quick_mid``'s answers), decoded in one
+    call: None when one is not (an integer, empty, too long or not UTF-8). No id the quick
+    path reads holds a NUL byte, so the joined ids split back exactly."""
+    if None in texts or min(map(len, texts)) == 0 or max(map(len, texts)) > MAX_ID_LEN:
+        return None
+    try:
+        return b"\x00".join(texts).decode("utf-8").split("\x00")   # type: ignore[arg-type]
+    except UnicodeDecodeError:
+        return None
 
 
 def _quick_mid(text: bytes | None, digits: bytes | None) -> str | None:

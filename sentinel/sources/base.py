@@ -18,6 +18,7 @@ see :mod:`sentinel.registry`). The chosen class is built with ``cls.from_config(
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from ..errors import ConfigError, SentinelError
@@ -108,6 +109,11 @@ class RawRecord(NamedTuple):
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
+
+
+#: ``record((topic, partition, offset, key, value, timestamp_ms))``: a :class:`RawRecord` made
+#: without the Python-level ``__new__`` of a named tuple (60% of its cost), for sources' loops.
+record = partial(tuple.__new__, RawRecord)
 
 
 @runtime_checkable

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from ..config import KafkaConfig
 from ..errors import StateError
-from .base import RawRecord, SourceError, first_offsets, next_offsets
+from .base import RawRecord, SourceError, first_offsets, next_offsets, record
 from .kafka import KafkaSource, _fmt_offsets, _server_list, _tcp_reachable
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,8 @@ class ConfluentSource:
                 self._on_message_error(m.error())
                 continue
             ts_type, ts = m.timestamp()
-            rec = RawRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                            ts if ts_type != _NO_TIMESTAMP and ts >= 0 else None)
+            rec = record((m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                          ts if ts_type != _NO_TIMESTAMP and ts >= 0 else None))
             if rec.partition != partition or rec.topic != topic:   # a run of one partition starts
                 topic, partition = rec.topic, rec.partition
                 first.setdefault((topic, partition), rec.offset)

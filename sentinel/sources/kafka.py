@@ -31,7 +31,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ..config import KafkaConfig, read_secret
 from ..errors import StateError
-from .base import RawRecord, SourceError, next_offsets
+from .base import RawRecord, SourceError, next_offsets, record
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class KafkaSource:
             for r in batches[tp]:
                 # kafka-python uses -1 (and None for old formats) for "no timestamp"
                 ts = r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None
-                out.append(RawRecord(r.topic, r.partition, r.offset, r.key, r.value, ts))
+                out.append(record((r.topic, r.partition, r.offset, r.key, r.value, ts)))
         return out
 
     def commit(self, records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
