@@ -67,15 +67,26 @@ def sample_record(samples: Sequence[Any], source: dict[str, Any]) -> dict[str, A
     """What a run used, enough to reproduce it: ``source`` (where the samples came from), the
     ids (hashed), count, per-partition offsets, and the traffic's time range (first and last
     message time, ISO 8601) the report shows."""
-    ids = sorted(str(s.msg_id) for s in samples)
+    column = _columns(samples)
     offsets: dict[str, dict[str, int]] = {}
-    for s in samples:
-        if getattr(s, "topic", None) is None:
+    for topic, partition, offset in zip(column("topic"), column("partition"), column("offset")):
+        if topic is None:
             continue
-        key = f"{s.topic}/{s.partition}"
-        o = offsets.setdefault(key, {"min": s.offset, "max": s.offset, "count": 0})
-        o["min"], o["max"], o["count"] = min(o["min"], s.offset), max(o["max"], s.offset), o["count"] + 1
-    times = sorted(t for s in samples if (t := getattr(s, "ts", None)) is not None)
+        o = offsets.setdefault(f"{topic}/{partition}", {"min": offset, "max": offset, "count": 0})
+        o["min"], o["max"], o["count"] = min(o["min"], offset), max(o["max"], offset), o["count"] + 1
+    times = sorted(t for t in column("ts") if t is not None)
     span = {"first": times[0].isoformat(), "last": times[-1].isoformat()} if times else None
-    return {**source, "count": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
-            "offsets": offsets, "time_range": span}
+    return {**source, **ids_digest(samples), "offsets": offsets, "time_range": span}
+
+
+def ids_digest(samples: Sequence[Any]) -> dict[str, Any]:
+    """The samples' ``count`` and ``ids_sha256`` (of their sorted message ids): which samples a
+    run used, whatever their order."""
+    ids = sorted(str(v) for v in _columns(samples)("msg_id"))
+    return {"count": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+
+
+def _columns(samples: Sequence[Any]) -> Any:
+    """``name -> every sample's field``: a window held by column (sentinel.storage.window) gives
+    each without making a sample object."""
+    return getattr(samples, "column", None) or (lambda name: [getattr(s, name, None) for s in samples])

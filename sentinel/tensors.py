@@ -151,6 +151,8 @@ def cast(value: np.ndarray, spec: TensorSpec) -> np.ndarray:
 def collate(rows: Sequence[Mapping[str, np.ndarray]], signature: Signature) -> Batch:
     """Rows as one batch per input: each input cast to its dtype, and dynamic dimensions padded
     (with the input's ``pad``) to the longest row of these rows."""
+    if isinstance(rows, Rows) and (got := rows.batch(signature)) is not None:
+        return got
     out: Batch = {}
     for spec in signature.inputs:
         dtype = np.dtype(spec.dtype)
@@ -289,29 +291,124 @@ def _layout(data: bytes) -> tuple[list[tuple[str, np.dtype, tuple[int, ...], int
 
 def decode_rows(blobs: Sequence[bytes]) -> list[Row]:
     """Many stored rows, as :func:`decode_row` gives them one by one (same names, dtypes, shapes
-    and values), decoded in bulk: rows of one layout (the usual window of a fixed-shape model) go
-    through one numpy call per input, and each row's array is a view of one ``(rows, *shape)``
-    array (far less memory and time than a copy per row). Rows of other layouts are decoded one
-    by one. Raises ValueError, like decode_row, for anything that is not a stored row."""
-    out: list[Row | None] = [None] * len(blobs)
-    by_length: dict[int, list[int]] = {}
-    for i, b in enumerate(blobs):
-        by_length.setdefault(len(b), []).append(i)
-    for length, idx in by_length.items():
-        if len(idx) < 8:
-            for i in idx:
-                out[i] = decode_row(blobs[i])
-            continue
-        arrays, header = _layout(bytes(blobs[idx[0]]))
-        mat = np.frombuffer(b"".join(bytes(blobs[i]) for i in idx), dtype=np.uint8).reshape(len(idx), length)
-        same = (mat[:, header] == mat[0, header]).all(axis=1)
-        columns = {name: np.ascontiguousarray(mat[same, off:off + size]).view(dtype).reshape(-1, *shape)
-                   .astype(dtype.newbyteorder("="), copy=False) for name, dtype, shape, off, size in arrays}
-        for k, i in enumerate(j for j, ok in zip(idx, same) if ok):
-            out[i] = {name: col[k] for name, col in columns.items()}
-        for i in (j for j, ok in zip(idx, same) if not ok):
-            out[i] = decode_row(blobs[i])
-    return out  # type: ignore[return-value]
+    and values), decoded in bulk (:class:`Rows`): each row's array is a view of one
+    ``(rows, *shape)`` array per layout. Raises ValueError, like decode_row, for anything that is
+    not a stored row."""
+    rows = Rows()
+    rows.extend(blobs)
+    return list(rows)
+
+
+class Rows(Sequence[Row]):
+    """Stored rows held by column: rows of one layout (the usual window of a fixed-shape model)
+    are decoded through one numpy call per input into one ``(rows, *shape)`` array each (a
+    *group*); rows of other layouts (fewer than 8 of a byte length, or a differing header) are
+    decoded one by one (*loose*). ``rows[i]`` is the row :func:`decode_row` gives (each array a
+    view of its group's column); :func:`collate` stacks fixed-shape inputs straight from the
+    columns, without a dict per row. Far less memory and time than a dict and an array per row."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []   # (row indexes, columns)
+        self.loose: dict[int, Row] = {}
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []   # per extend: (group, position) of each row
+        self._where: tuple[np.ndarray, np.ndarray] | None = None
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        i = int(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("row index out of range")
+        if self._where is None:
+            self._where = (np.concatenate([g for g, _ in self._parts]), np.concatenate([p for _, p in self._parts]))
+        g = int(self._where[0][i])
+        if g < 0:
+            return self.loose[i]
+        k = int(self._where[1][i])
+        return {name: col[k] for name, col in self.groups[g][1].items()}
+
+    def extend(self, blobs: Sequence[bytes]) -> None:
+        """Decode stored rows (raises ValueError, like decode_row) and add them at the end."""
+        base, n = self._n, len(blobs)
+        group, pos = np.full(n, -1, dtype=np.int32), np.zeros(n, dtype=np.int64)
+        by_length: dict[int, list[int]] = {}
+        for i, b in enumerate(blobs):
+            by_length.setdefault(len(b), []).append(i)
+        loose: list[int] = []
+        for length, idx in by_length.items():
+            if len(idx) < 8:
+                loose += idx
+                continue
+            arrays, header = _layout(bytes(blobs[idx[0]]))
+            mat = np.frombuffer(b"".join(bytes(blobs[i]) for i in idx), dtype=np.uint8).reshape(len(idx), length)
+            same = (mat[:, header] == mat[0, header]).all(axis=1)
+            members = np.asarray(idx, dtype=np.int64)[same]
+            columns = {name: np.ascontiguousarray(mat[same, off:off + size]).view(dtype).reshape(-1, *shape)
+                       .astype(dtype.newbyteorder("="), copy=False) for name, dtype, shape, off, size in arrays}
+            group[members], pos[members] = len(self.groups), np.arange(len(members))
+            self.groups.append((members + base, columns))
+            loose += [i for i, ok in zip(idx, same) if not ok]
+        for i in sorted(loose):
+            self.loose[base + i] = decode_row(blobs[i])
+        self._parts.append((group, pos))
+        self._n, self._where = base + n, None
+
+    def join(self, other: "Rows") -> None:
+        """Add ``other``'s rows at the end (its columns are shared, not copied)."""
+        base = self._n
+        first = len(self.groups)
+        self.groups += [(members + base, columns) for members, columns in other.groups]
+        self.loose.update({base + i: r for i, r in other.loose.items()})
+        self._parts += [(np.where(g < 0, g, g + first).astype(np.int32), p) for g, p in other._parts]
+        self._n, self._where = base + other._n, None
+
+    def adopted(self, signature: Signature) -> "Rows | list[Row]":
+        """These rows as ``signature``'s inputs (:func:`adopt` of each): the same columns when every
+        group holds exactly the inputs ``signature`` names, else a list of adopted rows."""
+        if not all(_conforms(columns, signature) for _, columns in self.groups):
+            return [adopt(r, signature) for r in self]
+        out = Rows()
+        out.groups, out._parts, out._n = self.groups, self._parts, self._n
+        out.loose = {i: adopt(r, signature) for i, r in self.loose.items()}
+        return out
+
+    def batch(self, signature: Signature) -> Batch | None:
+        """The rows as :func:`collate` batches them, straight from the columns; None when an input
+        is dynamic or a row does not hold it in its shape and dtype (collate does it row by row)."""
+        out: Batch = {}
+        for spec in signature.inputs:
+            if not spec.static:
+                return None
+            shape, dtype = tuple(int(d) for d in spec.shape), np.dtype(spec.dtype)  # type: ignore[arg-type]
+            col = np.empty((self._n, *shape), dtype=dtype)
+            for members, columns in self.groups:
+                got = columns.get(spec.name)
+                if got is None or got.shape[1:] != shape or got.dtype != dtype:
+                    return None
+                col[members] = got
+            for i, row in self.loose.items():
+                got = np.asarray(row.get(spec.name)) if spec.name in row else None
+                if got is None or got.shape != shape or got.dtype != dtype:
+                    return None
+                col[i] = got
+            out[spec.name] = col
+        return out
+
+
+def _conforms(columns: Mapping[str, np.ndarray], signature: Signature) -> bool:
+    """Whether rows of these columns are already ``signature``'s inputs (adopt returns them as they are)."""
+    if list(columns) != list(signature.names):
+        return False
+    if not signature.is_single:   # adopt keeps such a row's arrays as they are
+        return True
+    spec, col = signature.inputs[0], columns[signature.inputs[0].name]
+    return col.ndim > 1 and col.dtype == np.dtype(spec.dtype) and col.shape[1:] == spec.shape
 
 
 def row_to_json(row: Mapping[str, np.ndarray]) -> dict[str, Any]:

@@ -87,3 +87,33 @@ def test_decode_rows_in_bulk_gives_what_decode_row_gives_row_by_row():
             assert g[k].dtype == want[k].dtype and g[k].shape == want[k].shape and np.array_equal(g[k], want[k])
     with pytest.raises(ValueError, match="bad magic"):
         decode_rows([blobs[0]] * 10 + [b"XX" + blobs[0][2:]] + [blobs[0]] * 10)
+
+
+def test_rows_held_by_column_batch_and_adopt_as_collate_and_adopt_do_row_by_row():
+    from sentinel.tensors import Rows, adopt, collate, encode_row
+    rng = np.random.default_rng(4)
+    sig = Signature((TensorSpec("features", "float32", (30,)),))
+    rows = [{"features": rng.normal(size=30).astype(np.float32)} for _ in range(30)]
+    rows.insert(7, {"features": rng.normal(size=30)})   # float64: another length, decoded alone, adopt casts it
+    first, second = Rows(), Rows()
+    first.extend([encode_row(r) for r in rows[:20]])
+    second.extend([encode_row(r) for r in rows[20:]])
+    first.join(second)
+    assert len(first) == len(rows) and list(first.loose) == [7]
+    assert all(np.array_equal(first[i]["features"], r["features"]) for i, r in enumerate(rows))
+    held = first.adopted(sig)
+    assert isinstance(held, Rows) and held.batch(sig) is not None
+    got = collate(held, sig)["features"]
+    want = collate([adopt(r, sig) for r in rows], sig)["features"]
+    assert got.dtype == want.dtype == np.float32 and got.flags.c_contiguous and np.array_equal(got, want)
+    short = Rows()
+    short.extend([encode_row(r) for r in rows[8:]] + [encode_row({"features": np.zeros(29, np.float32)})])
+    assert short.batch(sig) is None    # a row that does not fit: collate goes row by row, and refuses it
+    with pytest.raises(ValueError):
+        collate(short, sig)
+    old = Rows()
+    legacy = [{"input": rng.normal(size=30).astype(np.float32)} for _ in range(12)]
+    old.extend([encode_row(r) for r in legacy])
+    adopted = old.adopted(sig)       # a legacy row becomes the model's input, as adopt makes it
+    assert isinstance(adopted, list) and [list(r) for r in adopted] == [["features"]] * len(legacy)
+    np.testing.assert_array_equal(collate(adopted, sig)["features"], np.stack([r["input"] for r in legacy]))

@@ -174,3 +174,22 @@ def test_text_traffic_through_read_batch_is_stored_with_its_tokens_at_any_sampli
         want = text.encode([s.text])[0]
         assert s.text == texts[int(s.msg_id[1:])]
         assert all(s.inputs[k].dtype == np.int64 and np.array_equal(s.inputs[k], want[k]) for k in want)
+
+
+def test_a_claimed_window_gives_samples_and_columns_alike_and_each_sample_its_own_dicts(store_url):  # noqa: F811
+    store = open_store(store_url)
+    batch = [SampleIn(pair="p", msg_id=f"m{i}", ts=NOW + dt.timedelta(seconds=i), topic="t", partition=0, offset=i,
+                      sample_key=i / 100, inputs={"x": np.full(4, i, np.float32)},
+                      attributes={"region": "eu" if i % 3 else "us"}, label="a" if i % 2 else None,
+                      extra={"served_latency_ms": i} if i % 4 else None) for i in range(30)]
+    store.ingest(batch, [], [], window=100, rate=1.0)
+    window = store.claim_window("p", store.create_run("p", "test", {}))
+    samples = list(window)
+    assert [s.msg_id for s in samples] == [f"m{i}" for i in range(30)] == window.column("msg_id")
+    for name in ("attributes", "label", "extra", "offset", "ts", "text"):
+        assert [getattr(s, name) for s in samples] == window.column(name), name
+    assert [s.inputs["x"].tolist() for s in samples] == [[float(i)] * 4 for i in range(30)]
+    samples[1].attributes["region"] = "changed"   # a sample's dicts are its own: the window is unchanged
+    samples[1].extra["served_latency_ms"] = -1
+    assert window[1].attributes == {"region": "eu"} and window[1].extra == {"served_latency_ms": 1}
+    assert window[-1].msg_id == "m29" and [s.msg_id for s in window[2:4]] == ["m2", "m3"]

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..storage.window import Window, values
 from ..tensors import Signature, adopt, as_row, stack_single
 
 OVERALL = "overall"
@@ -146,8 +147,8 @@ def served_latency_seconds(samples: Sequence[Any], field_name: str) -> np.ndarra
     """The served latency (milliseconds in the message, seconds returned) of every sample that
     carries a finite, positive ``field_name`` in its extra fields; other values are ignored."""
     out = []
-    for s in samples:
-        value = (getattr(s, "extra", None) or {}).get(field_name)
+    for extra in values(samples, "extra"):
+        value = (extra or {}).get(field_name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
             out.append(float(value) / 1e3)
     return np.asarray(out, dtype=float)
@@ -201,8 +202,18 @@ def _as_row(inputs: Any, signature: Signature | None) -> dict[str, np.ndarray]:
 
 
 def sample_rows(samples: Sequence[Any], signature: Signature | None = None) -> list[dict[str, np.ndarray]]:
-    """Every sample's inputs as a row (named tensors, dtype kept, variable lengths unpadded)."""
+    """Every sample's inputs as a row (named tensors, dtype kept, variable lengths unpadded); a
+    window's rows stay held by column (sentinel.tensors.Rows) when they are the signature's inputs."""
+    if isinstance(samples, Window) and signature is not None and signature.inputs:
+        return samples.rows.adopted(signature)  # type: ignore[return-value]
     return [_as_row(s.inputs, signature) for s in samples]
+
+
+def sample_attributes(samples: Sequence[Any]) -> list[dict[str, str]]:
+    """Every sample's attributes (a window's are shared between equal values: read them only)."""
+    if isinstance(samples, Window):
+        return list(samples.column("attributes"))
+    return [dict(s.attributes) for s in samples]
 
 
 def stacked(rows: Sequence[Mapping[str, np.ndarray]], signature: Signature | None) -> np.ndarray | None:
@@ -248,8 +259,8 @@ def run_data(pair: Any, samples: Sequence[Any], x: np.ndarray | None, baseline: 
     if context.get("signature") is not None and context.get("rows") is None:
         context["rows"] = sample_rows(samples, context["signature"])
     return RunData(pair=pair.name, classes=pair.classes, critical_classes=pair.critical_classes,
-                   baseline=baseline, candidate=candidate, labels=label_indices([s.label for s in samples], pair.classes),
-                   attributes=[dict(s.attributes) for s in samples], inputs=x, served_latency=served,
+                   baseline=baseline, candidate=candidate, labels=label_indices(values(samples, "label"), pair.classes),
+                   attributes=sample_attributes(samples), inputs=x, served_latency=served,
                    feature_names=list(features) if features else None, **context)
 
 
@@ -260,12 +271,12 @@ def samples_reference(source: dict[str, Any], samples: Sequence[Any], input_shap
     With a ``signature`` the samples' rows are kept (``rows``) and the models get what they take
     (the stacked array or the rows); ``fields`` are the other ReferenceData fields (``texts``,
     ``text_stats``, ``embeddings``)."""
-    attrs, labels = [dict(s.attributes) for s in samples], [s.label for s in samples]
+    attrs, labels = sample_attributes(samples), values(samples, "label")
     if signature is None:
         return reference_data(source, model_inputs(samples, input_shape or ()), attrs, labels, classes, predict,
                               **fields)
     rows = sample_rows(samples, signature)
-    fields.setdefault("texts", [getattr(s, "text", None) for s in samples])
+    fields.setdefault("texts", list(values(samples, "text")))
     return reference_data(source, model_feed(rows, signature), attrs, labels, classes, predict, rows=rows, **fields)
 
 

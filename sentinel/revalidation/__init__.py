@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..checks.base import Check, CheckResult, ReferenceData, RunData, build_check, evaluate_check, worst
-from ..checks.data import label_indices, run_data, sample_rows
+from ..checks.data import label_indices, run_data, sample_attributes, sample_rows
 from ..checks.perf import GAUGE_TYPE
 from ..config import Config, ConfigError
 from ..errors import MessageError, RunCancelled, check_cancel
@@ -25,13 +25,14 @@ from ..messages import PairShape, decode_traffic, text_rows
 from ..perf.accepted import keep_accepted_of_run
 from ..perf.history import joins_history, perf_history
 from ..perf.measure import measure_run, perf_record
-from ..record import run_record, sample_record
+from ..record import ids_digest, run_record, sample_record
 from ..registry import PluginError
 from ..runners.base import ModelLoadError, Runner, load_runner, output_options
 from ..runners.paired import PairedRunner, signature_of
 from ..sources.base import SourceError
 from ..sources.file import FileSource
 from ..storage.repository import Sample
+from ..storage.window import Window, values
 from .inputs import PairInputs, pair_inputs, sample_texts, text_record, text_stats
 
 log = logging.getLogger("sentinel.revalidation")
@@ -337,10 +338,10 @@ class Revalidator:
         ref_samples, used = self._reference_samples(loaded, before_run, reference_runs, getattr(spec, "min_rows", 0))
         if not ref_samples:
             return None
-        digest = {k: v for k, v in sample_record(ref_samples, {}).items() if k in ("count", "ids_sha256")}
+        digest = ids_digest(ref_samples)
         return self._reference_of(loaded, {"kind": "runs", "run_ids": used, **digest},
-                                  sample_rows(ref_samples, loaded.io.signature), [dict(s.attributes) for s in ref_samples],
-                                  [s.label for s in ref_samples], sample_texts(ref_samples))
+                                  sample_rows(ref_samples, loaded.io.signature), sample_attributes(ref_samples),
+                                  values(ref_samples, "label"), sample_texts(ref_samples))
 
     def _reference_of(self, loaded: LoadedPair, source: dict[str, Any], rows: list[Any], attributes: list[dict[str, str]],
                       labels: Sequence[Any], texts: list[str | None] | None) -> ReferenceData:
@@ -349,33 +350,45 @@ class Revalidator:
                loaded.baseline.sha256, loaded.candidate.sha256)
         slot = loaded.name if loaded.candidate_name is None else f"{loaded.name}/{loaded.candidate_name}"
         cached = self._reference_cache.get(slot)
+        x = io.model_input(rows)
         if cached is not None and cached[0] == key:
             out = cached[1]
         else:
-            out = self._paired(loaded).run(io.model_input(rows), loaded.batch_size)
+            self._reference_cache.pop(slot, None)   # the outputs on an older reference: never two at once
+            out = self._paired(loaded).run(x, loaded.batch_size)
             self._reference_cache[slot] = (key, out)
-        return ReferenceData(source, io.model_input(rows) if io.stacked else None, out.baseline, out.candidate,
+        return ReferenceData(source, x if io.stacked else None, out.baseline, out.candidate,
                              attributes, label_indices(labels, loaded.classes), rows=rows, texts=texts,
                              text_stats=text_stats(io, texts), embeddings=_embeddings(out))
 
     def _reference_samples(self, loaded: LoadedPair, before_run: int | None, reference_runs: list[int] | None,
-                           min_rows: int | None) -> tuple[list[Any], list[int]]:
+                           min_rows: int | None) -> tuple[Sequence[Any], list[int]]:
         """The samples of ``reference_runs`` (a replay), else of the pair's accepted runs before
         ``before_run``, newest first, until there are ``min_rows``; and the runs they came from."""
-        ref_samples: list[Any] = []
+        parts: list[Sequence[Any]] = []
         used: list[int] = []
         for run_id in (reference_runs if reference_runs is not None
                        else self.store.accepted_runs(loaded.name, before_run, limit=REFERENCE_MAX_RUNS)):
             try:
-                ref_samples += run_samples(self.store, self.store.get_run(run_id), loaded.shape)
+                parts.append(run_samples(self.store, self.store.get_run(run_id), loaded.shape))
             except ConfigError as exc:   # a file-based run whose file is gone or changed
                 log.warning("reference run skipped", extra={"pair": loaded.name, "run_id": run_id,
                                                             "reason": str(exc)})
                 continue
             used.append(run_id)
-            if reference_runs is None and len(ref_samples) >= (min_rows or 0):
+            if reference_runs is None and sum(map(len, parts)) >= (min_rows or 0):
                 break
-        return ref_samples, used
+        return _joined(parts), used
+
+
+def _joined(parts: list[Sequence[Any]]) -> Sequence[Any]:
+    """Runs' samples one after the other: one window when every run's came from the store (held
+    by column), else a list."""
+    if len(parts) == 1:
+        return parts[0]
+    if parts and all(isinstance(p, Window) for p in parts):
+        return Window.joined(parts)  # type: ignore[arg-type]
+    return [s for p in parts for s in p]
 
 
 def _text_encoder(loaded: LoadedPair) -> Callable[[list[str]], list[Any]] | None:

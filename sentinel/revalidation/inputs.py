@@ -15,6 +15,7 @@ import numpy as np
 from ..checks.data import modality_of
 from ..errors import ConfigError
 from ..runners.paired import pair_differences, signature_of
+from ..storage.window import values
 from ..tensors import Row, Signature, stack_single
 
 MULTILABEL_OUTPUTS = ("multilabel", "multilabel_logits")
@@ -104,7 +105,7 @@ def pair_inputs(cfg: Any, name: str, baseline: Any, candidate: Any, candidate_na
 
 def sample_texts(samples: Sequence[Any]) -> list[str | None] | None:
     """The samples' raw texts; None when no sample came as text."""
-    texts = [getattr(s, "text", None) for s in samples]
+    texts = list(values(samples, "text"))
     return texts if any(t is not None for t in texts) else None
 
 

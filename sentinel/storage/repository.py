@@ -20,8 +20,9 @@ from sqlalchemy import (Connection, Engine, Text, and_, bindparam, create_engine
 from sqlalchemy.engine import make_url
 
 from ..errors import SentinelError, one_line
-from ..tensors import Row, as_row, decode_rows, encode_row
+from ..tensors import Row, as_row, encode_row
 from . import tables as t
+from .window import Sample, Window  # noqa: F401  (Sample: imported from here)
 from .records import as_utc, utc_dict
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -31,30 +32,35 @@ MIGRATE_LOCK = 0x53_454E_5401   # pg_advisory_xact_lock key held while migrating
 
 
 SAMPLES_READ_ROWS = 20000   # stored rows turned into samples at a time (run_samples)
+#: the columns run_samples reads, in order (the joined label last)
+_WINDOW_COLUMNS = ("id", "pair", "msg_id", "ts", "topic", "partition", "offset", "inputs", "attributes", "label",
+                   "extra", "text", "joined_label")
 
 
-def _samples_of(got: list[Any], parsed: dict[Any, Any]) -> list["Sample"]:
-    """Samples of stored rows (``samples`` joined with ``labels``): inputs decoded in bulk
-    (sentinel.tensors.decode_rows: one numpy call per input for rows of one layout, each row a
-    view), JSON columns parsed once per distinct text (:func:`_json_value`)."""
-    inputs = decode_rows([m["inputs"] for m in got])
-    return [Sample(id=m["id"], pair=m["pair"], msg_id=m["msg_id"], ts=as_utc(m["ts"]), topic=m["topic"],
-                   partition=m["partition"], offset=m["offset"], inputs=row,
-                   attributes=_json_value(m["attributes"], parsed) or {},
-                   label=m["label"] if m["label"] is not None else m["joined_label"],
-                   extra=_json_value(m["extra"], parsed), text=m["text"]) for m, row in zip(got, inputs)]
+def _window_part(window: "Window", got: Sequence[Any], parsed: dict[Any, Any]) -> None:
+    """Add stored rows (tuples of :data:`_WINDOW_COLUMNS`: ``samples`` joined with ``labels``) to
+    ``window``: inputs decoded in bulk into one array per input and layout (sentinel.tensors.Rows),
+    JSON columns parsed once per distinct text and shared (:func:`_json_value`)."""
+    (ids, pairs, msg_ids, ts, topics, partitions, offsets, inputs, attributes, labels, extra, texts,
+     joined) = zip(*got)
+    window.add(inputs, {"id": list(ids), "pair": list(pairs), "msg_id": list(msg_ids), "ts": [as_utc(v) for v in ts],
+                        "topic": list(topics), "partition": list(partitions), "offset": list(offsets),
+                        "attributes": [_json_value(v, parsed) or {} for v in attributes],
+                        "label": [v if v is not None else j for v, j in zip(labels, joined)],
+                        "extra": [_json_value(v, parsed) for v in extra], "text": list(texts)})
 
 
 def _json_value(value: Any, parsed: dict[Any, Any]) -> Any:
-    """A JSON column's value read as text, parsed once per distinct text (``parsed`` keeps them);
-    each call gets its own shallow copy of a dict. A value the driver parsed already is returned
-    as it is."""
+    """A JSON column's value read as text, parsed once per distinct text (``parsed`` keeps them:
+    callers share the object and must not change it). A value the driver parsed already is
+    returned as it is."""
     if not isinstance(value, str):
         return value
-    got = parsed.get(value)
-    if got is None:
+    try:
+        return parsed[value]
+    except KeyError:
         got = parsed[value] = json.loads(value)
-    return dict(got) if isinstance(got, dict) else got
+        return got
 
 
 def utcnow() -> dt.datetime:
@@ -141,25 +147,6 @@ class StoreUnavailable(SentinelError):
         self.problem = problem
         self.partial = IngestResult()
         super().__init__(f"store unavailable: {problem}")
-
-
-@dataclass(frozen=True, slots=True)   # slots: a window holds 100,000s of them
-class Sample:
-    """A stored sample, or one read from a file (``sentinel revalidate --input``): those have no
-    Kafka position, so ``id``, ``ts``, ``topic``, ``partition`` and ``offset`` may be None."""
-    id: int | None
-    pair: str
-    msg_id: str
-    ts: dt.datetime | None
-    topic: str | None
-    partition: int | None
-    offset: int | None
-    inputs: Row                            # input name -> typed array; sentinel.tensors.adopt maps
-                                           # a row stored under another name onto a model's input
-    attributes: dict[str, str]
-    label: str | None
-    extra: dict[str, Any] | None = None    # the message's other fields (e.g. served_latency_ms)
-    text: str | None = None                # the raw text the inputs were made from, if any
 
 
 @dataclass(frozen=True)
@@ -388,7 +375,7 @@ class Store:
                 pair=pair, trigger=trigger, status="running", started_at=utcnow(), n_samples=0,
                 record=record, owner=self.owner)).inserted_primary_key[0]
 
-    def claim_window(self, pair: str, run_id: int) -> list[Sample]:
+    def claim_window(self, pair: str, run_id: int) -> Window:
         """Attach the pair's pending samples to ``run_id`` and return them (labels joined by id).
         Claimed samples stay with that run: they are its snapshot, and ``sentinel replay`` re-reads them.
         Nothing is claimed for a run that is no longer 'running' (the daemon marked it abandoned
@@ -405,19 +392,21 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(t.samples).where(t.samples.c.run_id == run_id).values(run_id=None))
 
-    def run_samples(self, run_id: int) -> list[Sample]:
+    def run_samples(self, run_id: int) -> Window:
+        """The samples claimed by ``run_id``, ordered by sample key, held by column (a Window)."""
         with self.engine.connect() as conn:
             # the JSON columns as stored text, parsed once per distinct value (a window's attributes
             # and extra fields repeat: {"region": "eu"}); PostgreSQL's driver may hand them parsed
-            cols = [c if c.name not in ("attributes", "extra") else type_coerce(c, Text).label(c.name)
-                    for c in t.samples.c]
+            c = t.samples.c
+            cols = [type_coerce(c[n], Text).label(n) if n in ("attributes", "extra") else c[n]
+                    for n in _WINDOW_COLUMNS[:-1]]
             q = (select(*cols, t.labels.c.label.label("joined_label"))
                  .select_from(t.samples.outerjoin(t.labels, t.labels.c.msg_id == t.samples.c.msg_id))
                  .where(t.samples.c.run_id == run_id).order_by(t.samples.c.sample_key))
             parsed: dict[Any, Any] = {}
-            out: list[Sample] = []
+            out = Window()
             for part in conn.execute(q).partitions(SAMPLES_READ_ROWS):   # never every raw row at once
-                out += _samples_of([r._mapping for r in part], parsed)
+                _window_part(out, part, parsed)
         return out
 
     def accepted_runs(self, pair: str, before_run: int | None = None, *, limit: int = 1) -> list[int]:
