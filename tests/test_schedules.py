@@ -140,6 +140,30 @@ def _store(url):
     return open_store(url)
 
 
+def test_replicas_starting_together_all_sync_the_schedules(store_url):  # noqa: F811
+    """Replicas started at once each make the stored schedules match their config: none may fail
+    on a row another inserted first (it crashed a replica of the 3-replica test on PostgreSQL)."""
+    _store(store_url)   # migrated once, as the first replica's start does
+    stores = [_store(store_url) for _ in range(6)]
+    go, errors, got = threading.Barrier(len(stores)), [], []
+
+    def start(store):
+        go.wait()
+        try:
+            got.append(store.sync_schedules({"a": 60, "b": 30, "c": 10}, now=T0))
+        except Exception as exc:   # noqa: BLE001 - collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in stores]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert errors == [] and len(got) == len(stores)
+    assert all(g == {"a": T0 + dt.timedelta(seconds=60), "b": T0 + dt.timedelta(seconds=30),
+                     "c": T0 + dt.timedelta(seconds=10)} for g in got)
+
+
 def test_schedules_follow_the_config(store_url):  # noqa: F811
     store = _store(store_url)
     assert store.sync_schedules({"a": 60, "b": 30}, now=T0) == {"a": T0 + dt.timedelta(seconds=60),

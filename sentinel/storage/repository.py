@@ -623,9 +623,10 @@ class Store:
             for pair, interval in intervals.items():
                 row = rows.get(pair)
                 fresh = now + dt.timedelta(seconds=interval)
-                if row is None:
-                    conn.execute(insert(s).values(pair=pair, interval_seconds=interval, next_run_at=fresh,
-                                                  updated_at=now))
+                if row is None:   # FOR UPDATE locks no missing row: replicas starting together
+                    # each found none for a new pair; the first insert wins, the others keep it
+                    conn.execute(_insert_or_keep(conn, s).values(pair=pair, interval_seconds=interval,
+                                                                 next_run_at=fresh, updated_at=now))
                 elif row.interval_seconds != interval or row.next_run_at is None:
                     keep = row.interval_seconds is None and row.next_run_at is not None
                     conn.execute(update(s).where(s.c.pair == pair).values(
@@ -771,6 +772,18 @@ def is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(exc, sa_exc.InterfaceError)
     return isinstance(exc, (sa_exc.DisconnectionError, sa_exc.TimeoutError, ConnectionError))
+
+
+def _insert_or_keep(conn: Connection, table: Any) -> Any:
+    """An INSERT into ``table`` that keeps the row already there on a key conflict (PostgreSQL's
+    and SQLite's ON CONFLICT DO NOTHING)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:   # pragma: no cover - the two stores Sentinel supports
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
