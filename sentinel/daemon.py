@@ -130,11 +130,23 @@ def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampl
         if None in key_mids:    # no usable key: the id from the body, as without id_from
             quick = [q if mid is not None else quick_id(r.value, shapes, max_bytes)
                      for q, r, mid in zip(quick, records, key_mids)]
+    if None not in quick and len(shapes) == 1:   # the common case: every id read, one pair
+        by_pair = {next(iter(shapes)): (list(range(len(quick))), [q[1] for q in quick])}   # type: ignore[index]
+        unsure: list[int] = []
+    else:
+        by_pair, unsure = _by_pair(quick)
+    inside = unsure
+    for pair, (idx, mids) in by_pair.items():
+        keys = sampler.keys(pair, mids)
+        inside.extend(idx[k] for k in np.flatnonzero(keys < sampler.rate).tolist())   # in_sample: key < rate
+    inside.sort()
+    return key_mids, inside
+
+
+def _by_pair(quick: list[tuple[str, str] | None]) -> tuple[dict[str, tuple[list[int], list[str]]], list[int]]:
+    """Positions and ids of a batch per pair, and the positions whose pair or id is not certain."""
     by_pair: dict[str, tuple[list[int], list[str]]] = {}
     unsure: list[int] = []
-    if None not in quick and len(shapes) == 1:   # the common case: every id read, one pair
-        by_pair[next(iter(shapes))] = (list(range(len(quick))), [q[1] for q in quick])   # type: ignore[index]
-        quick = []
     for i, q in enumerate(quick):
         if q is None:
             unsure.append(i)
@@ -144,12 +156,7 @@ def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampl
             where = by_pair[q[0]] = ([], [])
         where[0].append(i)
         where[1].append(q[1])
-    inside = unsure
-    for pair, (idx, mids) in by_pair.items():
-        keys = sampler.keys(pair, mids)
-        inside.extend(idx[k] for k in np.flatnonzero(keys < sampler.rate).tolist())   # in_sample: key < rate
-    inside.sort()
-    return key_mids, inside
+    return by_pair, unsure
 
 
 def _keyed(pair: str | None, mid: str) -> tuple[str, str] | None:
