@@ -92,3 +92,34 @@ def test_the_revalidating_process_never_imports_evidently(tmp_path):
         assert "EVIDENTLY False" in proc.stdout, proc.stdout + proc.stderr
     report = sorted((tmp_path).rglob("run-2-*.html"))[0].read_text()
     assert "Evidently: distributions" in report and "srcdoc=" in report
+
+
+def test_evidentlys_section_builds_one_figure_per_column_and_shows_the_same_page(monkeypatch):
+    """Evidently 0.7 builds the same distribution figure once per statistic of a column (seven)
+    and shows one; Sentinel builds it once per column. The page is the same, widget ids aside:
+    if an Evidently upgrade showed each statistic's own figure, the pages would differ."""
+    import contextlib
+
+    from evidently.metrics import column_statistics
+
+    import sentinel.checks.drift as drift
+
+    rng = np.random.default_rng(3)
+    ref = {f"x{i}": rng.normal(size=400) for i in range(4)}
+    cur = {f"x{i}": rng.normal(0.3, 1.2, size=400) for i in range(4)}
+    built, calls = column_statistics.distribution, []
+
+    def counted(title, current, reference):
+        calls.append(title)
+        return built(title, current, reference)
+
+    monkeypatch.setattr(column_statistics, "distribution", counted)
+    shared = drift.evidently_summary_html(ref, cur)
+    assert len(calls) == 4, calls                  # one figure per column
+    assert column_statistics.distribution is counted   # Evidently's own function is back afterwards
+    monkeypatch.setattr(drift, "_one_distribution_per_column", contextlib.nullcontext)
+    every = drift.evidently_summary_html(ref, cur)
+    assert len(calls) == 4 + 4 * 7                 # Evidently's way: seven per column
+    ids = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+    assert ids.sub("-", shared) == ids.sub("-", every)
+    assert all(f"\"header\": \"x{i}\"" in shared for i in range(4))   # a panel per column
