@@ -387,12 +387,59 @@ def evidently_for(data: Any, results: list[dict[str, Any]]) -> tuple[str | None,
     as distributions without verdicts (checks.drift.evidently_summary_html, built in a
     short-lived child process: :class:`EvidentlyProcess`), on at most :data:`EVIDENTLY_MAX_ROWS`
     rows of each (seeded). Also what the section was drawn from (rows of each window used and
-    in all, the seed), which the section states. (None, None) when no drift check compared any."""
+    in all, the seed), which the section states. (None, None) when no drift check compared any.
+    A section started for ``data`` before its checks ran (:func:`begin_evidently`) is used when
+    the checks tested the columns it was started with; else it is dropped and built now."""
     columns = evidently_columns(data, results)
+    early = _take_early(data)
     if columns is None:
+        if early is not None:
+            early[2].close()
         release_evidently()
         return None, None
     cur, ref = columns
+    if early is not None and early[0] == list(cur):
+        return early[2].html(), early[1]
+    if early is not None:
+        early[2].close()
+    cur, ref, sample = _drawn(data, cur, ref)
+    return _take_process().html(ref, cur), sample
+
+
+def begin_evidently(data: Any, tested: list[str]) -> None:
+    """Start building ``data``'s Evidently section now, on the columns the drift checks are about
+    to test (``tested``, sentinel.checks.drift.tested_columns), so that Evidently's process works
+    on the other core while the checks run; :func:`evidently_for` collects it."""
+    columns = _columns_of(data, set(tested))
+    if columns is None:
+        return
+    cur, ref, sample = _drawn(data, *columns)
+    proc = _take_process()
+    proc.send(ref, cur)
+    with _WARM_LOCK:
+        stale = list(_early)
+        _early[:] = [(data, list(cur), sample, proc)]
+    for old in stale:
+        old[3].close()
+
+
+def _take_early(data: Any) -> tuple[list[str], dict[str, Any], "EvidentlyProcess"] | None:
+    """The section started for ``data`` (names, what it was drawn from, its process), or None;
+    a section started for other data is ended."""
+    with _WARM_LOCK:
+        got = list(_early)
+        _early.clear()
+    mine = None
+    for started, names, sample, proc in got:
+        if started is data:
+            mine = (names, sample, proc)
+        else:
+            proc.close()
+    return mine
+
+
+def _drawn(data: Any, cur: dict[str, Any], ref: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The seeded subsample of each window Evidently is given, and the record of it."""
     seed = int(getattr(data, "seed", 0) or 0)
     rng = np.random.default_rng(seed)
     n_cur, n_ref = len(next(iter(cur.values()))), len(next(iter(ref.values())))
@@ -400,18 +447,24 @@ def evidently_for(data: Any, results: list[dict[str, Any]]) -> tuple[str | None,
     sample = {"max_rows": EVIDENTLY_MAX_ROWS, "seed": seed, "columns": len(cur),
               "current": {"rows": len(next(iter(cur.values()))), "of": n_cur},
               "reference": {"rows": len(next(iter(ref.values()))), "of": n_ref}}
-    return _take_process().html(ref, cur), sample
+    return cur, ref, sample
 
 
 def evidently_columns(data: Any, results: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(current, reference) columns by name of the drift columns ``results`` tested; None when
     no drift check compared any."""
+    drift = [r for r in results if (r.get("evidence") or {}).get("method") and r["slice"].count("=") == 1]
+    if not drift:
+        return None
+    return _columns_of(data, {r["evidence"]["column"] for r in drift})
+
+
+def _columns_of(data: Any, tested: set[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(current, reference) columns by name among ``tested``, in the drift checks' order."""
     from .checks.drift import drift_columns
 
-    drift = [r for r in results if (r.get("evidence") or {}).get("method") and r["slice"].count("=") == 1]
-    if not drift or data is None or data.reference is None or not data.reference.n or not data.n:
+    if not tested or data is None or data.reference is None or not data.reference.n or not data.n:
         return None
-    tested = {r["evidence"]["column"] for r in drift}
     names, x, xr = drift_columns(data)
     cur = {c: x[:, j] for j, c in enumerate(names) if c in tested}
     ref = {c: xr[:, j] for j, c in enumerate(names) if c in tested}
@@ -451,9 +504,11 @@ class EvidentlyProcess:
                                       "summary_html_child()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
         track(self.proc)   # the daemon's shutdown stops it with the memory probes
+        self._talk: threading.Thread | None = None     # the thread handing the columns over (send)
+        self._answer: Any = None                       # (stdout, stderr) or the exception it met
 
-    def html(self, reference: dict[str, Any], current: dict[str, Any]) -> str:
-        """The section's HTML; RuntimeError (with the child's last words) when it failed."""
+    def send(self, reference: dict[str, Any], current: dict[str, Any]) -> None:
+        """Hand the columns over and go on: a thread talks to the child, :meth:`html` collects."""
         import io
 
         buf = io.BytesIO()
@@ -461,11 +516,29 @@ class EvidentlyProcess:
         np.savez(buf, names=np.array(json.dumps(names)),
                  **{f"r{i}": np.asarray(reference[c], dtype=float) for i, c in enumerate(names)},
                  **{f"c{i}": np.asarray(current[c], dtype=float) for i, c in enumerate(names)})
-        try:
-            out, err = self.proc.communicate(buf.getvalue(), timeout=EVIDENTLY_TIMEOUT_SECONDS)
-        except Exception:
+        payload = buf.getvalue()
+
+        def talk() -> None:
+            try:
+                self._answer = self.proc.communicate(payload, timeout=EVIDENTLY_TIMEOUT_SECONDS)
+            except BaseException as exc:   # noqa: BLE001 - raised again by html(), in the caller's thread
+                self._answer = exc
+
+        self._talk = threading.Thread(target=talk, name="sentinel-evidently", daemon=True)
+        self._talk.start()
+
+    def html(self, reference: dict[str, Any] | None = None, current: dict[str, Any] | None = None) -> str:
+        """The section's HTML (of the columns given here, or to :meth:`send` before); RuntimeError
+        (with the child's last words) when it failed."""
+        if self._talk is None:
+            assert reference is not None and current is not None
+            self.send(reference, current)
+        assert self._talk is not None
+        self._talk.join()
+        if isinstance(self._answer, BaseException):
             self.close()
-            raise
+            raise self._answer
+        out, err = self._answer
         untrack(self.proc)
         if self.proc.returncode != 0 or not out:
             tail = " ".join(err.decode("utf-8", "replace").strip().splitlines()[-1:])
@@ -477,7 +550,10 @@ class EvidentlyProcess:
         would wait for its Evidently import first)."""
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate()
+        if self._talk is not None:
+            self._talk.join()
+        else:
+            self.proc.communicate()
         untrack(self.proc)
 
 
@@ -485,7 +561,8 @@ class ReportWriter:
     """The revalidator's ``report_writer``: ``writer(run, loaded, data)`` writes the run's report
     through ``write(run, data)`` and returns its path; ``prepare(loaded)``, when a run starts,
     starts Evidently's process for its section if the pair has a drift check (the import then
-    runs beside the run instead of after it)."""
+    runs beside the run instead of after it); ``begin(loaded, data)``, before the checks, gives it
+    the columns (the section is then built beside the checks instead of after them)."""
 
     def __init__(self, write: Any):
         self.write = write
@@ -502,13 +579,34 @@ class ReportWriter:
                 import logging
                 logging.getLogger("sentinel.reports").warning("Evidently's process did not start", exc_info=True)
 
+    def begin(self, loaded: Any, data: Any) -> None:
+        """Once the run's data is built, before its checks: hand Evidently's process the columns
+        the drift checks will test, so the section is built beside the checks. Never raises: the
+        section is then built at report time, as without this."""
+        from .checks.drift import tested_columns
+        try:
+            tested = tested_columns(getattr(loaded, "checks", ()), data)
+            if tested:
+                begin_evidently(data, tested)
+        except Exception:   # noqa: BLE001
+            import logging
+            logging.getLogger("sentinel.reports").warning("Evidently's section could not begin early", exc_info=True)
+
 
 DRIFT_CHECK_TYPES = ("data_drift", "prediction_drift")
 _warm: list[EvidentlyProcess] = []   # at most one started ahead of a report (prepare_evidently)
+#: at most one section begun before its run's checks (begin_evidently): (data, names, sample, process)
+_early: list[tuple[Any, list[str], dict[str, Any], EvidentlyProcess]] = []
 
 
 def prepare_evidently() -> None:
-    """Start the next report's Evidently process now, unless one is already waiting."""
+    """Start the next report's Evidently process now, unless one is already waiting; a section
+    begun for a run that ended without its report is dropped."""
+    with _WARM_LOCK:
+        stale = list(_early)
+        _early.clear()
+    for old in stale:
+        old[3].close()
     with _WARM_LOCK:
         if not any(p.proc.poll() is None for p in _warm):
             _warm.clear()

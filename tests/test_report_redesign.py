@@ -123,3 +123,59 @@ def test_evidentlys_section_builds_one_figure_per_column_and_shows_the_same_page
     ids = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
     assert ids.sub("-", shared) == ids.sub("-", every)
     assert all(f"\"header\": \"x{i}\"" in shared for i in range(4))   # a panel per column
+
+
+def _spied(monkeypatch):
+    """Events of the runs: Evidently processes started, columns handed over, checks evaluated."""
+    import sentinel.reports as reports
+    import sentinel.revalidation as revalidation
+
+    events = []
+    started, send, check = reports.EvidentlyProcess.__init__, reports.EvidentlyProcess.send, revalidation.evaluate_check
+
+    def init(self):
+        events.append("process")
+        started(self)
+
+    def handed(self, reference, current):
+        events.append(("send", tuple(current)))
+        send(self, reference, current)
+
+    def evaluated(c, data):
+        events.append(("check", c.type))
+        return check(c, data)
+
+    monkeypatch.setattr(reports.EvidentlyProcess, "__init__", init)
+    monkeypatch.setattr(reports.EvidentlyProcess, "send", handed)
+    monkeypatch.setattr(revalidation, "evaluate_check", evaluated)
+    return events
+
+
+def test_evidentlys_section_is_built_beside_the_checks_in_the_process_started_with_the_run(tmp_path, capsys, monkeypatch):
+    """The columns go to Evidently's process before the first check runs (it builds the section
+    on the other core meanwhile), in the one process the run started, and the report has it."""
+    cfg = example_config(tmp_path, checks=CHECKS, perf={"enabled": False})
+    revalidate(cfg, tmp_path, 1, capsys)
+    events = _spied(monkeypatch)
+    second = revalidate(cfg, tmp_path, 2, capsys)
+    assert events[0] == "process" and events.count("process") == 1, events
+    assert events[1][0] == "send" and events[2] == ("check", "decision_flips"), events
+    tested = {r["evidence"]["column"] for r in second["results"] if r["check"] == "data_drift" and r["slice"] != "overall"}
+    assert set(events[1][1]) == tested and len(tested) == 30
+    page = Path(second["report"]).read_text()
+    assert "drawn from 300 of 300 rows of this window" in page and "srcdoc=" in page
+
+
+def test_a_section_begun_on_other_columns_than_the_checks_tested_is_built_again(tmp_path, capsys, monkeypatch):
+    """If the columns the checks tested are not those the early section was given, the report's
+    section is built on the tested ones (a second process), never the early one shown."""
+    import sentinel.checks.drift as drift
+    cfg = example_config(tmp_path, checks=CHECKS, perf={"enabled": False})
+    revalidate(cfg, tmp_path, 1, capsys)
+    events = _spied(monkeypatch)
+    monkeypatch.setattr(drift, "tested_columns", lambda checks, data: ["x0"])
+    second = revalidate(cfg, tmp_path, 2, capsys)
+    sends = [e for e in events if e[0] == "send"]
+    assert sends[0] == ("send", ("x0",)) and len(sends[1][1]) == 30 and events.count("process") == 2, events
+    page = Path(second["report"]).read_text()
+    assert "drawn from 300 of 300 rows" in page and page.count("&quot;header&quot;: &quot;x29&quot;") == 1

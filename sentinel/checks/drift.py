@@ -199,6 +199,19 @@ class _DriftCheck(StatisticalCheck):
         return [summary] + results
 
 
+def tested_columns(checks: Any, data: RunData) -> list[str]:
+    """The columns the drift checks among ``checks`` will test on ``data``, known before they
+    run (each check's ``columns`` and ``params.columns``); [] without a reference window."""
+    if data.reference is None or not data.reference.n or not data.n:
+        return []
+    names: list[str] = []
+    for check in checks:
+        if isinstance(check, _DriftCheck):
+            only = set(check.params["columns"] or ())
+            names += [c for c in check.columns(data)[0] if not only or c in only]
+    return names
+
+
 def drift_columns(data: RunData) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The columns ``data_drift`` tests, for any RunData with a reference: (names, current
     ``(n, m)``, reference ``(r, m)``). Tabular inputs: one column per feature. Text, images and

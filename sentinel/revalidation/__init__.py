@@ -272,6 +272,8 @@ class Revalidator:
             from .candidates import evaluate_candidates
             return evaluate_candidates(self, loaded, samples, before_run=before_run, reference_runs=reference_runs)
         data = self.build_data(loaded, samples, before_run=before_run, reference_runs=reference_runs)
+        if hasattr(self.report_writer, "begin"):   # sentinel.reports.ReportWriter: Evidently's section starts now
+            self.report_writer.begin(loaded, data)
         results: list[CheckResult] = []
         for check in loaded.checks:
             check_cancel(self.cancel, f"check {check.name}")
