@@ -71,7 +71,7 @@ def diagnose_run_candidates(app_or_store: Any, cfg: Any, run_id: int, *, loaded:
     if samples is None:
         if ((run.get("record") or {}).get("samples") or {}).get("kind") == "file":
             raise DiagnoseError("", f"run {run_id} was made on an input file; pass its samples (revalidation.run_samples)")
-        samples = store.run_samples(run_id)
+        samples = store.run_samples(run_id, name)
     if not samples:
         raise DiagnoseError("", f"run {run_id} has no stored samples to diagnose")
     shape = getattr(loaded.shape, "input_shape", None)

@@ -38,6 +38,9 @@ from .inputs import PairInputs, pair_inputs, sample_texts, text_record, text_sta
 log = logging.getLogger("sentinel.revalidation")
 
 REFERENCE_MAX_RUNS = 50   # accepted runs a reference window may span (reference.min_rows)
+#: rows of decoded reference windows a revalidator keeps per pair between runs (a larger window is
+#: read from the store each time: held between runs, it would be the daemon's biggest object)
+REFERENCE_CACHE_ROWS = 250_000
 
 
 @dataclass
@@ -164,6 +167,10 @@ class Revalidator:
         self.cancel = cancel
         # per pair: (reference rows + model files, both models' outputs on them)
         self._reference_cache: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        # per pair: accepted runs' windows by run id, decoded, in their reference form (a window's
+        # samples never change once claimed; only labels joined later are read again), at most
+        # REFERENCE_CACHE_ROWS rows
+        self._windows: dict[str, dict[int, Window]] = {}
         self.active_run: tuple[int, str] | None = None   # (run id, pair) while a run is in progress
 
     def run(self, pair: str, *, trigger: str = "schedule", samples: Sequence[Any] | None = None,
@@ -234,6 +241,7 @@ class Revalidator:
                         extra={"pair": pair, "run_id": run_id, "status": status})
             return None
         keep_accepted_of_run(self.cfg, self.store, self.pairs, loaded, record)
+        self._keep_as_reference(loaded, run_id, samples, data, record)
         outcome = RunOutcome(run_id, pair, status, len(samples), results, None, record)
         # incidents first: the report names the incident this run opened or counted towards, and
         # notifications link to the run's console page, not to the report file
@@ -348,9 +356,8 @@ class Revalidator:
     def _reference_of(self, loaded: LoadedPair, source: dict[str, Any], rows: list[Any], attributes: list[dict[str, str]],
                       labels: Sequence[Any], texts: list[str | None] | None) -> ReferenceData:
         io = loaded.io
-        key = (loaded.name, source.get("ids_sha256") or source.get("sha256"), source.get("count", len(rows)),
-               loaded.baseline.sha256, loaded.candidate.sha256)
-        slot = loaded.name if loaded.candidate_name is None else f"{loaded.name}/{loaded.candidate_name}"
+        key = _outputs_key(loaded, source.get("ids_sha256") or source.get("sha256"), source.get("count", len(rows)))
+        slot = _slot(loaded)
         cached = self._reference_cache.get(slot)
         x = io.model_input(rows)
         if cached is not None and cached[0] == key:
@@ -369,10 +376,13 @@ class Revalidator:
         ``before_run``, newest first, until there are ``min_rows``; and the runs they came from."""
         parts: list[Sequence[Any]] = []
         used: list[int] = []
+        kept = self._windows.get(loaded.name, {})
         for run_id in (reference_runs if reference_runs is not None
                        else self.store.accepted_runs(loaded.name, before_run, limit=REFERENCE_MAX_RUNS)):
             try:
-                parts.append(run_samples(self.store, self.store.get_run(run_id), loaded.shape))
+                window = kept.get(run_id)
+                parts.append(window.relabelled(self.store.joined_labels(loaded.name, run_id)) if window is not None
+                             else run_samples(self.store, self.store.get_run(run_id), loaded.shape))
             except ConfigError as exc:   # a file-based run whose file is gone or changed
                 log.warning("reference run skipped", extra={"pair": loaded.name, "run_id": run_id,
                                                             "reason": str(exc)})
@@ -380,7 +390,55 @@ class Revalidator:
             used.append(run_id)
             if reference_runs is None and sum(map(len, parts)) >= (min_rows or 0):
                 break
+        self._keep_windows(loaded.name, dict(zip(used, parts)))
         return _joined(parts), used
+
+    def _keep_windows(self, pair: str, windows: dict[int, Any]) -> None:
+        """Keep the store's windows among ``windows`` (run id -> samples), newest runs first, up to
+        :data:`REFERENCE_CACHE_ROWS` rows in all; the ones kept before are dropped."""
+        kept: dict[int, Window] = {}
+        rows = 0
+        for run_id in sorted(windows, reverse=True):
+            w = windows[run_id]
+            if isinstance(w, Window) and rows + len(w) <= REFERENCE_CACHE_ROWS:
+                kept[run_id] = w.for_reference()
+                rows += len(w)
+        self._windows[pair] = kept
+
+    def _keep_as_reference(self, loaded: LoadedPair, run_id: int, samples: Sequence[Any], data: RunData,
+                           record: dict[str, Any]) -> None:
+        """A run just accepted is the next run's reference window: keep its decoded samples and
+        both models' outputs on them, so that the next run neither reads them from the store nor
+        runs the models over them again. Only a claimed window, of one candidate's pair."""
+        if not isinstance(samples, Window) or loaded.candidates or not len(samples):
+            return
+        if self.store.accepted_runs(loaded.name, limit=1) != [run_id]:
+            return
+        # the next reference is this window, with older accepted ones while it has fewer than min_rows
+        older = self._windows.get(loaded.name, {}) if len(samples) < (getattr(loaded.reference, "min_rows", 0) or 0) else {}
+        self._keep_windows(loaded.name, {**older, run_id: samples})
+        used = record.get("samples") or {}
+        if run_id in self._windows[loaded.name] and used.get("ids_sha256"):
+            out = _Outputs(data.baseline, data.candidate, data.embeddings or {})
+            self._reference_cache[_slot(loaded)] = (_outputs_key(loaded, used["ids_sha256"], len(samples)), out)
+
+
+@dataclass
+class _Outputs:
+    """Both models' outputs on a window, as the paired runner gives them (what the reference needs)."""
+    baseline: np.ndarray
+    candidate: np.ndarray
+    embeddings: dict[str, np.ndarray]
+
+
+def _slot(loaded: LoadedPair) -> str:
+    """Where the revalidator keeps a pair's (or one of its candidates') reference outputs."""
+    return loaded.name if loaded.candidate_name is None else f"{loaded.name}/{loaded.candidate_name}"
+
+
+def _outputs_key(loaded: LoadedPair, samples_sha256: Any, count: int) -> tuple[Any, ...]:
+    """What reference outputs are valid for: the pair, its reference rows, both model files."""
+    return loaded.name, samples_sha256, count, loaded.baseline.sha256, loaded.candidate.sha256
 
 
 def _joined(parts: list[Sequence[Any]]) -> Sequence[Any]:
@@ -454,7 +512,7 @@ def run_samples(store: Any, run: dict[str, Any], shape: PairShape) -> list[Any]:
     against the sha256 the run recorded (a run on a file keeps the path and hash, not a copy)."""
     used = (run.get("record") or {}).get("samples", {})
     if used.get("kind") != "file" or "path" not in used:   # a window (from any source) claimed in the store
-        return store.run_samples(run["id"])
+        return store.run_samples(run["id"], run["pair"])
     by_pair, source, _ = read_input_file(used["path"], {run["pair"]: shape})
     if source["sha256"] != used.get("sha256"):
         raise ConfigError(used["path"], "", f"input file changed since run {run['id']} "

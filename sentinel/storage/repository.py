@@ -385,15 +385,21 @@ class Store:
                 return []
             conn.execute(update(t.samples).where(and_(t.samples.c.pair == pair, t.samples.c.run_id.is_(None)))
                          .values(run_id=run_id))
-        return self.run_samples(run_id)
+        return self.run_samples(run_id, pair)
 
     def release_window(self, run_id: int) -> None:
         """Give a failed run's samples back to the pending window."""
         with self.engine.begin() as conn:
             conn.execute(update(t.samples).where(t.samples.c.run_id == run_id).values(run_id=None))
 
-    def run_samples(self, run_id: int) -> Window:
-        """The samples claimed by ``run_id``, ordered by sample key, held by column (a Window)."""
+    def run_samples(self, run_id: int, pair: str | None = None) -> Window:
+        """The samples claimed by ``run_id`` (of ``pair``: the run's own when not given), ordered
+        by sample key, held by column (a Window). The pair is in the query so that it reads the
+        run's rows through the (pair, run_id) index: by run id alone, it scanned every sample
+        ever stored (claimed samples are kept with their runs), a cost that grew with each run."""
+        if pair is None:
+            with self.engine.connect() as conn:
+                pair = conn.execute(select(t.runs.c.pair).where(t.runs.c.id == run_id)).scalar()
         with self.engine.connect() as conn:
             # the JSON columns as stored text, parsed once per distinct value (a window's attributes
             # and extra fields repeat: {"region": "eu"}); PostgreSQL's driver may hand them parsed
@@ -402,12 +408,21 @@ class Store:
                     for n in _WINDOW_COLUMNS[:-1]]
             q = (select(*cols, t.labels.c.label.label("joined_label"))
                  .select_from(t.samples.outerjoin(t.labels, t.labels.c.msg_id == t.samples.c.msg_id))
-                 .where(t.samples.c.run_id == run_id).order_by(t.samples.c.sample_key))
+                 .where(and_(t.samples.c.pair == pair, t.samples.c.run_id == run_id)).order_by(t.samples.c.sample_key))
             parsed: dict[Any, Any] = {}
             out = Window()
             for part in conn.execute(q).partitions(SAMPLES_READ_ROWS):   # never every raw row at once
                 _window_part(out, part, parsed)
         return out
+
+    def joined_labels(self, pair: str, run_id: int) -> dict[int, str]:
+        """The labels joined by message id to the samples of ``pair``'s run ``run_id`` that carry
+        none of their own (sample id -> label): what changes in a claimed window once claimed."""
+        s, lab = t.samples, t.labels
+        q = (select(s.c.id, lab.c.label).select_from(s.join(lab, lab.c.msg_id == s.c.msg_id))
+             .where(and_(s.c.pair == pair, s.c.run_id == run_id, s.c.label.is_(None))))
+        with self.engine.connect() as conn:
+            return dict(conn.execute(q).tuples().all())
 
     def accepted_runs(self, pair: str, before_run: int | None = None, *, limit: int = 1) -> list[int]:
         """Ids of the newest accepted runs of ``pair`` (older than ``before_run`` when given), newest

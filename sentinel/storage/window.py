@@ -10,6 +10,8 @@ from typing import Any, Iterator, Sequence
 from ..tensors import Row, Rows
 
 FIELDS = ("id", "pair", "msg_id", "ts", "topic", "partition", "offset", "attributes", "label", "extra", "text")
+#: what a reference window is made of (besides its inputs): Window.for_reference keeps only these
+REFERENCE_FIELDS = ("id", "msg_id", "attributes", "label", "text")
 
 
 @dataclass(frozen=True, slots=True)   # slots: a file's window holds 100,000s of them
@@ -67,6 +69,30 @@ class Window(Sequence[Sample]):
         self.rows.extend(blobs)
         for f in FIELDS:
             self.columns[f] += fields[f]
+
+    def for_reference(self) -> "Window":
+        """This window as a reference window needs it, to keep between runs: the same inputs, ids,
+        message ids, attributes, labels and texts (shared, not copied); no times, positions or
+        extra fields (one list of None stands for each), about a third of a window's memory."""
+        if self.columns["ts"] is self.columns["offset"]:
+            return self
+        out = Window()
+        out.rows = self.rows
+        none = [None] * len(self)
+        out.columns = {f: self.columns[f] if f in REFERENCE_FIELDS else none for f in FIELDS}
+        return out
+
+    def relabelled(self, labels: dict[int, str]) -> "Window":
+        """This window with ``labels`` (sample id -> label) in place of its labels: the same
+        samples (every column but ``label`` shared, not copied), or itself when nothing changes."""
+        ids, now = self.columns["id"], self.columns["label"]
+        changed = {i: lab for i, sid in enumerate(ids) if (lab := labels.get(sid, now[i])) != now[i]} if labels else {}
+        if not changed:
+            return self
+        out = Window()
+        out.rows, out.columns = self.rows, dict(self.columns)
+        out.columns["label"] = [changed.get(i, v) for i, v in enumerate(now)]
+        return out
 
     @classmethod
     def joined(cls, windows: Sequence["Window"]) -> "Window":
