@@ -10,6 +10,7 @@ import hashlib
 import heapq
 import json
 import sqlite3
+import weakref
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -921,21 +922,26 @@ def _insert_samples(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         conn.execute(insert(t.samples), [dict(zip(_SAMPLE_COLUMNS, r)) for r in rows])
         return
     sql, procs = _sqlite_sample_insert(conn.dialect)
-    if procs:
-        rows = [tuple(v if p is None else p(v) for v, p in zip(r, procs)) for r in rows]   # JSON None: 'null' 
+    rows = [tuple(v if p is None else p(v) for v, p in zip(r, procs)) for r in rows]   # JSON None: 'null'
     conn.exec_driver_sql(sql, rows)
 
 
+#: per dialect (an engine's: its JSON serializer is in its processors), the samples INSERT and the
+#: bind processor of each of ``_SAMPLE_COLUMNS``
+_SAMPLE_INSERTS: "weakref.WeakKeyDictionary[Any, tuple[str, list[Any]]]" = weakref.WeakKeyDictionary()
+
+
 def _sqlite_sample_insert(dialect: Any) -> tuple[str, list[Any]]:
-    """The INSERT and the bind processors of ``_SAMPLE_COLUMNS``, made once per dialect (an
-    engine's: its JSON serializer is in its processors)."""
-    got = getattr(dialect, "_sentinel_sample_insert", None)
+    """The INSERT and the bind processors of ``_SAMPLE_COLUMNS`` for ``dialect``, made once: each
+    column type's dialect implementation's own ``bind_processor`` (SQLAlchemy's public API; what
+    its compiled inserts call). tests/test_storage.py checks the stored bytes are SQLAlchemy's."""
+    got = _SAMPLE_INSERTS.get(dialect)
     if got is None:
         cols = [t.samples.c[name] for name in _SAMPLE_COLUMNS]
         sql = (f"INSERT INTO samples ({', '.join(dialect.identifier_preparer.quote(c.name) for c in cols)}) "
                f"VALUES ({', '.join('?' for _ in cols)})")
-        procs = [c.type._cached_bind_processor(dialect) for c in cols]
-        got = dialect._sentinel_sample_insert = (sql, procs)
+        procs = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
+        got = _SAMPLE_INSERTS[dialect] = (sql, procs)
     return got
 
 
