@@ -562,7 +562,8 @@ class ReportWriter:
     through ``write(run, data)`` and returns its path; ``prepare(loaded)``, when a run starts,
     starts Evidently's process for its section if the pair has a drift check (the import then
     runs beside the run instead of after it); ``begin(loaded, data)``, before the checks, gives it
-    the columns (the section is then built beside the checks instead of after them)."""
+    the columns (the section is then built beside the checks instead of after them); ``end()``
+    when the run ends drops what a run without a report had begun."""
 
     def __init__(self, write: Any):
         self.write = write
@@ -578,6 +579,10 @@ class ReportWriter:
             except Exception:   # noqa: BLE001 - the run goes on; the report says what failed
                 import logging
                 logging.getLogger("sentinel.reports").warning("Evidently's process did not start", exc_info=True)
+
+    def end(self) -> None:
+        """When a run ends, reported or not: nothing begun for it is left behind."""
+        drop_early()
 
     def begin(self, loaded: Any, data: Any) -> None:
         """Once the run's data is built, before its checks: hand Evidently's process the columns
@@ -602,15 +607,21 @@ _early: list[tuple[Any, list[str], dict[str, Any], EvidentlyProcess]] = []
 def prepare_evidently() -> None:
     """Start the next report's Evidently process now, unless one is already waiting; a section
     begun for a run that ended without its report is dropped."""
+    drop_early()
+    with _WARM_LOCK:
+        if not any(p.proc.poll() is None for p in _warm):
+            _warm.clear()
+            _warm.append(EvidentlyProcess())
+
+
+def drop_early() -> None:
+    """End a section begun for a run that ended without its report (cancelled, failed): it would
+    hold that run's data until the next run."""
     with _WARM_LOCK:
         stale = list(_early)
         _early.clear()
     for old in stale:
         old[3].close()
-    with _WARM_LOCK:
-        if not any(p.proc.poll() is None for p in _warm):
-            _warm.clear()
-            _warm.append(EvidentlyProcess())
 
 
 def release_evidently() -> None:

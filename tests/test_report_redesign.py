@@ -179,3 +179,35 @@ def test_a_section_begun_on_other_columns_than_the_checks_tested_is_built_again(
     assert sends[0] == ("send", ("x0",)) and len(sends[1][1]) == 30 and events.count("process") == 2, events
     page = Path(second["report"]).read_text()
     assert "drawn from 300 of 300 rows" in page and page.count("&quot;header&quot;: &quot;x29&quot;") == 1
+
+
+def test_a_run_that_fails_after_its_section_began_leaves_no_process_or_data_behind(tmp_path, capsys, monkeypatch):
+    """The section begun before the checks holds the run's data and a process: a run that ends
+    without its report (a check raised) ends both, instead of keeping them until the next run."""
+    import pytest
+
+    import sentinel.reports as reports
+    import sentinel.revalidation as revalidation
+    from sentinel.app import build
+    from sentinel.config import load_config
+    from sentinel.revalidation import read_input_file
+
+    cfg = example_config(tmp_path, checks=CHECKS, perf={"enabled": False})
+    revalidate(cfg, tmp_path, 1, capsys)
+    app = build(load_config(cfg))
+    begun = []
+    begin = reports.begin_evidently
+    monkeypatch.setattr(reports, "begin_evidently", lambda data, tested: (begin(data, tested), begun.append(reports._early[0][3])))
+
+    def broken(check, data):
+        raise RuntimeError("a check that breaks")
+
+    monkeypatch.setattr(revalidation, "evaluate_check", broken)
+    x, _ = ordinary_traffic(np.random.default_rng(2), 300)
+    path = tmp_path / "t2.jsonl"
+    path.write_text("\n".join(json.dumps(m) for m in traffic_lines(x, prefix="s2-")) + "\n")
+    by_pair, source, _ = read_input_file(str(path), {"triage": app.pairs["triage"].shape})
+    with pytest.raises(RuntimeError, match="a check that breaks"):
+        app.revalidator.run("triage", trigger="cli", samples=by_pair["triage"], source=source)
+    assert len(begun) == 1 and reports._early == []
+    assert begun[0].proc.poll() is not None            # ended, not left waiting

@@ -193,6 +193,8 @@ class Revalidator:
             return None if evaluated is None else self._finish(loaded, run_id, record, t0, *evaluated)
         finally:
             self.active_run = None
+            if hasattr(self.report_writer, "end"):
+                self.report_writer.end()
 
     def _evaluate_run(self, loaded: LoadedPair, run_id: int, record: dict[str, Any], samples: Sequence[Any] | None,
                       source: dict[str, Any] | None) -> tuple[Sequence[Any], list[CheckResult], RunData] | None:
@@ -280,7 +282,9 @@ class Revalidator:
             from .candidates import evaluate_candidates
             return evaluate_candidates(self, loaded, samples, before_run=before_run, reference_runs=reference_runs)
         data = self.build_data(loaded, samples, before_run=before_run, reference_runs=reference_runs)
-        if hasattr(self.report_writer, "begin"):   # sentinel.reports.ReportWriter: Evidently's section starts now
+        # sentinel.reports.ReportWriter: Evidently's section starts now (a run of several candidates
+        # builds it at report time: its report shows the first candidate's data)
+        if loaded.candidate_name is None and hasattr(self.report_writer, "begin"):
             self.report_writer.begin(loaded, data)
         results: list[CheckResult] = []
         for check in loaded.checks:
