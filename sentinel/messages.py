@@ -597,16 +597,23 @@ def _inputs_or_text(obj: Mapping[str, Any], shape: PairShape, encode_text: bool)
 
 # -- the id before the full decode ------------------------------------------------------------------
 # The sampling decision needs only (pair, id): the daemon takes it before decoding a message, and
-# decodes only the messages inside the sample. The quick path reads a message whose first key is
-# "id" (a plain string without escapes, or an integer of at most 19 characters), optionally
-# followed directly by "model" (a plain string); anything else, or any doubt, returns None and
-# the full decoder decides. Doubts: a second '"id"' or '"model"' anywhere (json keeps the last of
-# repeated keys), a "\u00" escape anywhere (it could spell a key "id"), a message over the size
-# limit or not UTF-8 (the full decoder quarantines those).
+# decodes only the messages inside the sample. The quick path reads the "id" (a plain string
+# without escapes, or an integer of at most 19 characters) and the "model" (a plain string) of an
+# object, in any order and wherever they are: a raw '"id"' or '"model"' is always a key or a whole
+# string value (a quote inside a JSON string is escaped), so when each occurs at most once and is
+# followed by ':', it is the message's own field, or one nested in it while the message has none
+# (which the full decoder refuses: no id; no model with several pairs). Most producers write "id"
+# first, and the batch form reads those first (``_QUICK``). Anything else, or any doubt, returns
+# None and the full decoder decides. Doubts: a second '"id"' or '"model"' anywhere (json keeps the
+# last of repeated keys), a "\u00" escape anywhere (it could spell a key "id"), a message over the
+# size limit or not UTF-8 (the full decoder quarantines those).
 _WS = rb"[ \t\n\r]*"
-_QUICK = re.compile(rb"\A" + _WS + rb"\{" + _WS + rb'"id"' + _WS + rb":" + _WS
-                    + rb'(?:"([^"\\\x00-\x1f]*)"|(-?(?:0|[1-9][0-9]*))(?=' + _WS + rb"[,}]))" + _WS
+_ID_VALUE = rb'(?:"([^"\\\x00-\x1f]*)"|(-?(?:0|[1-9][0-9]*))(?=' + _WS + rb"[,}]))"
+_QUICK = re.compile(rb"\A" + _WS + rb"\{" + _WS + rb'"id"' + _WS + rb":" + _WS + _ID_VALUE + _WS
                     + rb'(?:,' + _WS + rb'"model"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)")?')
+_OPEN = re.compile(rb"\A" + _WS + rb"\{")
+_ID = re.compile(rb'"id"' + _WS + rb":" + _WS + _ID_VALUE)
+_MODEL = re.compile(rb'"model"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)"')
 
 
 def quick_id(value: bytes | None, pairs: Mapping[str, PairShape],
@@ -617,10 +624,16 @@ def quick_id(value: bytes | None, pairs: Mapping[str, PairShape],
     pair and an id here."""
     if value is None or len(value) > max_bytes or type(value) is not bytes:
         return None
-    m = _QUICK.match(value)
-    if m is None or b"\\u00" in value or value.count(b'"id"') != 1:
+    if b"\\u00" in value or value.count(b'"id"') != 1:
         return None
-    text, digits, model = m.groups()
+    m = _QUICK.match(value)
+    if m is not None:
+        text, digits, model = m.groups()
+    else:   # "id" not first: anywhere in the object
+        m = _ID.search(value) if _OPEN.match(value) is not None else None
+        if m is None:
+            return None
+        (text, digits), model = m.groups(), None
     mid = _quick_mid(text, digits)
     if mid is None:
         return None
@@ -648,7 +661,10 @@ def quick_ids(values: Sequence[Any], pairs: Mapping[str, PairShape],
             return [(pair, mid) for mid in mids]
     out: list[tuple[str, str] | None] = []
     for v, m in zip(values, matches):
-        if m is None or (not once and v.count(b'"id"') != 1):
+        if m is None:   # "id" not first: the message on its own
+            out.append(quick_id(v, pairs, max_bytes))
+            continue
+        if not once and v.count(b'"id"') != 1:
             out.append(None)
             continue
         mid = _quick_mid(m.group(1), m.group(2))
@@ -703,10 +719,18 @@ def quick_pair(value: bytes | None, pairs: Mapping[str, PairShape]) -> str | Non
 
 
 def _quick_pair(value: bytes, model: bytes | None, pairs: Mapping[str, PairShape]) -> str | None:
-    if model is None:
-        return next(iter(pairs)) if len(pairs) == 1 and b'"model"' not in value else None
-    if value.count(b'"model"') != 1:
+    """The pair of ``value``: ``model`` (read right after the id), else its one "model" wherever
+    it is, else the only pair; None when not certain."""
+    count = value.count(b'"model"')
+    if model is None and count == 0:
+        return next(iter(pairs)) if len(pairs) == 1 else None
+    if count != 1:
         return None
+    if model is None:
+        m = _MODEL.search(value)
+        if m is None:
+            return None
+        model = m.group(1)
     try:
         name = model.decode("utf-8")
     except UnicodeDecodeError:

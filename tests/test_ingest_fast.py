@@ -107,8 +107,14 @@ def test_quick_ids_sees_a_doubt_in_one_message_of_a_batch():
     (b' {\n "id" : 42 , "inputs":[1,2,3]}', ("p", "42")),
     (b'{"id":-0,"inputs":[1,2,3]}', ("p", "0")),                        # the decoder's int: 0
     (b'{"id":"r-1","model":"q","inputs":[1,2,3]}', ("q", "r-1")),
+    # in any order: the README's own example puts "ts" between "id" and "model"; "model" first
+    (b'{"id": "r-1", "ts": "2026-11-21T10:00:00Z", "model": "q", "inputs": [1, 2, 3]}', ("q", "r-1")),
+    (b'{"model": "q", "id": "r-1", "inputs": [1, 2, 3]}', ("q", "r-1")),
+    (b'{"inputs":[1,2,3],"id":"r-1"}', ("p", "r-1")),
+    (b'{"inputs":[1,2,3],"attributes":{"region":"eu"},\n "id" : 7}', ("p", "7")),
+    (b'{"inputs":[1,2,3],"model":"p","id":"r-1","attributes":{"kind":"id-less"}}', ("p", "r-1")),
 ])
-def test_quick_id_reads_plain_first_ids(text, expected):
+def test_quick_id_reads_plain_ids_in_any_order(text, expected):
     pairs = TWO if b'"model"' in text else ONE
     assert quick_id(text, pairs) == expected == full(text, pairs)
 
@@ -118,7 +124,8 @@ def test_quick_id_reads_plain_first_ids(text, expected):
     b'{"id":"r-1","\\u0069d":"r-2","inputs":[1,2,3]}',    # the same key, escaped
     b'{"id":"r\\u002d1","inputs":[1,2,3]}',               # an escape in the id
     b'{"id":"a\\"b","inputs":[1,2,3]}',
-    b'{"inputs":[1,2,3],"id":"r-1"}',                     # not the first key
+    b'{"inputs":[1,2,3],"meta":"id","id":"r-1"}',         # a value "id" besides the key: two
+    b'{"inputs":[1,2,3],"kind":"model","id":"r-1"}',      # a value "model", no key: the decoder decides
     b'{"id":12345678901234567890,"inputs":[1,2,3]}',       # 20 digits: the decoder makes it a double
     b'{"id":1.0,"inputs":[1,2,3]}', b'{"id":1e3,"inputs":[1,2,3]}', b'{"id":true,"inputs":[1,2,3]}',
     b'{"id":"","inputs":[1,2,3]}', b'{"id":"\xed\xa0\x80","inputs":[1,2,3]}',   # empty; a CESU surrogate
@@ -128,6 +135,30 @@ def test_quick_id_reads_plain_first_ids(text, expected):
 def test_quick_id_declines_when_unsure(text):
     assert quick_id(text, ONE) is None
 
+
+
+@pytest.mark.parametrize("layout", ["readme", "model first", "id last"])
+def test_below_rate_one_only_the_sampled_messages_of_any_field_order_are_decoded(layout, monkeypatch):
+    """Producers write fields in their own order (the README's example has "ts" between "id" and
+    "model"): whatever the order, at rate 0.1 the sampling is decided before the full decode,
+    which only the messages inside the rate get, with the same samples as at rate 1."""
+    import sentinel.daemon as daemon
+
+    def message(i: int) -> bytes:
+        fields = {"readme": [("id", f"r-{i}"), ("ts", "2026-11-21T10:00:00Z"), ("model", "q"), ("inputs", [1, 2, 3])],
+                  "model first": [("model", "q"), ("id", f"r-{i}"), ("inputs", [1, 2, 3])],
+                  "id last": [("model", "q"), ("inputs", [1, 2, 3]), ("attributes", {"region": "eu"}), ("id", i)]}
+        return json.dumps(dict(fields[layout])).encode()
+
+    records = [RawRecord("t", 0, i, None, message(i), None) for i in range(2000)]
+    every = read_batch(records, TWO, Sampler(), None)
+    decoded = []
+    real = daemon.decode_traffic
+    monkeypatch.setattr(daemon, "decode_traffic", lambda value, *a, **k: decoded.append(value) or real(value, *a, **k))
+    some = read_batch(records, TWO, Sampler(rate=0.1), None)
+    inside = [s for s in every.samples if s.sample_key < 0.1]
+    assert len(decoded) == len(some.samples) == len(inside) and some.not_sampled == 2000 - len(inside)
+    assert [(s.pair, s.msg_id, s.sample_key) for s in some.samples] == [(s.pair, s.msg_id, s.sample_key) for s in inside]
 
 def test_quick_id_declines_a_message_over_the_size_limit():
     assert quick_id(b'{"id":"r-1","inputs":[' + b"1," * 100 + b"1]}", ONE, max_bytes=64) is None
