@@ -624,7 +624,7 @@ def quick_id(value: bytes | None, pairs: Mapping[str, PairShape],
     pair and an id here."""
     if value is None or len(value) > max_bytes or type(value) is not bytes:
         return None
-    if b"\\u00" in value or value.count(b'"id"') != 1:
+    if _nul_range_escape(value) or value.count(b'"id"') != 1:
         return None
     m = _QUICK.match(value)
     if m is not None:
@@ -650,7 +650,7 @@ def quick_ids(values: Sequence[Any], pairs: Mapping[str, PairShape],
     if not values or any(type(v) is not bytes for v in values) or max(map(len, values)) > max_bytes:
         return [quick_id(v, pairs, max_bytes) for v in values]
     joined = b"\x00".join(values)
-    if b"\\u00" in joined or b'"model"' in joined or len(pairs) != 1:
+    if _nul_range_escape(joined) or b'"model"' in joined or len(pairs) != 1:
         return [quick_id(v, pairs, max_bytes) for v in values]
     pair = next(iter(pairs))
     once = joined.count(b'"id"') == len(values)    # with one match per message below: exactly one each
@@ -672,6 +672,14 @@ def quick_ids(values: Sequence[Any], pairs: Mapping[str, PairShape],
     if once and None in out:   # a message without a match may hold two '"id"' and a matched one none
         return [quick_id(v, pairs, max_bytes) for v in values]
     return out
+
+
+def _nul_range_escape(data: bytes) -> bool:
+    """Whether ``data`` holds a "\\u00" escape. A backslash is looked for first: a search for one
+    byte is a memchr, ~80x faster on a batch of numeric messages than the search for "\\u00",
+    whose skip table keys on its last byte, "0", a byte found everywhere in numbers (that search
+    was a third of reading a batch's ids). Numeric messages hold no backslash at all."""
+    return b"\\" in data and b"\\u00" in data
 
 
 def _plain_mids(texts: list[bytes | None]) -> list[str] | None:
@@ -712,7 +720,7 @@ def key_id(key: bytes | None) -> str | None:
 
 def quick_pair(value: bytes | None, pairs: Mapping[str, PairShape]) -> str | None:
     """The pair of a message whose id comes from elsewhere (the record key), or None."""
-    if type(value) is not bytes or b"\\u00" in value:
+    if type(value) is not bytes or _nul_range_escape(value):
         return None
     m = _QUICK.match(value)
     return _quick_pair(value, None if m is None else m.group(3), pairs)
