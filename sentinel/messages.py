@@ -188,35 +188,47 @@ except ImportError:   # pragma: no cover - the standard decoder alone
     _orjson = None
 
 
-def _loads(value: bytes | str, text: str) -> Any:
+def _loads(value: bytes | str, text: str) -> tuple[Any, bool]:
+    """The parsed message, and whether orjson parsed it."""
     if _orjson is not None and not _long_digit_runs(value):
         try:
-            return _orjson.loads(text)
+            return _orjson.loads(text), True
         except (ValueError, TypeError):
             pass
-    return _decoder_for(value).decode(text)
+    return _decoder_for(value).decode(text), False
 
 
 def parse_json(value: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """The message as a JSON object: at most ``max_bytes`` (``ingest.max_message_bytes``), UTF-8,
     nesting bounded before parsing, long integers as doubles. Its values are checked by
     :func:`check_values`, not here."""
+    return _parse(value, max_bytes)[0]
+
+
+def _parse(value: bytes | str | None, max_bytes: int) -> tuple[dict[str, Any], bool]:
+    """:func:`parse_json`'s object, and whether :func:`check_values` is already known to pass on
+    it: bytes without a backslash, which orjson parsed. No string in it can then hold a NUL or a
+    lone surrogate (either needs an escape; orjson refuses raw control characters, and strict
+    UTF-8 refuses encoded surrogates), and every number is finite (orjson refuses NaN, Infinity
+    and numbers beyond a double's range). The checks' walk over every value was a fifth of
+    decoding a tabular message."""
     if value is None:
         raise MessageError("empty", "message has no value (tombstone)")
     if len(value) > max_bytes:
         raise MessageError("too_large", f"message is {len(value)} bytes, limit {max_bytes}")
-    text = value if isinstance(value, str) else _utf8(bytes(value))
+    raw = None if isinstance(value, str) else bytes(value)
+    text = value if raw is None else _utf8(raw)
     depth = nesting_depth(text)
     if depth > MAX_DEPTH:
         # checked before json.loads, whose recursion a few thousand brackets exhaust
         raise MessageError("too_deep", f"arrays/objects nest {depth} deep, limit {MAX_DEPTH}")
     try:
-        obj = _loads(value, text)
+        obj, by_orjson = _loads(value, text)
     except ValueError as exc:
         raise MessageError("invalid_json", f"not JSON ({' '.join(str(exc).split())[:120]})") from None
     if not isinstance(obj, dict):
         raise MessageError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    return obj
+    return obj, by_orjson and raw is not None and b"\\" not in raw
 
 
 def _where(path: tuple[Any, ...]) -> str:
@@ -752,8 +764,9 @@ def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
     """One traffic message, decoded and checked (``MessageError`` with a reason otherwise).
     ``encode_text=False`` leaves a text message's ``inputs`` empty: ``daemon.read_batch`` tokenizes
     the texts it keeps together (``text_rows``), which is faster than one at a time."""
-    obj = parse_json(value, max_bytes)
-    check_values(obj)
+    obj, checked = _parse(value, max_bytes)
+    if not checked:
+        check_values(obj)
     mid = _id(obj)
     pair = _pair_of(obj, pairs)
     shape = pairs[pair]
@@ -766,8 +779,9 @@ def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
 
 def decode_label(value: bytes | str | None, pairs: Mapping[str, PairShape],
                  max_bytes: int = MAX_MESSAGE_BYTES) -> LabelMessage:
-    obj = parse_json(value, max_bytes)
-    check_values(obj, skip=())
+    obj, checked = _parse(value, max_bytes)
+    if not checked:
+        check_values(obj, skip=())
     mid = _id(obj)
     if obj.get("label") is None:
         raise MessageError("bad_label", "labels message needs 'label'")

@@ -308,3 +308,42 @@ def test_below_rate_one_a_message_is_sampled_first_and_otherwise_decoded_as_befo
     assert kept <= {s.offset for s in some.samples}          # none the rate keeps is lost to the quick path
     for q in some.bad:
         assert bad_before[q.offset] == q.reason
+
+
+def _encodings(m: dict) -> list[bytes]:
+    """A message as producers may write it: escaped, raw UTF-8 (lone surrogates as raw bytes),
+    with its escaped control characters and surrogates written raw, and with a number no double
+    holds or a NaN put in front."""
+    escaped = json.dumps(m).encode()
+    raw = json.dumps(m, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    unescaped = json.dumps(m).encode()
+    for code in (0, 1, 0x1f):
+        unescaped = unescaped.replace(b"\\u%04x" % code, bytes([code]))
+    return [escaped, raw, unescaped, unescaped.replace(b"\\ud800", "\ud800".encode("utf-8", "surrogatepass")),
+            b'{"z":1e400,' + escaped[1:], b'{"z":[-Infinity],' + raw[1:], b'{"z":{"n":NaN},' + escaped[1:]]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(m=st.one_of(message, fine_message))
+def test_a_message_whose_value_checks_are_skipped_passes_them(m):
+    """The decoder skips check_values for bytes without a backslash that orjson parsed (every
+    string and number is then known to be fine): for every such message, the checks pass."""
+    from sentinel.errors import MessageError
+    from sentinel.messages import _parse, check_values
+
+    for value in _encodings(m):
+        try:
+            obj, checked = _parse(value, 1 << 20)
+        except MessageError:
+            continue
+        if checked:
+            check_values(obj, skip=())   # raises if a skip were wrong
+
+
+def test_value_checks_are_skipped_only_where_they_cannot_fail():
+    from sentinel.messages import _parse
+
+    assert _parse(b'{"id":"a","inputs":[1.5,2,3],"attributes":{"region":"eu"}}', 1 << 20)[1]
+    assert not _parse(b'{"id":"a","inputs":[1,2,3],"note":"\\u0000"}', 1 << 20)[1]   # an escape: checked
+    assert not _parse('{"id":"a","inputs":[1,2,3]}', 1 << 20)[1]                    # str: may hold surrogates
+    assert not _parse(b'{"id":"a","inputs":[1,2,3],"x":NaN}', 1 << 20)[1]           # the standard decoder's
