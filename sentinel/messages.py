@@ -139,8 +139,9 @@ def _utf8(data: bytes) -> str:
 def nesting_depth(text: str) -> int:
     """How deeply arrays and objects nest in ``text``, found without parsing it: strings are cut
     out with a linear regular expression, then the brackets left are counted (numpy cumsum)."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return min(MAX_DEPTH, text.count("[") + text.count("{"))
+    opens = text.count("[") + text.count("{")
+    if opens <= MAX_DEPTH:
+        return opens
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode("ascii")
     if not brackets:
         return 0
