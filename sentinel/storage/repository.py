@@ -922,8 +922,11 @@ def _insert_samples(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         conn.execute(insert(t.samples), [dict(zip(_SAMPLE_COLUMNS, r)) for r in rows])
         return
     sql, procs = _sqlite_sample_insert(conn.dialect)
-    rows = [tuple(v if p is None else p(v) for v, p in zip(r, procs)) for r in rows]   # JSON None: 'null'
-    conn.exec_driver_sql(sql, rows)
+    columns = list(zip(*rows))   # by column: each processor mapped over its column (JSON None: 'null')
+    for i, p in enumerate(procs):
+        if p is not None:
+            columns[i] = tuple(map(p, columns[i]))
+    conn.exec_driver_sql(sql, list(zip(*columns)))
 
 
 #: per dialect (an engine's: its JSON serializer is in its processors), the samples INSERT and the
