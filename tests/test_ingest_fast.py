@@ -95,11 +95,12 @@ def test_quick_ids_of_a_batch_are_quick_id_of_each(values, pairs, max_bytes):
 
 def test_quick_ids_sees_a_doubt_in_one_message_of_a_batch():
     plain = [b'{"id":"r-%d","inputs":[1,2,3]}' % i for i in range(5)]
-    for odd in (b'{"id":"r-9","inputs":[1,2,3],"id":"r-8"}', b'{"inputs":[1,2,3]}', b'{"id":"r\\u002d1","inputs":[]}',
-                b'{"id":"r-7","inputs":[1],"attributes":{"model":"q"}}'):
+    for odd in (b'{"id":"r-9","inputs":[1,2,3],"id":"r-8"}', b'{"inputs":[1,2,3]}', b'{"id":"r\\u002d1","inputs":[]}'):
         batch = plain[:2] + [odd] + plain[2:]
         got = quick_ids(batch, ONE)
         assert got[2] is None and got[:2] + got[3:] == [("p", f"r-{i}") for i in range(5)], odd
+    with_model = b'{"id":"r-7","inputs":[1,2,3],"attributes":{"model":"q"}}'   # one pair: "model" is not read
+    assert quick_ids(plain[:2] + [with_model], ONE)[2] == ("p", "r-7") == full(with_model, ONE)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -119,18 +120,25 @@ def test_quick_id_reads_plain_ids_in_any_order(text, expected):
     assert quick_id(text, pairs) == expected == full(text, pairs)
 
 
+@pytest.mark.parametrize("text", [b'{"inputs":[1,2,3],"kind":"model","id":"r-1"}',   # a value "model"
+                                  b'{"id":"r-1","inputs":[1,2,3],"attributes":{"model":"q"}}',   # nested
+                                  b'{"id":"r-1","model":"p","inputs":[1,2,3],"model":"p"}'])   # twice
+def test_with_one_pair_a_model_anywhere_leaves_the_id_read(text):
+    """With one pair a valid message's "model" can only name it: it is not read (a batch is not
+    scanned for it), and the pair and id are the decoder's."""
+    assert quick_id(text, ONE) == ("p", "r-1") == full(text, ONE) == quick_ids([text], ONE)[0]
+
+
 @pytest.mark.parametrize("text", [
     b'{"id":"r-1","inputs":[1,2,3],"id":"r-2"}',          # json keeps the last of repeated keys
     b'{"id":"r-1","\\u0069d":"r-2","inputs":[1,2,3]}',    # the same key, escaped
     b'{"id":"r\\u002d1","inputs":[1,2,3]}',               # an escape in the id
     b'{"id":"a\\"b","inputs":[1,2,3]}',
     b'{"inputs":[1,2,3],"meta":"id","id":"r-1"}',         # a value "id" besides the key: two
-    b'{"inputs":[1,2,3],"kind":"model","id":"r-1"}',      # a value "model", no key: the decoder decides
     b'{"id":12345678901234567890,"inputs":[1,2,3]}',       # 20 digits: the decoder makes it a double
     b'{"id":1.0,"inputs":[1,2,3]}', b'{"id":1e3,"inputs":[1,2,3]}', b'{"id":true,"inputs":[1,2,3]}',
     b'{"id":"","inputs":[1,2,3]}', b'{"id":"\xed\xa0\x80","inputs":[1,2,3]}',   # empty; a CESU surrogate
     b'\xef\xbb\xbf{"id":"r-1","inputs":[1,2,3]}',          # a byte order mark: the decoder decides
-    b'{"id":"r-1","inputs":[1,2,3],"attributes":{"model":"q"}}',   # a "model" that is not the first one
 ])
 def test_quick_id_declines_when_unsure(text):
     assert quick_id(text, ONE) is None
