@@ -924,8 +924,13 @@ def _insert_samples(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     sql, procs = _sqlite_sample_insert(conn.dialect)
     columns = list(zip(*rows))   # by column: each processor mapped over its column (JSON None: 'null')
     for i, p in enumerate(procs):
-        if p is not None:
-            columns[i] = tuple(map(p, columns[i]))
+        if p is None:
+            continue
+        col = columns[i]
+        if col[0] is col[-1] and len(set(map(id, col))) == 1:   # one object in every row (stored_at): once
+            columns[i] = (p(col[0]),) * len(col)
+        else:
+            columns[i] = tuple(map(p, col))
     conn.exec_driver_sql(sql, list(zip(*columns)))
 
 
