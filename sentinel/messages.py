@@ -748,10 +748,7 @@ def _quick_pair(value: bytes, model: bytes | None, pairs: Mapping[str, PairShape
     else its one "model" wherever it is; None when not certain."""
     if len(pairs) == 1:
         return next(iter(pairs))
-    count = value.count(b'"model"')
-    if model is None and count == 0:
-        return None
-    if count != 1:
+    if value.count(b'"model"') != 1:   # none (several pairs: the decoder refuses it) or a repeat: it decides
         return None
     if model is None:
         m = _MODEL.search(value)

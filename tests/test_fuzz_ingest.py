@@ -316,7 +316,7 @@ def _encodings(m: dict) -> list[bytes]:
     holds or a NaN put in front."""
     escaped = json.dumps(m).encode()
     raw = json.dumps(m, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    unescaped = json.dumps(m).encode()
+    unescaped = escaped
     for code in (0, 1, 0x1f):
         unescaped = unescaped.replace(b"\\u%04x" % code, bytes([code]))
     return [escaped, raw, unescaped, unescaped.replace(b"\\ud800", "\ud800".encode("utf-8", "surrogatepass")),
