@@ -27,8 +27,8 @@ import numpy as np
 
 from .config import Config, register_secrets
 from .errors import MessageError, SentinelError, one_line
-from .messages import (MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic, key_id, quick_id, quick_ids,
-                       quick_pair, text_rows)
+from .messages import (MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic_many, key_id,
+                       quick_id, quick_ids, quick_pair, text_rows)
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
@@ -82,18 +82,28 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
     key_mids, inside = _pre_sample(traffic, shapes, sampler, max_bytes, id_from)
     if inside is not None:
         out.not_sampled = len(traffic) - len(inside)
-    for i in range(len(traffic)) if inside is None else inside:
-        r = traffic[i]
+    idx = range(len(traffic)) if inside is None else inside
+    recs = [traffic[i] for i in idx]
+    decoded = decode_traffic_many([r.value for r in recs], [r.timestamp_ms for r in recs], shapes, max_bytes)
+    mids = [None if isinstance(m, Exception) else key_mids[i] if key_mids is not None and key_mids[i] is not None
+            else m.id for i, m in zip(idx, decoded)]
+    keys = iter(_sample_keys(sampler, [(m.pair, mid) for m, mid in zip(decoded, mids) if mid is not None]))
+    for r, m, mid in zip(recs, decoded, mids):
+        if isinstance(m, MessageError):
+            out.bad.append(_quarantined(r, m.reason, m.detail))
+            continue
+        if isinstance(m, Exception):   # the point: a decoder bug quarantines one message
+            out.bad.append(_decoder_error(r, m))
+            continue
+        key = next(keys)
         try:
-            m = decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms, max_bytes=max_bytes, encode_text=False)
-            mid = key_mids[i] if key_mids is not None and key_mids[i] is not None else m.id
+            if isinstance(key, BaseException):
+                raise key
             out.samples.append(SampleIn(pair=m.pair, msg_id=mid, ts=m.ts, topic=r.topic, partition=r.partition,
-                                        offset=r.offset, sample_key=sampler.key(m.pair, mid), inputs=m.inputs,
+                                        offset=r.offset, sample_key=key, inputs=m.inputs,
                                         attributes=m.attributes, label=m.label, extra=m.extra or None,
                                         stratum=sampler.stratum(m.attributes), raw=r.value, text=m.text))
-        except MessageError as exc:
-            out.bad.append(_quarantined(r, exc.reason, exc.detail))
-        except Exception as exc:   # noqa: BLE001 - the point: a decoder bug quarantines one message
+        except Exception as exc:   # noqa: BLE001 - as for the decoder: one message quarantined
             out.bad.append(_decoder_error(r, exc))
     if any(s.text is not None for s in out.samples):
         out.samples = _encode_texts(out.samples, shapes, sampler, out.bad)
@@ -141,6 +151,28 @@ def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampl
         inside.extend(idx[k] for k in np.flatnonzero(keys < sampler.rate).tolist())   # in_sample: key < rate
     inside.sort()
     return key_mids, inside
+
+
+def _sample_keys(sampler: Sampler, ids: list[tuple[str, str]]) -> list[float | BaseException]:
+    """``sampler.key`` of each (pair, id), computed per pair in one call (``Sampler.keys``, the
+    same numbers); where that call fails, each on its own, the exception in place of a key."""
+    by_pair, _ = _by_pair(ids)   # type: ignore[arg-type]
+    keys: list[float | BaseException] = [0.0] * len(ids)
+    for pair, (pos, mids) in by_pair.items():
+        try:
+            got: list[float | BaseException] = sampler.keys(pair, mids).tolist()
+        except Exception:   # noqa: BLE001 - an id the hash cannot take is one message's fault
+            got = [_key_or_error(sampler, pair, mid) for mid in mids]
+        for i, k in zip(pos, got):
+            keys[i] = k
+    return keys
+
+
+def _key_or_error(sampler: Sampler, pair: str, mid: str) -> float | BaseException:
+    try:
+        return sampler.key(pair, mid)
+    except Exception as exc:   # noqa: BLE001
+        return exc
 
 
 def _by_pair(quick: list[tuple[str, str] | None]) -> tuple[dict[str, tuple[list[int], list[str]]], list[int]]:

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from itertools import chain
 from functools import cached_property
 from typing import Any, Mapping, Sequence
 
@@ -771,14 +772,121 @@ def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
     obj, checked = _parse(value, max_bytes)
     if not checked:
         check_values(obj)
+    return _traffic(obj, pairs, timestamp_ms, encode_text)
+
+
+def _traffic(obj: dict[str, Any], pairs: Mapping[str, PairShape], timestamp_ms: int | None, encode_text: bool,
+             inputs: Row | None = None) -> TrafficMessage:
+    """The message of a parsed object whose values are checked; ``inputs``: already decoded."""
     mid = _id(obj)
     pair = _pair_of(obj, pairs)
     shape = pairs[pair]
-    inputs, text = _inputs_or_text(obj, shape, encode_text)
+    text = None
+    if inputs is None:
+        inputs, text = _inputs_or_text(obj, shape, encode_text)
     attributes = decode_attributes(obj.get("attributes"))
     label = normalise_label(obj["label"], shape.classes) if obj.get("label") is not None else None
     extra = {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
     return TrafficMessage(mid, pair, parse_ts(obj.get("ts"), timestamp_ms), inputs, attributes, label, extra, text)
+
+
+def decode_traffic_many(values: Sequence[Any], timestamps_ms: Sequence[int | None], pairs: Mapping[str, PairShape],
+                        max_bytes: int = MAX_MESSAGE_BYTES) -> list[TrafficMessage | Exception]:
+    """``decode_traffic(v, pairs, timestamp_ms=ts, max_bytes=max_bytes, encode_text=False)`` of
+    each of a polled batch, in order: the message, or the exception it raises. The same answers,
+    at less cost per message, where a message allows it (``_plain_objects``): the scans for a
+    backslash and for a long run of digits are made once over the batch, orjson parses the bytes
+    as they are (no text made first), and the flat float32 inputs of a pair go to numpy as one
+    array (``_flat_float32_rows``). A message that does not take that path, or fails on it, is
+    decoded on its own by :func:`decode_traffic`, which then decides its answer and its error."""
+    objs = _plain_objects(values, max_bytes)
+    out: list[Any] = [None] * len(values)
+    flat: dict[str, tuple[list[int], list[list[Any]]]] = {}   # pair -> positions and inputs for numpy
+    for i, obj in enumerate(objs):
+        if obj is None:
+            continue
+        try:
+            pair = _flat_pair(obj, pairs)
+            if pair is None:
+                out[i] = _traffic(obj, pairs, timestamps_ms[i], False)
+            else:
+                out[i] = _traffic(obj, pairs, timestamps_ms[i], False, {})   # its array added below
+                got = flat.setdefault(pair, ([], []))
+                got[0].append(i)
+                got[1].append(obj["inputs"])
+        except Exception:   # noqa: BLE001 - decided again below, on the message's own
+            objs[i] = None
+    for pair, (idx, lists) in flat.items():
+        spec = pairs[pair].single_spec
+        for i, arr in zip(idx, _flat_float32_rows(lists, spec)):   # type: ignore[arg-type]
+            if arr is None:
+                objs[i] = None
+            elif objs[i] is not None:
+                out[i].inputs[spec.name] = arr   # type: ignore[union-attr]
+    for i, obj in enumerate(objs):
+        if obj is None:
+            try:
+                out[i] = decode_traffic(values[i], pairs, timestamp_ms=timestamps_ms[i], max_bytes=max_bytes,
+                                        encode_text=False)
+            except Exception as exc:   # noqa: BLE001 - the caller quarantines it
+                out[i] = exc
+    return out
+
+
+def _plain_objects(values: Sequence[Any], max_bytes: int) -> list[dict[str, Any] | None]:
+    """Each message parsed by orjson, as :func:`_parse` would give it with its values known to be
+    checked, or None where that is not certain: not bytes, over ``max_bytes``, a backslash or a
+    run of digits that could be a long integer in it (looked for in the batch joined by a NUL,
+    which maps to neither, so none is found across two messages, then per message only where the
+    batch has one), more brackets than ``MAX_DEPTH`` (its depth is then counted), or what orjson
+    refuses or is not an object. orjson reads the bytes as strictly as ``_utf8`` and its text
+    would: it refuses invalid UTF-8, encoded surrogates, a byte order mark and NUL bytes."""
+    if _orjson is None or not values or any(type(v) is not bytes for v in values):
+        return [None] * len(values)
+    joined = b"\x00".join(values)
+    clean = b"\\" not in joined and not _long_digit_runs(joined)
+    out: list[dict[str, Any] | None] = []
+    for v in values:
+        obj = None
+        if (len(v) <= max_bytes and (clean or (b"\\" not in v and not _long_digit_runs(v)))
+                and v.count(b"[") + v.count(b"{") <= MAX_DEPTH):
+            try:
+                obj = _orjson.loads(v)
+            except ValueError:
+                pass
+        out.append(obj if type(obj) is dict else None)
+    return out
+
+
+def _flat_pair(obj: dict[str, Any], pairs: Mapping[str, PairShape]) -> str | None:
+    """The pair of a message whose inputs :func:`_single` would read as a flat float32 array (a
+    list of its input's size, no text), else None."""
+    value = obj.get("inputs")
+    if type(value) is not list or obj.get("text") is not None:
+        return None
+    pair = _pair_of(obj, pairs)
+    spec = pairs[pair].single_spec
+    return pair if spec is not None and spec.dtype == "float32" and len(value) == spec_size(spec) else None
+
+
+def _flat_float32_rows(lists: list[list[Any]], spec: TensorSpec) -> list[np.ndarray | None]:
+    """:func:`_flat_float32` of each of ``lists`` (all of ``spec``'s size), reshaped to
+    ``spec.shape``, made by numpy in one call when every value is a number: the same arrays (the
+    same conversion per length: float32 from each value up to ``_FAST_LEN``, through float64
+    beyond); None where that function gives None (a value beyond float32's range, or not a
+    number), or where a value is at float32's largest magnitude (it decides those)."""
+    if not set(map(type, chain.from_iterable(lists))) <= _NUMBER_TYPES:
+        return [None if (a := _flat_float32(v)) is None else a.reshape(spec.shape) for v in lists]
+    with np.errstate(over="ignore"):
+        if len(lists[0]) <= _FAST_LEN:
+            arr = np.array(lists, dtype=np.float32)
+            ok = np.abs(arr).max(axis=1) < _F32_MAX      # inf (beyond the range) and the largest: decided per row
+        else:
+            wide = np.array(lists, dtype=np.float64)
+            ok = np.abs(wide).max(axis=1) <= _F32_MAX
+            arr = wide.astype(np.float32)
+    rows = arr.reshape(len(lists), *spec.shape)
+    return [rows[i] if good else None for i, good in enumerate(ok.tolist())]
 
 
 def decode_label(value: bytes | str | None, pairs: Mapping[str, PairShape],

@@ -7,6 +7,7 @@ lost once it is back).
 """
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import socket
@@ -347,3 +348,66 @@ def test_value_checks_are_skipped_only_where_they_cannot_fail():
     assert not _parse(b'{"id":"a","inputs":[1,2,3],"note":"\\u0000"}', 1 << 20)[1]   # an escape: checked
     assert not _parse('{"id":"a","inputs":[1,2,3]}', 1 << 20)[1]                    # str: may hold surrogates
     assert not _parse(b'{"id":"a","inputs":[1,2,3],"x":NaN}', 1 << 20)[1]           # the standard decoder's
+
+
+# inputs at float32's edges and where a conversion could round twice: the batch decoder's numpy
+# call must give each message's own arrays
+edge_numbers = st.one_of(numbers, st.sampled_from([3.4028234663852886e38, -3.4028234663852886e38,
+                                                   3.4028235677973366e38, 3.4028235e38, 3.5e38, 1e-46, -0.0,
+                                                   2**60 + 2**36 + 1, -(2**62 + 2**38 + 1), 2**63 - 1, True]))
+edge_message = st.fixed_dictionaries({"id": st.sampled_from(["a", "b", "dup", 7]),
+                                      "inputs": st.lists(edge_numbers, min_size=2, max_size=4)},
+                                     optional={"attributes": attributes, "label": labels, "ts": timestamps})
+many_batches = st.lists(st.tuples(st.one_of(record_value, encoded(edge_message), encoded(edge_message)), kafka_ts),
+                        min_size=1, max_size=12)
+
+
+def _outcome(m):
+    from sentinel.errors import MessageError
+
+    if isinstance(m, MessageError):
+        return ("error", m.reason, m.detail)
+    if isinstance(m, Exception):
+        return ("bug", type(m).__name__, str(m))
+    now = abs((m.ts - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) < 60   # no ts given: the clock's
+    return (m.id, m.pair, "now" if now else m.ts, m.attributes, m.label, m.extra, m.text,
+            {k: (a.dtype.str, a.shape, a.tobytes()) for k, a in m.inputs.items()})
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@given(batch=many_batches)
+def test_a_batch_decodes_as_its_messages_one_by_one(batch):
+    """``decode_traffic_many`` (the daemon's decoder of a polled batch) gives each message what
+    ``decode_traffic`` gives it alone: the same message, arrays equal to the byte, or the same
+    error with the same detail; for well-formed, malformed and hostile messages mixed."""
+    from sentinel.messages import decode_traffic, decode_traffic_many
+
+    shapes = {"triage": PairShape("triage", (3,), ("benign", "malignant"), FEATURES)}
+    values, stamps = [v for v, _ in batch], [ts for _, ts in batch]
+    alone = []
+    for v, ts in batch:
+        try:
+            alone.append(decode_traffic(v, shapes, timestamp_ms=ts, encode_text=False))
+        except Exception as exc:   # noqa: BLE001
+            alone.append(exc)
+    together = decode_traffic_many(values, stamps, shapes)
+    assert [_outcome(m) for m in together] == [_outcome(m) for m in alone]
+
+
+def test_the_batch_decoder_reads_a_batch_of_plain_messages_in_one_numpy_call(monkeypatch):
+    """The fast path is taken (the one numpy call for the batch's inputs), and a message it cannot
+    take (a backslash; a value beyond float32) is still decoded, or refused, as on its own."""
+    from sentinel import messages
+
+    shapes = {"triage": PairShape("triage", (3,), ("benign", "malignant"), FEATURES)}
+    calls = []
+    real = messages._flat_float32_rows
+    monkeypatch.setattr(messages, "_flat_float32_rows", lambda lists, spec: calls.append(len(lists)) or real(lists, spec))
+    values = [json.dumps({"id": f"m{i}", "inputs": [i, 1.5, -2]}).encode() for i in range(5)]
+    values += [b'{"id": "q\\"", "inputs": [1, 2, 3]}', b'{"id": "big", "inputs": [1, 2, 3.5e38]}']
+    got = messages.decode_traffic_many(values, [0] * len(values), shapes)
+    assert calls == [6]   # the five plain messages and the one beyond float32's range; the escaped one alone
+    assert [m.id for m in got[:6]] == ["m0", "m1", "m2", "m3", "m4", 'q"']
+    assert got[3].inputs["input"].tolist() == [3.0, 1.5, -2.0]
+    assert isinstance(got[6], messages.MessageError) and got[6].reason == "bad_dtype"

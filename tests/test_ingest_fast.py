@@ -161,8 +161,8 @@ def test_below_rate_one_only_the_sampled_messages_of_any_field_order_are_decoded
     records = [RawRecord("t", 0, i, None, message(i), None) for i in range(2000)]
     every = read_batch(records, TWO, Sampler(), None)
     decoded = []
-    real = daemon.decode_traffic
-    monkeypatch.setattr(daemon, "decode_traffic", lambda value, *a, **k: decoded.append(value) or real(value, *a, **k))
+    real = daemon.decode_traffic_many
+    monkeypatch.setattr(daemon, "decode_traffic_many", lambda values, *a, **k: decoded.extend(values) or real(values, *a, **k))
     some = read_batch(records, TWO, Sampler(rate=0.1), None)
     inside = [s for s in every.samples if s.sample_key < 0.1]
     assert len(decoded) == len(some.samples) == len(inside) and some.not_sampled == 2000 - len(inside)

@@ -268,6 +268,11 @@ def test_read_batch_quarantines_an_unexpected_exception_as_decoder_error():
                 raise ZeroDivisionError("division by zero")
             return super().key(pair, msg_id)
 
+        def keys(self, pair, msg_ids):   # the daemon's batch form, failing for the batch
+            if "boom" in msg_ids:
+                raise ZeroDivisionError("division by zero")
+            return super().keys(pair, msg_ids)
+
     values = [enc({"id": "a", "inputs": [1, 2, 3]}), enc({"id": "boom", "inputs": [1, 2, 3]}),
               b'{"id": "n\\u0000", "inputs": [1, 2, 3]}', b"\xff\x00 raw \xed\xa0\x80"]
     records = [RawRecord("t", 0, i, None, v, None) for i, v in enumerate(values)]
