@@ -52,7 +52,10 @@ def _configured(app: Any, pair: str) -> str | None:
 
 def answer(app: Any, params: Mapping[str, Any], *, default_strict: str = "") -> JSONResponse:
     """The gate's HTTP answer to ``params`` (pair, candidate, strict, require)."""
-    pair, candidate = str(params.get("pair") or "").strip(), str(params.get("candidate") or "").strip()
+    # spaces around a value are dropped, but a value of spaces alone is a value (the OpenAPI
+    # document allows it: a pair of that name is not found, a candidate not 64 hex digits)
+    pair, candidate = (str(params.get(k) or "") for k in ("pair", "candidate"))
+    pair, candidate = pair.strip() or pair, candidate.strip() or candidate
     missing = [k for k, v in (("pair", pair), ("candidate", candidate)) if not v]
     if missing:
         return _error(400, "bad_request", f"{' and '.join(missing)} required: {GATE_PATH}?pair=NAME&candidate=SHA256")

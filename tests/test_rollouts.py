@@ -199,6 +199,8 @@ def test_strict_get_and_errors_in_the_api_shape(gate_api):
     assert status == 400 and "64 hex digits" in body["error"]["message"]
     status, body = http("GET", f"{base}?pair=nope&candidate={SHA}")
     assert status == 404 and body["error"] == {"code": "not_found", "message": "no pair 'nope'; pairs are ['triage']"}
+    status, body = http("GET", f"{base}?pair=%0D&candidate={SHA}")   # a pair of white space is a pair not found
+    assert status == 404 and body["error"]["message"].startswith("no pair '\\r'")
     status, body = http("GET", f"{base}?pair=triage&candidate={SHA}&strict=maybe")
     assert status == 400 and "strict must be" in body["error"]["message"]
     # a Flagger POST without strict is strict: a webhook that cannot fail would be a silent pass
