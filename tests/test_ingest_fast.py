@@ -325,6 +325,47 @@ def test_a_batch_is_stored_as_the_writer_before_batching_stored_it(store_url, ba
     assert state(store, f"-batch-{n}") == state(store, f"-rows-{n}")
 
 
+def pending_as_counted(store, pairs):
+    """(the pending_samples rows, a count of the pending samples) of ``pairs``, per (pair, stratum)."""
+    with store.engine.connect() as c:
+        kept = {(r.pair, r.stratum): r.n for r in c.execute(select(t.pending_samples)
+                                                            .where(t.pending_samples.c.pair.in_(pairs))) if r.n}
+        counted = {(r[0], r[1]): r[2] for r in c.execute(
+            select(t.samples.c.pair, t.samples.c.stratum, func.count()).where(and_(
+                t.samples.c.pair.in_(pairs), t.samples.c.run_id.is_(None))).group_by(t.samples.c.pair, t.samples.c.stratum))}
+    return kept, counted
+
+
+ops = st.lists(st.one_of(st.tuples(st.just("ingest"), batches.map(lambda b: b[0])),
+                         st.tuples(st.sampled_from(["claim", "claim and release", "claim and fail", "claim and finish"]),
+                                   st.sampled_from(["p", "q"]))), min_size=1, max_size=8)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops, st.integers(1, 6), st.sampled_from([None, 2]))
+def test_the_pending_counts_ingest_reads_are_the_pending_samples(store_url, ops, window, max_strata):  # noqa: F811
+    """``pending_samples`` (what ingest reads instead of counting the window each poll) equals a
+    count of the pending samples after every change to them: batches with duplicates, evictions
+    and strata beyond max_strata, windows claimed by runs, given back (release_window, a failed
+    run's finish_run) or kept by a finished run."""
+    store, n = open_store(store_url), next(_example)
+    sampler, pairs = Sampler(), [f"p-{n}", f"q-{n}"]
+    for op, arg in ops:
+        if op == "ingest":
+            rows = [sample(i, sampler.key(pair, f"m{i}"), stratum, f"{pair}-{n}") for i, stratum, pair in arg]
+            store.ingest(rows, [], [], window=window, rate=1.0, max_strata=max_strata)
+        else:
+            run = store.create_run(f"{arg}-{n}", "test", {})
+            window_ = store.claim_window(f"{arg}-{n}", run)
+            if op == "claim and release":
+                store.release_window(run)
+            elif op != "claim":
+                store.finish_run(run, status="failed" if op == "claim and fail" else "ok", n_samples=len(window_),
+                                 record=None, results=[], release_window=op == "claim and fail")
+        kept, counted = pending_as_counted(store, pairs)
+        assert kept == counted, op
+
+
 def merge(c: tuple[int, ...]) -> tuple[int, ...]:
     """(stored, duplicates + not sampled, evicted, quarantined)."""
     return c[0], c[1] + c[2], c[3], c[4]

@@ -141,6 +141,40 @@ def test_upgrading_an_older_schema_keeps_stored_samples(tmp_path):
     assert [s.msg_id for s in store.claim_window("p", run)] == ["old-1"]
 
 
+def test_migration_0009_counts_the_pending_samples_already_stored(store_url):  # noqa: F811
+    """A store upgraded to pending_samples starts from a count of what it holds (claimed samples
+    are not pending), and ingest and claims carry on from there."""
+    import datetime as dt
+
+    import numpy as np
+
+    from sentinel.storage.repository import Store, make_engine, stored_inputs
+    from sentinel.storage.tables import pending_samples
+
+    engine = make_engine(store_url)
+    for conn in migrate_to(engine, "0008"):
+        conn.exec_driver_sql("INSERT INTO runs (pair, trigger, status, started_at, record, n_samples) VALUES "
+                             "('p', 't', 'pass', '2026-12-01 00:00:00', '{}', 0)")
+        run = conn.exec_driver_sql("SELECT min(id) FROM runs").scalar_one()
+        for i, (pair, stratum, claimed) in enumerate([("p", "a", False), ("p", "a", False), ("p", "a", True),
+                                                       ("p", "b", False), ("q", "", False)]):
+            conn.execute(samples_table.insert().values(
+                pair=pair, msg_id=f"old-{i}", ts=dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc), topic="t",
+                partition=0, offset=i, sample_key=0.5, inputs=stored_inputs({"input": np.float32([i])}),
+                attributes={}, stored_at=dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc), stratum=stratum,
+                run_id=run if claimed else None))
+    store = Store(engine)
+    store.migrate()
+    with engine.connect() as conn:
+        assert {(r.pair, r.stratum): r.n for r in conn.execute(select(pending_samples))} == \
+            {("p", "a"): 2, ("p", "b"): 1, ("q", ""): 1}
+    store.claim_window("q", store.create_run("q", "test", {}))
+    with engine.connect() as conn:
+        assert {(r.pair, r.stratum): r.n for r in conn.execute(select(pending_samples)) if r.n} == \
+            {("p", "a"): 2, ("p", "b"): 1}
+    engine.dispose()
+
+
 # -- what the store refuses, what it makes storable, and a store that is down ---------------------
 
 import hashlib  # noqa: E402

@@ -386,12 +386,13 @@ class Store:
                 return []
             conn.execute(update(t.samples).where(and_(t.samples.c.pair == pair, t.samples.c.run_id.is_(None)))
                          .values(run_id=run_id))
+            _count_pending(conn, _run_strata(conn, run_id, pair), -1)
         return self.run_samples(run_id, pair)
 
     def release_window(self, run_id: int) -> None:
         """Give a failed run's samples back to the pending window."""
         with self.engine.begin() as conn:
-            conn.execute(update(t.samples).where(t.samples.c.run_id == run_id).values(run_id=None))
+            _release(conn, run_id)
 
     def run_samples(self, run_id: int, pair: str | None = None) -> Window:
         """The samples claimed by ``run_id`` (of ``pair``: the run's own when not given), ordered
@@ -455,7 +456,7 @@ class Store:
                 return False
             conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
             if release_window:
-                conn.execute(update(t.samples).where(t.samples.c.run_id == run_id).values(run_id=None))
+                _release(conn, run_id)
             if results:
                 conn.execute(insert(t.check_results), [{**r, "run_id": run_id} for r in results])
         return True
@@ -793,13 +794,18 @@ def is_disconnect(exc: BaseException) -> bool:
 def _insert_or_keep(conn: Connection, table: Any) -> Any:
     """An INSERT into ``table`` that keeps the row already there on a key conflict (PostgreSQL's
     and SQLite's ON CONFLICT DO NOTHING)."""
+    if conn.dialect.name not in ("postgresql", "sqlite"):   # pragma: no cover - the two stores Sentinel supports
+        return insert(table)
+    return _upsert(conn, table).on_conflict_do_nothing()
+
+
+def _upsert(conn: Connection, table: Any) -> Any:
+    """The dialect's INSERT into ``table``, which takes ON CONFLICT clauses (PostgreSQL, SQLite)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif conn.dialect.name == "sqlite":
+    else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:   # pragma: no cover - the two stores Sentinel supports
-        return insert(table)
-    return dialect_insert(table).on_conflict_do_nothing()
+    return dialect_insert(table)
 
 
 def rejected_row(item: Any, error: BaseException) -> QuarantineIn:
@@ -863,8 +869,9 @@ def _put_labels(conn: Connection, labels: list[LabelIn], now: dt.datetime) -> No
 def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple[int, float, int | None],
                  now: dt.datetime, res: IngestResult) -> None:
     """One pair's samples of a batch, with the outcome writing them one by one in order would give,
-    in a bounded number of statements: one duplicate query per 500 ids, one pending count, one
-    eviction query per stratum whose window fills up, one DELETE and one multi-row INSERT.
+    in a bounded number of statements: one duplicate query per 500 ids, one read of the pair's
+    ``pending_samples`` counts, one eviction query per stratum whose window fills up, one DELETE
+    and one multi-row INSERT, and one upsert of the counts they change.
 
     The sampling rate is applied first: a message outside it is ``not_sampled`` without a look at
     the store (its id cannot be stored unless the rate was lowered since), repeats included."""
@@ -877,9 +884,9 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
     for chunk in _chunks(list({s.msg_id for s in kept}), 500):
         seen.update(r[0] for r in conn.execute(select(t.samples.c.msg_id).where(
             and_(t.samples.c.pair == pair, t.samples.c.msg_id.in_(chunk)))))
-    pending_q = (select(t.samples.c.stratum, func.count()).where(and_(
-        t.samples.c.pair == pair, t.samples.c.run_id.is_(None))).group_by(t.samples.c.stratum))
-    pending: dict[str, int] = {row[0]: row[1] for row in conn.execute(pending_q)}
+    p = t.pending_samples.c
+    pending: dict[str, int] = {row[0]: row[1] for row in conn.execute(
+        select(p.stratum, p.n).where(and_(p.pair == pair, p.n > 0)))}
     windows = _Windows(conn, pair, window, pending)
     rows: dict[int, tuple[str, SampleIn]] = {}     # position in the batch -> (stratum, sample) to insert
     for pos, s in enumerate(kept):
@@ -899,13 +906,46 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
         windows.added(stratum, s.sample_key, pos)
         pending[stratum] = pending.get(stratum, 0) + 1
         res.stored += 1
-    if windows.deleted:
-        for chunk in _chunks(windows.deleted, 500):
-            conn.execute(delete(t.samples).where(t.samples.c.id.in_(chunk)))
+    change: dict[str, int] = {}   # stratum -> pending samples added by this batch
+    for stratum, ids in windows.deleted.items():
+        for chunk in _chunks(ids, 500):   # only rows still pending: one a run has claimed since stays its
+            gone = conn.execute(delete(t.samples).where(and_(t.samples.c.id.in_(chunk),
+                                                             t.samples.c.run_id.is_(None)))).rowcount
+            change[stratum] = change.get(stratum, 0) - gone
     if rows:
         _insert_samples(conn, [(s.pair, s.msg_id, s.ts, s.topic, s.partition, s.offset, s.sample_key,
                                 stored_inputs(s.inputs), s.text, s.attributes, s.label, s.extra, now, stratum)
                                for stratum, s in rows.values()])
+        for stratum, _ in rows.values():
+            change[stratum] = change.get(stratum, 0) + 1
+    _count_pending(conn, {(pair, k): v for k, v in change.items()}, 1)
+
+
+def _count_pending(conn: Connection, change: dict[tuple[str, str], int], sign: int) -> None:
+    """Add ``sign`` times each (pair, stratum)'s change to ``pending_samples``, in the same
+    transaction as the rows that changed: an atomic ``n = n + change`` per row (in sorted order,
+    so concurrent writers on PostgreSQL take the row locks in one order and cannot deadlock)."""
+    values = [dict(pair=pair, stratum=stratum, n=sign * n) for (pair, stratum), n in sorted(change.items()) if n]
+    if not values:
+        return
+    ins = _upsert(conn, t.pending_samples)
+    conn.execute(ins.on_conflict_do_update(index_elements=["pair", "stratum"],
+                                           set_={"n": t.pending_samples.c.n + ins.excluded.n}), values)
+
+
+def _run_strata(conn: Connection, run_id: int, pair: str | None = None) -> dict[tuple[str, str], int]:
+    """How many samples ``run_id`` holds per (pair, stratum)."""
+    c = t.samples.c
+    where = c.run_id == run_id if pair is None else and_(c.pair == pair, c.run_id == run_id)
+    return {(r[0], r[1]): r[2] for r in conn.execute(
+        select(c.pair, c.stratum, func.count()).where(where).group_by(c.pair, c.stratum))}
+
+
+def _release(conn: Connection, run_id: int) -> None:
+    """Give ``run_id``'s samples back to their pending windows."""
+    held = _run_strata(conn, run_id)
+    conn.execute(update(t.samples).where(t.samples.c.run_id == run_id).values(run_id=None))
+    _count_pending(conn, held, 1)
 
 
 _SAMPLE_COLUMNS = ("pair", "msg_id", "ts", "topic", "partition", "offset", "sample_key", "inputs", "text",
@@ -963,7 +1003,7 @@ class _Windows:
     def __init__(self, conn: Connection, pair: str, window: int, pending: dict[str, int]):
         self.conn, self.pair, self.window, self.pending = conn, pair, window, pending
         self.top: dict[str, list[tuple[float, int, int]]] = {}   # stratum -> max-heap of (-key, kind, ref)
-        self.deleted: list[int] = []                              # stored rows pushed out
+        self.deleted: dict[str, list[int]] = {}                   # stratum -> stored rows pushed out
 
     def added(self, stratum: str, key: float, pos: int) -> None:
         if stratum in self.top:
@@ -982,7 +1022,7 @@ class _Windows:
             return False
         _, kind, ref = heapq.heappop(heap)
         if kind == 0:
-            self.deleted.append(ref)
+            self.deleted.setdefault(stratum, []).append(ref)
         else:
             del rows[ref]       # a sample of this batch, pushed out before it was written
         return True
