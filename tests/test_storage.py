@@ -360,15 +360,22 @@ def test_sample_rows_written_past_sqlalchemy_are_the_rows_it_writes(tmp_path):
     x = stored_inputs({"x": np.arange(3, dtype=np.float32)})
     rows = [("p", "a", now, "t", 0, 1, 0.25, x, None, {"region": "eu"}, None, None, now, ""),
             ("p", "b", now - dt.timedelta(days=400), "t", 3, 2**40, 0.5, x, "héllo", {"r": "é", "s": ""}, "1",
-             {"meta": [1, 2.5, None], "big": 2**70}, now, "region=eu")]
+             {"meta": [1, 2.5, None], "big": 2**70}, now, "region=eu"),
+            ("p", "c", now, "t", 0, 3, 0.75, x, None, {}, None, None, now, ""),   # timestamps repeated:
+            ("p", "d", now - dt.timedelta(days=400), "t", 0, 4, 0.8, x, None, {}, None, None, now, "")]   # each once
+    # the same instant in another zone: SQLite's processor writes its wall time
+    plus2 = now.astimezone(dt.timezone(dt.timedelta(hours=2)))
+    more = [("p", f"z{i}", ts, "t", 0, 10 + i, 0.1, x, None, {}, None, None, now, "") for i, ts in enumerate([now, plus2, now])]
     got = []
     for fast in (True, False):
         store = open_store(f"sqlite:///{tmp_path}/{fast}.db")
-        with store.engine.begin() as conn:
-            if fast:
-                _insert_samples(conn, rows)
-            else:
-                conn.execute(insert(tb.samples), [dict(zip(_SAMPLE_COLUMNS, r)) for r in rows])
+        for batch in (rows, more):
+            with store.engine.begin() as conn:
+                if fast:
+                    _insert_samples(conn, batch)
+                else:
+                    conn.execute(insert(tb.samples), [dict(zip(_SAMPLE_COLUMNS, r)) for r in batch])
         got.append(sqlite3.connect(tmp_path / f"{fast}.db").execute("SELECT * FROM samples ORDER BY id").fetchall())
-    assert got[0] == got[1] and len(got[0]) == 2
-    assert open_store(f"sqlite:///{tmp_path}/True.db").pending_count("p") == 2
+    assert got[0] == got[1] and len(got[0]) == 7
+    assert got[0][5][3] != got[0][4][3]   # the +02:00 one's wall time
+    assert open_store(f"sqlite:///{tmp_path}/True.db").pending_count("p") == 7

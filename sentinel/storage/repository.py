@@ -969,9 +969,28 @@ def _insert_samples(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         col = columns[i]
         if col[0] is col[-1] and len(set(map(id, col))) == 1:   # one object in every row (stored_at): once
             columns[i] = (p(col[0]),) * len(col)
+        elif i == _TS_COLUMN:
+            columns[i] = _each_distinct_once(p, col)
         else:
             columns[i] = tuple(map(p, col))
     conn.exec_driver_sql(sql, list(zip(*columns)))
+
+
+_TS_COLUMN = _SAMPLE_COLUMNS.index("ts")
+
+
+def _each_distinct_once(process: Any, col: Sequence[dt.datetime]) -> tuple[Any, ...]:
+    """``process`` mapped over timestamps, each distinct one processed once when they repeat (a
+    Kafka record timestamp is in milliseconds: a busy topic's messages share them; the DateTime
+    processor was a tenth of a stored row). Only for UTC timestamps: SQLite's processor writes the
+    wall time, which two equal instants in different zones do not share."""
+    if any(v.tzinfo is not dt.timezone.utc for v in col):
+        return tuple(map(process, col))
+    distinct = set(col)
+    if 2 * len(distinct) > len(col):
+        return tuple(map(process, col))
+    done = {v: process(v) for v in distinct}
+    return tuple(map(done.__getitem__, col))
 
 
 #: per dialect (an engine's: its JSON serializer is in its processors), the samples INSERT and the
