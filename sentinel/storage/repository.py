@@ -424,7 +424,7 @@ class Store:
         q = (select(s.c.id, lab.c.label).select_from(s.join(lab, lab.c.msg_id == s.c.msg_id))
              .where(and_(s.c.pair == pair, s.c.run_id == run_id, s.c.label.is_(None))))
         with self.engine.connect() as conn:
-            return dict(conn.execute(q).tuples().all())
+            return {r[0]: r[1] for r in conn.execute(q)}
 
     def accepted_runs(self, pair: str, before_run: int | None = None, *, limit: int = 1) -> list[int]:
         """Ids of the newest accepted runs of ``pair`` (older than ``before_run`` when given), newest
