@@ -2,6 +2,8 @@
 tokenizer): data_drift on descriptors of the texts and their tokens, never a test per token
 position; robustness by token dropout, neighbour swaps and character typos, never Gaussian noise
 on ids; the modality a pair's inputs get."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,26 @@ def test_text_drift_columns_are_descriptors_never_token_positions():
     assert cur.shape == (300, len(names)) and ref.shape == (300, len(names))
     # the tokenizer's count includes CLS and SEP
     assert cur[:, names.index("n_tokens")].tolist() == [len(r["input_ids"]) for r in data.rows]
+
+
+def test_text_descriptors_are_made_once_for_every_check_that_asks(monkeypatch):
+    """The descriptors of both windows (the text's drift columns) are made once per run's data:
+    announcing the columns (``tested_columns``, before the checks), data drift and the report
+    read that one copy; a tabular window's columns, a reshape, are not held."""
+    from sentinel.checks import drift
+
+    data = text_data(messages(1, 300), messages(2, 300))
+    made = []
+    real = drift._descriptor_columns
+    monkeypatch.setattr(drift, "_descriptor_columns", lambda d, ref: made.append(ref) or real(d, ref))
+    checks = [check("data_drift", warn=0.1, fail=0.25)]
+    assert drift.tested_columns(checks, data)
+    results = checks[0].evaluate(data)
+    names, cur, _ = drift_columns(data)
+    assert made == [data.reference] and len(results) > 1 and cur.shape == (300, len(names))
+    data.reference = replace(data.reference)     # another reference: made again
+    drift_columns(data)
+    assert len(made) == 2
 
 
 def test_text_drift_catches_longer_messages_and_more_unknown_words():

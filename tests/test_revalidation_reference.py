@@ -110,22 +110,3 @@ def test_labels_joined_after_a_window_was_kept_are_in_the_next_reference(tmp_pat
     assert kept.source["run_ids"] == read.source["run_ids"] == [first.run_id]
     assert list(kept.labels) == list(read.labels) and sum(v is not None and v >= 0 for v in kept.labels) == 100
 
-
-def test_a_run_makes_its_drift_columns_once(tmp_path, monkeypatch):
-    """The drift columns (inputs as the drift checks test them) are made once per run: the
-    checks that announce their columns before running, the data and prediction drift checks and
-    the report's Evidently section all read that one copy, and the results are unchanged."""
-    from sentinel.checks import drift
-
-    checks = [*CHECKS, {"type": "data_drift", "min_samples": 50}]
-    app = build(load_config(example_config(tmp_path, checks=checks, perf={"enabled": False})))
-    rng = np.random.default_rng(3)
-    first = run(app.revalidator, tmp_path, app, "a", ordinary_traffic(rng, 400)[0])
-    made = []
-    real = drift._drift_columns
-    monkeypatch.setattr(drift, "_drift_columns", lambda data, ref: made.append(ref.n) or real(data, ref))
-    second = run(app.revalidator, tmp_path, app, "b", drifted_traffic(rng, 400)[0])
-    assert second.record["reference"]["run_ids"] == [first.run_id]
-    assert made == [400]
-    assert {r.check for r in second.results if r.status in ("pass", "warn", "fail")} >= {"data_drift", "prediction_drift"}
-    assert second.report_path is not None

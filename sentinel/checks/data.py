@@ -94,8 +94,9 @@ class RunData:
     # a pair with several candidates: each candidate's outputs on these rows, by name (``candidate``
     # above is the first one's); what its automatic diagnosis compares with ``baseline``
     candidate_outputs: dict[str, np.ndarray] | None = None
-    # what is derived from these fields once and read by several checks and the report (the drift
-    # columns: sentinel.checks.drift.drift_columns); a copy made by dataclasses.replace starts empty
+    # what is derived from these fields once and read by several checks (the drift columns:
+    # sentinel.checks.drift.drift_columns); a copy made by dataclasses.replace starts empty, and
+    # the revalidator empties it once the checks have run
     derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property

@@ -290,6 +290,8 @@ class Revalidator:
         for check in loaded.checks:
             check_cancel(self.cancel, f"check {check.name}")
             results.extend(evaluate_check(check, data))
+        # what the checks shared (a text or image window's descriptors) is not kept past them
+        data.derived.clear()
         return results, data, perf_record(data.perf, data.served_latency, self.cfg.perf.served_latency_field)
 
     def build_data(self, loaded: LoadedPair, samples: Sequence[Any], *, before_run: int | None = None,
