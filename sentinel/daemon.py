@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import Config, register_secrets
 from .errors import MessageError, SentinelError, one_line
-from .messages import (MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic_many, key_id,
+from .messages import (MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffic, decode_traffic_many, key_id,
                        quick_id, quick_ids, quick_pair, text_rows)
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
@@ -84,7 +84,7 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
         out.not_sampled = len(traffic) - len(inside)
     idx = range(len(traffic)) if inside is None else inside
     recs = [traffic[i] for i in idx]
-    decoded = decode_traffic_many([r.value for r in recs], [r.timestamp_ms for r in recs], shapes, max_bytes)
+    decoded = _decode_all(recs, shapes, max_bytes)
     mids = [None if isinstance(m, Exception) else key_mids[i] if key_mids is not None and key_mids[i] is not None
             else m.id for i, m in zip(idx, decoded)]
     keys = iter(_sample_keys(sampler, [(m.pair, mid) for m, mid in zip(decoded, mids) if mid is not None]))
@@ -151,6 +151,24 @@ def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampl
         inside.extend(idx[k] for k in np.flatnonzero(keys < sampler.rate).tolist())   # in_sample: key < rate
     inside.sort()
     return key_mids, inside
+
+
+def _decode_all(recs: list[Any], shapes: dict[str, PairShape], max_bytes: int) -> list[Any]:
+    """Each record's message or the exception decoding it raised (``decode_traffic_many``); if
+    the batch decoder itself fails (a bug in its batch-wide steps), each message on its own, so
+    that no batch can stop the loop."""
+    try:
+        return decode_traffic_many([r.value for r in recs], [r.timestamp_ms for r in recs], shapes, max_bytes)
+    except Exception:   # noqa: BLE001
+        log.exception("the batch decoder failed; decoding the batch's messages one by one")
+    out: list[Any] = []
+    for r in recs:
+        try:
+            out.append(decode_traffic(r.value, shapes, timestamp_ms=r.timestamp_ms, max_bytes=max_bytes,
+                                      encode_text=False))
+        except Exception as exc:   # noqa: BLE001 - quarantined by the caller
+            out.append(exc)
+    return out
 
 
 def _sample_keys(sampler: Sampler, ids: list[tuple[str, str]]) -> list[float | BaseException]:

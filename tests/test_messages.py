@@ -257,6 +257,25 @@ def test_a_kafka_timestamp_past_year_9999_is_refused_when_the_message_has_no_ts(
     assert end == dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
 
 
+def test_a_failing_batch_decoder_leaves_each_message_decoded_on_its_own(monkeypatch):
+    """A bug in the batch decoder's batch-wide steps does not stop ingest: the batch's messages
+    are decoded one by one, with the same samples and quarantine rows."""
+    import sentinel.daemon as daemon
+    from sentinel.sampling import Sampler
+    from sentinel.sources.base import RawRecord
+
+    values = [enc({"id": "a", "inputs": [1, 2, 3]}), b"{not json", enc({"id": "b", "inputs": [4, 5, 6]})]
+    records = [RawRecord("t", 0, i, None, v, None) for i, v in enumerate(values)]
+    before = daemon.read_batch(records, SHAPES, Sampler(), None)
+
+    def broken(*a, **k):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(daemon, "decode_traffic_many", broken)
+    after = daemon.read_batch(records, SHAPES, Sampler(), None)
+    assert [(s.msg_id, s.sample_key) for s in after.samples] == [(s.msg_id, s.sample_key) for s in before.samples]
+    assert [(q.offset, q.reason) for q in after.bad] == [(q.offset, q.reason) for q in before.bad] == [(1, "invalid_json")]
+
+
 def test_read_batch_quarantines_an_unexpected_exception_as_decoder_error():
     from sentinel.daemon import read_batch
     from sentinel.sampling import Sampler
