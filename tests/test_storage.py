@@ -172,6 +172,11 @@ def test_migration_0009_counts_the_pending_samples_already_stored(store_url):  #
     with engine.connect() as conn:
         assert {(r.pair, r.stratum): r.n for r in conn.execute(select(pending_samples)) if r.n} == \
             {("p", "a"): 2, ("p", "b"): 1}
+    for _ in migrate_to(engine, "0008", downgrade=True):   # and back: the table goes, the index returns
+        pass
+    from sqlalchemy import inspect
+    assert "pending_samples" not in inspect(engine).get_table_names()
+    assert "ix_samples_pair_run" in {i["name"] for i in inspect(engine).get_indexes("samples")}
     engine.dispose()
 
 
