@@ -13,8 +13,8 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from itertools import chain
 from functools import cached_property
+from itertools import chain
 from typing import Any, Mapping, Sequence
 
 import numpy as np

@@ -395,6 +395,29 @@ def test_a_batch_decodes_as_its_messages_one_by_one(batch):
     assert [_outcome(m) for m in together] == [_outcome(m) for m in alone]
 
 
+wide_message = st.fixed_dictionaries({"id": st.sampled_from(["a", "b", 7]),
+                                      "inputs": st.lists(edge_numbers, min_size=69, max_size=71)})
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(batch=st.lists(st.one_of(encoded(wide_message), st.lists(numbers, min_size=70, max_size=70).map(
+    lambda x: json.dumps({"id": "w", "inputs": x}).encode())), min_size=1, max_size=6))
+def test_a_batch_of_wide_inputs_decodes_as_its_messages_one_by_one(batch):
+    """Inputs longer than the plain-Python check's limit (70 values: converted through float64)
+    in a batch give each message's own arrays and errors too."""
+    from sentinel.messages import decode_traffic, decode_traffic_many
+
+    shapes = {"wide": PairShape("wide", (70,), ("benign", "malignant"))}
+    alone = []
+    for v in batch:
+        try:
+            alone.append(decode_traffic(v, shapes, timestamp_ms=0, encode_text=False))
+        except Exception as exc:   # noqa: BLE001
+            alone.append(exc)
+    assert [_outcome(m) for m in decode_traffic_many(batch, [0] * len(batch), shapes)] == [_outcome(m) for m in alone]
+
+
 def test_the_batch_decoder_reads_a_batch_of_plain_messages_in_one_numpy_call(monkeypatch):
     """The fast path is taken (the one numpy call for the batch's inputs), and a message it cannot
     take (a backslash; a value beyond float32) is still decoded, or refused, as on its own."""
