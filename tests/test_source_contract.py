@@ -185,6 +185,8 @@ def test_librdkafka_gets_every_setting_of_the_kafka_python_source_under_its_own_
     assert (conf["sasl.username"], conf["sasl.password"], conf["ssl.ca.location"]) == ("u", "pw", "/ca.pem")
     assert conf["enable.auto.commit"] is False and conf["enable.auto.offset.store"] is False
     assert conf["reconnect.backoff.max.ms"] == 1500
+    # a full fetch queue pauses fetching 10 ms, not librdkafka's 1 s (which halved ingest at rate 0.1)
+    assert conf["fetch.queue.backoff.ms"] == 10
     from confluent_kafka import Consumer
     # librdkafka knows every name (the CA file is read at construction: leave it out here)
     Consumer({k: v for k, v in conf.items() if k not in ("logger", "ssl.ca.location")}).close()

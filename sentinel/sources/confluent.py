@@ -47,6 +47,7 @@ _LIBRDKAFKA = {
 # settings librdkafka has no use for: batches are consume(num_messages=max_poll_records), and
 # start() bounds the first connection itself
 _UNMAPPED = {"max_poll_records", "bootstrap_timeout_ms"}
+FETCH_QUEUE_BACKOFF_MS = 10
 
 
 class ConfluentSource:
@@ -72,7 +73,12 @@ class ConfluentSource:
         """librdkafka's settings: the kafka-python source's (SASL password resolved the same way,
         never log this), renamed. A kafka-python setting without a mapping here is an error, so
         the two sources cannot drift apart silently."""
-        conf: dict[str, Any] = {"enable.auto.offset.store": False, "error_cb": self._on_error, "logger": log}
+        # fetch.queue.backoff.ms: once its queue holds queued.min.messages (100,000), librdkafka
+        # postpones the next fetch by this long, 1,000 ms by default. A consumer that drains the
+        # queue in polls of 10,000 then waits for that pause: at rate 0.1, half the loop's time was
+        # spent in consume() (98k -> 215k msg/s here with 10 ms; the queue's bounds are unchanged)
+        conf: dict[str, Any] = {"enable.auto.offset.store": False, "error_cb": self._on_error, "logger": log,
+                                "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS}
         for key, value in KafkaSource.consumer_config(self).items():  # type: ignore[arg-type]
             if key in _UNMAPPED:
                 continue
