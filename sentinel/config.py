@@ -77,6 +77,11 @@ class KafkaConfig(Strict):
     # which client library the `kafka` source runs on: kafka-python (pure Python) or confluent
     # (librdkafka through confluent-kafka: ~40x the raw consume rate here, PITFALLS.md)
     client: Literal["kafka-python", "confluent"] = "kafka-python"
+    # kafka-python only: its consumer (fetching and parsing records: all of a raw consumer's CPU,
+    # ~8 µs a message here) runs in a child process that reads the next batches while the daemon
+    # decodes and stores this one, on another core (sentinel/sources/process.py); false: in the
+    # daemon's own process, one stage after the other
+    consumer_process: bool = True
 
     @property
     def poll_records(self) -> int:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,11 +108,34 @@ def _start(cfg_path, log):
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
-def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, broker, topic, client):
+def consumer_processes(parent: int) -> list[int]:
+    """Pids of the kafka consumer processes (sentinel/sources/process.py) that ``parent`` started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sentinel.sources.process" in argv and argv[-2:-1] == [str(parent).encode()]:
+            found.append(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("client,consumer_process", [("kafka-python", True), ("kafka-python", False),
+                                                     ("confluent", False)])
+def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, broker, topic, client, consumer_process):
     n_good, n_bad = 4000, 40
     n = produce(broker.bootstrap, topic, n_good, n_bad)
     kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "group_id": f"g-{topic}", "client": client,
+             "consumer_process": consumer_process,
              "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "poll_timeout_ms": 200,
              "max_poll_records": 40}   # small batches so the kill lands mid-ingest
     cfg_path = example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, kafka=kafka)
@@ -129,8 +153,15 @@ def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, bro
                 continue  # schema not created yet
             if s + q >= n // 4:
                 break
+        children = consumer_processes(proc.pid)
+        assert len(children) == (1 if consumer_process else 0), children
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        # the consumer process dies with the daemon: none is left holding the group's partitions
+        deadline = time.monotonic() + 5
+        while any(map(running, children)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [c for c in children if running(c)]
         s_killed, _, q_killed = counts(url)
         assert 0 < s_killed + q_killed < n, "the kill should land in the middle of ingesting"
         proc = _start(cfg_path, log)

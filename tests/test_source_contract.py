@@ -1,5 +1,5 @@
-"""One contract for every Kafka source, run over both clients (kafka-python and librdkafka)
-against the real Tansu broker: delivery in offset order with raw bytes, commit only when told and
+"""One contract for every Kafka source, run over both clients (kafka-python, in the daemon's process
+and in a consumer process of its own, and librdkafka) against the real Tansu broker: delivery in offset order with raw bytes, commit only when told and
 never backwards, a restart resumes at the committed offset, rewind re-reads, a rebalance hands
 uncommitted records to the other member, unreachable brokers fail fast. The SIGKILL no-loss /
 no-duplicate test runs over both clients in tests/test_daemon.py."""
@@ -15,11 +15,13 @@ from sentinel.sources import Source, SourceError
 from sentinel.sources.base import build_source
 from sentinel.sources.confluent import ConfluentSource, produce_values
 from sentinel.sources.kafka import KafkaSource
+from sentinel.sources.process import ProcessSource
 from sentinel.testing.broker import FAST_GROUP, unique_name
 
 pytestmark = pytest.mark.kafka
 
-CLIENTS = {"kafka-python": KafkaSource, "confluent": ConfluentSource}
+# each source by a name: its kafka.client, and whether kafka-python's consumer runs in a process of its own
+CLIENTS = {"kafka-python": KafkaSource, "kafka-python-process": ProcessSource, "confluent": ConfluentSource}
 MALFORMED = [b"{not json", b"\xff\xfe\x00binary", b""]
 
 
@@ -28,15 +30,20 @@ def client(request) -> str:
     return request.param
 
 
+def settings(client: str) -> dict:
+    """The kafka settings that choose the source ``client`` names."""
+    return {"client": client.removesuffix("-process"), "consumer_process": client.endswith("-process")}
+
+
 def kcfg(broker, topic: str, client: str, **kw) -> KafkaConfig:
-    base = dict(bootstrap_servers=[broker.bootstrap], topic=topic, group_id=unique_name("g"), client=client,
+    base = dict(bootstrap_servers=[broker.bootstrap], topic=topic, group_id=unique_name("g"), **settings(client),
                 **FAST_GROUP)
     base.update(kw)
     return KafkaConfig(**base)
 
 
 def source(cfg: KafkaConfig):
-    return CLIENTS[cfg.client](cfg)
+    return CLIENTS[cfg.client + ("-process" if cfg.consumer_process and cfg.client == "kafka-python" else "")](cfg)
 
 
 def values(n: int, start: int = 0) -> list[bytes]:
@@ -56,7 +63,7 @@ def drain(src, n: int, timeout_s: float = 30.0, commit: bool = False) -> list:
 
 def test_kafka_client_chooses_the_source_class(client):
     cfg = Config.model_validate({"pairs": {"p": {"baseline": {"path": "a"}, "candidate": {"path": "b"},
-                                                 "classes": ["x", "y"]}}, "kafka": {"client": client}})
+                                                 "classes": ["x", "y"]}}, "kafka": settings(client)})
     src = build_source(cfg)
     assert type(src) is CLIENTS[client] and isinstance(src, Source)
 
@@ -111,6 +118,8 @@ def test_labels_topic_is_read_too(broker, topic, client):
 
 
 def _assigned(src) -> set[int]:
+    if isinstance(src, ProcessSource):
+        return {p for _, p in src.assignment()}
     return {tp.partition for tp in src._consumer.assignment()}
 
 
@@ -158,7 +167,7 @@ def test_rebalance_spreads_partitions_and_hands_them_over(broker, client):
 def test_unreachable_broker_fails_start_fast_naming_the_address(client):
     from sentinel.testing.broker import free_port
 
-    cfg = KafkaConfig(bootstrap_servers=[f"127.0.0.1:{free_port()}"], topic="t", client=client)
+    cfg = KafkaConfig(bootstrap_servers=[f"127.0.0.1:{free_port()}"], topic="t", **settings(client))
     src = CLIENTS[client](cfg, connect_timeout_s=2.0)
     t0 = time.monotonic()
     with pytest.raises(SourceError) as err:
@@ -169,7 +178,7 @@ def test_unreachable_broker_fails_start_fast_naming_the_address(client):
 
 
 def test_sasl_plain_without_password_is_a_clear_error(client):
-    cfg = KafkaConfig(bootstrap_servers=["127.0.0.1:1"], topic="t", client=client, sasl_mechanism="PLAIN",
+    cfg = KafkaConfig(bootstrap_servers=["127.0.0.1:1"], topic="t", **settings(client), sasl_mechanism="PLAIN",
                       security_protocol="SASL_PLAINTEXT")
     with pytest.raises(SourceError, match="sasl_username and a password"):
         CLIENTS[client](cfg).consumer_config()

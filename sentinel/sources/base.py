@@ -37,14 +37,20 @@ KAFKA_CLIENTS: dict[str, str] = {
     "confluent": "sentinel.sources.confluent:ConfluentSource",
 }
 
+#: kafka-python with its consumer in a child process (``kafka.consumer_process``, the default).
+CONSUMER_PROCESS = "sentinel.sources.process:ProcessSource"
+
 
 def build_source(cfg: Any) -> "Source":
     """The source ``cfg.ingest.source`` names, built from ``cfg`` (not started). An unknown or
     unimportable name is a ConfigError at ``ingest.source``. ``kafka`` runs on the client
-    ``kafka.client`` names: kafka-python (``kafka``) or librdkafka (``confluent``)."""
+    ``kafka.client`` names: kafka-python (``kafka``; its consumer in a child process unless
+    ``kafka.consumer_process`` is false) or librdkafka (``confluent``)."""
     name = cfg.ingest.source
     if name == "kafka":
-        name = KAFKA_CLIENTS.get(getattr(cfg.kafka, "client", "kafka-python"), SOURCES["kafka"])
+        client = getattr(cfg.kafka, "client", "kafka-python")
+        name = (CONSUMER_PROCESS if client == "kafka-python" and getattr(cfg.kafka, "consumer_process", False)
+                else KAFKA_CLIENTS.get(client, SOURCES["kafka"]))
     try:
         cls = resolve("source", name, SOURCES)
     except PluginError as exc:

@@ -31,7 +31,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ..config import KafkaConfig, read_secret
 from ..errors import StateError
-from .base import RawRecord, SourceError, next_offsets, record
+from .base import RawRecord, SourceError, first_offsets, next_offsets, record
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,18 @@ class KafkaSource:
     def poll(self, timeout_ms: int | None = None) -> list[RawRecord]:
         """Next records (maybe none) within ``timeout_ms`` (default ``cfg.poll_timeout_ms``),
         grouped by partition, in offset order within each partition."""
+        out: list[RawRecord] = []
+        for _, recs in self.poll_partitions(timeout_ms):
+            for r in recs:
+                # kafka-python uses -1 (and None for old formats) for "no timestamp"
+                ts = r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None
+                out.append(record((r.topic, r.partition, r.offset, r.key, r.value, ts)))
+        return out
+
+    def poll_partitions(self, timeout_ms: int | None = None) -> list[tuple[TopicPartition, list[Any]]]:
+        """What :meth:`poll` returns, as kafka-python's records (``ConsumerRecord``) per
+        partition, in partition order, none empty (for the consumer process,
+        sentinel/sources/process.py, which sends them on in columns)."""
         consumer = self._require()
         timeout = self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms
         try:
@@ -179,14 +191,11 @@ class KafkaSource:
             raise SourceError("kafka poll", self.servers, _describe(exc)) from exc
         finally:
             self._note_coordinator(consumer)
-        out: list[RawRecord] = []
+        out = []
         for tp in sorted(batches):  # TopicPartition is a namedtuple: stable, readable order
             if batches[tp]:
                 self._check_restarted(tp, batches[tp][0].offset)
-            for r in batches[tp]:
-                # kafka-python uses -1 (and None for old formats) for "no timestamp"
-                ts = r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None
-                out.append(record((r.topic, r.partition, r.offset, r.key, r.value, ts)))
+                out.append((tp, batches[tp]))
         return out
 
     def commit(self, records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
@@ -195,8 +204,11 @@ class KafkaSource:
         records or when nothing would move forward."""
         if not records:
             return {}
+        return self.commit_offsets(next_offsets(records))
+
+    def commit_offsets(self, upto: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """:meth:`commit` given its offsets: per ``(topic, partition)``, the next offset to read."""
         consumer = self._require()
-        upto = next_offsets(records)
         with self._lock:
             todo = {k: v for k, v in upto.items() if v > self._committed.get(k, -1)}
         if not todo:
@@ -220,17 +232,17 @@ class KafkaSource:
         """Seek back to the first offset of ``records`` per partition, so records that were read
         but could not be stored are read again rather than skipped (their offsets were never
         committed, but the consumer's in-memory position had moved past them)."""
-        if not records:
-            return
+        if records:
+            self.seek(first_offsets(records))
+
+    def seek(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Move the read position of each assigned ``(topic, partition)`` to its offset (after a
+        rebalance the new owner starts from the committed offset, so others are left alone)."""
         consumer = self._require()
-        first: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (r.topic, r.partition)
-            first[key] = min(first.get(key, r.offset), r.offset)
         assigned = consumer.assignment()
-        for (t, p), offset in first.items():
+        for (t, p), offset in offsets.items():
             tp = TopicPartition(t, p)
-            if tp in assigned:  # after a rebalance the new owner starts from the committed offset
+            if tp in assigned:
                 consumer.seek(tp, offset)
 
     # -- progress and health -----------------------------------------------------------------

@@ -1,0 +1,475 @@
+"""The kafka-python source with its consumer in a child process (``kafka.consumer_process``, on by
+default for ``kafka.client: kafka-python``).
+
+kafka-python parses every record in Python: on this machine that is ~8 µs of CPU a message, the
+whole of a raw consumer's time, and in one process the daemon's loop paid it in series with its own
+decode and store. Here a child process owns the consumer (:class:`~sentinel.sources.kafka.KafkaSource`,
+unchanged) and fetches and parses the next batches while the daemon decodes and stores this one, on
+another core. To the daemon it is the same :class:`~sentinel.sources.base.Source`: ``poll`` hands out
+records, ``commit`` is sent to the child and returns once the broker confirmed it, ``rewind`` re-reads.
+So the ingest contract is unchanged: offsets move only when the daemon, having stored the records,
+calls ``commit``, and the child never commits on its own.
+
+The protocol, over a socket pair (``multiprocessing.connection``, pickled messages):
+
+* parent → child: ``("credit", seq)`` one more batch may be sent (``seq``: the batch the parent
+  just handed out); ``("call", id, name, args)`` a request (``commit``, ``rewind``,
+  ``committed``), answered by ``("reply", id, ok, value)``; ``("close",)``.
+* child → parent: ``("batch", epoch, seq, parts, lag, lost_for)`` where ``parts`` is one
+  ``(topic, partition, offsets, keys, values, timestamps)`` per partition (columns: a tenth of the
+  cost of pickling a record each); ``("status", lag, lost_for)`` when a poll found nothing;
+  ``("error", operation, servers, problem)`` when a poll failed.
+
+Flow is bounded by credits: at most ``prefetch`` batches are read ahead. A ``rewind`` discards what
+was read ahead: the child seeks each partition back to the earliest offset the parent has not used
+(the rewound records', or those of any batch sent and not handed out) and starts a new ``epoch``;
+the parent drops batches of an older one.
+
+If the child dies, ``poll`` raises :class:`SourceError` once and the next ``poll`` starts another
+child (a new group member: what was read and not committed is delivered again and the store drops
+the repeats). The child dies with the parent (``PR_SET_PDEATHSIG``, and end of file on its socket),
+so a killed daemon leaves no consumer holding its partitions.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from itertools import repeat
+from multiprocessing.connection import Connection
+from typing import Any, Mapping, Sequence
+
+from ..config import KafkaConfig, read_secret
+from .base import RawRecord, SourceError, first_offsets, next_offsets, record
+
+log = logging.getLogger(__name__)
+
+PREFETCH = 2                 # batches read ahead of the daemon
+CHILD_POLL_MS = 50           # the child's kafka poll while it may send: how long a request waits at most
+STATUS_SECONDS = 0.5         # an idle child reports lag and coordinator at most this often
+START_MARGIN_S = 20.0        # the child's interpreter and imports, beyond the connect timeout
+CLOSE_SECONDS = 6.0          # the consumer's own close is bounded at 5 s
+ERROR_BACKOFF_S = 1.0
+
+
+class ProcessSource:
+    """A :class:`~sentinel.sources.base.Source` on kafka-python whose consumer runs in a child process
+    (the module's docstring says how). Its settings are :class:`~sentinel.sources.kafka.KafkaSource`'s."""
+
+    name = "kafka"
+
+    def __init__(self, cfg: KafkaConfig, *, password: str | None = None,
+                 connect_timeout_s: float = 10.0, commit_timeout_s: float = 30.0, prefetch: int = PREFETCH):
+        from .kafka import KafkaSource
+
+        self.cfg = cfg
+        self._password = password
+        self.connect_timeout_s = connect_timeout_s
+        self.commit_timeout_s = commit_timeout_s
+        self.prefetch = prefetch
+        self._local = KafkaSource(cfg, password=password, connect_timeout_s=connect_timeout_s,
+                                  commit_timeout_s=commit_timeout_s)   # no I/O: its settings and ping
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._lock = threading.RLock()   # the ingest thread, and close() from the shutdown's thread
+        self._queue: collections.deque[tuple[int, list[RawRecord], int | None]] = collections.deque()
+        self._epoch = 0
+        self._calls = 0
+        self._lag: int | None = None
+        self._lost: tuple[float | None, float] = (0.0, time.monotonic())   # (lost for, when told)
+        self._dead: str | None = None    # why the child is gone, until the next poll starts another
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "ProcessSource":
+        k = cfg.kafka
+        return cls(k, password=read_secret(k.sasl_password_env, k.sasl_password_file))
+
+    @property
+    def servers(self) -> list[str]:
+        return self._local.servers
+
+    @property
+    def topics(self) -> list[str]:
+        return self._local.topics
+
+    def consumer_config(self) -> dict[str, Any]:
+        return self._local.consumer_config()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the child and, in it, the consumer; raises what the consumer's start raised
+        (:class:`SourceError` naming the servers) within about ``connect_timeout_s``."""
+        with self._lock:
+            if self._proc is not None:
+                return
+            self._local.consumer_config()   # a configuration error is raised here, before any process
+            ours, theirs = socket.socketpair()
+            root = logging.getLogger()
+            fmt = "text" if any(type(h.formatter).__name__ == "TextFormatter" for h in root.handlers) else "json"
+            # the child imports this very package, wherever it was imported from (a checkout, a venv)
+            here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
+            try:
+                proc = subprocess.Popen([sys.executable, "-m", "sentinel.sources.process", str(theirs.fileno()),
+                                         str(os.getpid())], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                        env=env)
+            finally:
+                theirs.close()
+            conn = Connection(ours.detach())
+            conn.send({"cfg": self.cfg.model_dump(mode="json"), "password": self._password,
+                       "connect_timeout_s": self.connect_timeout_s, "commit_timeout_s": self.commit_timeout_s,
+                       "prefetch": self.prefetch, "log_level": logging.getLevelName(root.level), "log_format": fmt})
+            answer: Any = None
+            if conn.poll(self.connect_timeout_s + START_MARGIN_S):
+                try:
+                    answer = conn.recv()
+                except (EOFError, OSError):
+                    answer = None
+            if not (isinstance(answer, tuple) and answer[0] == "started"):
+                conn.close()
+                _end(proc, 0.0)
+                if isinstance(answer, tuple) and answer[0] == "error":
+                    raise SourceError(*answer[1:])
+                raise SourceError("kafka connect", self.servers,
+                                  f"the consumer process did not start (exit code {proc.returncode})")
+            self._proc, self._conn, self._dead = proc, conn, None
+            self._queue.clear()
+            self._epoch, self._lag = 0, None
+            self._lost = (0.0, time.monotonic())   # no coordinator yet: the join happens in the child's polls
+            log.info("kafka source started in a consumer process: pid=%d servers=%s topics=%s group=%s",
+                     proc.pid, ",".join(self.servers), self.topics, self.cfg.group_id)
+
+    def close(self) -> None:
+        """Leave the group and stop the child, without committing (idempotent)."""
+        with self._lock:
+            proc, conn, self._proc, self._conn = self._proc, self._conn, None, None
+            self._queue.clear()
+        if proc is None:
+            return
+        try:
+            assert conn is not None
+            conn.send(("close",))
+        except OSError:
+            pass
+        _end(proc, CLOSE_SECONDS)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> "ProcessSource":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The consumer process's pid (None: not running)."""
+        return self._proc.pid if self._proc is not None else None
+
+    # -- records ---------------------------------------------------------------------------
+
+    def poll(self, timeout_ms: int | None = None) -> list[RawRecord]:
+        """The next batch the child read (maybe none) within ``timeout_ms``; a dead child is
+        reported once as :class:`SourceError`, and the next call starts another."""
+        timeout = (self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms) / 1000
+        with self._lock:
+            if self._dead is not None and self._proc is None:
+                self.start()
+            deadline = time.monotonic() + timeout
+            while not self._queue:
+                left = deadline - time.monotonic()
+                if not self._receive(max(0.0, left)) and left <= 0:
+                    return []
+            seq, records, _ = self._queue.popleft()
+            self._send(("credit", seq))
+            return records
+
+    def commit(self, records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
+        """Commit in the child, synchronously (as :meth:`KafkaSource.commit`)."""
+        if not records:
+            return {}
+        return self._call("commit", next_offsets(records))
+
+    def rewind(self, records: Sequence[RawRecord]) -> None:
+        """Make the next :meth:`poll` return ``records`` again, and then what followed them:
+        everything read ahead is dropped and read again."""
+        if not records:
+            return
+        with self._lock:
+            self._epoch += 1
+            self._queue.clear()
+            self._call("rewind", self._epoch, first_offsets(records))
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        return self._call("committed")
+
+    def assignment(self) -> set[tuple[str, int]]:
+        """The ``(topic, partition)`` the child's consumer is assigned now."""
+        return self._call("assignment")
+
+    # -- progress and health -----------------------------------------------------------------
+
+    def lag(self) -> int | None:
+        """The child's lag at its latest batch, plus what it had read ahead and not handed out."""
+        with self._lock:
+            if self._lag is None or self._proc is None:
+                return None
+            return self._lag + sum(len(q[1]) for q in self._queue)
+
+    def coordinator_lost_for(self) -> float | None:
+        lost, told = self._lost
+        return None if lost is None else lost + max(0.0, time.monotonic() - told)
+
+    def ping(self, timeout_s: float = 1.0) -> bool:
+        return self._local.ping(timeout_s)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with self._lock:
+            if self._proc is None:
+                raise SourceError(f"kafka {name}", self.servers, self._dead or "the source is not started")
+            self._calls += 1
+            call = self._calls
+            self._send(("call", call, name, args))
+            deadline = time.monotonic() + self.commit_timeout_s + CLOSE_SECONDS
+            while True:
+                got = self._receive(max(0.0, deadline - time.monotonic()), want=call)
+                if got is not None:
+                    ok, value = got
+                    if ok:
+                        return value
+                    raise SourceError(*value)
+                if self._proc is None:
+                    raise SourceError(f"kafka {name}", self.servers, self._dead or "the consumer process stopped")
+                if time.monotonic() >= deadline:
+                    self._gone("the consumer process did not answer")
+                    raise SourceError(f"kafka {name}", self.servers, self._dead or "no answer")
+
+    def _send(self, message: tuple) -> None:
+        try:
+            assert self._conn is not None
+            self._conn.send(message)
+        except (OSError, AssertionError):
+            self._gone("its socket closed")
+
+    def _receive(self, timeout: float, want: int | None = None) -> Any:
+        """Read one message (waiting up to ``timeout``) and act on it; returns ``(ok, value)`` of
+        the reply ``want`` once it is read, else None. A batch goes to the queue (an older
+        epoch's is dropped, its credit given back), a status updates lag and coordinator, an
+        error is raised as :class:`SourceError`."""
+        conn = self._conn
+        if conn is None:
+            raise SourceError("kafka poll", self.servers, self._dead or "the source is not started")
+        try:
+            if not conn.poll(timeout):
+                return None
+            msg = conn.recv()
+        except (EOFError, OSError):
+            why = self._gone("it exited")
+            raise SourceError("kafka poll", self.servers, why) from None
+        kind = msg[0]
+        if kind == "batch":
+            _, epoch, seq, parts, lag, lost_for = msg
+            self._lost = (lost_for, time.monotonic())
+            if epoch != self._epoch:
+                return None            # read before a rewind: the child reads it again
+            self._lag = lag
+            self._queue.append((seq, _records(parts), lag))
+        elif kind == "status":
+            _, lag, lost_for = msg
+            self._lost = (lost_for, time.monotonic())
+            if not self._queue:
+                self._lag = lag
+        elif kind == "reply":
+            _, call, ok, value = msg
+            if call == want:
+                return ok, value
+        elif kind == "error":
+            raise SourceError(*msg[1:])
+        return None
+
+    def _gone(self, how: str) -> str:
+        """The child is gone (or useless): reap it, say why once, start another at the next poll."""
+        proc, conn, self._proc, self._conn = self._proc, self._conn, None, None
+        self._queue.clear()
+        self._lag = None
+        code = None
+        if proc is not None:
+            _end(proc, 0.0)
+            code = proc.returncode
+        if conn is not None:
+            conn.close()
+        self._dead = (f"the consumer process ended ({how}, exit code {code}); records read and not committed "
+                      "are read again by the next one")
+        log.error("kafka consumer process ended; starting another at the next poll", extra={"exit_code": code})
+        return self._dead
+
+
+def _records(parts: list[tuple]) -> list[RawRecord]:
+    out: list[RawRecord] = []
+    for topic, partition, offsets, keys, values, stamps in parts:
+        # kafka-python uses -1 (and None for old formats) for "no timestamp"
+        stamps = [None if t is None or t < 0 else t for t in stamps]
+        out += map(record, zip(repeat(topic), repeat(partition), offsets, keys, values, stamps))
+    return out
+
+
+def _end(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Wait up to ``grace`` seconds for ``proc`` to exit, then kill it; reaped either way."""
+    try:
+        proc.wait(grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    proc.kill()
+    try:
+        proc.wait(5.0)
+    except subprocess.TimeoutExpired:   # pragma: no cover - a kill is not refused
+        log.error("the kafka consumer process did not die", extra={"pid": proc.pid})
+
+
+# ---------------------------------------------------------------------------------------------
+# The child
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the parent dies (Linux); and if it died before this was set, exit now."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):   # not Linux: end of file on the socket ends the loop
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+class _Child:
+    def __init__(self, conn: Connection, init: dict[str, Any]):
+        from .kafka import KafkaSource
+
+        self.conn = conn
+        self.src = KafkaSource(KafkaConfig.model_validate(init["cfg"]), password=init["password"],
+                               connect_timeout_s=init["connect_timeout_s"], commit_timeout_s=init["commit_timeout_s"])
+        self.prefetch = init["prefetch"]
+        self.credits = self.prefetch
+        self.epoch = 0
+        self.seq = 0
+        self.sent: collections.deque[tuple[int, dict[tuple[str, int], int]]] = collections.deque()
+        self.status_at = 0.0
+        self.closing = False
+
+    def run(self) -> None:
+        try:
+            self.src.start()
+        except SourceError as exc:
+            self.conn.send(("error", exc.operation, exc.servers, exc.problem))
+            return
+        self.conn.send(("started",))
+        try:
+            while not self.closing:
+                if self.credits > 0:
+                    while not self.closing and self.conn.poll(0):
+                        self.handle(self.conn.recv())
+                    if not self.closing:
+                        self.read()
+                elif self.conn.poll(1.0):
+                    self.handle(self.conn.recv())
+        except (EOFError, OSError):   # the parent is gone
+            pass
+        finally:
+            self.src.close()
+
+    def handle(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "credit":
+            self.credits += 1
+            while self.sent and self.sent[0][0] <= msg[1]:
+                self.sent.popleft()
+        elif kind == "call":
+            _, call, name, args = msg
+            try:
+                value = getattr(self, f"do_{name}")(*args)
+                self.conn.send(("reply", call, True, value))
+            except SourceError as exc:
+                self.conn.send(("reply", call, False, (exc.operation, exc.servers, exc.problem)))
+            except Exception as exc:   # noqa: BLE001 - the parent gets it as a SourceError
+                log.exception("kafka consumer process: %s failed", name)
+                self.conn.send(("reply", call, False, (f"kafka {name}", self.src.servers,
+                                                       f"{type(exc).__name__}: {exc}")))
+        elif kind == "close":
+            self.closing = True
+
+    def read(self) -> None:
+        try:
+            got = self.src.poll_partitions(CHILD_POLL_MS)
+        except SourceError as exc:
+            self.conn.send(("error", exc.operation, exc.servers, exc.problem))
+            if self.conn.poll(ERROR_BACKOFF_S):
+                self.handle(self.conn.recv())
+            return
+        lost_for = self.src.coordinator_lost_for()
+        if not got:
+            now = time.monotonic()
+            if now - self.status_at >= STATUS_SECONDS:
+                self.conn.send(("status", self.src.lag(), lost_for))
+                self.status_at = now
+            return
+        parts = [(tp.topic, tp.partition, [r.offset for r in recs], [r.key for r in recs],
+                  [r.value for r in recs], [r.timestamp for r in recs]) for tp, recs in got]
+        self.seq += 1
+        self.credits -= 1
+        self.sent.append((self.seq, {(tp.topic, tp.partition): recs[0].offset for tp, recs in got}))
+        self.conn.send_bytes(pickle.dumps(("batch", self.epoch, self.seq, parts, self.src.lag(), lost_for),
+                                          protocol=pickle.HIGHEST_PROTOCOL))
+
+    def do_commit(self, upto: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        return self.src.commit_offsets(upto)
+
+    def do_committed(self) -> dict[tuple[str, int], int]:
+        return self.src.committed()
+
+    def do_assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self.src._require().assignment()}
+
+    def do_rewind(self, epoch: int, first: Mapping[tuple[str, int], int]) -> None:
+        seek = dict(first)
+        for _, firsts in self.sent:   # read ahead and never handed out: read again too
+            for tp, offset in firsts.items():
+                seek[tp] = min(seek.get(tp, offset), offset)
+        self.src.seek(seek)
+        self.sent.clear()
+        self.epoch, self.credits = epoch, self.prefetch
+
+
+def main(argv: Sequence[str]) -> int:
+    fd, parent = int(argv[0]), int(argv[1])
+    _die_with_parent(parent)
+    conn = Connection(fd)
+    try:
+        init = conn.recv()
+    except (EOFError, OSError):
+        return 0
+    from ..config import SECRETS
+    from ..logs import setup_logging
+
+    if init.get("password"):
+        SECRETS.add(init["password"])
+    setup_logging(init.get("log_level") or "INFO", init.get("log_format") or "json")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the daemon stops it (close), not a terminal's ^C
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # nor a signal to its process group
+    _Child(conn, init).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
