@@ -6,6 +6,8 @@ no-duplicate test runs over both clients in tests/test_daemon.py."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -14,7 +16,7 @@ from sentinel.config import Config, KafkaConfig
 from sentinel.sources import Source, SourceError
 from sentinel.sources.base import build_source
 from sentinel.sources.confluent import ConfluentSource, produce_values
-from sentinel.sources.kafka import KafkaSource
+from sentinel.sources.kafka import KafkaSource, make_producer
 from sentinel.sources.process import ProcessSource
 from sentinel.testing.broker import FAST_GROUP, unique_name
 
@@ -103,6 +105,43 @@ def test_rewind_reads_the_same_records_again(broker, topic, client):
         again = drain(src, 60)
         assert [r.offset for r in again] == list(range(40, 100))
         assert [r.value for r in again] == [r.value for r in got[40:]]
+
+
+def test_rewind_after_reading_ahead_re_reads_from_there_without_a_gap(broker, client):
+    # two partitions of 10 records, read 10 at a time; time for the source to fetch (and the
+    # consumer process to read the other partition ahead) beyond the first batch, which is rewound
+    topic = unique_name("topic")
+    broker.create_topic(topic, partitions=2)
+    producer = make_producer(broker.bootstrap)
+    try:
+        for i, v in enumerate(values(20)):
+            producer.send(topic, value=v, partition=i % 2)
+        producer.flush(30)
+    finally:
+        producer.close()
+    with source(kcfg(broker, topic, client, max_poll_records=10)) as src:
+        first = drain(src, 1)
+        time.sleep(1.0)
+        src.rewind(first)
+        again = drain(src, 20)
+        assert sorted((r.partition, r.offset) for r in again) == [(p, o) for p in (0, 1) for o in range(10)]
+        assert src.poll(timeout_ms=300) == []
+
+
+def test_a_dead_consumer_process_is_reported_once_and_replaced(broker, topic):
+    produce_values(broker.bootstrap, topic, values(50))
+    with source(kcfg(broker, topic, "kafka-python-process")) as src:
+        got = drain(src, 50)
+        assert src.commit(got[:20]) == {(topic, 0): 20}
+        os.kill(src.pid, signal.SIGKILL)
+        with pytest.raises(SourceError, match="consumer process ended"):
+            for _ in range(50):
+                src.poll(timeout_ms=100)
+        assert src.pid is None and src.lag() is None
+        # the next poll starts another, which reads again what was not committed
+        again = drain(src, 30)
+        assert [r.offset for r in again] == list(range(20, 50))
+        assert src.commit(again) == {(topic, 0): 50} and src.committed() == {(topic, 0): 50}
 
 
 def test_labels_topic_is_read_too(broker, topic, client):

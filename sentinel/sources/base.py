@@ -18,6 +18,7 @@ see :mod:`sentinel.registry`). The chosen class is built with ``cls.from_config(
 """
 from __future__ import annotations
 
+import socket
 from functools import partial
 from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
 
@@ -58,6 +59,28 @@ def build_source(cfg: Any) -> "Source":
     if not callable(getattr(cls, "from_config", None)):
         raise ConfigError(cfg.source, "ingest.source", f"{cfg.ingest.source!r} has no from_config(cfg) to build it")
     return cls.from_config(cfg)
+
+
+def subscribed_topics(cfg: Any) -> list[str]:
+    """The topics a Kafka source subscribes to (``cfg``: the ``kafka`` section): the traffic
+    topic, then the labels topic when it is another."""
+    topics = [cfg.topic]
+    if cfg.labels_topic and cfg.labels_topic != cfg.topic:
+        topics.append(cfg.labels_topic)
+    return topics
+
+
+def tcp_reachable(server: str, timeout_s: float) -> bool:
+    """A TCP connection to ``server`` (``host:port``, 9092 without a port) opens within ``timeout_s``."""
+    host, sep, port = server.rpartition(":")
+    if not sep:
+        host, port = server, "9092"
+    host = host.strip("[]")  # IPv6 literal "[::1]:9092"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def next_offsets(records: Sequence["RawRecord"]) -> dict[tuple[str, int], int]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from typing import Any, Iterable, Mapping, Sequence
@@ -31,7 +30,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ..config import KafkaConfig, read_secret
 from ..errors import StateError
-from .base import RawRecord, SourceError, first_offsets, next_offsets, record
+from .base import RawRecord, SourceError, first_offsets, next_offsets, record, subscribed_topics
+from .base import tcp_reachable as _tcp_reachable
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,7 @@ class KafkaSource:
     @property
     def topics(self) -> list[str]:
         """The subscribed topics: the traffic topic, then the labels topic when it is another."""
-        topics = [self.cfg.topic]
-        if self.cfg.labels_topic and self.cfg.labels_topic != self.cfg.topic:
-            topics.append(self.cfg.labels_topic)
-        return topics
+        return subscribed_topics(self.cfg)
 
     def consumer_config(self) -> dict[str, Any]:
         """The keyword arguments given to :class:`kafka.KafkaConsumer` (password included: never
@@ -451,18 +448,6 @@ def _server_list(servers: str | Sequence[str]) -> list[str]:
     if isinstance(servers, str):
         return [s.strip() for s in servers.split(",") if s.strip()]
     return list(servers)
-
-
-def _tcp_reachable(server: str, timeout_s: float) -> bool:
-    host, sep, port = server.rpartition(":")
-    if not sep:
-        host, port = server, "9092"
-    host = host.strip("[]")  # IPv6 literal "[::1]:9092"
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -48,7 +48,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Mapping, Sequence
 
 from ..config import KafkaConfig, read_secret
-from .base import RawRecord, SourceError, first_offsets, next_offsets, record
+from .base import RawRecord, SourceError, first_offsets, next_offsets, record, subscribed_topics, tcp_reachable
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,11 @@ class ProcessSource:
 
     def __init__(self, cfg: KafkaConfig, *, password: str | None = None,
                  connect_timeout_s: float = 10.0, commit_timeout_s: float = 30.0, prefetch: int = PREFETCH):
-        from .kafka import KafkaSource
-
         self.cfg = cfg
         self._password = password
         self.connect_timeout_s = connect_timeout_s
         self.commit_timeout_s = commit_timeout_s
         self.prefetch = prefetch
-        self._local = KafkaSource(cfg, password=password, connect_timeout_s=connect_timeout_s,
-                                  commit_timeout_s=commit_timeout_s)   # no I/O: its settings and ping
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._lock = threading.RLock()   # the ingest thread, and close() from the shutdown's thread
@@ -92,16 +88,21 @@ class ProcessSource:
         k = cfg.kafka
         return cls(k, password=read_secret(k.sasl_password_env, k.sasl_password_file))
 
+    # kafka-python is imported by the child only (~18 MB of the daemon's memory otherwise)
     @property
     def servers(self) -> list[str]:
-        return self._local.servers
+        return list(self.cfg.bootstrap_servers)
 
     @property
     def topics(self) -> list[str]:
-        return self._local.topics
+        return subscribed_topics(self.cfg)
 
     def consumer_config(self) -> dict[str, Any]:
-        return self._local.consumer_config()
+        """What the child gives :class:`kafka.KafkaConsumer` (``KafkaSource.consumer_config``)."""
+        from .kafka import KafkaSource
+
+        return KafkaSource(self.cfg, password=self._password, connect_timeout_s=self.connect_timeout_s,
+                           commit_timeout_s=self.commit_timeout_s).consumer_config()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -111,7 +112,6 @@ class ProcessSource:
         with self._lock:
             if self._proc is not None:
                 return
-            self._local.consumer_config()   # a configuration error is raised here, before any process
             ours, theirs = socket.socketpair()
             root = logging.getLogger()
             fmt = "text" if any(type(h.formatter).__name__ == "TextFormatter" for h in root.handlers) else "json"
@@ -231,7 +231,7 @@ class ProcessSource:
         return None if lost is None else lost + max(0.0, time.monotonic() - told)
 
     def ping(self, timeout_s: float = 1.0) -> bool:
-        return self._local.ping(timeout_s)
+        return any(tcp_reachable(s, timeout_s) for s in self.servers)
 
     # -- internals ---------------------------------------------------------------------------
 
