@@ -14,7 +14,8 @@ Per size, the triage pair with its full shipped suite (``checks/triage.yaml``):
   ``n`` more and times ``Revalidator.run`` from the window claim to the report written; then once
   more on a third window (its reference is the second window, accepted, which the revalidator
   kept decoded with both models' outputs on it). Peak RSS is the process's maximum. RSS after
-  ``Daemon.start()`` with the API up is measured in a separate fresh process (``idle``).
+  ``Daemon.start()`` with the API up and its Kafka source on a local broker is measured in a
+  separate fresh process (``idle``), with its consumer process's.
 
 A benchmark, not a test: figures are printed, never asserted.
 """
@@ -59,7 +60,7 @@ def write_traffic(path: Path, n: int, seed: int, start: int = 0) -> Path:
     return path
 
 
-def write_config(work: Path, *, api: bool = False, port: int = 0) -> Path:
+def write_config(work: Path, *, api: bool = False, port: int = 0, bootstrap: str = "127.0.0.1:1") -> Path:
     """The daemon config of the bench: the triage pair (good int8 candidate), its shipped suite,
     a SQLite store in ``work``, default perf settings."""
     import yaml
@@ -70,7 +71,7 @@ def write_config(work: Path, *, api: bool = False, port: int = 0) -> Path:
     pair["candidate"]["path"] = pair["candidate"]["path"].replace("damaged.int8.onnx", "candidate.int8.onnx")
     cfg: dict[str, Any] = {
         "store": {"url": f"sqlite:///{work / 'bench.db'}"},
-        "kafka": {"bootstrap_servers": ["127.0.0.1:1"], "topic": "traffic"},
+        "kafka": {"bootstrap_servers": [bootstrap], "topic": "traffic"},
         "pairs": {"triage": pair},
         "suites": [str(SUITE)],
         "sampling": {"rate": 1.0, "window": 10_000_000},
@@ -186,29 +187,40 @@ sys.path.insert(0, sys.argv[1])
 from sentinel.app import build
 from sentinel.config import load_config
 from sentinel.daemon import Daemon
-from sentinel.sources.file import FileSource
-empty = sys.argv[2] + ".empty.jsonl"
-open(empty, "w").close()
 t0 = time.perf_counter()
-d = Daemon(build(load_config(sys.argv[2]), load_models=False), install_signals=False,
-           source_factory=lambda cfg: FileSource(empty))
+d = Daemon(build(load_config(sys.argv[2]), load_models=False), install_signals=False)
 d.start()
 started = time.perf_counter() - t0
 time.sleep(12)
-rss = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
-print(f"RESULT {rss:.0f} {started:.2f}")
+def rollup(pid):
+    got = {}
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        parts = line.split()
+        if parts[0] in ("Rss:", "Pss:"):
+            got[parts[0][:-1]] = int(parts[1]) / 1024
+    return got
+me = rollup("self")
+child = getattr(d.source, "pid", None)
+kid = rollup(child) if child else {"Rss": 0, "Pss": 0}
+print(f"RESULT {me['Rss']:.0f} {started:.2f} {kid['Rss']:.0f} {kid['Pss']:.0f} {me['Pss']:.0f}")
 d.shutdown()
 """
 
 
-def idle_rss(work: Path) -> tuple[float, float]:
-    """(RSS MB twelve seconds after Daemon.start() with the API up, seconds to start)."""
-    from sentinel.testing.broker import free_port
+def idle_rss(work: Path) -> dict[str, float]:
+    """Twelve seconds after ``Daemon.start()`` with the API up and its default Kafka source on a
+    local broker: the daemon's RSS and PSS, its consumer process's (kafka-python's, when it runs
+    in one: sentinel/sources/process.py), in MB, and the seconds the start took. PSS counts a
+    page shared by the two processes half in each, so daemon RSS + consumer PSS is what the pair
+    holds of the machine's memory without counting a shared page twice."""
+    from sentinel.testing.broker import TansuBroker, free_port
 
-    cfg = write_config(work, api=True, port=free_port())
-    _, _, stdout = timed_child([sys.executable, "-c", IDLE_SCRIPT, str(CODE), str(cfg)])
-    _, rss, started = next(ln for ln in stdout.splitlines() if ln.startswith("RESULT ")).split()
-    return float(rss), float(started)
+    with TansuBroker() as broker:
+        cfg = write_config(work, api=True, port=free_port(), bootstrap=broker.bootstrap)
+        _, _, stdout = timed_child([sys.executable, "-c", IDLE_SCRIPT, str(CODE), str(cfg)])
+    _, rss, started, kid_rss, kid_pss, pss = next(ln for ln in stdout.splitlines() if ln.startswith("RESULT ")).split()
+    return {"rss": float(rss), "started": float(started), "consumer_rss": float(kid_rss),
+            "consumer_pss": float(kid_pss), "pss": float(pss)}
 
 
 def revalidation_table(sizes: list[int], *, daemon: bool = True, cli: bool = True) -> list[dict[str, Any]]:
@@ -228,9 +240,11 @@ def revalidation_table(sizes: list[int], *, daemon: bool = True, cli: bool = Tru
             print(f"  {n:,}: {got}", flush=True)
             rows.append(got)
     with tempfile.TemporaryDirectory(prefix="sentinel-idle-") as tmp:
-        rss, started = idle_rss(Path(tmp))
-    print(f"\nrevalidation: triage pair, full shipped suite (checks/triage.yaml), SQLite; daemon RSS after "
-          f"start (API up): {rss:.0f} MB, started in {started:.1f} s")
+        idle = idle_rss(Path(tmp))
+    print(f"\nrevalidation: triage pair, full shipped suite (checks/triage.yaml), SQLite; after start (API up, "
+          f"Kafka source on a local broker): daemon RSS {idle['rss']:.0f} MB (PSS {idle['pss']:.0f}), its consumer "
+          f"process RSS {idle['consumer_rss']:.0f} MB (PSS {idle['consumer_pss']:.0f}); daemon RSS + consumer PSS "
+          f"{idle['rss'] + idle['consumer_pss']:.0f} MB; started in {idle['started']:.1f} s")
     f = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
     print_table(["samples", "CLI s", "CLI peak MB", "daemon claim->report s", "third window s", "daemon peak MB"],
                 [[f"{r['n']:,}", f(r.get("cli_seconds"), ".1f"), f(r.get("cli_peak_mb"), ".0f"),

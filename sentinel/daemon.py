@@ -1,7 +1,9 @@
 """The daemon: consume → decode → store → commit, scheduled revalidations, the notification outbox,
 the HTTP API, and a visible lifecycle (starting → started → stopping → stopped).
 
-Threads: the main thread owns the Kafka consumer (kafka-python consumers are not thread-safe);
+Threads: the main thread owns the Kafka source (consumers are not thread-safe); with kafka-python
+the consumer itself runs in a child process that reads ahead while this one decodes and stores
+(sentinel/sources/process.py), with librdkafka in that library's own threads;
 the scheduler (sentinel/scheduler.py) claims due revalidations from the store in one thread and
 runs them in another; one thread drains the outbox; one renews this replica's heartbeat in the
 store (sentinel/storage/replicas.py); uvicorn serves the API in another. On
