@@ -73,7 +73,10 @@ def test_sources_are_chosen_by_name_from_config(tmp_path):
     cfg = load_config(example_config(tmp_path, ingest={"source": "file", "file": "traffic.jsonl"}))
     src = build_source(cfg)
     assert isinstance(src, FileSource) and src.path == tmp_path / "traffic.jsonl"
-    assert type(build_source(load_config(example_config(tmp_path)))).__name__ == "KafkaSource"   # the default
+    # the default: kafka-python, its consumer in a process of its own; or in the daemon's
+    assert type(build_source(load_config(example_config(tmp_path)))).__name__ == "ProcessSource"
+    in_process = {"bootstrap_servers": ["127.0.0.1:1"], "topic": "traffic", "consumer_process": False}
+    assert type(build_source(load_config(example_config(tmp_path, kafka=in_process)))).__name__ == "KafkaSource"
     with pytest.raises(ConfigError, match=r"ingest.source: source 'nats': unknown; built-in sources are: file, kafka"):
         build_source(load_config(example_config(tmp_path, ingest={"source": "nats"})))
     with pytest.raises(ConfigError, match="ingest: .*needs ingest.file"):

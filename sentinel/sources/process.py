@@ -10,15 +10,17 @@ records, ``commit`` is sent to the child and returns once the broker confirmed i
 So the ingest contract is unchanged: offsets move only when the daemon, having stored the records,
 calls ``commit``, and the child never commits on its own.
 
-The protocol, over a socket pair (``multiprocessing.connection``, pickled messages):
+The protocol, over a socket pair: one frame per message (``multiprocessing.connection``'s
+``send_bytes``), a JSON header, then for a batch its records in columns of bytes (``_Channel``;
+nothing is unpickled, as nowhere in Sentinel):
 
-* parent → child: ``("credit", seq)`` one more batch may be sent (``seq``: the batch the parent
-  just handed out); ``("call", id, name, args)`` a request (``commit``, ``rewind``,
-  ``committed``), answered by ``("reply", id, ok, value)``; ``("close",)``.
-* child → parent: ``("batch", epoch, seq, parts, lag, lost_for)`` where ``parts`` is one
-  ``(topic, partition, offsets, keys, values, timestamps)`` per partition (columns: a tenth of the
-  cost of pickling a record each); ``("status", lag, lost_for)`` when a poll found nothing;
-  ``("error", operation, servers, problem)`` when a poll failed.
+* parent → child: ``credit`` one more batch may be sent (``seq``: the batch the parent just handed
+  out); ``call`` a request (``commit``, ``rewind``, ``committed``, ``assignment``), answered by
+  ``reply`` (its value, or the ``SourceError``'s operation, servers and problem); ``close``.
+* child → parent: ``batch`` (``epoch``, ``seq``, lag, coordinator, and per partition its topic,
+  number and record count; the body holds offsets, timestamps, key and value lengths as arrays,
+  then the keys and values joined); ``status`` when a poll found nothing; ``error`` when a poll
+  failed.
 
 Flow is bounded by credits: at most ``prefetch`` batches are read ahead. A ``rewind`` discards what
 was read ahead: the child seeks each partition back to the earliest offset the parent has not used
@@ -34,16 +36,18 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import json
 import logging
 import os
-import pickle
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from itertools import repeat
+from array import array
+from itertools import accumulate, repeat
+from operator import attrgetter
 from multiprocessing.connection import Connection
 from typing import Any, Mapping, Sequence
 
@@ -74,7 +78,7 @@ class ProcessSource:
         self.commit_timeout_s = commit_timeout_s
         self.prefetch = prefetch
         self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
+        self._conn: _Channel | None = None
         self._lock = threading.RLock()   # the ingest thread, and close() from the shutdown's thread
         self._queue: collections.deque[tuple[int, list[RawRecord], int | None]] = collections.deque()
         self._epoch = 0
@@ -124,21 +128,21 @@ class ProcessSource:
                                         env=env)
             finally:
                 theirs.close()
-            conn = Connection(ours.detach())
-            conn.send({"cfg": self.cfg.model_dump(mode="json"), "password": self._password,
+            conn = _Channel(ours.detach())
+            conn.send({"k": "init", "cfg": self.cfg.model_dump(mode="json"), "password": self._password,
                        "connect_timeout_s": self.connect_timeout_s, "commit_timeout_s": self.commit_timeout_s,
                        "prefetch": self.prefetch, "log_level": logging.getLevelName(root.level), "log_format": fmt})
-            answer: Any = None
+            answer: dict[str, Any] = {}
             if conn.poll(self.connect_timeout_s + START_MARGIN_S):
                 try:
-                    answer = conn.recv()
-                except (EOFError, OSError):
-                    answer = None
-            if not (isinstance(answer, tuple) and answer[0] == "started"):
+                    answer = conn.recv()[0]
+                except (EOFError, OSError, ValueError):
+                    answer = {}
+            if answer.get("k") != "started":
                 conn.close()
                 _end(proc, 0.0)
-                if isinstance(answer, tuple) and answer[0] == "error":
-                    raise SourceError(*answer[1:])
+                if answer.get("k") == "error":
+                    raise SourceError(*answer["error"])
                 raise SourceError("kafka connect", self.servers,
                                   f"the consumer process did not start (exit code {proc.returncode})")
             self._proc, self._conn, self._dead = proc, conn, None
@@ -157,7 +161,7 @@ class ProcessSource:
             return
         try:
             assert conn is not None
-            conn.send(("close",))
+            conn.send({"k": "close"})
         except OSError:
             pass
         _end(proc, CLOSE_SECONDS)
@@ -191,14 +195,14 @@ class ProcessSource:
                 if not self._receive(max(0.0, left)) and left <= 0:
                     return []
             seq, records, _ = self._queue.popleft()
-            self._send(("credit", seq))
+            self._send({"k": "credit", "seq": seq})
             return records
 
     def commit(self, records: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
         """Commit in the child, synchronously (as :meth:`KafkaSource.commit`)."""
         if not records:
             return {}
-        return self._call("commit", next_offsets(records))
+        return _offsets(self._call("commit", _triples(next_offsets(records))))
 
     def rewind(self, records: Sequence[RawRecord]) -> None:
         """Make the next :meth:`poll` return ``records`` again, and then what followed them:
@@ -208,14 +212,14 @@ class ProcessSource:
         with self._lock:
             self._epoch += 1
             self._queue.clear()
-            self._call("rewind", self._epoch, first_offsets(records))
+            self._call("rewind", self._epoch, _triples(first_offsets(records)))
 
     def committed(self) -> dict[tuple[str, int], int]:
-        return self._call("committed")
+        return _offsets(self._call("committed"))
 
     def assignment(self) -> set[tuple[str, int]]:
         """The ``(topic, partition)`` the child's consumer is assigned now."""
-        return self._call("assignment")
+        return {(t, p) for t, p in self._call("assignment")}
 
     # -- progress and health -----------------------------------------------------------------
 
@@ -241,22 +245,21 @@ class ProcessSource:
                 raise SourceError(f"kafka {name}", self.servers, self._dead or "the source is not started")
             self._calls += 1
             call = self._calls
-            self._send(("call", call, name, args))
+            self._send({"k": "call", "id": call, "name": name, "args": list(args)})
             deadline = time.monotonic() + self.commit_timeout_s + CLOSE_SECONDS
             while True:
                 got = self._receive(max(0.0, deadline - time.monotonic()), want=call)
                 if got is not None:
-                    ok, value = got
-                    if ok:
-                        return value
-                    raise SourceError(*value)
+                    if "error" in got:
+                        raise SourceError(*got["error"])
+                    return got["value"]
                 if self._proc is None:
                     raise SourceError(f"kafka {name}", self.servers, self._dead or "the consumer process stopped")
                 if time.monotonic() >= deadline:
                     self._gone("the consumer process did not answer")
                     raise SourceError(f"kafka {name}", self.servers, self._dead or "no answer")
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: dict[str, Any]) -> None:
         try:
             assert self._conn is not None
             self._conn.send(message)
@@ -264,8 +267,8 @@ class ProcessSource:
             self._gone("its socket closed")
 
     def _receive(self, timeout: float, want: int | None = None) -> Any:
-        """Read one message (waiting up to ``timeout``) and act on it; returns ``(ok, value)`` of
-        the reply ``want`` once it is read, else None. A batch goes to the queue (an older
+        """Read one message (waiting up to ``timeout``) and act on it; returns the reply ``want``
+        once it is read, else None. A batch goes to the queue (an older
         epoch's is dropped, its credit given back), a status updates lag and coordinator, an
         error is raised as :class:`SourceError`."""
         conn = self._conn
@@ -274,29 +277,26 @@ class ProcessSource:
         try:
             if not conn.poll(timeout):
                 return None
-            msg = conn.recv()
-        except (EOFError, OSError):
-            why = self._gone("it exited")
+            msg, body = conn.recv()
+        except (EOFError, OSError, ValueError) as exc:
+            why = self._gone("it exited" if not isinstance(exc, ValueError) else f"it sent a bad frame: {exc}")
             raise SourceError("kafka poll", self.servers, why) from None
-        kind = msg[0]
+        kind = msg["k"]
+        if kind in ("batch", "status"):
+            self._lost = (msg["lost"], time.monotonic())
         if kind == "batch":
-            _, epoch, seq, parts, lag, lost_for = msg
-            self._lost = (lost_for, time.monotonic())
-            if epoch != self._epoch:
+            if msg["epoch"] != self._epoch:
                 return None            # read before a rewind: the child reads it again
-            self._lag = lag
-            self._queue.append((seq, _records(parts), lag))
+            self._lag = msg["lag"]
+            self._queue.append((msg["seq"], _unpack(msg["parts"], body), msg["lag"]))
         elif kind == "status":
-            _, lag, lost_for = msg
-            self._lost = (lost_for, time.monotonic())
             if not self._queue:
-                self._lag = lag
+                self._lag = msg["lag"]
         elif kind == "reply":
-            _, call, ok, value = msg
-            if call == want:
-                return ok, value
+            if msg["id"] == want:
+                return msg
         elif kind == "error":
-            raise SourceError(*msg[1:])
+            raise SourceError(*msg["error"])
         return None
 
     def _gone(self, how: str) -> str:
@@ -316,13 +316,109 @@ class ProcessSource:
         return self._dead
 
 
-def _records(parts: list[tuple]) -> list[RawRecord]:
+class _Channel:
+    """Messages over a socket pair: one frame each, a 4-byte length, a JSON header of that length,
+    then the message's body (bytes), if any."""
+
+    def __init__(self, fd: int):
+        self.conn = Connection(fd)
+
+    def send(self, header: dict[str, Any], body: bytes = b"") -> None:
+        head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        self.conn.send_bytes(b"".join((len(head).to_bytes(4, "big"), head, body)))
+
+    def recv(self) -> tuple[dict[str, Any], memoryview]:
+        """The next message: its header and its body (ValueError for a frame that is neither)."""
+        frame = memoryview(self.conn.recv_bytes())
+        n = int.from_bytes(frame[:4], "big")
+        header = json.loads(bytes(frame[4:4 + n]))
+        if not isinstance(header, dict) or "k" not in header:
+            raise ValueError("no message header")
+        return header, frame[4 + n:]
+
+    def poll(self, timeout: float) -> bool:
+        return self.conn.poll(timeout)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _pack(got: list[tuple[Any, list[Any]]]) -> tuple[list[list[Any]], bytes]:
+    """kafka-python's records per partition as a batch's ``parts`` (topic, partition, count, bytes
+    of keys) and body: per partition its offsets and timestamps (int64, -1: none), key and value
+    lengths (int32, -1: None), then its keys and its values, each joined."""
+    parts, body = [], []
+    for tp, recs in got:
+        keys = list(map(_KEY, recs))
+        values = list(map(_VALUE, recs))
+        stamps = list(map(_TIMESTAMP, recs))
+        if None in stamps:
+            stamps = [-1 if t is None else t for t in stamps]
+        key_lens, value_lens = _lengths(keys), _lengths(values)
+        joined_keys = b"".join(k for k in keys if k is not None) if -1 in key_lens else b"".join(keys)
+        parts.append([tp.topic, tp.partition, len(recs), len(joined_keys)])
+        body += [array("q", map(_OFFSET, recs)).tobytes(), array("q", stamps).tobytes(),
+                 array("i", key_lens).tobytes(), array("i", value_lens).tobytes(), joined_keys,
+                 b"".join(v for v in values if v is not None) if -1 in value_lens else b"".join(values)]
+    return parts, b"".join(body)
+
+
+_KEY, _VALUE, _TIMESTAMP, _OFFSET = (attrgetter(a) for a in ("key", "value", "timestamp", "offset"))
+
+
+def _lengths(items: list[bytes | None]) -> list[int]:
+    return [-1 if b is None else len(b) for b in items] if None in items else list(map(len, items))
+
+
+def _unpack(parts: list[list[Any]], body: memoryview) -> list[RawRecord]:
+    """The records of a batch :func:`_pack` made, in its order."""
     out: list[RawRecord] = []
-    for topic, partition, offsets, keys, values, stamps in parts:
+    pos = 0
+    for topic, partition, n, key_bytes in parts:
+        offsets, stamps, key_lens, value_lens = array("q"), array("q"), array("i"), array("i")
+        for arr in (offsets, stamps, key_lens, value_lens):
+            size = arr.itemsize * n
+            arr.frombytes(body[pos:pos + size])
+            pos += size
+            if len(arr) != n:
+                raise ValueError(f"a batch's body ends within the columns of {topic}[{partition}]")
+        value_bytes = sum(v for v in value_lens if v > 0)
+        keys = _split(bytes(body[pos:pos + key_bytes]), key_lens.tolist())
+        pos += key_bytes
+        values = _split(bytes(body[pos:pos + value_bytes]), value_lens.tolist())
+        pos += value_bytes
         # kafka-python uses -1 (and None for old formats) for "no timestamp"
-        stamps = [None if t is None or t < 0 else t for t in stamps]
-        out += map(record, zip(repeat(topic), repeat(partition), offsets, keys, values, stamps))
+        ts = stamps.tolist()
+        if ts and min(ts) < 0:
+            ts = [None if t < 0 else t for t in ts]
+        out += map(record, zip(repeat(topic), repeat(partition), offsets.tolist(), keys, values, ts))
+    if pos != len(body):
+        raise ValueError(f"a batch's body has {len(body)} bytes, its header accounts for {pos}")
     return out
+
+
+def _split(joined: bytes, lengths: list[int]) -> list[bytes | None]:
+    """``joined`` cut into pieces of ``lengths`` (-1: None, no bytes)."""
+    if not lengths or min(lengths) >= 0:
+        ends = list(accumulate(lengths))
+        return list(map(joined.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+    out: list[bytes | None] = []
+    at = 0
+    for n in lengths:
+        if n < 0:
+            out.append(None)
+        else:
+            out.append(joined[at:at + n])
+            at += n
+    return out
+
+
+def _triples(offsets: Mapping[tuple[str, int], int]) -> list[list[Any]]:
+    return [[t, p, o] for (t, p), o in offsets.items()]
+
+
+def _offsets(triples: list[list[Any]]) -> dict[tuple[str, int], int]:
+    return {(t, p): o for t, p, o in triples}
 
 
 def _end(proc: subprocess.Popen[bytes], grace: float) -> None:
@@ -354,7 +450,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 class _Child:
-    def __init__(self, conn: Connection, init: dict[str, Any]):
+    def __init__(self, conn: _Channel, init: dict[str, Any]):
         from .kafka import KafkaSource
 
         self.conn = conn
@@ -372,40 +468,40 @@ class _Child:
         try:
             self.src.start()
         except SourceError as exc:
-            self.conn.send(("error", exc.operation, exc.servers, exc.problem))
+            self.conn.send({"k": "error", "error": _error(exc)})
             return
-        self.conn.send(("started",))
+        self.conn.send({"k": "started"})
         try:
             while not self.closing:
                 if self.credits > 0:
                     while not self.closing and self.conn.poll(0):
-                        self.handle(self.conn.recv())
+                        self.handle(self.conn.recv()[0])
                     if not self.closing:
                         self.read()
                 elif self.conn.poll(1.0):
-                    self.handle(self.conn.recv())
+                    self.handle(self.conn.recv()[0])
         except (EOFError, OSError):   # the parent is gone
             pass
         finally:
             self.src.close()
 
-    def handle(self, msg: tuple) -> None:
-        kind = msg[0]
+    def handle(self, msg: dict[str, Any]) -> None:
+        kind = msg["k"]
         if kind == "credit":
             self.credits += 1
-            while self.sent and self.sent[0][0] <= msg[1]:
+            while self.sent and self.sent[0][0] <= msg["seq"]:
                 self.sent.popleft()
         elif kind == "call":
-            _, call, name, args = msg
+            name = msg["name"]
             try:
-                value = getattr(self, f"do_{name}")(*args)
-                self.conn.send(("reply", call, True, value))
+                value = getattr(self, f"do_{name}")(*msg["args"])
+                self.conn.send({"k": "reply", "id": msg["id"], "value": value})
             except SourceError as exc:
-                self.conn.send(("reply", call, False, (exc.operation, exc.servers, exc.problem)))
+                self.conn.send({"k": "reply", "id": msg["id"], "error": _error(exc)})
             except Exception as exc:   # noqa: BLE001 - the parent gets it as a SourceError
                 log.exception("kafka consumer process: %s failed", name)
-                self.conn.send(("reply", call, False, (f"kafka {name}", self.src.servers,
-                                                       f"{type(exc).__name__}: {exc}")))
+                self.conn.send({"k": "reply", "id": msg["id"],
+                                "error": [f"kafka {name}", self.src.servers, f"{type(exc).__name__}: {exc}"]})
         elif kind == "close":
             self.closing = True
 
@@ -413,36 +509,35 @@ class _Child:
         try:
             got = self.src.poll_partitions(CHILD_POLL_MS)
         except SourceError as exc:
-            self.conn.send(("error", exc.operation, exc.servers, exc.problem))
+            self.conn.send({"k": "error", "error": _error(exc)})
             if self.conn.poll(ERROR_BACKOFF_S):
-                self.handle(self.conn.recv())
+                self.handle(self.conn.recv()[0])
             return
         lost_for = self.src.coordinator_lost_for()
         if not got:
             now = time.monotonic()
             if now - self.status_at >= STATUS_SECONDS:
-                self.conn.send(("status", self.src.lag(), lost_for))
+                self.conn.send({"k": "status", "lag": self.src.lag(), "lost": lost_for})
                 self.status_at = now
             return
-        parts = [(tp.topic, tp.partition, [r.offset for r in recs], [r.key for r in recs],
-                  [r.value for r in recs], [r.timestamp for r in recs]) for tp, recs in got]
+        parts, body = _pack(got)
         self.seq += 1
         self.credits -= 1
         self.sent.append((self.seq, {(tp.topic, tp.partition): recs[0].offset for tp, recs in got}))
-        self.conn.send_bytes(pickle.dumps(("batch", self.epoch, self.seq, parts, self.src.lag(), lost_for),
-                                          protocol=pickle.HIGHEST_PROTOCOL))
+        self.conn.send({"k": "batch", "epoch": self.epoch, "seq": self.seq, "parts": parts, "lag": self.src.lag(),
+                        "lost": lost_for}, body)
 
-    def do_commit(self, upto: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-        return self.src.commit_offsets(upto)
+    def do_commit(self, upto: list[list[Any]]) -> list[list[Any]]:
+        return _triples(self.src.commit_offsets(_offsets(upto)))
 
-    def do_committed(self) -> dict[tuple[str, int], int]:
-        return self.src.committed()
+    def do_committed(self) -> list[list[Any]]:
+        return _triples(self.src.committed())
 
-    def do_assignment(self) -> set[tuple[str, int]]:
-        return {(tp.topic, tp.partition) for tp in self.src._require().assignment()}
+    def do_assignment(self) -> list[list[Any]]:
+        return sorted([tp.topic, tp.partition] for tp in self.src._require().assignment())
 
-    def do_rewind(self, epoch: int, first: Mapping[tuple[str, int], int]) -> None:
-        seek = dict(first)
+    def do_rewind(self, epoch: int, first: list[list[Any]]) -> None:
+        seek = _offsets(first)
         for _, firsts in self.sent:   # read ahead and never handed out: read again too
             for tp, offset in firsts.items():
                 seek[tp] = min(seek.get(tp, offset), offset)
@@ -451,13 +546,17 @@ class _Child:
         self.epoch, self.credits = epoch, self.prefetch
 
 
+def _error(exc: SourceError) -> list[Any]:
+    return [exc.operation, exc.servers, exc.problem]
+
+
 def main(argv: Sequence[str]) -> int:
     fd, parent = int(argv[0]), int(argv[1])
     _die_with_parent(parent)
-    conn = Connection(fd)
+    conn = _Channel(fd)
     try:
-        init = conn.recv()
-    except (EOFError, OSError):
+        init = conn.recv()[0]
+    except (EOFError, OSError, ValueError):
         return 0
     from ..config import SECRETS
     from ..logs import setup_logging
