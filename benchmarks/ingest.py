@@ -5,9 +5,10 @@ pair (``sentinel.examples.traffic.ordinary_traffic``, keyed by id). Prints one t
 (kafka-python, then librdkafka through confluent-kafka):
 
 * raw: a bare consumer-group member of that client polling and committing every batch (of the
-  source's default size: 500 records for kafka-python, 10,000 for confluent);
+  source's default size: 5,000 records for kafka-python, 10,000 for confluent);
 * sentinel: the daemon's ingest loop on that client's source (poll → sample → decode → store in
-  SQLite → commit) in this process, in steady state (from the first record read after the start's
+  SQLite → commit) in this process (kafka-python: with its consumer in a process of its own, the
+  default, and in this one, ``kafka.consumer_process: false``), in steady state (from the first record read after the start's
   Evidently preload to the last), at sampling rates 0.1 and 1.0, with ``kafka.id_from`` body (the
   default) and key.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import importlib.util
+import os
 import pstats
 import statistics
 import sys
@@ -61,9 +63,10 @@ def produce(bootstrap: str, topic: str, n: int) -> None:
 
 
 def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float, id_from: str = "body",
-                  profile: cProfile.Profile | None = None, client: str = "kafka-python") -> tuple[float, float]:
+                  profile: cProfile.Profile | None = None, client: str = "kafka-python",
+                  consumer_process: bool = True) -> tuple[float, float, float | None]:
     """msg/s of the daemon's ingest loop on the ``client`` source, SQLite store: ``(per wall second,
-    per CPU second of this process)``."""
+    per CPU second of this process, per CPU second of kafka-python's consumer process or None)``."""
     from sentinel.app import build
     from sentinel.config import load_config
     from sentinel.daemon import Daemon
@@ -73,6 +76,7 @@ def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float
     cfg = load_config(example_config(d, bootstrap=bootstrap, topic=topic, sampling={"rate": rate, "window": 10_000_000},
                                      kafka={"bootstrap_servers": [bootstrap], "topic": topic, "group_id": unique_name("s"),
                                             "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "client": client,
+                                            "consumer_process": consumer_process,
                                             **({"id_from": id_from} if id_from != "body" else {})}))
     daemon = Daemon(build(cfg, load_models=False), install_signals=False, serve_api=False)
     daemon.start()
@@ -86,21 +90,36 @@ def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float
         for t in threading.enumerate():
             if t.name == "sentinel-preload":
                 t.join()
-        t0, c0 = time.monotonic(), time.process_time()
+        child = getattr(daemon.source, "pid", None)
+        t0, c0, k0 = time.monotonic(), time.process_time(), _cpu_seconds(child)
         if profile is not None:
             profile.enable()
         while consumed() < n:
             daemon.ingest_once()
         if profile is not None:
             profile.disable()
-        return (consumed() - first) / (time.monotonic() - t0), (consumed() - first) / (time.process_time() - c0)
+        got = consumed() - first
+        return (got / (time.monotonic() - t0), got / (time.process_time() - c0),
+                got / (_cpu_seconds(child) - k0) if child else None)
     finally:
         daemon.shutdown()
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used; 0 for None."""
+    if pid is None:
+        return 0.0
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def median_of(repeat: int, fn) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
+
+#: kafka.consumer_process values measured per client (kafka-python: its consumer in a process of
+#: its own, the default, and in the daemon's; librdkafka has its own threads)
+VARIANTS = {"kafka-python": (True, False), "confluent": (False,)}
 
 RAW = {"kafka-python": lambda b, t, n: raw_kafka_python(b, t, n, POLL_RECORDS["kafka-python"]),
        "confluent": lambda b, t, n: raw_confluent(b, t, n, POLL_RECORDS["confluent"])}
@@ -114,7 +133,7 @@ def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: li
     the medians printed, ratios included: on shared cores the load moves between passes. Each
     figure is given per wall second and per CPU second of the process (what one idle core would
     do; the broker's own CPU is not in it)."""
-    runs = [(c, rate, i) for c in clients for rate in (0.1, 1.0) for i in id_froms]
+    runs = [(c, rate, i, proc) for c in clients for proc in VARIANTS[c] for rate in (0.1, 1.0) for i in id_froms]
     raws: dict[str, list[tuple[float, float]]] = {c: [] for c in clients}
     got: dict[tuple, list[tuple[float, float]]] = {r: [] for r in runs}
     for k in range(repeat):
@@ -122,14 +141,15 @@ def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: li
             raws[client].append(RAW[client](bootstrap, topic, n))
             print(f"  pass {k + 1}: raw {client}: {_show(raws[client][-1])}", flush=True)
             for run in (r for r in runs if r[0] == client):
-                got[run].append(sentinel_rate(workdir, bootstrap, topic, n, run[1], run[2], client=client))
-                print(f"  pass {k + 1}: {client} rate {run[1]} id_from {run[2]}: {_show(got[run][-1], raws[client][-1])}",
-                      flush=True)
+                got[run].append(sentinel_rate(workdir, bootstrap, topic, n, run[1], run[2], client=client,
+                                              consumer_process=run[3]))
+                print(f"  pass {k + 1}: {_loop(run)} rate {run[1]} id_from {run[2]}: "
+                      f"{_show(got[run][-1], raws[client][-1])}", flush=True)
     rows = []
     for client in clients:
         rows.append([client, f"raw (group + commit, {POLL_RECORDS[client]:,} a poll)", "", "",
                      *_cells(raws[client], raws[client])])
-        rows += [[client, "sentinel ingest loop", r[1], r[2], *_cells(got[r], raws[client])] for r in runs if r[0] == client]
+        rows += [[client, _loop(r), r[1], r[2], *_cells(got[r], raws[client])] for r in runs if r[0] == client]
     fast = [name for name in ("crc32c", "orjson") if sys.modules.get(name, 0) is not None
             and importlib.util.find_spec(name) is not None]
     print(f"\ningest: {n:,} messages of the example pair, one partition, SQLite store, median of {repeat} "
@@ -137,9 +157,16 @@ def ingest_table(workdir: Path, bootstrap: str, topic: str, n: int, id_froms: li
     print_table(["client", "consumer", "rate", "id_from", "msg/s", "of raw", "msg/CPU-s", "of raw (CPU)"], rows)
 
 
+def _loop(run: tuple) -> str:
+    if run[0] != "kafka-python":
+        return "sentinel ingest loop"
+    return "sentinel, consumer process" if run[3] else "sentinel, one process"
+
+
 def _show(fig: tuple[float, float], raw: tuple[float, float] | None = None) -> str:
     of = f" ({fig[0] / raw[0]:.2f}x, CPU {fig[1] / raw[1]:.2f}x)" if raw else ""
-    return f"{fig[0]:,.0f} msg/s, {fig[1]:,.0f} msg/CPU-s{of}"
+    kid = f"; its consumer process {fig[2]:,.0f} msg/CPU-s" if len(fig) > 2 and fig[2] else ""
+    return f"{fig[0]:,.0f} msg/s, {fig[1]:,.0f} msg/CPU-s{of}{kid}"
 
 
 def _cells(figs: list[tuple[float, float]], raws: list[tuple[float, float]]) -> list[str]:
