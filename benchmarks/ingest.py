@@ -36,6 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 if "--pure-crc" in sys.argv:   # before kafka-python is imported: its CRC-32C in Python, as without crc32c
     sys.modules["crc32c"] = None  # type: ignore[assignment]
+    # and in kafka-python's consumer process (a new interpreter, which inherits the environment):
+    # a sitecustomize that blocks the import the same way, first on its path
+    _blocker = Path(tempfile.mkdtemp(prefix="sentinel-pure-crc-"))
+    (_blocker / "sitecustomize.py").write_text('import sys\nsys.modules["crc32c"] = None\n')
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_blocker), os.environ.get("PYTHONPATH")) if p)
 
 from sentinel.testing.broker import TansuBroker, unique_name  # noqa: E402
 
