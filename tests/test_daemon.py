@@ -180,6 +180,52 @@ def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, bro
     assert committed_offset(broker.bootstrap, topic, f"g-{topic}") == n
 
 
+def test_a_killed_consumer_process_is_replaced_and_nothing_is_lost_or_stored_twice(tmp_path, broker, topic):
+    # kafka-python's consumer process (sentinel/sources/process.py) killed mid-ingest: the daemon
+    # keeps running, starts another, and what was read and not committed is read again
+    n_good, n_bad = 4000, 40
+    n = produce(broker.bootstrap, topic, n_good, n_bad)
+    kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "group_id": f"g-{topic}",
+             "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "poll_timeout_ms": 200, "max_poll_records": 40}
+    cfg_path = example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, kafka=kafka)
+    url = load_config(cfg_path).store.url
+    log = open(tmp_path / "daemon.log", "wb")
+    proc = _start(cfg_path, log)
+    try:
+        deadline = time.monotonic() + 90
+        s = q = 0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                s, _, q = counts(url)
+            except Exception:
+                continue  # schema not created yet
+            if s + q >= n // 4:
+                break
+        first = consumer_processes(proc.pid)
+        assert len(first) == 1, first
+        os.kill(first[0], signal.SIGKILL)
+        s_killed, _, q_killed = counts(url)
+        assert 0 < s_killed + q_killed < n, "the kill should land in the middle of ingesting"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            s, distinct, q = counts(url)
+            if s + q >= n:
+                break
+        time.sleep(1.0)  # anything stored twice would show up now
+        s, distinct, q = counts(url)
+        text = open(tmp_path / "daemon.log").read()
+        assert (s, distinct, q) == (n_good, n_good, n_bad), text[-3000:]
+        assert proc.poll() is None, "the daemon should still run"
+        assert [c for c in consumer_processes(proc.pid) if c not in first and running(c)], "no new consumer process"
+        assert "kafka consumer process ended" in text
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert committed_offset(broker.bootstrap, topic, f"g-{topic}") == n
+
+
 def test_sigterm_stops_within_ten_seconds(tmp_path, broker, topic):
     produce(broker.bootstrap, topic, 200, 0)
     cfg_path = example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic,
