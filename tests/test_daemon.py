@@ -121,6 +121,19 @@ def consumer_processes(parent: int) -> list[int]:
     return found
 
 
+def wait_stored(url: str, n: int, seconds: float = 90.0, every: float = 0.3) -> None:
+    """Wait until at least ``n`` messages are stored or quarantined (at most ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(every)
+        try:
+            s, _, q = counts(url)
+        except Exception:
+            continue  # schema not created yet
+        if s + q >= n:
+            return
+
+
 def running(pid: int) -> bool:
     """``pid`` exists and is not a zombie."""
     try:
@@ -143,16 +156,7 @@ def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, bro
     log = open(tmp_path / "daemon.log", "wb")
     proc = _start(cfg_path, log)
     try:
-        deadline = time.monotonic() + 90
-        s = q = 0
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                s, _, q = counts(url)
-            except Exception:
-                continue  # schema not created yet
-            if s + q >= n // 4:
-                break
+        wait_stored(url, n // 4, every=0.05)
         children = consumer_processes(proc.pid)
         assert len(children) == (1 if consumer_process else 0), children
         proc.send_signal(signal.SIGKILL)
@@ -165,12 +169,7 @@ def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, bro
         s_killed, _, q_killed = counts(url)
         assert 0 < s_killed + q_killed < n, "the kill should land in the middle of ingesting"
         proc = _start(cfg_path, log)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            time.sleep(0.3)
-            s, distinct, q = counts(url)
-            if s + q >= n:
-                break
+        wait_stored(url, n)
         time.sleep(1.0)  # anything stored twice would show up now
         s, distinct, q = counts(url)
         assert (s, distinct, q) == (n_good, n_good, n_bad), open(tmp_path / "daemon.log").read()[-3000:]
@@ -192,27 +191,13 @@ def test_a_killed_consumer_process_is_replaced_and_nothing_is_lost_or_stored_twi
     log = open(tmp_path / "daemon.log", "wb")
     proc = _start(cfg_path, log)
     try:
-        deadline = time.monotonic() + 90
-        s = q = 0
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                s, _, q = counts(url)
-            except Exception:
-                continue  # schema not created yet
-            if s + q >= n // 4:
-                break
+        wait_stored(url, n // 4, every=0.05)
         first = consumer_processes(proc.pid)
         assert len(first) == 1, first
         os.kill(first[0], signal.SIGKILL)
         s_killed, _, q_killed = counts(url)
         assert 0 < s_killed + q_killed < n, "the kill should land in the middle of ingesting"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            time.sleep(0.3)
-            s, distinct, q = counts(url)
-            if s + q >= n:
-                break
+        wait_stored(url, n)
         time.sleep(1.0)  # anything stored twice would show up now
         s, distinct, q = counts(url)
         text = open(tmp_path / "daemon.log").read()

@@ -80,7 +80,7 @@ class ProcessSource:
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: _Channel | None = None
         self._lock = threading.RLock()   # the ingest thread, and close() from the shutdown's thread
-        self._queue: collections.deque[tuple[int, list[RawRecord], int | None]] = collections.deque()
+        self._queue: collections.deque[tuple[int, list[RawRecord]]] = collections.deque()   # (seq, records)
         self._epoch = 0
         self._calls = 0
         self._lag: int | None = None
@@ -194,7 +194,7 @@ class ProcessSource:
                 left = deadline - time.monotonic()
                 if not self._receive(max(0.0, left)) and left <= 0:
                     return []
-            seq, records, _ = self._queue.popleft()
+            seq, records = self._queue.popleft()
             self._send({"k": "credit", "seq": seq})
             return records
 
@@ -288,7 +288,7 @@ class ProcessSource:
             if msg["epoch"] != self._epoch:
                 return None            # read before a rewind: the child reads it again
             self._lag = msg["lag"]
-            self._queue.append((msg["seq"], _unpack(msg["parts"], body), msg["lag"]))
+            self._queue.append((msg["seq"], _unpack(msg["parts"], body)))
         elif kind == "status":
             if not self._queue:
                 self._lag = msg["lag"]
