@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import socket
 from functools import partial
-from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Self, Sequence, runtime_checkable
 
+from ..config import KafkaConfig, read_secret
 from ..errors import ConfigError, SentinelError
 from ..registry import PluginError, resolve
 
@@ -68,6 +69,32 @@ def subscribed_topics(cfg: Any) -> list[str]:
     if cfg.labels_topic and cfg.labels_topic != cfg.topic:
         topics.append(cfg.labels_topic)
     return topics
+
+
+class KafkaConfigured:
+    """What the Kafka sources (kafka-python, in the daemon's process or in a child, and librdkafka)
+    read from config the same way: their construction from it, their servers and topics. Here, not
+    on :class:`~sentinel.sources.kafka.KafkaSource`, so that a source can have them without
+    importing a Kafka client (the consumer process's parent never imports kafka-python).
+
+    A class using it is built as ``cls(cfg.kafka, password=...)`` and keeps that ``cfg``."""
+
+    cfg: KafkaConfig
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Self:
+        """The daemon's Kafka source: ``cfg.kafka``, the SASL password read now."""
+        k = cfg.kafka
+        return cls(k, password=read_secret(k.sasl_password_env, k.sasl_password_file))  # type: ignore[call-arg]
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self.cfg.bootstrap_servers)
+
+    @property
+    def topics(self) -> list[str]:
+        """The subscribed topics: the traffic topic, then the labels topic when it is another."""
+        return subscribed_topics(self.cfg)
 
 
 def tcp_reachable(server: str, timeout_s: float) -> bool:

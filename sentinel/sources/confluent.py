@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from ..config import KafkaConfig
 from ..errors import StateError
-from .base import RawRecord, SourceError, first_offsets, next_offsets, record
+from .base import KafkaConfigured, RawRecord, SourceError, first_offsets, next_offsets, record
 from .kafka import KafkaSource, _fmt_offsets, _server_list, _tcp_reachable
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ _UNMAPPED = {"max_poll_records", "bootstrap_timeout_ms"}
 FETCH_QUEUE_BACKOFF_MS = 10
 
 
-class ConfluentSource:
+class ConfluentSource(KafkaConfigured):
     """A :class:`~sentinel.sources.base.Source` on librdkafka; arguments as for
     :class:`sentinel.sources.kafka.KafkaSource`."""
 
@@ -63,11 +63,6 @@ class ConfluentSource:
                              commit_timeout_s=commit_timeout_s)
         self._consumer: Consumer | None = None  # type: ignore[assignment]
         self._brokers_down_at: float | None = None   # monotonic; set by librdkafka's error callback
-
-    # the settings are KafkaSource's, read the same way (one place maps config to a client)
-    from_config = classmethod(KafkaSource.from_config.__func__)  # type: ignore[attr-defined]
-    servers = KafkaSource.servers
-    topics = KafkaSource.topics
 
     def consumer_config(self) -> dict[str, Any]:
         """librdkafka's settings: the kafka-python source's (SASL password resolved the same way,

@@ -30,7 +30,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ..config import KafkaConfig, read_secret
 from ..errors import StateError
-from .base import RawRecord, SourceError, first_offsets, next_offsets, record, subscribed_topics
+from .base import KafkaConfigured, RawRecord, SourceError, first_offsets, next_offsets, record
 from .base import tcp_reachable as _tcp_reachable
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 _USER_PASSWORD_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
-class KafkaSource:
+class KafkaSource(KafkaConfigured):
     """A :class:`~sentinel.sources.base.Source` reading ``cfg.topic`` (and ``cfg.labels_topic``
     when set) as a member of consumer group ``cfg.group_id``.
 
@@ -69,22 +69,7 @@ class KafkaSource:
         self._lock = threading.Lock()
         self._coordinator_lost_at: float | None = None   # monotonic; None while one is known
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> "KafkaSource":
-        """The daemon's Kafka source: ``cfg.kafka``, the SASL password read now."""
-        k = cfg.kafka
-        return cls(k, password=read_secret(k.sasl_password_env, k.sasl_password_file))
-
     # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def servers(self) -> list[str]:
-        return list(self.cfg.bootstrap_servers)
-
-    @property
-    def topics(self) -> list[str]:
-        """The subscribed topics: the traffic topic, then the labels topic when it is another."""
-        return subscribed_topics(self.cfg)
 
     def consumer_config(self) -> dict[str, Any]:
         """The keyword arguments given to :class:`kafka.KafkaConsumer` (password included: never

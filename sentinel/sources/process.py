@@ -51,8 +51,8 @@ from operator import attrgetter
 from multiprocessing.connection import Connection
 from typing import Any, Mapping, Sequence
 
-from ..config import KafkaConfig, read_secret
-from .base import RawRecord, SourceError, first_offsets, next_offsets, record, subscribed_topics, tcp_reachable
+from ..config import KafkaConfig
+from .base import KafkaConfigured, RawRecord, SourceError, first_offsets, next_offsets, record, tcp_reachable
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ CLOSE_SECONDS = 6.0          # the consumer's own close is bounded at 5 s
 ERROR_BACKOFF_S = 1.0
 
 
-class ProcessSource:
+class ProcessSource(KafkaConfigured):
     """A :class:`~sentinel.sources.base.Source` on kafka-python whose consumer runs in a child process
     (the module's docstring says how). Its settings are :class:`~sentinel.sources.kafka.KafkaSource`'s."""
 
@@ -87,19 +87,8 @@ class ProcessSource:
         self._lost: tuple[float | None, float] = (0.0, time.monotonic())   # (lost for, when told)
         self._dead: str | None = None    # why the child is gone, until the next poll starts another
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> "ProcessSource":
-        k = cfg.kafka
-        return cls(k, password=read_secret(k.sasl_password_env, k.sasl_password_file))
-
-    # kafka-python is imported by the child only (~18 MB of the daemon's memory otherwise)
-    @property
-    def servers(self) -> list[str]:
-        return list(self.cfg.bootstrap_servers)
-
-    @property
-    def topics(self) -> list[str]:
-        return subscribed_topics(self.cfg)
+    # from_config, servers and topics are KafkaConfigured's: kafka-python is imported by the child
+    # only (~18 MB of the daemon's memory otherwise)
 
     def consumer_config(self) -> dict[str, Any]:
         """What the child gives :class:`kafka.KafkaConsumer` (``KafkaSource.consumer_config``)."""
