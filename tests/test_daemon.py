@@ -142,19 +142,27 @@ def running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("client,consumer_process", [("kafka-python", True), ("kafka-python", False),
-                                                     ("confluent", False)])
-def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, broker, topic, client, consumer_process):
-    n_good, n_bad = 4000, 40
+def _start_to_kill(tmp_path, broker, topic, n_good, n_bad, **kafka):
+    """For the SIGKILL tests: ``n_good`` messages and ``n_bad`` malformed ones on ``topic``, a config
+    reading them in small batches (so a kill lands mid-ingest; ``kafka``: more of its ``kafka``
+    settings) and ``sentinel run`` started on it, logging to ``daemon.log``. Returns the number of
+    messages, the config's path, the store's url, the log file and the process."""
     n = produce(broker.bootstrap, topic, n_good, n_bad)
-    kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "group_id": f"g-{topic}", "client": client,
-             "consumer_process": consumer_process,
+    kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "group_id": f"g-{topic}", **kafka,
              "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "poll_timeout_ms": 200,
              "max_poll_records": 40}   # small batches so the kill lands mid-ingest
     cfg_path = example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, kafka=kafka)
     url = load_config(cfg_path).store.url
     log = open(tmp_path / "daemon.log", "wb")
-    proc = _start(cfg_path, log)
+    return n, cfg_path, url, log, _start(cfg_path, log)
+
+
+@pytest.mark.parametrize("client,consumer_process", [("kafka-python", True), ("kafka-python", False),
+                                                     ("confluent", False)])
+def test_sigkill_mid_ingest_loses_nothing_and_stores_nothing_twice(tmp_path, broker, topic, client, consumer_process):
+    n_good, n_bad = 4000, 40
+    n, cfg_path, url, log, proc = _start_to_kill(tmp_path, broker, topic, n_good, n_bad,
+                                                 client=client, consumer_process=consumer_process)
     try:
         wait_stored(url, n // 4, every=0.05)
         children = consumer_processes(proc.pid)
@@ -183,13 +191,7 @@ def test_a_killed_consumer_process_is_replaced_and_nothing_is_lost_or_stored_twi
     # kafka-python's consumer process (sentinel/sources/process.py) killed mid-ingest: the daemon
     # keeps running, starts another, and what was read and not committed is read again
     n_good, n_bad = 4000, 40
-    n = produce(broker.bootstrap, topic, n_good, n_bad)
-    kafka = {"bootstrap_servers": [broker.bootstrap], "topic": topic, "group_id": f"g-{topic}",
-             "session_timeout_ms": 6000, "heartbeat_interval_ms": 2000, "poll_timeout_ms": 200, "max_poll_records": 40}
-    cfg_path = example_config(tmp_path, bootstrap=broker.bootstrap, topic=topic, kafka=kafka)
-    url = load_config(cfg_path).store.url
-    log = open(tmp_path / "daemon.log", "wb")
-    proc = _start(cfg_path, log)
+    n, _cfg_path, url, _log, proc = _start_to_kill(tmp_path, broker, topic, n_good, n_bad)
     try:
         wait_stored(url, n // 4, every=0.05)
         first = consumer_processes(proc.pid)
