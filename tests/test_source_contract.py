@@ -238,3 +238,36 @@ def test_librdkafka_gets_every_setting_of_the_kafka_python_source_under_its_own_
     from confluent_kafka import Consumer
     # librdkafka knows every name (the CA file is read at construction: leave it out here)
     Consumer({k: v for k, v in conf.items() if k not in ("logger", "ssl.ca.location")}).close()
+
+
+def test_the_consumer_process_parent_never_imports_kafka_python(broker, topic):
+    """kafka-python (~18 MB of the daemon's memory, docs/performance.md) is imported by the
+    consumer process only: a parent that builds the default source from config, reads, commits
+    and closes it has no ``kafka`` module loaded. Run in a fresh interpreter (this one has it)."""
+    import subprocess
+    import sys
+
+    produce_values(broker.bootstrap, topic, values(50))
+    script = f"""
+import json, sys, time
+from sentinel.config import Config
+from sentinel.sources.base import build_source
+cfg = Config.model_validate({{"pairs": {{"p": {{"baseline": {{"path": "a"}}, "candidate": {{"path": "b"}},
+                                             "classes": ["x", "y"]}}}},
+                             "kafka": {json.dumps(dict(bootstrap_servers=[broker.bootstrap], topic=topic,
+                                                       group_id=unique_name("g"), **FAST_GROUP))}}})
+src = build_source(cfg)
+src.start()
+got, deadline = [], time.monotonic() + 60
+while len(got) < 50 and time.monotonic() < deadline:
+    batch = src.poll(200)
+    src.commit(batch)
+    got += batch
+src.close()
+print(json.dumps({{"source": type(src).__name__, "read": len(got),
+                  "kafka": sorted(m for m in sys.modules if m == "kafka" or m.startswith("kafka."))}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"source": "ProcessSource", "read": 50, "kafka": []}
