@@ -104,7 +104,8 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
             out.samples.append(SampleIn(pair=m.pair, msg_id=mid, ts=m.ts, topic=r.topic, partition=r.partition,
                                         offset=r.offset, sample_key=key, inputs=m.inputs,
                                         attributes=m.attributes, label=m.label, extra=m.extra or None,
-                                        stratum=sampler.stratum(m.attributes), raw=r.value, text=m.text))
+                                        stratum=sampler.stratum(m.attributes), raw=r.value, text=m.text,
+                                        stored=m.stored))
         except Exception as exc:   # noqa: BLE001 - as for the decoder: one message quarantined
             out.bad.append(_decoder_error(r, exc))
     if any(s.text is not None for s in out.samples):
