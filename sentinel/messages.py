@@ -778,12 +778,14 @@ def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
 
 
 def _traffic(obj: dict[str, Any], pairs: Mapping[str, PairShape], timestamp_ms: int | None, encode_text: bool,
-             inputs: Row | None = None, seen: "_Seen | None" = None, stored: bytes | None = None) -> TrafficMessage:
+             inputs: Row | None = None, stored: bytes | None = None, pair: str | None = None, *,
+             seen: "_Seen | None" = None) -> TrafficMessage:
     """The message of a parsed object whose values are checked; ``inputs``: already decoded
-    (``stored``: in their stored form); ``seen``: the timestamps and attributes decoded already
-    in the batch, shared (``_Seen``)."""
+    (``stored``: in their stored form; ``pair``: the pair :func:`_pair_of` gave it); ``seen``:
+    the timestamps and attributes decoded already in the batch, shared (``_Seen``)."""
     mid = _id(obj)
-    pair = _pair_of(obj, pairs)
+    if pair is None:
+        pair = _pair_of(obj, pairs)
     shape = pairs[pair]
     text = None
     if inputs is None:
@@ -865,7 +867,7 @@ def decode_traffic_many(values: Sequence[Any], timestamps_ms: Sequence[int | Non
             got = flat.setdefault(pair, ([], []))
             got[0].append(i)
             got[1].append(obj["inputs"])
-    arrays: dict[int, tuple[Row, bytes | None]] = {}   # position -> its inputs and their stored form
+    arrays: dict[int, tuple[Row, bytes | None, str]] = {}   # position -> its inputs, their stored form, its pair
     for pair, (idx, lists) in flat.items():
         spec = pairs[pair].single_spec
         rows, batch = _flat_float32_rows(lists, spec)   # type: ignore[arg-type]
@@ -874,7 +876,7 @@ def decode_traffic_many(values: Sequence[Any], timestamps_ms: Sequence[int | Non
             if arr is None:
                 objs[i] = None
             else:
-                arrays[i] = ({spec.name: arr}, blob)   # type: ignore[union-attr]
+                arrays[i] = ({spec.name: arr}, blob, pair)   # type: ignore[union-attr]
     seen = _Seen()
     for i, obj in enumerate(objs):
         if obj is None:
@@ -884,7 +886,7 @@ def decode_traffic_many(values: Sequence[Any], timestamps_ms: Sequence[int | Non
             if got_inputs is None:
                 out[i] = _traffic(obj, pairs, timestamps_ms[i], False, seen=seen)
             else:
-                out[i] = _traffic(obj, pairs, timestamps_ms[i], False, got_inputs[0], seen, got_inputs[1])
+                out[i] = _traffic(obj, pairs, timestamps_ms[i], False, *got_inputs, seen=seen)
         except Exception:   # noqa: BLE001 - decided again below, on the message's own
             objs[i] = None
     for i, obj in enumerate(objs):
