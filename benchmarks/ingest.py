@@ -14,7 +14,8 @@ pair (``sentinel.examples.traffic.ordinary_traffic``, keyed by id). Prints one t
 
 Each figure is the median of ``--repeat`` passes (1 by default) over the same topic with a fresh
 consumer group and store; a ratio is the median of each pass's loop figure over the raw figure
-taken just before it in the same pass. ``--profile`` prints the top of a cProfile of one daemon pass instead.
+taken just before it in the same pass. ``--profile`` prints the top of a cProfile of one daemon pass instead;
+``--stages`` only the loop's CPU per message by stage (sample and decode, store), without a broker.
 A benchmark, not a test: figures depend on the machine (2 shared cores here) and are printed,
 never asserted.
 """
@@ -51,20 +52,76 @@ from e2e_harness import print_table, raw_confluent, raw_kafka_python  # noqa: E4
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
     """``n`` example-pair messages, keyed by their id (compact JSON, as producers send them)."""
+    from sentinel.sources.kafka import make_producer, produce_json
+
+    producer = make_producer(bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1)
+    try:
+        messages = example_messages(n)
+        for start in range(0, n, 20_000):
+            produce_json(producer, topic, (next(messages) for _ in range(start, min(n, start + 20_000))),
+                         timeout_s=300)
+    finally:
+        producer.close()
+
+
+def example_messages(n: int):
+    """The benchmark's ``n`` messages of the example pair, as objects, in order."""
     import numpy as np
     from sentinel.examples.traffic import ordinary_traffic
-    from sentinel.sources.kafka import make_producer, produce_json
 
     x, y = ordinary_traffic(np.random.default_rng(13), n)
     regions = ("eu", "us", "apac")
-    producer = make_producer(bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1)
-    try:
-        for start in range(0, n, 20_000):
-            produce_json(producer, topic, ({"id": f"m{i}", "inputs": [float(v) for v in x[i]],
-                                            "attributes": {"region": regions[i % 3]}, "label": int(y[i])}
-                                           for i in range(start, min(n, start + 20_000))), timeout_s=300)
-    finally:
-        producer.close()
+    return ({"id": f"m{i}", "inputs": [float(v) for v in x[i]], "attributes": {"region": regions[i % 3]},
+             "label": int(y[i])} for i in range(n))
+
+
+def stage_costs(workdir: Path, n: int, repeat: int) -> None:
+    """CPU per message of the ingest loop's two stages, without a broker: ``read_batch`` (sample,
+    decode) and ``Store.ingest`` (SQLite), on the benchmark's messages in polled batches of
+    kafka-python's size, record timestamps shared per millisecond as a busy producer's are. The
+    loop's ceiling on one core is 1 / their sum, whatever the client feeding it."""
+    import gc
+    from types import SimpleNamespace
+
+    import orjson
+    from sentinel.app import build
+    from sentinel.config import load_config
+    from sentinel.daemon import GC_YOUNG_ALLOCATIONS, read_batch
+    from sentinel.sampling import Sampler
+    from pairs import example_config
+
+    size = POLL_RECORDS["kafka-python"]
+    values = [orjson.dumps(m) for m in example_messages(n)]
+    gc.freeze()   # as the daemon does once started
+    gc.set_threshold(GC_YOUNG_ALLOCATIONS, *gc.get_threshold()[1:])
+    rows = []
+    for rate in (0.1, 1.0):
+        got: list[tuple[float, float]] = []
+        for _ in range(repeat):
+            cfg = load_config(example_config(Path(tempfile.mkdtemp(dir=workdir)),
+                                             sampling={"rate": rate, "window": 10_000_000}))
+            app = build(cfg, load_models=False).load()
+            shapes = {name: p.shape for name, p in app.pairs.items()}
+            s = cfg.sampling
+            sampler = Sampler(s.rate, s.window, s.seed, tuple(s.stratify_by))
+            decode = store = 0.0
+            for start in range(0, n, size):
+                recs = [SimpleNamespace(topic="t", partition=0, offset=i, key=None, value=values[i],
+                                        timestamp_ms=1_764_000_000_000 + i // 50)
+                        for i in range(start, min(n, start + size))]
+                c0 = time.process_time()
+                b = read_batch(recs, shapes, sampler, None, cfg.ingest.max_message_bytes)
+                c1 = time.process_time()
+                app.store.ingest(b.samples, b.labels, b.bad, window=s.window, rate=s.rate, max_strata=s.max_strata,
+                                 not_sampled=b.not_sampled)
+                decode, store = decode + c1 - c0, store + time.process_time() - c1
+            app.store.dispose()
+            got.append((decode / n * 1e6, store / n * 1e6))
+        med = [statistics.median(g[k] for g in got) for k in (0, 1)]
+        rows.append([rate, f"{med[0]:.1f}", f"{med[1]:.1f}", f"{sum(med):.1f}", f"{1e6 / sum(med):,.0f}"])
+    print(f"\ningest loop stages: {n:,} messages of the example pair, polled batches of {size:,}, SQLite store, "
+          f"CPU per message, median of {repeat} passes")
+    print_table(["rate", "sample + decode (us)", "store (us)", "total (us)", "ceiling on one core (msg/s)"], rows)
 
 
 def sentinel_rate(workdir: Path, bootstrap: str, topic: str, n: int, rate: float, id_from: str = "body",
@@ -192,8 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default=",".join(RAW), help="clients to measure (kafka-python,confluent)")
     ap.add_argument("--pure-crc", action="store_true",
                     help="kafka-python without the crc32c C extension (its CRC-32C in Python, as when issue 13 was filed)")
+    ap.add_argument("--stages", action="store_true",
+                    help="only the loop's CPU per message by stage, without a broker (no Kafka client in it)")
     args = ap.parse_args(argv)
     n = args.messages
+    if args.stages:
+        with tempfile.TemporaryDirectory(prefix="sentinel-stages-") as tmp:
+            stage_costs(Path(tmp), n, args.repeat)
+        return 0
     with tempfile.TemporaryDirectory(prefix="sentinel-ingest-") as tmp, TansuBroker() as broker:
         workdir, topic = Path(tmp), unique_name("ingest")
         broker.create_topic(topic, partitions=1)

@@ -90,6 +90,7 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
     mids = [None if isinstance(m, Exception) else key_mids[i] if key_mids is not None and key_mids[i] is not None
             else m.id for i, m in zip(idx, decoded)]
     keys = iter(_sample_keys(sampler, [(m.pair, mid) for m, mid in zip(decoded, mids) if mid is not None]))
+    stratified = bool(sampler.stratify_by)   # else every stratum is ""
     for r, m, mid in zip(recs, decoded, mids):
         if isinstance(m, MessageError):
             out.bad.append(_quarantined(r, m.reason, m.detail))
@@ -104,7 +105,8 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
             out.samples.append(SampleIn(pair=m.pair, msg_id=mid, ts=m.ts, topic=r.topic, partition=r.partition,
                                         offset=r.offset, sample_key=key, inputs=m.inputs,
                                         attributes=m.attributes, label=m.label, extra=m.extra or None,
-                                        stratum=sampler.stratum(m.attributes), raw=r.value, text=m.text))
+                                        stratum=sampler.stratum(m.attributes) if stratified else "", raw=r.value, text=m.text,
+                                        stored=m.stored))
         except Exception as exc:   # noqa: BLE001 - as for the decoder: one message quarantined
             out.bad.append(_decoder_error(r, exc))
     if any(s.text is not None for s in out.samples):

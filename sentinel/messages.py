@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain
 from typing import Any, Mapping, Sequence
@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import MessageError
-from .tensors import Row, Signature, TensorSpec, cast
+from .tensors import Row, Signature, TensorSpec, cast, encode_rows
 
 MAX_MESSAGE_BYTES = 1_000_000
 MAX_ID_LEN = 256            # samples.msg_id / labels.msg_id are varchar(256)
@@ -90,6 +90,8 @@ class TrafficMessage:
     label: str | None            # class name
     extra: dict[str, Any]
     text: str | None = None      # the raw text the inputs were made from (pairs with a tokenizer)
+    # the inputs as the store keeps them (tensors.encode_row), when the batch decoder made them in bulk
+    stored: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -776,18 +778,67 @@ def decode_traffic(value: bytes | str | None, pairs: Mapping[str, PairShape], *,
 
 
 def _traffic(obj: dict[str, Any], pairs: Mapping[str, PairShape], timestamp_ms: int | None, encode_text: bool,
-             inputs: Row | None = None) -> TrafficMessage:
-    """The message of a parsed object whose values are checked; ``inputs``: already decoded."""
+             inputs: Row | None = None, stored: bytes | None = None, pair: str | None = None, *,
+             seen: "_Seen | None" = None) -> TrafficMessage:
+    """The message of a parsed object whose values are checked; ``inputs``: already decoded
+    (``stored``: in their stored form; ``pair``: the pair :func:`_pair_of` gave it); ``seen``:
+    the timestamps and attributes decoded already in the batch, shared (``_Seen``)."""
     mid = _id(obj)
-    pair = _pair_of(obj, pairs)
+    if pair is None:
+        pair = _pair_of(obj, pairs)
     shape = pairs[pair]
     text = None
     if inputs is None:
         inputs, text = _inputs_or_text(obj, shape, encode_text)
-    attributes = decode_attributes(obj.get("attributes"))
+    if seen is None:
+        attributes, ts = decode_attributes(obj.get("attributes")), parse_ts(obj.get("ts"), timestamp_ms)
+    else:
+        attributes, ts = seen.attributes(obj.get("attributes")), seen.ts(obj.get("ts"), timestamp_ms)
     label = normalise_label(obj["label"], shape.classes) if obj.get("label") is not None else None
-    extra = {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
-    return TrafficMessage(mid, pair, parse_ts(obj.get("ts"), timestamp_ms), inputs, attributes, label, extra, text)
+    extra = {} if obj.keys() <= KNOWN_KEYS else {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
+    return TrafficMessage(mid, pair, ts, inputs, attributes, label, extra, text, stored)
+
+
+class _Seen:
+    """What a batch's messages share, decoded once per distinct value: timestamps (a busy
+    topic's record timestamps repeat, in milliseconds) and attributes (a few slices:
+    ``{"region": "eu"}``). The messages then hold the same objects, which the store writes once
+    each too (``repository._insert_samples``). Both are immutable in use: nothing changes a
+    decoded message's attributes. Only what decodes the same every time is kept: not the time of
+    a message without any (now), nor attributes with a value that is not a string (``1`` and
+    ``True`` are equal keys with different answers)."""
+
+    __slots__ = ("_ts", "_attrs")
+
+    def __init__(self) -> None:
+        self._ts: dict[tuple[type, Any, int | None], dt.datetime] = {}
+        self._attrs: dict[tuple[tuple[str, Any], ...], dict[str, str]] = {}
+
+    def ts(self, value: Any, fallback_ms: int | None) -> dt.datetime:
+        if value is None and (type(fallback_ms) is not int or fallback_ms < 0):
+            return parse_ts(value, fallback_ms)
+        key = (type(value), value, fallback_ms if value is None else None)
+        try:
+            got = self._ts.get(key)
+        except TypeError:    # not hashable: refused below
+            return parse_ts(value, fallback_ms)
+        if got is None:
+            got = self._ts[key] = parse_ts(value, fallback_ms)
+        return got
+
+    def attributes(self, value: Any) -> dict[str, str]:
+        if type(value) is not dict or not value:
+            return decode_attributes(value)
+        try:
+            key = tuple(value.items())
+            got = self._attrs.get(key)
+        except TypeError:    # a list or an object among the values: refused below
+            return decode_attributes(value)
+        if got is None:
+            got = decode_attributes(value)
+            if all(type(v) is str for v in value.values()):
+                self._attrs[key] = got
+        return got
 
 
 def decode_traffic_many(values: Sequence[Any], timestamps_ms: Sequence[int | None], pairs: Mapping[str, PairShape],
@@ -797,7 +848,9 @@ def decode_traffic_many(values: Sequence[Any], timestamps_ms: Sequence[int | Non
     at less cost per message, where a message allows it (``_plain_objects``): the scans for a
     backslash and for a long run of digits are made once over the batch, orjson parses the bytes
     as they are (no text made first), and the flat float32 inputs of a pair go to numpy as one
-    array (``_flat_float32_rows``). A message that does not take that path, or fails on it, is
+    array (``_flat_float32_rows``), their stored form made from it in bulk too
+    (``TrafficMessage.stored``), and equal timestamps and attributes are decoded once per batch
+    (``_Seen``). A message that does not take that path, or fails on it, is
     decoded on its own by :func:`decode_traffic`, which then decides its answer and its error."""
     objs = _plain_objects(values, max_bytes)
     out: list[Any] = [None] * len(values)
@@ -807,22 +860,35 @@ def decode_traffic_many(values: Sequence[Any], timestamps_ms: Sequence[int | Non
             continue
         try:
             pair = _flat_pair(obj, pairs)
-            if pair is None:
-                out[i] = _traffic(obj, pairs, timestamps_ms[i], False)
-            else:
-                out[i] = _traffic(obj, pairs, timestamps_ms[i], False, {})   # its array added below
-                got = flat.setdefault(pair, ([], []))
-                got[0].append(i)
-                got[1].append(obj["inputs"])
         except Exception:   # noqa: BLE001 - decided again below, on the message's own
             objs[i] = None
+            continue
+        if pair is not None:
+            got = flat.setdefault(pair, ([], []))
+            got[0].append(i)
+            got[1].append(obj["inputs"])
+    arrays: dict[int, tuple[Row, bytes | None, str]] = {}   # position -> its inputs, their stored form, its pair
     for pair, (idx, lists) in flat.items():
         spec = pairs[pair].single_spec
-        for i, arr in zip(idx, _flat_float32_rows(lists, spec)):   # type: ignore[arg-type]
+        rows, batch = _flat_float32_rows(lists, spec)   # type: ignore[arg-type]
+        stored = encode_rows(spec.name, batch) if batch is not None else [None] * len(rows)   # type: ignore[union-attr]
+        for i, arr, blob in zip(idx, rows, stored):
             if arr is None:
                 objs[i] = None
-            elif objs[i] is not None:
-                out[i].inputs[spec.name] = arr   # type: ignore[union-attr]
+            else:
+                arrays[i] = ({spec.name: arr}, blob, pair)   # type: ignore[union-attr]
+    seen = _Seen()
+    for i, obj in enumerate(objs):
+        if obj is None:
+            continue
+        got_inputs = arrays.get(i)
+        try:
+            if got_inputs is None:
+                out[i] = _traffic(obj, pairs, timestamps_ms[i], False, seen=seen)
+            else:
+                out[i] = _traffic(obj, pairs, timestamps_ms[i], False, *got_inputs, seen=seen)
+        except Exception:   # noqa: BLE001 - decided again below, on the message's own
+            objs[i] = None
     for i, obj in enumerate(objs):
         if obj is None:
             try:
@@ -869,14 +935,15 @@ def _flat_pair(obj: dict[str, Any], pairs: Mapping[str, PairShape]) -> str | Non
     return pair if spec is not None and spec.dtype == "float32" and len(value) == spec_size(spec) else None
 
 
-def _flat_float32_rows(lists: list[list[Any]], spec: TensorSpec) -> list[np.ndarray | None]:
+def _flat_float32_rows(lists: list[list[Any]], spec: TensorSpec) -> tuple[list[np.ndarray | None], np.ndarray | None]:
     """:func:`_flat_float32` of each of ``lists`` (all of ``spec``'s size), reshaped to
     ``spec.shape``, made by numpy in one call when every value is a number: the same arrays (the
     same conversion per length: float32 from each value up to ``_FAST_LEN``, through float64
     beyond); None where that function gives None (a value beyond float32's range, or not a
-    number), or where a value is at float32's largest magnitude (it decides those)."""
+    number), or where a value is at float32's largest magnitude (it decides those). Also the
+    batch's array whose rows they are (None when they were made one by one)."""
     if not set(map(type, chain.from_iterable(lists))) <= _NUMBER_TYPES:
-        return [None if (a := _flat_float32(v)) is None else a.reshape(spec.shape) for v in lists]
+        return [None if (a := _flat_float32(v)) is None else a.reshape(spec.shape) for v in lists], None
     with np.errstate(over="ignore"):
         if len(lists[0]) <= _FAST_LEN:
             arr = np.array(lists, dtype=np.float32)
@@ -886,7 +953,7 @@ def _flat_float32_rows(lists: list[list[Any]], spec: TensorSpec) -> list[np.ndar
             ok = np.abs(wide).max(axis=1) <= _F32_MAX
             arr = wide.astype(np.float32)
     rows = arr.reshape(len(lists), *spec.shape)
-    return [rows[i] if good else None for i, good in enumerate(ok.tolist())]
+    return [rows[i] if good else None for i, good in enumerate(ok.tolist())], rows
 
 
 def decode_label(value: bytes | str | None, pairs: Mapping[str, PairShape],

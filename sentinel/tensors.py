@@ -220,6 +220,20 @@ def encode_row(row: Mapping[str, np.ndarray]) -> bytes:
     return b"".join(parts)
 
 
+def encode_rows(name: str, rows: np.ndarray) -> list[bytes]:
+    """``encode_row({name: rows[i]})`` of each row of ``rows`` (one input's batch, the first axis
+    the rows), the same bytes, made from one copy of the batch: the header once, then each row's
+    slice of the little-endian buffer."""
+    if rows.ndim == 0:
+        raise ValueError(f"input {name[:40]!r}: a batch of rows needs a first axis")
+    if len(rows) == 0:
+        return []
+    arr = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<"))
+    prefix = _MAGIC + _COUNT[1] + (_HEADS.get((name, rows.dtype, rows.shape[1:])) or _head(name, rows[0]))
+    data, k = arr.tobytes(), arr[0].nbytes
+    return [prefix + data[j:j + k] for j in range(0, len(data), k)] if k else [prefix] * len(rows)
+
+
 _COUNT = [struct.pack("<B", i) for i in range(256)]
 _NOT_LITTLE = frozenset(">=" if sys.byteorder == "big" else ">")   # byte orders stored swapped ("|": one byte)
 _HEADS: dict[tuple[str, np.dtype, tuple[int, ...]], bytes] = {}   # (name, dtype, shape) -> its header

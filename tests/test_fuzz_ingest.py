@@ -369,9 +369,26 @@ def _outcome(m):
         return ("error", m.reason, m.detail)
     if isinstance(m, Exception):
         return ("bug", type(m).__name__, str(m))
+    from sentinel.tensors import encode_row
+
     now = abs((m.ts - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) < 60   # no ts given: the clock's
+    # the stored form the batch decoder makes in bulk is the one the store would make of the inputs
+    assert m.stored is None or m.stored == encode_row(m.inputs)
     return (m.id, m.pair, "now" if now else m.ts, m.attributes, m.label, m.extra, m.text,
             {k: (a.dtype.str, a.shape, a.tobytes()) for k, a in m.inputs.items()})
+
+
+def _one_by_one(values, stamps, shapes):
+    """``decode_traffic`` of each message alone: its message or the exception it raises."""
+    from sentinel.messages import decode_traffic
+
+    alone = []
+    for v, ts in zip(values, stamps):
+        try:
+            alone.append(decode_traffic(v, shapes, timestamp_ms=ts, encode_text=False))
+        except Exception as exc:   # noqa: BLE001
+            alone.append(exc)
+    return alone
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, database=None,
@@ -381,18 +398,31 @@ def test_a_batch_decodes_as_its_messages_one_by_one(batch):
     """``decode_traffic_many`` (the daemon's decoder of a polled batch) gives each message what
     ``decode_traffic`` gives it alone: the same message, arrays equal to the byte, or the same
     error with the same detail; for well-formed, malformed and hostile messages mixed."""
-    from sentinel.messages import decode_traffic, decode_traffic_many
+    from sentinel.messages import decode_traffic_many
 
     shapes = {"triage": PairShape("triage", (3,), ("benign", "malignant"), FEATURES)}
     values, stamps = [v for v, _ in batch], [ts for _, ts in batch]
-    alone = []
-    for v, ts in batch:
-        try:
-            alone.append(decode_traffic(v, shapes, timestamp_ms=ts, encode_text=False))
-        except Exception as exc:   # noqa: BLE001
-            alone.append(exc)
+    alone = _one_by_one(values, stamps, shapes)
     together = decode_traffic_many(values, stamps, shapes)
     assert [_outcome(m) for m in together] == [_outcome(m) for m in alone]
+
+
+def test_values_a_batch_shares_are_decoded_per_type_not_per_equal_key():
+    """Timestamps and attributes are decoded once per distinct value in a batch, but ``1``,
+    ``1.0`` and ``true`` are equal keys in Python: each keeps its own answer, as alone."""
+    from sentinel.messages import decode_traffic_many
+
+    shapes = {"triage": PairShape("triage", (3,), ("benign", "malignant"), FEATURES)}
+    bodies = [{"attributes": {"region": v}} for v in ("1", 1, True, 1.0, "1", 1)]
+    bodies += [{"ts": v} for v in (1, 1.0, True, "1970-01-01T00:00:00.001Z", 1, True)]
+    values = [json.dumps({"id": f"m{i}", "inputs": [1, 2, 3], **b}).encode() for i, b in enumerate(bodies)]
+    stamps = [5, 5, -1, None, 5, 7] * 2
+    alone = _one_by_one(values, stamps, shapes)
+    together = decode_traffic_many(values, stamps, shapes)
+    assert [_outcome(m) for m in together] == [_outcome(m) for m in alone]
+    ok, bad = "TrafficMessage", "MessageError"
+    assert [type(m).__name__ for m in together] == [ok, ok, bad, bad, ok, ok] + [ok, ok, bad, ok, ok, bad]
+    assert together[0].attributes is together[4].attributes   # shared: written once by the store
 
 
 wide_message = st.fixed_dictionaries({"id": st.sampled_from(["a", "b", 7]),
@@ -406,15 +436,10 @@ wide_message = st.fixed_dictionaries({"id": st.sampled_from(["a", "b", 7]),
 def test_a_batch_of_wide_inputs_decodes_as_its_messages_one_by_one(batch):
     """Inputs longer than the plain-Python check's limit (70 values: converted through float64)
     in a batch give each message's own arrays and errors too."""
-    from sentinel.messages import decode_traffic, decode_traffic_many
+    from sentinel.messages import decode_traffic_many
 
     shapes = {"wide": PairShape("wide", (70,), ("benign", "malignant"))}
-    alone = []
-    for v in batch:
-        try:
-            alone.append(decode_traffic(v, shapes, timestamp_ms=0, encode_text=False))
-        except Exception as exc:   # noqa: BLE001
-            alone.append(exc)
+    alone = _one_by_one(batch, [0] * len(batch), shapes)
     assert [_outcome(m) for m in decode_traffic_many(batch, [0] * len(batch), shapes)] == [_outcome(m) for m in alone]
 
 

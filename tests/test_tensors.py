@@ -1,6 +1,8 @@
 """sentinel.tensors: typed specs, per-batch padding, and the binary form rows are stored in."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sentinel.tensors import Signature, TensorSpec, cast, collate, decode_row, encode_row, row_length
 
@@ -117,3 +119,17 @@ def test_rows_held_by_column_batch_and_adopt_as_collate_and_adopt_do_row_by_row(
     adopted = old.adopted(sig)       # a legacy row becomes the model's input, as adopt makes it
     assert isinstance(adopted, list) and [list(r) for r in adopted] == [["features"]] * len(legacy)
     np.testing.assert_array_equal(collate(adopted, sig)["features"], np.stack([r["input"] for r in legacy]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["float32", ">f4", "float64", "int64", "int32", "bool", "uint8", "float16"]),
+       st.lists(st.integers(0, 4), min_size=1, max_size=3), st.booleans())
+def test_a_batch_encoded_at_once_is_each_row_encoded(dtype, shape, strided):
+    """``encode_rows`` (the batch decoder's stored form of a batch's inputs) gives each row the
+    bytes ``encode_row`` gives it alone, whatever the dtype, byte order, shape and layout."""
+    from sentinel.tensors import encode_row, encode_rows
+
+    rows = (np.random.default_rng(0).normal(size=shape) * 50).astype(dtype)
+    if strided and rows.ndim > 1:
+        rows = rows[:, ::-1]
+    assert encode_rows("x", rows) == [encode_row({"x": r}) for r in rows]

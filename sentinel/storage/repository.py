@@ -84,6 +84,8 @@ class SampleIn:
     stratum: str = ""
     raw: bytes | str | None = field(default=None, repr=False, compare=False)   # the record's value
     text: str | None = None      # the raw text the inputs were made from (pairs with a tokenizer)
+    # ``inputs`` in their stored form (stored_inputs) when the decoder made it already; None: made here
+    stored: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def in_sample(sample_key: float, rate: float) -> bool:
@@ -882,8 +884,7 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
         return
     seen: set[str] = set()
     for chunk in _chunks(list({s.msg_id for s in kept}), 500):
-        seen.update(r[0] for r in conn.execute(select(t.samples.c.msg_id).where(
-            and_(t.samples.c.pair == pair, t.samples.c.msg_id.in_(chunk)))))
+        seen.update(r[0] for r in conn.execute(_STORED_IDS, {"pair": pair, "ids": chunk}))
     p = t.pending_samples.c
     pending: dict[str, int] = {row[0]: row[1] for row in conn.execute(
         select(p.stratum, p.n).where(and_(p.pair == pair, p.n > 0)))}
@@ -914,7 +915,8 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
             change[stratum] = change.get(stratum, 0) - gone
     if rows:
         _insert_samples(conn, [(s.pair, s.msg_id, s.ts, s.topic, s.partition, s.offset, s.sample_key,
-                                stored_inputs(s.inputs), s.text, s.attributes, s.label, s.extra, now, stratum)
+                                stored_inputs(s.inputs) if s.stored is None else s.stored, s.text,
+                                s.attributes, s.label, s.extra, now, stratum)
                                for stratum, s in rows.values()])
         for stratum, _ in rows.values():
             change[stratum] = change.get(stratum, 0) + 1
@@ -948,6 +950,11 @@ def _release(conn: Connection, run_id: int) -> None:
     _count_pending(conn, held, 1)
 
 
+#: the ids of a pair's samples stored already, among ``ids``: one statement compiled once (an IN
+#: of literals was compiled anew for each batch, its values coerced one by one)
+_STORED_IDS = select(t.samples.c.msg_id).where(and_(t.samples.c.pair == bindparam("pair"),
+                                                    t.samples.c.msg_id.in_(bindparam("ids", expanding=True))))
+
 _SAMPLE_COLUMNS = ("pair", "msg_id", "ts", "topic", "partition", "offset", "sample_key", "inputs", "text",
                    "attributes", "label", "extra", "stored_at", "stratum")
 
@@ -971,12 +978,27 @@ def _insert_samples(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
             columns[i] = (p(col[0]),) * len(col)
         elif i == _TS_COLUMN:
             columns[i] = _each_distinct_once(p, col)
+        elif i in _JSON_COLUMNS:
+            columns[i] = _each_object_once(p, col)
         else:
             columns[i] = tuple(map(p, col))
     conn.exec_driver_sql(sql, list(zip(*columns)))
 
 
 _TS_COLUMN = _SAMPLE_COLUMNS.index("ts")
+_JSON_COLUMNS = frozenset(map(_SAMPLE_COLUMNS.index, ("attributes", "extra")))
+
+
+def _each_object_once(process: Any, col: Sequence[Any]) -> tuple[Any, ...]:
+    """``process`` mapped over a JSON column, once per distinct object when objects repeat: the
+    decoder gives a batch's messages with equal attributes the same dict (``messages._Seen``),
+    and the JSON processor was a tenth of a stored row. By identity, not by value: every object
+    is alive in ``col`` while this runs, so no two share an id, and nothing is compared."""
+    objs = {id(v): v for v in col}
+    if 2 * len(objs) > len(col):
+        return tuple(map(process, col))
+    done = {k: process(v) for k, v in objs.items()}
+    return tuple([done[id(v)] for v in col])
 
 
 def _each_distinct_once(process: Any, col: Sequence[dt.datetime]) -> tuple[Any, ...]:
