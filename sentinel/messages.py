@@ -80,8 +80,11 @@ class PairShape:
         return self.signature.inputs[0] if self.signature.is_single else None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TrafficMessage:
+    """A decoded traffic message. Not frozen: a frozen dataclass sets each field through
+    ``object.__setattr__`` (1.75 µs to build this one, 0.35 µs slotted), and one is built per
+    message ingested; nothing changes a message once decoded."""
     id: str
     pair: str
     ts: dt.datetime
@@ -162,17 +165,20 @@ _DECODER = json.JSONDecoder(parse_int=_parse_int)   # one instance: json.loads(*
 # ids). A longer message without a run of digits that could be a longer integer (anywhere, strings
 # included) is read by the plain decoder, whose integers are then exactly what the hook keeps. The
 # runs are found on the raw bytes (UTF-8 puts no ASCII digit inside a multi-byte character):
-# digits mapped to "0", "-" kept, the rest blanked, then two substring searches (a regular
-# expression over the text costs more than the decoding it would save).
+# digits and "-" mapped to "0", the rest blanked, then one substring search for a run one longer
+# than the hook keeps exact (a regular expression over the text costs more than the decoding it
+# would save). A "-" that is not a sign only makes the run longer: it can find a run where there
+# is no long integer (then the slower, equally exact, path decides), never miss one; a sign and 19
+# digits, or 20 digits, are both 20 in a row.
 _PLAIN_DECODER = json.JSONDecoder()
 _PLAIN_FROM = 512     # bytes; below, few integers, and the scan would cost more than it saves
-_DIGITS = bytes(48 if 48 <= i <= 57 else (45 if i == 45 else 32) for i in range(256))
-_LONG_RUNS = (b"0" * (_MAX_EXACT_INT_CHARS + 1), b"-" + b"0" * _MAX_EXACT_INT_CHARS)
+_DIGITS = bytes(48 if 48 <= i <= 57 or i == 45 else 32 for i in range(256))
+_LONG_RUN = b"0" * (_MAX_EXACT_INT_CHARS + 1)
 
 
 def _long_digit_runs(value: bytes | str) -> bool:
     mapped = (value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)).translate(_DIGITS)
-    return _LONG_RUNS[0] in mapped or _LONG_RUNS[1] in mapped
+    return _LONG_RUN in mapped
 
 
 def _decoder_for(value: bytes | str) -> json.JSONDecoder:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sentinel.errors import MessageError
 from sentinel.messages import MAX_TEXT_LEN, PairShape, decode_traffic
@@ -329,6 +331,19 @@ def test_integers_read_the_same_whether_or_not_the_message_has_long_digit_runs(l
     plain = parse_json(long_msg)["x"]
     with_run = parse_json(('{"x": %s, "note": "%s", "pad": "%s"}' % (literal, "1" * 30, pad)).encode())["x"]
     assert short == plain == with_run == value and type(short) is type(plain) is type(with_run) is type(value)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="0123456789-.ex\"", max_size=64))
+def test_no_integer_too_long_to_keep_exact_is_missed_by_the_digit_run_scan(text):
+    """Whatever else it finds, the scan that sends a message to the exact (slower) decoder finds
+    every run a longer integer could be: a sign and 19 digits, or 20 digits."""
+    import re
+
+    from sentinel.messages import _long_digit_runs
+
+    if re.search(r"-[0-9]{19}|[0-9]{20}", text):
+        assert _long_digit_runs(text) and _long_digit_runs(text.encode())
 
 
 def test_a_rank_0_input_takes_a_bare_number_and_refuses_an_array():
