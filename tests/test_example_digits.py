@@ -52,6 +52,14 @@ def test_the_models_take_nchw_images_and_name_their_outputs(models):
     assert [o.name for o in cand.get_outputs()] == ["probabilities", "embedding"]
 
 
+#: how far the int8 models' held-out accuracy may move from meta.json's on another kind of x86 CPU:
+#: onnxruntime picks its int8 kernels by the vector units it finds (u8s8 products summed in 16 bits
+#: on AVX2 saturate where VNNI's 32-bit sums do not), so a few borderline rows change. On an
+#: AVX2-only AMD EPYC: candidate 97.8% (440 of 450, stated 98.0%), damaged 80.0% (stated 82.2%).
+#: The same bound as test_script_reproduces_the_committed_pair's for a pair rebuilt on another CPU.
+INT8_ACCURACY_ACROSS_CPUS = 0.03
+
+
 def test_meta_matches_the_files_and_the_stated_accuracy(models):
     for name, digest in META["sha256"].items():
         assert sha256_file(PAIR / name) == digest, name
@@ -59,8 +67,12 @@ def test_meta_matches_the_files_and_the_stated_accuracy(models):
     x, y = ref.x[ref.test], ref.y[ref.test]
     p_base, emb, p_cand, p_dmg = predict(models, x)
     assert emb.shape == (len(x), META["embedding_dim"])
-    for role, p in (("baseline", p_base), ("candidate", p_cand), ("damaged", p_dmg)):
-        assert float(np.mean(p.argmax(1) == y)) == pytest.approx(META["accuracy"][role]["test"], abs=1e-9), role
+    # the float baseline as stated on any CPU; the int8 models within their kernels' spread
+    assert float(np.mean(p_base.argmax(1) == y)) == pytest.approx(META["accuracy"]["baseline"]["test"], abs=1e-9)
+    for role, p in (("candidate", p_cand), ("damaged", p_dmg)):
+        got = float(np.mean(p.argmax(1) == y))
+        assert got == pytest.approx(META["accuracy"][role]["test"], abs=INT8_ACCURACY_ACROSS_CPUS), role
+    assert float(np.mean(p_cand.argmax(1) == y)) >= 0.95
     assert META["accuracy"]["candidate"]["test"] >= 0.95
     assert sum(p.stat().st_size for p in PAIR.iterdir()) < 500_000
 
