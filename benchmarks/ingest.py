@@ -81,13 +81,13 @@ def stage_costs(workdir: Path, n: int, repeat: int) -> None:
     kafka-python's size, record timestamps shared per millisecond as a busy producer's are. The
     loop's ceiling on one core is 1 / their sum, whatever the client feeding it."""
     import gc
-    from types import SimpleNamespace
 
     import orjson
     from sentinel.app import build
     from sentinel.config import load_config
     from sentinel.daemon import GC_YOUNG_ALLOCATIONS, read_batch
     from sentinel.sampling import Sampler
+    from sentinel.sources.base import RawRecord
     from pairs import example_config
 
     size = POLL_RECORDS["kafka-python"]
@@ -106,8 +106,7 @@ def stage_costs(workdir: Path, n: int, repeat: int) -> None:
             sampler = Sampler(s.rate, s.window, s.seed, tuple(s.stratify_by))
             decode = store = 0.0
             for start in range(0, n, size):
-                recs = [SimpleNamespace(topic="t", partition=0, offset=i, key=None, value=values[i],
-                                        timestamp_ms=1_764_000_000_000 + i // 50)
+                recs = [RawRecord("t", 0, i, None, values[i], 1_764_000_000_000 + i // 50)   # as the sources hand them
                         for i in range(start, min(n, start + size))]
                 c0 = time.process_time()
                 b = read_batch(recs, shapes, sampler, None, cfg.ingest.max_message_bytes)
