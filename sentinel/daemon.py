@@ -34,8 +34,8 @@ from .messages import (MAX_MESSAGE_BYTES, PairShape, decode_label, decode_traffi
 from .perf.memory import kill_children_now, terminate_children
 from .revalidation import LoadedPair, Revalidator
 from .sampling import Sampler
-from .storage.repository import (LabelIn, QuarantineIn, SampleIn, Store, StoreUnavailable, in_sample, raw_text,
-                                 value_sha256)
+from .storage.repository import (LabelIn, QuarantineIn, SampleIn, StaleBar, Store, StoreUnavailable, in_sample,
+                                 raw_text, value_sha256)
 
 log = logging.getLogger("sentinel.daemon")
 
@@ -60,10 +60,15 @@ class Batch:
     labels: list[LabelIn] = field(default_factory=list)
     bad: list[QuarantineIn] = field(default_factory=list)
     not_sampled: int = 0
+    decoded: int = 0     # records decoded: labels, and the traffic the sampling decision kept
+    #: per pair, (bar, n): n traffic messages inside the rate left undecoded as above the
+    #: pair's window bar (``Store.ingest``'s ``above_bar``)
+    above_bar: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, labels_topic: str | None,
-               max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body") -> Batch:
+               max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body",
+               bars: dict[str, float | None] | None = None) -> Batch:
     """Turn polled Kafka records into rows for the store. Never raises for a bad message: a
     ``MessageError`` is quarantined with its reason; anything else the decoder raises (a bug the
     format checks did not foresee) is quarantined as ``decoder_error`` with the exception's type,
@@ -73,7 +78,14 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
     The sampling decision comes first, for the whole batch, from the pair and id read without a
     full decode (``_pre_sample``; ``id_from``: ``kafka.id_from``): a traffic message outside the
     sampling rate is not decoded but counted (``Batch.not_sampled``), so a malformed message
-    outside the sample is not quarantined. Labels are always decoded."""
+    outside the sample is not quarantined. Labels are always decoded.
+
+    ``bars``: per pair, the bar of its window the store last reported (``IngestResult.bars``).
+    Without stratified sampling a message whose key is above it is left undecoded too, as
+    one the full window would push out on arrival, and counted per pair in ``Batch.above_bar``
+    for the store to check the bar still holds (``Store.ingest`` raises ``StaleBar`` when it does
+    not: the caller then reads the batch again without bars). At rate 1 with the default window
+    this is most of a busy topic's messages once the window is full."""
     out = Batch()
     traffic: list[Any] = []
     for r in records:
@@ -81,15 +93,19 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
             _decode_label(r, shapes, max_bytes, out)
         else:
             traffic.append(r)
-    key_mids, inside = _pre_sample(traffic, shapes, sampler, max_bytes, id_from)
+    if sampler.stratify_by:   # the bars are the unstratified windows'
+        bars = None
+    key_mids, inside, pre_keys, out.above_bar = _pre_sample(traffic, shapes, sampler, max_bytes, id_from, bars)
     if inside is not None:
-        out.not_sampled = len(traffic) - len(inside)
+        out.not_sampled = len(traffic) - len(inside) - sum(n for _, n in out.above_bar.values())
     idx = range(len(traffic)) if inside is None else inside
     recs = [traffic[i] for i in idx]
+    out.decoded = len(records) - len(traffic) + len(recs)
     decoded = _decode_all(recs, shapes, max_bytes)
     mids = [None if isinstance(m, Exception) else key_mids[i] if key_mids is not None and key_mids[i] is not None
             else m.id for i, m in zip(idx, decoded)]
-    keys = iter(_sample_keys(sampler, [(m.pair, mid) for m, mid in zip(decoded, mids) if mid is not None]))
+    keys = iter(_sample_keys(sampler, [(m.pair, mid) for m, mid in zip(decoded, mids) if mid is not None],
+                             None if pre_keys is None else [pre_keys[i] for i, mid in zip(idx, mids) if mid is not None]))
     stratified = bool(sampler.stratify_by)   # else every stratum is ""
     for r, m, mid in zip(recs, decoded, mids):
         if isinstance(m, MessageError):
@@ -114,6 +130,28 @@ def read_batch(records: Any, shapes: dict[str, PairShape], sampler: Sampler, lab
     return out
 
 
+def read_and_store(store: Store, records: Any, shapes: dict[str, PairShape], sampler: Sampler,
+                   bars: dict[str, float | None], *, max_strata: int | None = None, labels_topic: str | None = None,
+                   max_bytes: int = MAX_MESSAGE_BYTES, id_from: str = "body") -> tuple[Batch, Any]:
+    """One polled batch decoded (``read_batch``, leaving out what the windows' ``bars`` say the
+    store would push out) and stored with the sampler's rate and window; ``bars`` is then updated
+    from the result for the next batch. When the store finds a bar no longer holds (``StaleBar``:
+    a run claimed the window since, it was resized), the batch is read again in full and stored,
+    and the bars forgotten. Raises what ``Store.ingest`` raises otherwise (nothing stored)."""
+    for use in (bars, None):
+        b = read_batch(records, shapes, sampler, labels_topic, max_bytes, id_from, use)
+        try:
+            res = store.ingest(b.samples, b.labels, b.bad, window=sampler.window, rate=sampler.rate,
+                               max_strata=max_strata, not_sampled=b.not_sampled, above_bar=b.above_bar)
+        except StaleBar as exc:
+            log.debug("a window's bar moved; decoding the batch in full", extra={"error": str(exc)})
+            bars.clear()
+            continue
+        bars.update(res.bars)
+        return b, res
+    raise AssertionError("a batch read without bars met a stale bar")
+
+
 def _decode_label(r: Any, shapes: dict[str, PairShape], max_bytes: int, out: Batch) -> None:
     try:
         lm = decode_label(r.value, shapes, max_bytes)
@@ -125,17 +163,22 @@ def _decode_label(r: Any, shapes: dict[str, PairShape], max_bytes: int, out: Bat
 
 
 def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampler, max_bytes: int,
-                id_from: str) -> tuple[list[str | None] | None, list[int] | None]:
-    """The sampling decision of a batch before decoding it: ``(ids from the keys, inside)``.
-    The ids are per record, None where ``id_from`` is not ``key`` or the key cannot be one (the
-    list itself None then); ``inside`` lists, in order, the positions of the records to decode:
-    those inside the rate and those whose pair or id is not certain without the full decode
-    (None: all of them; with every message kept, rate 1, nothing is read twice). The ids are
-    read for the whole batch (``quick_ids``) and the keys computed per pair in one call
-    (``Sampler.keys``): the same numbers as ``Sampler.key``."""
+                id_from: str, bars: dict[str, float | None] | None = None
+                ) -> tuple[list[str | None] | None, list[int] | None, list[Any] | None, dict[str, tuple[float, int]]]:
+    """The sampling decision of a batch before decoding it: ``(ids from the keys, inside, keys,
+    above_bar)``. The ids are per record, None where ``id_from`` is not ``key`` or the key cannot
+    be one (the list itself None then); ``inside`` lists, in order, the positions of the records
+    to decode: those inside the rate and below their pair's bar (``bars``), and those whose pair
+    or id is not certain without the full decode (None: all of them; with every message kept,
+    rate 1 and no bar, nothing is read twice). ``keys`` holds per record the ``(pair, id, key)``
+    computed here (None where none was), for ``_sample_keys`` to reuse; ``above_bar`` is
+    ``Batch.above_bar``. The ids are read for the whole batch (``quick_ids``) and the keys
+    computed per pair in one call (``Sampler.keys``): the same numbers as ``Sampler.key``."""
     key_mids = [key_id(r.key) for r in records] if id_from == "key" else None
-    if sampler.rate >= 1.0 or not records:
-        return key_mids, None
+    # a bar at or above the rate leaves out nothing the rate does not
+    bars = {p: b for p, b in (bars or {}).items() if b is not None and b < sampler.rate}
+    if (sampler.rate >= 1.0 and not bars) or not records:
+        return key_mids, None, None, {}
     if key_mids is None:
         quick = quick_ids([r.value for r in records], shapes, max_bytes)
     else:
@@ -150,11 +193,20 @@ def _pre_sample(records: list[Any], shapes: dict[str, PairShape], sampler: Sampl
     else:
         by_pair, unsure = _by_pair(quick)
     inside = unsure
+    pre: list[Any] = [None] * len(records)
+    above: dict[str, tuple[float, int]] = {}
     for pair, (idx, mids) in by_pair.items():
         keys = sampler.keys(pair, mids)
-        inside.extend(idx[k] for k in np.flatnonzero(keys < sampler.rate).tolist())   # in_sample: key < rate
+        bar = bars.get(pair)
+        # in_sample: key < rate; above the bar (not at it: a redelivered sample at the bar is a duplicate)
+        kept = np.flatnonzero(keys < sampler.rate if bar is None else keys <= bar).tolist()
+        if bar is not None and (n := int(np.count_nonzero(keys < sampler.rate)) - len(kept)):
+            above[pair] = (bar, n)
+        for k, key in zip(kept, keys[kept].tolist()):
+            pre[idx[k]] = (pair, mids[k], key)
+        inside.extend(idx[k] for k in kept)
     inside.sort()
-    return key_mids, inside
+    return key_mids, inside, pre, above
 
 
 def _decode_all(recs: list[Any], shapes: dict[str, PairShape], max_bytes: int) -> list[Any]:
@@ -175,18 +227,32 @@ def _decode_all(recs: list[Any], shapes: dict[str, PairShape], max_bytes: int) -
     return out
 
 
-def _sample_keys(sampler: Sampler, ids: list[tuple[str, str]]) -> list[float | BaseException]:
+def _sample_keys(sampler: Sampler, ids: list[tuple[str, str]], known: list[Any] | None = None
+                 ) -> list[float | BaseException]:
     """``sampler.key`` of each (pair, id), computed per pair in one call (``Sampler.keys``, the
-    same numbers); where that call fails, each on its own, the exception in place of a key."""
-    by_pair, _ = _by_pair(ids)   # type: ignore[arg-type]
+    same numbers); where that call fails, each on its own, the exception in place of a key.
+    ``known``: per (pair, id), a ``(pair, id, key)`` computed before the decode, or None; its key
+    is taken where its pair and id are the decoded ones (``quick_id`` promises they are; a
+    message it misread gets its key computed here)."""
     keys: list[float | BaseException] = [0.0] * len(ids)
+    todo = list(range(len(ids)))
+    if known is not None:
+        todo = []
+        for i, (q, k) in enumerate(zip(ids, known)):
+            if k is not None and k[0] == q[0] and k[1] == q[1]:
+                keys[i] = k[2]
+            else:
+                todo.append(i)
+        if not todo:
+            return keys
+    by_pair, _ = _by_pair([ids[i] for i in todo])   # type: ignore[arg-type]
     for pair, (pos, mids) in by_pair.items():
         try:
             got: list[float | BaseException] = sampler.keys(pair, mids).tolist()
         except Exception:   # noqa: BLE001 - an id the hash cannot take is one message's fault
             got = [_key_or_error(sampler, pair, mid) for mid in mids]
         for i, k in zip(pos, got):
-            keys[i] = k
+            keys[todo[i]] = k
     return keys
 
 
@@ -303,6 +369,7 @@ class Daemon:
         self._signals = 0
         self._forced = False              # a second signal: shutdown skips its waits
         self._cancel = self.app.cancel    # set when the revalidation in progress is given up
+        self._bars: dict[str, float | None] = {}   # per pair, its window's bar as the store last gave it
         self.sampler = Sampler(cfg.sampling.rate, cfg.sampling.window, cfg.sampling.seed,
                                tuple(cfg.sampling.stratify_by))
 
@@ -484,17 +551,12 @@ class Daemon:
             return 0
         self.last_poll_ok = time.monotonic()
         if records:
-            shapes = {name: p.shape for name, p in self.pairs.items()}
-            b = read_batch(records, shapes, self.sampler, self.cfg.kafka.labels_topic,
-                           self.cfg.ingest.max_message_bytes, self.cfg.kafka.id_from)
             try:
-                res = self.store.ingest(b.samples, b.labels, b.bad, window=self.cfg.sampling.window,
-                                        rate=self.cfg.sampling.rate, max_strata=self.cfg.sampling.max_strata,
-                                        not_sampled=b.not_sampled)
+                b, res = self._read_and_store(records)
             except Exception as exc:   # noqa: BLE001 - StoreUnavailable, or a bug: never lose the batch
                 self._store_down(records, exc)
                 return 0
-            self._stored(records, b.bad, res)
+            self._stored(records, b, res)
         lag = self.source.lag()
         if lag is not None:
             self.metrics.consumer_lag.set(lag)
@@ -503,7 +565,13 @@ class Daemon:
             self.last_advance = time.monotonic()
         return len(records)
 
-    def _stored(self, records: Any, bad: list[QuarantineIn], res: Any) -> None:
+    def _read_and_store(self, records: Any) -> tuple[Batch, Any]:
+        shapes = {name: p.shape for name, p in self.pairs.items()}
+        return read_and_store(self.store, records, shapes, self.sampler, self._bars,
+                              max_strata=self.cfg.sampling.max_strata, labels_topic=self.cfg.kafka.labels_topic,
+                              max_bytes=self.cfg.ingest.max_message_bytes, id_from=self.cfg.kafka.id_from)
+
+    def _stored(self, records: Any, b: Batch, res: Any) -> None:
         """The batch is durably stored: note it for /readyz, commit its offsets, count it."""
         self.last_write_ok = time.monotonic()
         if self.write_error is not None:
@@ -519,8 +587,9 @@ class Daemon:
                         exc_info=True)
         m = self.metrics
         m.messages_consumed.inc(len(records))
+        m.messages_decoded.inc(b.decoded)
         m.samples_stored.inc(res.stored)
-        quarantined = [*bad, *res.rejected]
+        quarantined = [*b.bad, *res.rejected]
         for q in quarantined:
             m.messages_quarantined.labels(q.reason).inc()
         if quarantined:

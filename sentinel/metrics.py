@@ -21,6 +21,10 @@ class Metrics:
         r = self.registry
         self.messages_consumed = Counter("sentinel_messages_consumed_total", "Kafka records read (traffic and labels)",
                                          registry=r)
+        self.messages_decoded = Counter(
+            "sentinel_messages_decoded_total",
+            "Records decoded and checked (traffic the sampling decision and the windows' bars kept, and labels); "
+            "the rest were counted and left undecoded", registry=r)
         self.messages_quarantined = Counter("sentinel_messages_quarantined_total",
                                             "Messages quarantined, by reason", ["reason"], registry=r)
         self.samples_stored = Counter("sentinel_samples_stored_total", "Samples written to the store", registry=r)

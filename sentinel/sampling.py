@@ -6,7 +6,10 @@ smallest keys (bottom-k sampling, the order-free form of a reservoir: a uniform 
 everything seen since the last run, bounded in size). Because the decision depends only on the id,
 a message redelivered after a crash gets the same decision, two replicas agree, and a run can be
 reproduced from its seed. The store applies the rate and the window when it writes
-(``Store.ingest``; the rate test is ``sentinel.storage.repository.in_sample``).
+(``Store.ingest``; the rate test is ``sentinel.storage.repository.in_sample``). A full window
+is a bar like the rate: a message whose key is above its largest pending key cannot enter it, so
+the daemon leaves such messages undecoded, against the bar the store reported for the last batch
+and checks again when it writes this one (``daemon.read_and_store``).
 
 Stratified sampling (``stratify_by: [region]``) keeps one such window per stratum, so a rare
 group (a small region, a protected attribute value) keeps enough samples for per-slice checks

@@ -92,6 +92,9 @@ def test_every_message_is_stored_or_quarantined_and_offsets_committed(tmp_path, 
         reasons = {r["reason"] for r in d.store.quarantined()}
         assert reasons == {"invalid_json", "shape_mismatch", "missing_id", "not_an_object", "non_finite"}
         assert d.metrics.registry.get_sample_value("sentinel_messages_consumed_total") >= n
+        # rate 1, a window larger than the topic: every record, labels included, was decoded
+        assert (d.metrics.registry.get_sample_value("sentinel_messages_decoded_total")
+                == d.metrics.registry.get_sample_value("sentinel_messages_consumed_total"))
         assert d.metrics.registry.get_sample_value("sentinel_messages_quarantined_total", {"reason": "invalid_json"}) == 5
         while d.store.count("labels") < 30 and time.monotonic() < deadline:
             d.ingest_once()

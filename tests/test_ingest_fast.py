@@ -260,7 +260,8 @@ from sentinel.storage.repository import OTHER_STRATUM, _chunks, fit_stratum, in_
 
 
 def put_samples_row_by_row(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple[int, float, int | None],
-                 now: dt.datetime, res: IngestResult) -> None:
+                 now: dt.datetime, res: IngestResult, above: tuple[float, int] | None = None) -> None:
+    assert above is None, "the writer before batching knew no bars"
     window, rate, max_strata = opts
     seen: set[str] = set()
     for chunk in _chunks(list({s.msg_id for s in batch}), 500):
@@ -478,3 +479,126 @@ def test_read_batch_counts_what_it_leaves_undecoded_and_decodes_the_rest():
     inside = [f"m{i}" for i in range(300) if sampler.key("p", f"m{i}") < 0.2]
     assert [s.msg_id for s in b.samples] == inside and all(s.inputs for s in b.samples)
     assert b.not_sampled == 300 - len(inside) and [q.reason for q in b.bad] == ["invalid_json"]
+    assert b.decoded == len(inside) + 1   # what sentinel_messages_decoded_total counts
+
+
+# -- what a full window would push out is not decoded ---------------------------------------------
+
+def _pair_shape(name):
+    return {name: PairShape(name, (3,), ("0", "1"))}
+
+
+def _window_values(ids):
+    return [json.dumps({"id": f"m{i}", "inputs": [i, 1, 2]}).encode() for i in ids]
+
+
+def _pending(store, pair):
+    with store.engine.connect() as c:
+        return sorted(r[0] for r in c.execute(select(t.samples.c.msg_id).where(
+            and_(t.samples.c.pair == pair, t.samples.c.run_id.is_(None)))))
+
+
+def _claim(store, pair):
+    return sorted(s.msg_id for s in store.claim_window(pair, store.create_run(pair, "manual", {})))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.integers(0, 80), max_size=40)), min_size=1, max_size=6),
+       st.integers(1, 8), st.sampled_from([0.5, 1.0]))
+def test_leaving_out_what_a_full_window_pushes_out_stores_what_decoding_everything_stores(
+        store_url, batches, window, rate):  # noqa: F811
+    """Batches read with the bars the store reports (``read_and_store``), redeliveries and runs
+    claiming the window between them, against the same batches decoded in full on a store of their
+    own: every batch stores the same samples, the same are left outside the rate, each run claims
+    the same window, and the same are pending at the end. What is counted evicted instead of a
+    duplicate may differ, for messages above the bar, which are not looked up: one a run claimed
+    and one repeated within its batch (as outside the rate, where they are counted not sampled)."""
+    import tempfile
+
+    from sentinel.daemon import read_and_store
+
+    pair = "p"
+    shapes, sampler = _pair_shape(pair), Sampler(rate=rate, window=window, seed=3)
+    store, ref = open_store(store_url), open_store(f"sqlite:///{tempfile.mkdtemp()}/ref.db")
+    with store.engine.begin() as c:   # each example from an empty store (one database serves them all)
+        for table in (t.samples, t.pending_samples, t.runs):
+            c.execute(delete(table).where(table.c.pair == pair))
+    bars: dict = {}
+    claimed = False
+    for claim, ids in batches:
+        if claim:
+            assert _claim(store, pair) == _claim(ref, pair)
+            claimed = True
+        recs = records(_window_values(ids))
+        _, got = read_and_store(store, recs, shapes, sampler, bars)
+        b = read_batch(recs, shapes, sampler, None)
+        want = ref.ingest(b.samples, b.labels, b.bad, window=window, rate=rate, not_sampled=b.not_sampled)
+        assert (got.stored, got.not_sampled, got.quarantined) == (want.stored, want.not_sampled, want.quarantined)
+        assert got.duplicates + got.evicted == want.duplicates + want.evicted
+        if not claimed and len(set(ids)) == len(ids):   # no duplicate is taken for an eviction
+            assert (got.duplicates, got.evicted) == (want.duplicates, want.evicted)
+        assert _pending(store, pair) == _pending(ref, pair)
+    ref.dispose()
+
+
+def test_messages_above_a_full_windows_bar_are_counted_evicted_undecoded(store_url):  # noqa: F811
+    """At rate 1, once the window is full, a message whose key is above its largest pending key is
+    not decoded (a malformed one is not quarantined, as one outside the rate is not); one below
+    is, and enters the window."""
+    from sentinel.daemon import read_and_store
+
+    store, sampler, bars = open_store(store_url), Sampler(rate=1.0, window=5, seed=1), {}
+    shapes = _pair_shape("p")
+    read_and_store(store, records(_window_values(range(50))), shapes, sampler, bars)
+    bar = max(sampler.key("p", f"m{i}") for i in sorted(range(50), key=lambda i: sampler.key("p", f"m{i}"))[:5])
+    assert bars == {"p": bar}
+    new = list(range(50, 250))
+    below = [i for i in new if sampler.key("p", f"m{i}") <= bar]
+    bad_above = next(i for i in new if sampler.key("p", f"m{i}") > bar)
+    bad_below = below[0]
+    values = _window_values(new)
+    for i in (bad_above, bad_below):
+        values[i - 50] = json.dumps({"id": f"m{i}", "inputs": [1, 2]}).encode()   # the wrong size
+    b, res = read_and_store(store, records(values), shapes, sampler, bars)
+    assert b.above_bar == {"p": (bar, len(new) - len(below))}
+    assert sorted(s.msg_id for s in b.samples) == sorted(f"m{i}" for i in below if i != bad_below)
+    assert [q.offset for q in b.bad] == [bad_below - 50]
+    # every message met a full window: those that entered pushed one out
+    assert res.evicted == len(new) - 1 and res.quarantined == 1 and res.not_sampled == 0
+    everything = sorted(range(250), key=lambda i: sampler.key("p", f"m{i}"))
+    assert _pending(store, "p") == sorted(f"m{i}" for i in [i for i in everything if i != bad_below][:5])
+    assert bars["p"] < bar
+
+
+def test_a_bar_a_run_made_stale_is_refused_and_the_batch_read_again_in_full(store_url):  # noqa: F811
+    """A run claims the full window: the bar the last batch reported no longer holds. The store
+    refuses a batch left out against it (``StaleBar``, nothing written), and ``read_and_store``
+    reads it again in full: the new window is the batch's smallest keys."""
+    from sentinel.daemon import read_and_store
+    from sentinel.storage.repository import StaleBar
+
+    store, sampler, bars = open_store(store_url), Sampler(rate=1.0, window=5, seed=2), {}
+    shapes = _pair_shape("p")
+    read_and_store(store, records(_window_values(range(40))), shapes, sampler, bars)
+    assert set(bars) == {"p"}
+    _claim(store, "p")
+    recs = records(_window_values(range(40, 120)))
+    b = read_batch(recs, shapes, sampler, None, bars=dict(bars))
+    assert b.above_bar and len(b.samples) < 80
+    with pytest.raises(StaleBar, match="not full"):
+        store.ingest(b.samples, b.labels, b.bad, window=5, rate=1.0, above_bar=b.above_bar)
+    assert _pending(store, "p") == []
+    b, res = read_and_store(store, recs, shapes, sampler, bars)
+    assert not b.above_bar and len(b.samples) == 80 and res.stored >= 5
+    smallest = sorted(range(40, 120), key=lambda i: sampler.key("p", f"m{i}"))[:5]
+    assert _pending(store, "p") == sorted(f"m{i}" for i in smallest)
+    # and a window grown past what it holds is not full: the bar goes
+    b = read_batch(records(_window_values(range(120, 200))), shapes, sampler, None, bars=dict(bars))
+    with pytest.raises(StaleBar):
+        store.ingest(b.samples, b.labels, b.bad, window=6, rate=1.0, above_bar=b.above_bar)
+
+
+def test_stratified_sampling_leaves_nothing_out_by_a_bar():
+    sampler = Sampler(rate=1.0, window=5, stratify_by=("region",))
+    b = read_batch(records(_window_values(range(30))), ONE, sampler, None, bars={"p": 0.0})
+    assert len(b.samples) == 30 and not b.above_bar

@@ -134,11 +134,29 @@ class IngestResult:
     quarantined: int = 0
     labels: int = 0
     rejected: list[QuarantineIn] = field(default_factory=list)   # refused by the store, quarantined
+    #: per pair written to, its unstratified window's bar after this batch: the key at or above
+    #: which a new sample would be pushed out on arrival (the window's largest pending key), None
+    #: when that window is not full. The caller may leave messages above it undecoded in the
+    #: next batch (``Store.ingest``'s ``above_bar``).
+    bars: dict[str, float | None] = field(default_factory=dict)
 
     def add(self, other: "IngestResult") -> None:
         for name in ("stored", "duplicates", "not_sampled", "evicted", "quarantined", "labels"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected.extend(other.rejected)
+        self.bars.update(other.bars)
+
+
+class StaleBar(SentinelError):
+    """``Store.ingest`` was told messages were left out as above a pair's window bar, and the
+    window's bar is no longer at or below the one they were measured against (a run claimed the
+    window, samples were released to it, the window was resized): some of them could enter it now.
+    Nothing was written; decode the batch in full and ingest it again."""
+
+    def __init__(self, pair: str, bar: float, now: float | None):
+        self.pair, self.bar, self.now = pair, bar, now
+        super().__init__(f"pair {pair!r}: messages were left out above the key {bar!r}, and the window's "
+                         f"bar is now {'not full' if now is None else repr(now)}")
 
 
 class StoreUnavailable(SentinelError):
@@ -203,10 +221,18 @@ class Store:
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, samples: Sequence[SampleIn], labels: Sequence[LabelIn], quarantined: Sequence[QuarantineIn],
-               *, window: int, rate: float, max_strata: int | None = None, not_sampled: int = 0) -> IngestResult:
+               *, window: int, rate: float, max_strata: int | None = None, not_sampled: int = 0,
+               above_bar: dict[str, tuple[float, int]] | None = None) -> IngestResult:
         """Store one polled batch; the caller commits Kafka offsets after this returns.
         ``not_sampled``: traffic messages of the batch the caller left out, undecoded, as outside
         the sampling rate (counted in the result as the empty samples for them would be).
+        ``above_bar``: per pair, ``(bar, n)``: ``n`` messages inside the rate the caller left out,
+        undecoded, because their keys were above ``bar``, a bar an earlier result gave
+        (``IngestResult.bars``; unstratified samples only). They are counted as evicted, which
+        they would be, when the pair's window is full now with its largest pending key at or
+        below ``bar``, checked in the batch's own transaction (each sample entering a full window
+        pushes one out, so its bar only falls while the batch is written). Otherwise
+        :class:`StaleBar` is raised and nothing is written.
 
         Duplicates (same pair and id) are dropped; each pair keeps a bottom-k window: the
         ``window`` pending samples with the smallest ``sample_key`` (a seeded hash of the id), which
@@ -224,56 +250,67 @@ class Store:
         is set aside, and the caller re-reads the batch later."""
         items: list[Any] = [*quarantined, *labels, *samples]
         opts = (window, rate, max_strata)
+        check: list[dict[str, tuple[float, int]] | None] = [dict(above_bar) if above_bar else None]
         try:
-            res = self._write(items, opts)
+            res = self._write(items, opts, check)
             res.not_sampled += not_sampled
             return res
+        except StaleBar:
+            raise
         except Exception as exc:   # noqa: BLE001 - classified below, never swallowed
             first = exc
         problem = self._write_problem()
-        if problem is not None:
-            raise StoreUnavailable(problem) from first
+        if problem is not None or not items:
+            raise StoreUnavailable(problem or one_line(first)) from first
         res = IngestResult()
         try:
-            self._split(items, opts, res)
+            self._split(items, opts, res, check)
         except StoreUnavailable as exc:
             exc.partial = res
             raise
         res.not_sampled += not_sampled
         return res
 
-    def _split(self, items: list[Any], opts: tuple[int, float, int | None], res: IngestResult) -> None:
+    def _split(self, items: list[Any], opts: tuple[int, float, int | None], res: IngestResult,
+               check: list[Any]) -> None:
+        """``items`` written in parts; ``check``: the ``above_bar`` to verify, with the first part
+        that goes in (emptied then)."""
         try:
-            res.add(self._write(items, opts))
+            res.add(self._write(items, opts, check))
             return
+        except StaleBar:
+            raise
         except Exception as exc:   # noqa: BLE001
             error = exc
         if len(items) > 1:
             mid = len(items) // 2
-            self._split(items[:mid], opts, res)
-            self._split(items[mid:], opts, res)
+            self._split(items[:mid], opts, res, check)
+            self._split(items[mid:], opts, res, check)
             return
         try:   # once more alone: a lost connection or a race with another replica is not the row's fault
-            res.add(self._write(items, opts))
+            res.add(self._write(items, opts, check))
             return
+        except StaleBar:
+            raise
         except Exception as exc:   # noqa: BLE001
             error = exc
         if is_disconnect(error):   # the store went away while the batch was split, or this row ends connections
-            written, error = self._rewrite_after_disconnect(items, opts, error)
+            written, error = self._rewrite_after_disconnect(items, opts, error, check)
             if written is not None:
                 res.add(written)
                 return
         q = rejected_row(items[0], error)
         try:
             # the store taking this quarantine row is what shows it is up and refused only that row
-            self._write([q], opts)
+            res.add(self._write([q], opts, check))   # counted quarantined there
+        except StaleBar:
+            raise
         except Exception as exc:   # noqa: BLE001
             raise StoreUnavailable(f"{one_line(error)}; and the quarantine write failed: {one_line(exc)}") from exc
-        res.quarantined += 1
         res.rejected.append(q)
 
-    def _rewrite_after_disconnect(self, items: list[Any], opts: tuple[int, float, int | None], error: BaseException
-                                  ) -> tuple[Any, BaseException]:
+    def _rewrite_after_disconnect(self, items: list[Any], opts: tuple[int, float, int | None], error: BaseException,
+                                  check: list[Any]) -> tuple[Any, BaseException]:
         """One row whose write lost the connection twice: (its IngestResult, None) when it goes
         in now; (None, the error) when the row, not the store, ends the connection: the store
         takes a probe write, the row's third write fails again, and a probe after that works
@@ -285,7 +322,9 @@ class Store:
                 raise StoreUnavailable(f"{one_line(error)}; then {problem}") from error
             if probe == 0:
                 try:
-                    return self._write(items, opts), error
+                    return self._write(items, opts, check), error
+                except StaleBar:
+                    raise
                 except Exception as exc:   # noqa: BLE001
                     error = exc
                 if not is_disconnect(error):
@@ -334,9 +373,13 @@ class Store:
                 if ms is not None and backend == "sqlite":
                     conn.connection.driver_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
 
-    def _write(self, items: Sequence[Any], opts: tuple[int, float, int | None]) -> IngestResult:
+    def _write(self, items: Sequence[Any], opts: tuple[int, float, int | None],
+               check: list[Any] | None = None) -> IngestResult:
         """One transaction: quarantine rows, labels, then samples (per pair, window applied), each
-        kind in a bounded number of statements (a multi-row INSERT, not one per row)."""
+        kind in a bounded number of statements (a multi-row INSERT, not one per row). ``check``
+        holds ``ingest``'s ``above_bar`` (or None), verified in this transaction and emptied once
+        it commits."""
+        above: dict[str, tuple[float, int]] = (check[0] if check else None) or {}
         res = IngestResult()
         now = utcnow()
         by_pair: dict[str, list[SampleIn]] = {}
@@ -354,7 +397,11 @@ class Store:
             _put_labels(conn, labels, now)
             res.quarantined, res.labels = len(quarantine), len(labels)
             for pair, batch in by_pair.items():
-                _put_samples(conn, pair, batch, opts, now, res)
+                _put_samples(conn, pair, batch, opts, now, res, above.get(pair))
+            for pair in above.keys() - by_pair.keys():
+                _check_bar(conn, pair, opts[0], above[pair], res)
+        if check:
+            check[0] = None
         return res
 
     def pending_count(self, pair: str) -> int:
@@ -869,18 +916,22 @@ def _put_labels(conn: Connection, labels: list[LabelIn], now: dt.datetime) -> No
 
 
 def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple[int, float, int | None],
-                 now: dt.datetime, res: IngestResult) -> None:
+                 now: dt.datetime, res: IngestResult, above: tuple[float, int] | None = None) -> None:
     """One pair's samples of a batch, with the outcome writing them one by one in order would give,
     in a bounded number of statements: one duplicate query per 500 ids, one read of the pair's
     ``pending_samples`` counts, one eviction query per stratum whose window fills up, one DELETE
     and one multi-row INSERT, and one upsert of the counts they change.
 
     The sampling rate is applied first: a message outside it is ``not_sampled`` without a look at
-    the store (its id cannot be stored unless the rate was lowered since), repeats included."""
+    the store (its id cannot be stored unless the rate was lowered since), repeats included.
+    ``above``: the ``(bar, n)`` of ``ingest``'s ``above_bar`` for this pair, checked against the
+    window as this transaction finds it before anything of the pair is written."""
     window, rate, max_strata = opts
     kept = [s for s in batch if in_sample(s.sample_key, rate)]
     res.not_sampled += len(batch) - len(kept)
     if not kept:
+        if above is not None:
+            _check_bar(conn, pair, window, above, res)
         return
     seen: set[str] = set()
     for chunk in _chunks(list({s.msg_id for s in kept}), 500):
@@ -889,6 +940,9 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
     pending: dict[str, int] = {row[0]: row[1] for row in conn.execute(
         select(p.stratum, p.n).where(and_(p.pair == pair, p.n > 0)))}
     windows = _Windows(conn, pair, window, pending)
+    if above is not None:   # the largest key is read as evict_for would read it: no query of its own
+        _bar_holds(pair, windows.largest(UNSTRATIFIED, len(kept)) if pending.get(UNSTRATIFIED, 0) >= window
+                   else None, above, res)
     rows: dict[int, tuple[str, SampleIn]] = {}     # position in the batch -> (stratum, sample) to insert
     for pos, s in enumerate(kept):
         if s.msg_id in seen:
@@ -921,6 +975,33 @@ def _put_samples(conn: Connection, pair: str, batch: list[SampleIn], opts: tuple
         for stratum, _ in rows.values():
             change[stratum] = change.get(stratum, 0) + 1
     _count_pending(conn, {(pair, k): v for k, v in change.items()}, 1)
+    full = pending.get(UNSTRATIFIED, 0) >= window
+    res.bars[pair] = windows.largest(UNSTRATIFIED, 1) if full else None
+
+
+#: the stratum of every sample when sampling is not stratified (``Sampler.stratum``)
+UNSTRATIFIED = ""
+
+
+def _check_bar(conn: Connection, pair: str, window: int, above: tuple[float, int], res: IngestResult) -> None:
+    """``ingest``'s ``above_bar`` for a pair none of whose samples the batch writes: its window must
+    be full and its largest pending key at or below the bar; the messages then count as evicted."""
+    c, p = t.samples.c, t.pending_samples.c
+    n = conn.execute(select(p.n).where(and_(p.pair == pair, p.stratum == UNSTRATIFIED))).scalar()
+    bar = None
+    if n is not None and n >= window:
+        bar = conn.execute(select(func.max(c.sample_key)).where(and_(
+            c.pair == pair, c.run_id.is_(None), c.stratum == UNSTRATIFIED))).scalar()
+    _bar_holds(pair, bar, above, res)
+    res.bars[pair] = bar
+
+
+def _bar_holds(pair: str, bar: float | None, above: tuple[float, int], res: IngestResult) -> None:
+    """The messages left out above ``above``'s bar are evicted, as they would be, when the window's
+    bar is ``bar`` (None: not full), at or below theirs; else :class:`StaleBar`."""
+    if bar is None or bar > above[0]:
+        raise StaleBar(pair, above[0], bar)
+    res.evicted += above[1]
 
 
 def _count_pending(conn: Connection, change: dict[tuple[str, str], int], sign: int) -> None:
@@ -1049,6 +1130,15 @@ class _Windows:
     def added(self, stratum: str, key: float, pos: int) -> None:
         if stratum in self.top:
             heapq.heappush(self.top[stratum], (-key, 1, pos))
+
+    def largest(self, stratum: str, m: int) -> float | None:
+        """The largest pending key of the full window ``stratum`` (None: it has none), read as
+        :meth:`evict_for` first reads it when not read yet (``m``: as there); after this batch's
+        writes, what they left (rows it deleted are gone, its own rows are in)."""
+        heap = self.top.get(stratum)
+        if heap is None:
+            heap = self.top[stratum] = self._read(stratum, max(1, m))
+        return -heap[0][0] if heap else None
 
     def evict_for(self, stratum: str, key: float, kept: list[SampleIn], rows: dict[int, Any]) -> bool:
         """Push the largest key of the full window ``stratum`` out for a sample with ``key``;
