@@ -986,12 +986,11 @@ UNSTRATIFIED = ""
 def _check_bar(conn: Connection, pair: str, window: int, above: tuple[float, int], res: IngestResult) -> None:
     """``ingest``'s ``above_bar`` for a pair none of whose samples the batch writes: its window must
     be full and its largest pending key at or below the bar; the messages then count as evicted."""
-    c, p = t.samples.c, t.pending_samples.c
+    p = t.pending_samples.c
     n = conn.execute(select(p.n).where(and_(p.pair == pair, p.stratum == UNSTRATIFIED))).scalar()
     bar = None
-    if n is not None and n >= window:
-        bar = conn.execute(select(func.max(c.sample_key)).where(and_(
-            c.pair == pair, c.run_id.is_(None), c.stratum == UNSTRATIFIED))).scalar()
+    if n is not None and n >= window:   # read as _put_samples reads it: one query for the largest key
+        bar = _Windows(conn, pair, window, {UNSTRATIFIED: n}).largest(UNSTRATIFIED, 1)
     _bar_holds(pair, bar, above, res)
     res.bars[pair] = bar
 
